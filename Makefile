@@ -1,0 +1,53 @@
+# cfviz — the two commands a newcomer needs are `make demo` and `make test`.
+# Each creates the virtual environment (.venv) if it is missing and installs the exact
+# tested versions from requirements/constraints.txt, so nothing has to be done by hand first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cfviz-installed
+CONSTRAINTS := requirements/constraints.txt
+PYTEST_ARGS ?=
+
+export MPLBACKEND ?= Agg
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: help venv demo test figures browser lock clean-data
+
+help:
+	@echo "make demo     run the pipeline on the embedded texture data set, write figures/ (creates .venv)"
+	@echo "make test     run the test suite (creates .venv)"
+	@echo "make figures  regenerate every figure from the notebooks (smoke mode unless CFVIZ_SMOKE=0)"
+	@echo "make browser  install Debian's chromium for the explorer's browser test (needs apt, root)"
+	@echo "make lock     re-resolve requirements/constraints.txt in a scratch venv"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cfviz demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+figures: $(STAMP)
+	$(VENV)/bin/cfviz run-notebooks --out figures
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+	@chromium --version
+
+lock:
+	rm -rf /tmp/cfviz-lock-venv && $(PYTHON) -m venv /tmp/cfviz-lock-venv
+	/tmp/cfviz-lock-venv/bin/pip install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
+	/tmp/cfviz-lock-venv/bin/pip install --quiet -e '.[dev]'
+	( echo "# Exact versions that cfviz is tested with; \`make\` installs from this file."; \
+	  echo "# Regenerate with \`make lock\` (torch/torchvision are the builds on this machine's disk)."; \
+	  /tmp/cfviz-lock-venv/bin/pip freeze --exclude-editable | grep -v '^cfviz' ) > $(CONSTRAINTS)
+
+clean-data:
+	rm -rf data/textures

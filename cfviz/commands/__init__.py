@@ -1,0 +1,1 @@
+"""Sub-commands of the ``cfviz`` command line, one module each (argument parsing only)."""

@@ -1,0 +1,1 @@
+"""Small helpers shared across cfviz: atomic file writes, seeding, library versions."""

@@ -1,0 +1,87 @@
+"""Atomic file writes: a crash or Ctrl-C never leaves a half-written result behind.
+
+Every writer writes to a temporary file in the destination folder, flushes it to disk and
+renames it over the destination (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "x.txt") as tmp:
+    ...     _ = tmp.write_text("hello")
+    >>> (d / "x.txt").read_text()
+    'hello'
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # make the bytes durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically and return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON atomically (keys sorted so that files diff cleanly)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically.
+
+    Use it for libraries that write files themselves (safetensors, matplotlib, pandas).
+    """
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Save torch tensors to a safetensors file atomically (contiguous copies are made)."""
+    from safetensors.torch import save_file
+
+    payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write_with(path, lambda tmp: save_file(payload, str(tmp), metadata=dict(metadata or {})))
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON fallback for numpy scalars/arrays and paths."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
