@@ -1,0 +1,132 @@
+"""The recording attention processor: wraps the original processor, never replaces its maths.
+
+The wrapper calls the original processor for the layer's output (so SDPA, LoRA, IP-Adapter and
+other processors keep working and outputs stay bit-identical) and computes only what it records:
+``softmax(Q K^T * attn.scale)`` in float32 for the kept batch rows, reduced at once to the chosen
+tokens and averaged over heads.
+
+``Attention.forward`` in diffusers drops keyword arguments that the processor's ``__call__`` does
+not name, so each wrapper class carries the exact signature of the processor it wraps: wrapping is
+invisible to that filtering.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from cfviz.capture.session import CaptureSession
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+class RecordingProcessor:
+    """Base of the per-processor-class wrappers made by :func:`wrap_processor`.
+
+    Attributes
+    ----------
+    inner:
+        The wrapped processor (restored on exit of the capture).
+    name:
+        The layer's module path, e.g. ``up_blocks.1.attentions.0.transformer_blocks.0.attn2``.
+    session:
+        The capture session that receives the records.
+    """
+
+    _signature: inspect.Signature
+
+    def __init__(self, inner: Any, name: str, session: CaptureSession) -> None:
+        self.inner = inner
+        self.name = name
+        self.session = session
+
+    def _call(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.inner(attn, hidden_states, *args, **kwargs)
+        bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
+        encoder_hidden_states = bound.get("encoder_hidden_states")
+        if encoder_hidden_states is not None:  # self-attention through an attn2 slot is not recorded
+            self.session.record_attention(
+                self.name, attn, hidden_states, encoder_hidden_states,
+                attention_mask=bound.get("attention_mask"), temb=bound.get("temb"),
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(inner={self.inner!r}, name={self.name!r})"
+
+
+def _processor_signature(processor: Any) -> inspect.Signature:
+    """Signature of ``processor.__call__`` including the leading ``self``."""
+    func = type(processor).__call__
+    return inspect.signature(func)
+
+
+def wrap_processor(processor: Any, name: str, session: CaptureSession) -> RecordingProcessor:
+    """Return a recording wrapper around ``processor`` with the same call signature."""
+    cls = type(processor)
+    wrapper_cls = _CLASS_CACHE.get(cls)
+    if wrapper_cls is None:
+        full_sig = _processor_signature(processor)
+        params = list(full_sig.parameters.values())
+        call_sig = full_sig.replace(parameters=params[1:])  # without self: as bound
+
+        def __call__(self: RecordingProcessor, *args: Any, **kwargs: Any) -> Any:
+            return self._call(*args, **kwargs)
+
+        __call__.__signature__ = full_sig  # type: ignore[attr-defined]
+        wrapper_cls = type(f"Recording{cls.__name__}", (RecordingProcessor,),
+                           {"__call__": __call__, "_signature": call_sig, "__module__": __name__})
+        _CLASS_CACHE[cls] = wrapper_cls
+    return wrapper_cls(processor, name, session)
+
+
+def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                            attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                            rows: Any = None) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """``softmax(Q K^T * attn.scale)`` of a diffusers ``Attention`` layer in float32.
+
+    Mirrors the input handling of diffusers' ``AttnProcessor2_0`` (spatial norm, 4-D inputs,
+    group norm, cross-attention norm, Q/K norms, attention mask) so that the probabilities are
+    those the layer uses. Returns ``(probs, hw)`` with ``probs`` of shape
+    ``(rows, heads, queries, keys)`` and ``hw`` the spatial shape when the input was 4-D.
+    """
+    import torch
+
+    x = hidden_states
+    if getattr(attn, "spatial_norm", None) is not None:
+        x = attn.spatial_norm(x, temb)
+    hw = None
+    if x.ndim == 4:
+        b, c, h, w = x.shape
+        hw = (h, w)
+        x = x.view(b, c, h * w).transpose(1, 2)
+    batch = encoder_hidden_states.shape[0]
+    mask = None
+    if attention_mask is not None:
+        mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
+        mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+    if rows is not None:
+        x, encoder_hidden_states = x[rows], encoder_hidden_states[rows]
+        mask = mask[rows] if mask is not None else None
+    if getattr(attn, "group_norm", None) is not None:
+        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+    ehs = encoder_hidden_states
+    if getattr(attn, "norm_cross", None):
+        ehs = attn.norm_encoder_hidden_states(ehs)
+    q = attn.to_q(x)
+    k = attn.to_k(ehs)
+    b = q.shape[0]
+    head_dim = k.shape[-1] // attn.heads
+    q = q.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+    k = k.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+    if getattr(attn, "norm_q", None) is not None:
+        q = attn.norm_q(q)
+    if getattr(attn, "norm_k", None) is not None:
+        k = attn.norm_k(k)
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
+    if mask is not None:
+        scores = scores + mask.float()
+    return scores.softmax(dim=-1), hw

@@ -1,0 +1,387 @@
+"""The capture lifecycle: locate layers, install recorders, track time, restore everything.
+
+:func:`capture` is the entry point (also reachable as ``cfviz.capture``). Locating modules is kept
+apart from acting on them (:func:`locate_cross_attention`, :func:`locate_modules`), and every
+processor and hook installed is undone in ``finally`` — also after an exception, and for nested
+captures in the reverse order of installation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cfviz.capture.cache import CaptureCache, StepInfo
+from cfviz.capture.naming import NamesFilter, select_names
+from cfviz.capture.processors import RecordingProcessor, attention_probabilities, wrap_processor
+from cfviz.capture.tokens import TokenSelection, TokenSpec, select_tokens
+from cfviz.errors import CaptureError
+
+Rows = Literal["auto", "all", "cond", "uncond"] | Sequence[int]
+
+DEFAULT_ATTENTION: NamesFilter = "*attn2"
+
+
+def _unet_of(target: Any) -> tuple[Any, Any]:
+    """Return ``(unet, pipeline_or_None)`` for a pipeline or a bare UNet-like module."""
+    unet = getattr(target, "unet", None)
+    if unet is not None and hasattr(unet, "named_modules"):
+        return unet, target
+    if hasattr(target, "named_modules"):
+        return target, None
+    raise CaptureError(f"capture needs a diffusers pipeline with a .unet or a torch module, got "
+                       f"{type(target).__name__}")
+
+
+def _is_attention(module: Any) -> bool:
+    return hasattr(module, "get_processor") and hasattr(module, "set_processor") and hasattr(module, "to_q")
+
+
+def locate_cross_attention(unet: Any, filt: NamesFilter = DEFAULT_ATTENTION) -> dict[str, Any]:
+    """Cross-attention modules of ``unet`` selected by ``filt``, by module path, in model order.
+
+    Only diffusers ``Attention`` modules that attend to ``encoder_hidden_states`` count
+    (``attn.is_cross_attention``); self-attention layers never match.
+    """
+    found = {name: m for name, m in unet.named_modules()
+             if _is_attention(m) and getattr(m, "is_cross_attention", False)}
+    if not found:
+        raise CaptureError(f"{type(unet).__name__} has no diffusers cross-attention layers to record")
+    return {n: found[n] for n in select_names(found, filt, what="cross-attention layer", argument="attention")}
+
+
+def locate_modules(unet: Any, filt: NamesFilter) -> dict[str, Any]:
+    """Any sub-modules of ``unet`` by path (for feature maps), in model order."""
+    names = [n for n, _ in unet.named_modules() if n]
+    chosen = select_names(names, filt, what="module", argument="features")
+    # a plain name also selects its children; keep only the outermost match of each branch
+    outer = [n for n in chosen if not any(n != o and n.startswith(o + ".") for o in chosen)]
+    modules = dict(unet.named_modules())
+    return {n: modules[n] for n in outer}
+
+
+def _downsample_shape(sample_hw: tuple[int, int], n_queries: int) -> tuple[int, int]:
+    """Spatial shape of a layer with ``n_queries`` positions inside a UNet fed ``sample_hw``.
+
+    Works for non-square latents and odd sizes (each down-sampling rounds up); never guesses from
+    ``sqrt(n_queries)``.
+    """
+    h, w = sample_hw
+    for _ in range(8):
+        if h * w == n_queries:
+            return h, w
+        h, w = -(-h // 2), -(-w // 2)
+    raise CaptureError(f"cannot place {n_queries} attention queries on a latent of {sample_hw}: "
+                       "the layer's resolution is not a power-of-two down-sampling of the input")
+
+
+@dataclass
+class CaptureSession:
+    """Mutable state while a capture is installed (internal; users see :class:`Capture`)."""
+
+    unet: Any
+    pipeline: Any
+    layers: dict[str, Any]
+    blocks: dict[str, Any]
+    tokens: TokenSelection | None
+    heads: Literal["mean", "all"]
+    rows: Rows
+    dtype: Any
+    device: Any
+    reduce_steps: Literal[None, "mean"]
+    cache: CaptureCache
+    current: StepInfo | None = None
+    _weights: dict[Any, Any] = field(default_factory=dict)
+    _unattributed: int = 0
+
+    # ------------------------------------------------------------------ time
+    def on_unet_start(self, module: Any, args: tuple, kwargs: dict) -> None:
+        import torch
+
+        sample = kwargs.get("sample", args[0] if args else None)
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if sample is None or timestep is None:
+            raise CaptureError("the UNet was called without sample/timestep; cannot label the step")
+        self._check_processors()
+        batch = int(sample.shape[0])
+        rows = self._resolve_rows(batch)
+        t = torch.as_tensor(timestep).detach().float().flatten().cpu()
+        if t.numel() == 1:
+            value: float | list[float] = float(t.item())
+        else:
+            if t.numel() != batch:
+                raise CaptureError(f"timestep has {t.numel()} values for a batch of {batch}")
+            kept = [float(t[r]) for r in rows]
+            value = kept[0] if len(set(kept)) == 1 else kept
+        self.current = StepInfo(step=len(self.cache.steps), timestep=value, rows=tuple(rows),
+                                batch_size=batch, sample_size=(int(sample.shape[-2]), int(sample.shape[-1])))
+        self.cache.steps.append(self.current)
+
+    def on_unet_end(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        self.current = None
+
+    def _resolve_rows(self, batch: int) -> list[int]:
+        rows = self.rows
+        if isinstance(rows, str):
+            if rows == "auto":
+                cfg = bool(getattr(self.pipeline, "do_classifier_free_guidance", False)) if self.pipeline else False
+                rows = "cond" if cfg else "all"
+            if rows == "all":
+                return list(range(batch))
+            if rows in ("cond", "uncond"):
+                if batch % 2:
+                    raise CaptureError(f"rows={rows!r} needs a batch doubled by classifier-free guidance "
+                                       f"([uncond, cond]); this UNet call has an odd batch of {batch}. "
+                                       "Pass rows='all' or explicit row indices.")
+                half = batch // 2
+                return list(range(half, batch)) if rows == "cond" else list(range(half))
+            raise CaptureError(f"rows must be 'auto', 'all', 'cond', 'uncond' or a list of ints, got {rows!r}")
+        chosen = [int(r) for r in rows]
+        bad = [r for r in chosen if not 0 <= r < batch]
+        if bad:
+            raise CaptureError(f"rows {bad} are outside the UNet batch of {batch}")
+        return chosen
+
+    def _check_processors(self) -> None:
+        for name, attn in self.layers.items():
+            proc = attn.get_processor()
+            if not (isinstance(proc, RecordingProcessor) and self._owns(proc)):
+                raise CaptureError(
+                    f"the attention processor of {name} was replaced while the capture was active "
+                    "(set_attn_processor, attention slicing, xformers or fused QKV); configure the "
+                    "model before entering cfviz.capture")
+
+    def _owns(self, proc: Any) -> bool:
+        # nested captures wrap each other: ours may sit anywhere in the chain
+        while isinstance(proc, RecordingProcessor):
+            if proc.session is self:
+                return True
+            proc = proc.inner
+        return False
+
+    # ------------------------------------------------------------------ records
+    def _token_weights(self, device: Any, n_rows: int, key_length: int) -> Any:
+        sel = self.tokens
+        if sel is None:
+            return None
+        if sel.sequence_length != key_length:
+            raise CaptureError(f"the prompt was tokenised to {sel.sequence_length} tokens but the layer "
+                               f"attends to {key_length}; pass the tokenizer the text encoder uses")
+        key = (str(device), n_rows)
+        w = self._weights.get(key)
+        if w is None:
+            w = sel.weights(device)
+            if w.shape[0] == 1:
+                w = w.expand(n_rows, -1, -1)
+            elif w.shape[0] != n_rows:
+                raise CaptureError(f"capture got {w.shape[0]} prompts but the UNet call keeps {n_rows} rows; "
+                                   "pass one prompt, or one per kept row")
+            self._weights[key] = w
+        return w
+
+    def record_attention(self, name: str, attn: Any, hidden_states: Any, encoder_hidden_states: Any,
+                         attention_mask: Any = None, temb: Any = None) -> None:
+        import torch
+
+        step = self.current
+        if step is None:
+            self._unattributed += 1
+            return
+        with torch.no_grad():
+            probs, hw = attention_probabilities(attn, hidden_states, encoder_hidden_states,
+                                                attention_mask, temb, rows=list(step.rows))
+            b, n_heads, n_q, n_k = probs.shape
+            if hw is None:
+                hw = _downsample_shape(step.sample_size, n_q)
+            w = self._token_weights(probs.device, b, n_k)
+            if self.heads == "mean":
+                maps = probs.mean(dim=1)  # (b, q, keys), fp32 head mean
+                maps = maps if w is None else torch.bmm(maps, w)  # (b, q, K)
+                maps = maps.transpose(1, 2).reshape(b, -1, *hw)
+            else:
+                maps = probs if w is None else torch.matmul(probs, w[:, None])  # (b, H, q, K)
+                maps = maps.transpose(2, 3).reshape(b, n_heads, -1, *hw)
+            self.cache._add_attention(name, step.step, self._store(maps), reduce=self.reduce_steps)
+
+    def record_feature(self, name: str, output: Any) -> None:
+        import torch
+
+        step = self.current
+        if step is None:
+            self._unattributed += 1
+            return
+        tensor = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
+            raise CaptureError(f"features={name!r}: the module returns {type(tensor).__name__} "
+                               f"{getattr(tensor, 'shape', '')}, not a (batch, channels, h, w) map")
+        with torch.no_grad():
+            rows = list(step.rows)
+            kept = tensor[rows] if len(rows) != tensor.shape[0] else tensor
+            self.cache._add_feature(name, step.step, self._store(kept.float()), reduce=self.reduce_steps)
+
+    def _store(self, t: Any) -> Any:
+        if self.reduce_steps == "mean":  # running sums stay float32
+            return t.detach().float().to(self.device, non_blocking=True)
+        return t.detach().to(device=self.device, dtype=self.dtype, non_blocking=True)
+
+
+class Capture:
+    """A capture of cross-attention maps and feature maps; use it as a context manager.
+
+    Create it with :func:`capture`. Inside the ``with`` block every UNet call is one *step*;
+    after the block ``cap.cache`` (a :class:`~cfviz.capture.cache.CaptureCache`) holds the records.
+    """
+
+    def __init__(self, session: CaptureSession) -> None:
+        self._session = session
+        self._installed: list[tuple[Any, Any]] = []  # (attention module, original processor)
+        self._handles: list[Any] = []
+        self.active = False
+
+    @property
+    def cache(self) -> CaptureCache:
+        """The recorded maps (grows while the capture is active)."""
+        return self._session.cache
+
+    @property
+    def layers(self) -> list[str]:
+        """Module paths of the recorded cross-attention layers."""
+        return list(self._session.layers)
+
+    @property
+    def blocks(self) -> list[str]:
+        """Module paths of the modules whose outputs are recorded as feature maps."""
+        return list(self._session.blocks)
+
+    def __enter__(self) -> Capture:
+        if self.active:
+            raise CaptureError("this capture is already active; create a new one with cfviz.capture(...)")
+        s = self._session
+        try:
+            for name, attn in s.layers.items():
+                original = attn.get_processor()
+                attn.set_processor(wrap_processor(original, name, s))
+                self._installed.append((attn, original))
+            self._handles.append(s.unet.register_forward_pre_hook(s.on_unet_start, with_kwargs=True))
+            self._handles.append(s.unet.register_forward_hook(s.on_unet_end, with_kwargs=True))
+            for name, module in s.blocks.items():
+                self._handles.append(module.register_forward_hook(
+                    lambda _m, _a, out, _n=name: s.record_feature(_n, out)))
+        except BaseException:
+            self._restore()
+            raise
+        self.active = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+        s = self._session
+        s.cache._finalize(reduce=s.reduce_steps)
+        if s._unattributed:
+            warnings.warn(f"{s._unattributed} attention/feature calls happened outside a UNet call and "
+                          "were not recorded (they belong to no step)", RuntimeWarning, stacklevel=2)
+
+    def _restore(self) -> None:
+        """Remove hooks and put the original processors back, newest first."""
+        try:
+            for handle in reversed(self._handles):
+                handle.remove()
+        finally:
+            self._handles.clear()
+            for attn, original in reversed(self._installed):
+                attn.set_processor(original)
+            self._installed.clear()
+            self.active = False
+            self._session.current = None
+
+
+def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_ATTENTION,
+            features: NamesFilter = None, tokens: Sequence[TokenSpec] | None = None,
+            prompt: str | Sequence[str] | None = None, tokenizer: Any = None,
+            heads: Literal["mean", "all"] = "mean", rows: Rows = "auto", dtype: Any = None,
+            device: Any = "cpu", reduce_steps: Literal[None, "mean"] = None,
+            metadata: dict[str, Any] | None = None) -> Capture:
+    """Record cross-attention probabilities and feature maps from a diffusers UNet.
+
+    Parameters
+    ----------
+    target:
+        A diffusers pipeline (its ``.unet`` is used) or the UNet itself.
+    attention:
+        Which cross-attention (``attn2``) layers to record: a name, glob, regex, list or predicate
+        over module paths (default: every cross-attention layer). ``False`` records none.
+    features:
+        Modules whose outputs are recorded as feature maps (e.g. ``["up_blocks.1", "up_blocks.2"]``);
+        ``None`` records none.
+    tokens:
+        Words (sub-word aware, all occurrences averaged) or integer positions (0 = start token) to
+        keep; ``None`` keeps all positions. Words need ``prompt``.
+    prompt, tokenizer:
+        The prompt(s) given to the text encoder — one, or one per kept batch row — and the
+        tokenizer (default: the pipeline's).
+    heads:
+        ``"mean"`` averages over heads as maps are computed; ``"all"`` keeps every head.
+    rows:
+        Batch rows to keep: ``"auto"`` keeps the conditional half when a pipeline runs
+        classifier-free guidance (batch ``[uncond, cond]``) and every row otherwise; ``"all"``,
+        ``"cond"``, ``"uncond"`` or explicit indices. The rows kept are recorded with each step.
+    dtype, device:
+        Storage dtype (default float16) and device (default CPU) of the records. Probabilities are
+        computed in float32 and averaged in float32 before the cast.
+    reduce_steps:
+        ``None`` keeps every step; ``"mean"`` keeps a float32 running mean over steps (constant memory).
+    metadata:
+        Free-form JSON-able facts stored with the cache (e.g. seed, image id).
+
+    Returns
+    -------
+    Capture
+        A context manager; after the block, ``cap.cache`` holds the maps.
+
+    Example
+    -------
+    >>> import torch, cfviz
+    >>> from cfviz.models import tiny_inpaint_pipeline
+    >>> pipe = tiny_inpaint_pipeline(seed=0)
+    >>> emb = torch.zeros(1, 77, pipe.text_encoder.config.hidden_size)
+    >>> with cfviz.capture(pipe.unet, attention="up_blocks.*attn2", features=["up_blocks.1"]) as cap:
+    ...     _ = pipe.unet(torch.randn(1, 9, 32, 48), 500, encoder_hidden_states=emb)
+    >>> cap.cache.attention_maps(size=32).dims
+    ('step', 'layer', 'batch', 'token', 'h', 'w')
+    """
+    import torch
+
+    unet, pipeline = _unet_of(target)
+    layers = {} if attention is False else locate_cross_attention(unet, attention)
+    blocks = {} if features is None else locate_modules(unet, features)
+    if not layers and not blocks:
+        raise CaptureError("nothing to record: pass attention=... and/or features=...")
+    if heads not in ("mean", "all"):
+        raise CaptureError(f"heads must be 'mean' or 'all', got {heads!r}")
+    if reduce_steps not in (None, "mean"):
+        raise CaptureError(f"reduce_steps must be None or 'mean', got {reduce_steps!r}")
+    selection = None
+    if layers and (tokens is not None or prompt is not None):
+        tok = tokenizer if tokenizer is not None else getattr(pipeline, "tokenizer", None)
+        if tok is None:
+            raise CaptureError("token selection needs a tokenizer: pass tokenizer=pipe.tokenizer")
+        if prompt is None:
+            if any(isinstance(t, str) for t in tokens or ()):
+                raise CaptureError("tokens given as words need prompt=...: the prompt(s) given to the text encoder")
+            prompt = ""
+        selection = select_tokens(tok, prompt, tokens)
+    dtype = torch.float16 if dtype is None else dtype
+    cache = CaptureCache(
+        layers=list(layers), blocks=list(blocks), tokens=selection, heads=heads,
+        settings={"attention": list(layers), "features": list(blocks),
+                  "tokens": None if selection is None else list(selection.labels),
+                  "heads": heads, "rows": rows if isinstance(rows, str) else [int(r) for r in rows],
+                  "dtype": str(dtype).replace("torch.", ""), "reduce_steps": reduce_steps},
+        metadata=dict(metadata or {}),
+    )
+    session = CaptureSession(unet=unet, pipeline=pipeline, layers=layers, blocks=blocks, tokens=selection,
+                             heads=heads, rows=rows, dtype=dtype, device=torch.device(device),
+                             reduce_steps=reduce_steps, cache=cache)
+    return Capture(session)
