@@ -1,0 +1,102 @@
+"""Data sets, samples and model-input transforms.
+
+Readers (all return an :class:`AnomalyDataset` of lazily loaded :class:`Sample` objects):
+
+============  ===================================  ==========================================
+kind          class                                data
+============  ===================================  ==========================================
+mvtec         :class:`MVTecAD`                     MVTec-AD (15 categories), root required
+visa          :class:`VisA`                        VisA from ``split_csv/1cls.csv``, root required
+folder        :class:`FolderDataset`               any folder in the MVTec-AD layout
+textures      :class:`TexturesDataset`             the embedded set made from scikit-image
+                                                   textures (generated on first use)
+conformal     :class:`ConformalTextiles`           conformal-clip-data textiles (no masks)
+============  ===================================  ==========================================
+
+Importing this package is light (no torch, pandas or matplotlib); every public name is
+imported on first use.
+
+Example
+-------
+>>> import cfviz.data
+>>> open_dataset("mvtec", "/data/mvtec_ad", categories=["bottle"])  # doctest: +SKIP
+>>> open_dataset("imagenet")
+Traceback (most recent call last):
+...
+cfviz.errors.DatasetError: unknown data set kind 'imagenet'; valid kinds: conformal, folder, mvtec, textures, visa.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from cfviz.errors import DatasetError
+
+# public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    "SampleRecord": "cfviz.data.samples", "Sample": "cfviz.data.samples",
+    "AnomalyDataset": "cfviz.data.samples", "sample_references": "cfviz.data.samples",
+    "make_image_id": "cfviz.data.samples",
+    "read_image": "cfviz.data.images", "read_mask": "cfviz.data.images",
+    "DataConversionWarning": "cfviz.data.images", "IMAGE_EXTENSIONS": "cfviz.data.images",
+    "MVTecAD": "cfviz.data.mvtec", "FolderDataset": "cfviz.data.mvtec", "MVTEC_CATEGORIES": "cfviz.data.mvtec",
+    "VisA": "cfviz.data.visa", "VISA_CATEGORIES": "cfviz.data.visa",
+    "TexturesDataset": "cfviz.data.textures", "generate_textures": "cfviz.data.textures",
+    "ensure_textures": "cfviz.data.textures", "TEXTURE_CATEGORIES": "cfviz.data.textures",
+    "DEFECT_KINDS": "cfviz.data.textures", "default_data_dir": "cfviz.data.textures",
+    "ConformalTextiles": "cfviz.data.conformal",
+    "clip_transform": "cfviz.data.transforms", "diffusion_transform": "cfviz.data.transforms",
+    "resize_mask": "cfviz.data.transforms", "to_rgb": "cfviz.data.transforms",
+    "clip_batch": "cfviz.data.transforms", "diffusion_batch": "cfviz.data.transforms",
+    "mask_batch": "cfviz.data.transforms", "mask_to_tensor": "cfviz.data.transforms",
+    "CLIP_MEAN": "cfviz.data.transforms", "CLIP_STD": "cfviz.data.transforms",
+}
+
+# kind -> (module, class, whether root is required)
+DATASET_KINDS: dict[str, tuple[str, str, bool]] = {
+    "conformal": ("cfviz.data.conformal", "ConformalTextiles", False),
+    "folder": ("cfviz.data.mvtec", "FolderDataset", True),
+    "mvtec": ("cfviz.data.mvtec", "MVTecAD", True),
+    "textures": ("cfviz.data.textures", "TexturesDataset", False),
+    "visa": ("cfviz.data.visa", "VisA", True),
+}
+
+__all__ = ["DATASET_KINDS", "open_dataset", *sorted(_LAZY)]
+
+
+def open_dataset(kind: str, root: str | os.PathLike[str] | None = None, *,
+                 categories: str | Iterable[str] | None = None, split: str = "test", **kwargs: Any) -> Any:
+    """Open a data set by kind: ``"mvtec"``, ``"visa"``, ``"folder"``, ``"textures"`` or ``"conformal"``.
+
+    ``root`` is required for mvtec, visa and folder; optional for textures (default folder,
+    generated on first use) and conformal (the installed package). Other keyword arguments go
+    to the reader class (e.g. ``missing_masks="warn"``, ``seed=``, ``n_train=``).
+
+    Raises
+    ------
+    DatasetError : unknown kind (the message lists the valid ones) or a missing root.
+    """
+    key = kind.lower().strip() if isinstance(kind, str) else kind
+    if key not in DATASET_KINDS:
+        raise DatasetError(f"unknown data set kind {kind!r}; valid kinds: {', '.join(sorted(DATASET_KINDS))}.")
+    module, cls_name, needs_root = DATASET_KINDS[key]
+    if needs_root and root is None:
+        raise DatasetError(f"open_dataset({key!r}) needs root=, the folder that holds the data set.")
+    cls = getattr(importlib.import_module(module), cls_name)
+    return cls(root, categories, split, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cfviz.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

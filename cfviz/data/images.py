@@ -1,0 +1,223 @@
+"""Reading images and masks from disk as plain numpy arrays.
+
+Every image comes back as ``np.uint8`` of shape ``(H, W, 3)`` in RGB order, every mask as
+``np.uint8`` of shape ``(H, W)`` holding only 0 and 1, whatever the file stores:
+
+* RGB: kept.
+* grayscale (``L``, ``1``): copied into three channels; normal (several MVTec-AD categories are
+  grayscale); counted as ``"grayscale"``, not warned.
+* palette (``P``): expanded to its RGB colours; ``"palette"``, not warned.
+* with alpha (RGBA, LA, PA): alpha dropped; ``"alpha"``, warned.
+* 16-bit, 32-bit or float samples: scaled from the file's bit depth to 8 bits;
+  ``"high_bit_depth"``, warned.
+* CMYK, YCbCr, LAB, ...: converted to RGB by Pillow; ``"colour_space"``, not warned.
+
+Conversions are added to a :class:`collections.Counter` passed as ``conversions``; a data set
+(:class:`cfviz.data.AnomalyDataset`) keeps one such counter and emits ONE
+:class:`DataConversionWarning` per warned kind, so a folder of 1,000 RGBA files gives one
+warning, not 1,000.
+
+Bit depth: a 16-bit file is mapped with ``round(v * 255 / 65535)`` (Pillow already takes the
+high byte of 16-bit RGB PNGs, which is the same scaling up to rounding). Pillow's 32-bit integer
+mode ``I`` usually holds 16-bit data (TIFF/PNG readers widen it), so 16 bits are assumed when
+every value fits in 0..65535, else 32 bits; float mode ``F`` is taken as [0, 1] when its maximum
+is at most 1, else as 16-bit values. Values are never stretched per image (that would change
+the contrast from image to image).
+
+Masks are binarised: any value above 0 becomes 1 (VisA masks hold class indices, MVTec masks
+hold 255; palette masks are binarised on their palette indices, index 0 being background).
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> import numpy as np
+>>> from PIL import Image
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> Image.fromarray(np.full((4, 6), 200, np.uint8)).save(d / "gray.png")
+>>> img = read_image(d / "gray.png")
+>>> img.shape, img.dtype.name, int(img[0, 0, 2])
+((4, 6, 3), 'uint8', 200)
+>>> Image.fromarray(np.array([[0, 3], [7, 0]], np.uint8)).save(d / "mask.png")
+>>> read_mask(d / "mask.png").tolist()
+[[0, 1], [1, 0]]
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cfviz.errors import DatasetError
+
+# Image file extensions every reader accepts (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# Conversion kinds that deserve a (single, per data set) warning: they lose information.
+WARNED_CONVERSIONS: frozenset[str] = frozenset({"alpha", "high_bit_depth", "missing_mask"})
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+class DataConversionWarning(UserWarning):
+    """An image was converted in a way that loses information (alpha dropped, bit depth reduced),
+    or an anomalous image had no mask. Emitted once per kind per data set; the counts are in
+    ``dataset.conversions``."""
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` has one of :data:`IMAGE_EXTENSIONS` (any case) and is not hidden.
+
+    >>> is_image_file("a/000.PNG"), is_image_file("a/.000.png"), is_image_file("a/notes.txt")
+    (True, False, False)
+    """
+    p = Path(path)
+    return not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _open(path: Path, what: str) -> tuple[Any, str]:
+    """Open and decode ``path`` with Pillow, turning every failure into one DatasetError.
+
+    Returns the image and its raw (file) mode, read before decoding: it tells whether Pillow
+    narrowed 16-bit samples to 8 bits on its own (16-bit RGB PNGs).
+    """
+    from PIL import Image
+
+    if not path.is_file():
+        raise DatasetError(f"{what} file not found: {path}. Fix: check the path, or restore the file.")
+    try:
+        img = Image.open(path)
+        rawmode = _raw_mode(img)
+        img.load()
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
+        raise DatasetError(
+            f"cannot read {what} {path}: {type(exc).__name__}: {exc}. Fix: replace it with a valid "
+            f"image file ({', '.join(IMAGE_EXTENSIONS)}) or remove it from the data set folder."
+        ) from exc
+    return img, rawmode
+
+
+def _raw_mode(img: Any) -> str:
+    tile = getattr(img, "tile", None) or []
+    if not tile:
+        return ""
+    args = getattr(tile[0], "args", None)
+    if isinstance(args, tuple):
+        args = args[0] if args else ""
+    return args if isinstance(args, str) else ""
+
+
+def _scale_high_depth(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map a 16/32-bit integer or float array to uint8 by the container's bit depth."""
+    a = np.asarray(arr)
+    if mode == "F":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = 1.0 if a.size == 0 or float(a.max()) <= 1.0 else 65535.0
+    else:
+        a = a.astype(np.float64)
+        top = 65535.0 if a.size == 0 or float(a.max()) <= 65535 else float(2**32 - 1)
+    out = np.rint(np.clip(a, 0.0, top) * (255.0 / top))
+    return out.astype(np.uint8)
+
+
+def pil_to_rgb(img: Any, conversions: Counter[str] | None = None, *, rawmode: str | None = None) -> np.ndarray:
+    """Convert a Pillow image of any mode to ``np.uint8 (H, W, 3)`` RGB, counting conversions.
+
+    >>> from PIL import Image
+    >>> c = Counter()
+    >>> pil_to_rgb(Image.new("RGBA", (3, 2), (10, 20, 30, 0)), c)[0, 0].tolist(), dict(c)
+    ([10, 20, 30], {'alpha': 1})
+    """
+    counts: Counter[str] = conversions if conversions is not None else Counter()
+    mode = img.mode
+    if rawmode is None:  # not decoded yet: the tile still names the file's raw mode
+        rawmode = _raw_mode(img)
+    if ";16" in rawmode and mode not in _HIGH_DEPTH_MODES:
+        counts["high_bit_depth"] += 1  # Pillow already kept the high byte of each 16-bit sample
+    if mode == "P":
+        counts["palette"] += 1
+        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        img = img.convert("RGBA" if has_alpha else "RGB")
+        mode = img.mode
+    if mode in _HIGH_DEPTH_MODES:
+        counts["high_bit_depth"] += 1
+        gray = _scale_high_depth(np.asarray(img), mode)
+        counts["grayscale"] += 1
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in _ALPHA_MODES:
+        counts["alpha"] += 1
+        img = img.convert("RGBA").convert("RGB") if mode in ("RGBa", "La", "PA") else img
+        mode = img.mode
+        if mode == "LA":
+            counts["grayscale"] += 1
+            return np.repeat(np.asarray(img)[:, :, :1], 3, axis=2).astype(np.uint8)
+        if mode == "RGBA":
+            return np.ascontiguousarray(np.asarray(img)[:, :, :3], dtype=np.uint8)
+    if mode in ("L", "1"):
+        counts["grayscale"] += 1
+        gray = np.asarray(img.convert("L"), dtype=np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode != "RGB":
+        counts["colour_space"] += 1
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8)
+
+
+def read_image(path: str | os.PathLike[str], *, conversions: Counter[str] | None = None) -> np.ndarray:
+    """Read an image file as ``np.uint8 (H, W, 3)`` RGB (see the module docstring for conversions).
+
+    Parameters
+    ----------
+    path : the image file.
+    conversions : optional counter that receives one count per conversion applied.
+
+    Raises
+    ------
+    DatasetError : the file is missing, unreadable or not an image (the message names it).
+    """
+    p = Path(path)
+    img, rawmode = _open(p, "image")
+    try:
+        return pil_to_rgb(img, conversions, rawmode=rawmode)
+    finally:
+        img.close()
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mask file as ``np.uint8 (H, W)`` in {0, 1}: any value above 0 becomes 1.
+
+    Colour masks count a pixel as defective when any colour channel is above 0 (alpha is
+    ignored); palette masks are binarised on their indices.
+
+    Raises
+    ------
+    DatasetError : the file is missing or unreadable (the message names it).
+    """
+    p = Path(path)
+    img, _ = _open(p, "mask")
+    try:
+        arr = np.asarray(img)
+        if img.mode in _ALPHA_MODES:
+            arr = arr[..., :-1]
+    finally:
+        img.close()
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return (np.nan_to_num(arr) > 0).astype(np.uint8)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image file, read from its header only (no pixel decoding)."""
+    from PIL import Image
+
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            w, h = img.size
+    except Exception as exc:
+        raise DatasetError(f"cannot read image header of {p}: {exc}. Fix: replace or remove the file.") from exc
+    return int(h), int(w)
