@@ -1,0 +1,328 @@
+"""Stable Diffusion inpainting: the real pipeline, full-size random-weight builders, a tiny one.
+
+* :func:`load_inpaint_pipeline` - real weights from the hub (or its cache) or a local folder.
+* :func:`tiny_inpaint_pipeline` - a seeded, few-MB SD-shaped inpainting pipeline for tests and
+  offline demos (512 px images give 64x64 latents, like SD).
+* :func:`sd2_inpaint_unet`, :func:`sd1_unet`, :func:`random_inpaint_pipeline` - the published
+  architectures with seeded random weights, for shape, latency and memory studies.
+
+Every returned pipeline and UNet carries a ``cfviz_info`` dict (see :func:`cfviz.models.model_info`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cfviz.errors import ModelUnavailableError
+from cfviz.models._config import model_config
+from cfviz.models._seeding import check_seed, seeded
+from cfviz.models.info import make_info
+
+#: The diffusion model of CLIPFusion.
+DEFAULT_SD_INPAINT = "stabilityai/stable-diffusion-2-inpainting"
+#: Environment variable that replaces the default download with a local pipeline folder.
+PIPELINE_ENV = "CFVIZ_SD_INPAINT"
+TINY_PIPELINE = "cfviz-tiny-sd-inpainting"
+
+_FIX = (f"pass a local diffusers folder as model=..., set {PIPELINE_ENV} to one, or run once with network "
+        "access so that the Hugging Face cache (HF_HOME / HF_HUB_CACHE) holds it")
+# only what an inpainting pipeline needs: configs, tokenizer files and the full-precision
+# safetensors of unet / vae / text_encoder (no safety checker, no .ckpt, no fp16 variants)
+_ALLOW = ["model_index.json", "scheduler/*", "tokenizer/*",
+          "unet/config.json", "vae/config.json", "text_encoder/config.json",
+          "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors.index.json",
+          "unet/diffusion_pytorch_model-*-of-*.safetensors",
+          "vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors.index.json",
+          "vae/diffusion_pytorch_model-*-of-*.safetensors",
+          "text_encoder/model.safetensors", "text_encoder/model.safetensors.index.json",
+          "text_encoder/model-*-of-*.safetensors"]
+_IGNORE = ["*.fp16.*", "*.ckpt", "*.msgpack", "*.onnx", "*.bin", "safety_checker/*"]
+_WEIGHTED = ("unet", "vae", "text_encoder")
+
+
+# ---------------------------------------------------------------------------------------------
+# schedulers and single models
+
+
+def ddim_scheduler(config: Any = None) -> Any:
+    """A ``DDIMScheduler`` with SD2-inpainting's noise schedule (or built from ``config``).
+
+    scaled_linear betas 0.00085-0.012 over 1000 steps, epsilon prediction, ``steps_offset=1``,
+    ``clip_sample=False``, ``set_alpha_to_one=False``. Pass another scheduler's ``config`` to
+    switch a real pipeline to DDIM with that pipeline's own schedule; latents are never clipped
+    unless that config says so (DDIM's own default, meant for pixel-space models, would clip).
+
+    >>> s = ddim_scheduler()
+    >>> s.set_timesteps(2); s.timesteps.tolist()
+    [501, 1]
+    """
+    from diffusers import DDIMScheduler
+
+    if config is None:
+        return DDIMScheduler.from_config(model_config("sd2_inpainting_ddim_scheduler"))
+    # PNDM configs have no clip_sample key; DDIM would default to clipping latents to [-1, 1]
+    return DDIMScheduler.from_config({"clip_sample": False, **dict(config)})
+
+
+def sd2_inpaint_unet(seed: int = 0, *, device: Any = "cpu", dtype: Any = None) -> Any:
+    """The SD2-inpainting UNet architecture (9 input channels, ~866M parameters), random weights.
+
+    Built from ``cfviz/models/configs/sd2_inpainting_unet.json``; takes seconds and ~3.5 GB
+    in float32.
+
+    Skipped in doctests: builds 866M parameters.
+
+    >>> unet = sd2_inpaint_unet(seed=0)  # doctest: +SKIP
+    >>> unet.config.in_channels  # doctest: +SKIP
+    9
+    """
+    return _random_unet("sd2_inpainting_unet", f"{DEFAULT_SD_INPAINT} (architecture)", seed, device, dtype)
+
+
+def sd1_unet(seed: int = 0, *, device: Any = "cpu", dtype: Any = None) -> Any:
+    """A Stable Diffusion 1.x text-to-image UNet architecture (~860M parameters), random weights.
+
+    Skipped in doctests: builds 860M parameters.
+
+    >>> unet = sd1_unet(seed=0)  # doctest: +SKIP
+    >>> unet.config.cross_attention_dim  # doctest: +SKIP
+    768
+    """
+    return _random_unet("sd1_unet", "stable-diffusion-v1 unet (architecture)", seed, device, dtype)
+
+
+def _random_unet(config_name: str, label: str, seed: int, device: Any, dtype: Any) -> Any:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    check_seed(seed)
+    dtype = torch.float32 if dtype is None else dtype
+    with seeded(seed):
+        unet = UNet2DConditionModel.from_config(model_config(config_name))
+    unet = _cast(unet, device, dtype).eval()
+    unet.cfviz_info = make_info(kind="unet", library="diffusers", name=label, revision=None, weights="random",
+                                seed=seed, source="config", dtype=dtype, device=torch.device(device),
+                                config=config_name)
+    return unet
+
+
+# ---------------------------------------------------------------------------------------------
+# pipelines with random weights
+
+
+def tiny_inpaint_pipeline(seed: int = 0, device: Any = "cpu", dtype: Any = None) -> Any:
+    """A tiny ``StableDiffusionInpaintPipeline`` with seeded random weights, built offline.
+
+    Same interfaces and geometry as SD2-inpainting: a 9-channel UNet with cross-attention at
+    the 64x64 and 32x32 latent resolutions (and the 16x16 mid block), a VAE with the real
+    downsampling factor 8, a CLIP text encoder with 77 positions, SD2's tokenizer and an SD2
+    DDIM schedule; the safety checker is off. A 2-step call at 512 px takes a second or two on
+    a CPU. Its outputs show that code runs, not how well a method works.
+
+    >>> import numpy as np, PIL.Image
+    >>> pipe = tiny_inpaint_pipeline(seed=0)
+    >>> img = PIL.Image.new("RGB", (512, 512)); mask = PIL.Image.new("L", (512, 512), 255)
+    >>> out = pipe("a photo", image=img, mask_image=mask, num_inference_steps=2, output_type="np")
+    >>> out.images.shape
+    (1, 512, 512, 3)
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from cfviz.models.tokenizer import clip_tokenizer
+
+    check_seed(seed)
+    with seeded(seed):
+        unet = UNet2DConditionModel.from_config(model_config("tiny_inpainting_unet"))
+        vae = AutoencoderKL.from_config(model_config("tiny_vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**model_config("tiny_text_encoder")))
+    return _assemble(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
+                     scheduler=ddim_scheduler(), name=TINY_PIPELINE, seed=seed, device=device, dtype=dtype)
+
+
+def random_inpaint_pipeline(seed: int = 0, *, device: Any = "cpu", dtype: Any = None) -> Any:
+    """SD2-inpainting at full size with seeded random weights: for end-to-end latency benchmarks.
+
+    The SD2-inpainting UNet (866M), the SD VAE (84M) and SD2's OpenCLIP-H text tower as a
+    ``CLIPTextModel`` (340M), with the offline tokenizer and the SD2 DDIM schedule.
+    Building takes tens of seconds and ~5 GB in float32.
+
+    Skipped in doctests: builds 1.3B parameters.
+
+    >>> pipe = random_inpaint_pipeline(seed=0)  # doctest: +SKIP
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from cfviz.models.tokenizer import clip_tokenizer
+
+    check_seed(seed)
+    with seeded(seed):
+        unet = UNet2DConditionModel.from_config(model_config("sd2_inpainting_unet"))
+        vae = AutoencoderKL.from_config(model_config("sd_vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**model_config("sd2_text_encoder")))
+    return _assemble(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
+                     scheduler=ddim_scheduler(), name=f"{DEFAULT_SD_INPAINT} (architecture)", seed=seed,
+                     device=device, dtype=dtype)
+
+
+def _assemble(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, name: str,
+              seed: int, device: Any, dtype: Any) -> Any:
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    dtype = torch.float32 if dtype is None else dtype
+    unet, vae, text_encoder = (_cast(m, device, dtype).eval() for m in (unet, vae, text_encoder))
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    _attach_info(pipe, name=name, revision=None, weights="random", seed=seed, source="config",
+                 dtype=dtype, device=torch.device(device))
+    return pipe
+
+
+def _cast(module: Any, device: Any, dtype: Any) -> Any:
+    """Move and cast a freshly built model.
+
+    diffusers 0.42's ``ModelMixin.to(dtype)`` warns about modules to keep in float32 even when
+    there are none; cfviz's configs have none, so such models are cast as plain modules.
+    """
+    import torch
+
+    if getattr(module, "_keep_in_fp32_modules", None):
+        return module.to(device=torch.device(device), dtype=dtype)
+    return torch.nn.Module.to(module, device=torch.device(device), dtype=dtype)
+
+
+def _attach_info(pipe: Any, **fields: Any) -> None:
+    extra = fields.pop("extra", None) or {}
+    pipe.cfviz_info = make_info(kind="inpaint_pipeline", library="diffusers", **fields, **extra,
+                                scheduler=type(pipe.scheduler).__name__)
+    unet_info = dict(pipe.cfviz_info, kind="unet", pipeline=fields["name"])
+    pipe.unet.cfviz_info = unet_info
+
+
+# ---------------------------------------------------------------------------------------------
+# real weights
+
+
+def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *, revision: str | None = None,
+                          device: Any = "cpu", dtype: Any = None,
+                          cache_dir: str | os.PathLike[str] | None = None, scheduler: str = "ddim") -> Any:
+    """Load a ``StableDiffusionInpaintPipeline`` with real weights (safety checker off).
+
+    Parameters
+    ----------
+    model:
+        A hub id (default SD2-inpainting) or a local diffusers folder (with ``model_index.json``).
+        When left at the default and ``CFVIZ_SD_INPAINT`` is set, that folder is used instead.
+    revision:
+        Hub branch, tag or commit (default ``main``); ignored for folders.
+    device, dtype:
+        Target device and dtype (default ``torch.float32``; ``torch.float16`` on GPUs).
+    cache_dir:
+        Hub cache folder (default ``HF_HUB_CACHE`` / ``HF_HOME``).
+    scheduler:
+        ``"ddim"`` (default): the checkpoint's noise schedule as a ``DDIMScheduler``, like the
+        tiny and random pipelines, so every cfviz pipeline steps the same way;
+        ``"checkpoint"``: the scheduler the checkpoint ships (PNDM for SD2-inpainting).
+
+    Only the full-precision safetensors of the UNet, VAE and text encoder are fetched from the
+    hub; a local folder without safetensors is read with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    ModelUnavailableError
+        Within seconds, with one sentence naming what was looked for and how to supply it, when
+        the folder is missing or the weights are neither cached nor downloadable.
+
+    Example
+    -------
+    Skipped in doctests: needs the weights or the network.
+
+    >>> pipe = load_inpaint_pipeline()  # doctest: +SKIP
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    if scheduler not in ("ddim", "checkpoint"):
+        raise ValueError(f"scheduler must be 'ddim' or 'checkpoint', got {scheduler!r}")
+    model = os.fspath(model)
+    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
+    from_env = bool(env_folder) and model == DEFAULT_SD_INPAINT
+    if from_env:
+        model = env_folder
+    if _looks_like_folder(model):
+        folder = _check_folder(Path(model).expanduser(), from_env=from_env)
+        name, source, commit = str(folder), "local", None
+    else:
+        from cfviz.models.hub import hub_snapshot
+
+        folder = hub_snapshot(model, revision=revision, cache_dir=cache_dir, allow_patterns=_ALLOW,
+                              ignore_patterns=_IGNORE, what=f"the Stable Diffusion inpainting weights {model!r}",
+                              fix=_FIX)
+        _check_folder(folder, from_env=False, hub_id=model)
+        name, source = model, "hub"
+        commit = folder.name if folder.parent.name == "snapshots" else None
+    pipe = _from_folder(folder, dtype)
+    if scheduler == "ddim":
+        pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
+    pipe = pipe.to(torch.device(device))
+    _attach_info(pipe, name=name, revision=revision or ("main" if source == "hub" else None),
+                 weights="pretrained", seed=None, source=source, dtype=dtype, device=torch.device(device),
+                 extra={"commit": commit, "folder": str(folder)})
+    return pipe
+
+
+def _looks_like_folder(value: str) -> bool:
+    """Hub ids are ``owner/name``; anything else that looks like a path is a folder."""
+    if Path(value).expanduser().exists():
+        return True
+    return (value.startswith((".", "/", "~")) or "\\" in value or value.count("/") != 1
+            or os.sep != "/" and os.sep in value)
+
+
+def _check_folder(folder: Path, *, from_env: bool, hub_id: str | None = None) -> Path:
+    origin = f" (from {PIPELINE_ENV})" if from_env else ""
+    if not folder.is_dir():
+        raise ModelUnavailableError(f"Stable Diffusion inpainting folder {folder}{origin} does not exist; pass a "
+                                    f"diffusers folder (with model_index.json) as model=..., set {PIPELINE_ENV} "
+                                    "to one, or pass a hub id such as "
+                                    f"{DEFAULT_SD_INPAINT!r} to download it")
+    what = f"the hub snapshot of {hub_id!r} ({folder})" if hub_id else f"folder {folder}{origin}"
+    missing = [p for p in ("model_index.json", *(f"{c}/config.json" for c in _WEIGHTED))
+               if not (folder / p).is_file()]
+    missing += [f"{c} weights" for c in _WEIGHTED if (folder / c).is_dir() and not _weights_in(folder / c)]
+    if missing:
+        fix = ("run once with network access to complete the download (cfviz fetches only safetensors weights), "
+               "or pass a local folder as model=..."
+               if hub_id else "point model=... at a folder saved with pipe.save_pretrained(), or at a hub id")
+        raise ModelUnavailableError(f"{what} is not a complete diffusers inpainting pipeline "
+                                    f"(missing {', '.join(missing)}); {fix}")
+    return folder
+
+
+def _weights_in(sub: Path) -> list[Path]:
+    return [p for p in sub.iterdir() if p.suffix in (".safetensors", ".bin") and ".fp16." not in p.name]
+
+
+def _from_folder(folder: Path, dtype: Any) -> Any:
+    import importlib.util
+
+    from diffusers import StableDiffusionInpaintPipeline
+    from diffusers.pipelines import pipeline_utils
+
+    has_safetensors = all(any(p.suffix == ".safetensors" for p in _weights_in(folder / c)) for c in _WEIGHTED)
+    # newer diffusers renamed torch_dtype to dtype (and warn on the old name)
+    dtype_kw = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+    # without safetensors, diffusers and transformers fall back to torch.load(weights_only=True)
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(
+        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        use_safetensors=has_safetensors or None, local_files_only=True,
+        low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None, **{dtype_kw: dtype})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
