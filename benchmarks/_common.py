@@ -1,0 +1,87 @@
+"""Shared helpers for the benchmarks: timing, peak-memory sampling, machine description, results files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class PeakRSS:
+    """Sample this process's resident memory every few milliseconds while the block runs."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+        self._interval = interval
+        self.peak = 0
+        self.start = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def extra(self) -> int:
+        """Peak minus the resident memory at entry, in bytes."""
+        return self.peak - self.start
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); Python {platform.python_version()}")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_results(name: str, text: str) -> Path:
+    from cfviz.utils.io import atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(RESULTS / name, text)
+
+
+def mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
