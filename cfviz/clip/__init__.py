@@ -1,0 +1,65 @@
+"""The CLIP branch: prompts, window/patch embeddings, WinCLIP / WinCLIP+ and PatchCLIP.
+
+Importing this package is light (no torch, no open_clip); the names below load on first use.
+
+Modules: ``prompts`` (WinCLIP's prompt ensemble), ``text`` (cached text anchors), ``windows``
+(window boxes, batched window embeddings, harmonic aggregation), ``scores`` (class scores, visual
+association scores, upsampling), ``base`` (shared model code), ``winclip``, ``patchclip``.
+
+Example
+-------
+>>> import torch
+>>> from cfviz.clip import WinCLIP
+>>> from cfviz.models import tiny_clip
+>>> WinCLIP(tiny_clip(seed=0), class_name="bottle").predict(torch.zeros(1, 3, 240, 240)).anomaly_map.shape
+torch.Size([1, 15, 15])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "WinCLIP": "cfviz.clip.winclip",
+    "WinCLIPResult": "cfviz.clip.winclip",
+    "combine_maps": "cfviz.clip.winclip",
+    "PatchCLIP": "cfviz.clip.patchclip",
+    "PatchCLIPResult": "cfviz.clip.patchclip",
+    "WindowClipModel": "cfviz.clip.base",
+    "NotFittedError": "cfviz.clip.base",
+    "prompt_ensemble": "cfviz.clip.prompts",
+    "clean_class_name": "cfviz.clip.prompts",
+    "NORMAL_STATES": "cfviz.clip.prompts",
+    "ANOMALOUS_STATES": "cfviz.clip.prompts",
+    "TEMPLATES": "cfviz.clip.prompts",
+    "text_anchors": "cfviz.clip.text",
+    "encode_prompts": "cfviz.clip.text",
+    "clear_text_cache": "cfviz.clip.text",
+    "window_boxes": "cfviz.clip.windows",
+    "window_patch_indices": "cfviz.clip.windows",
+    "incidence_matrix": "cfviz.clip.windows",
+    "harmonic_aggregation": "cfviz.clip.windows",
+    "mean_aggregation": "cfviz.clip.windows",
+    "WindowEncoder": "cfviz.clip.windows",
+    "VisualEmbeddings": "cfviz.clip.windows",
+    "class_scores": "cfviz.clip.scores",
+    "visual_association_score": "cfviz.clip.scores",
+    "harmonic_mean": "cfviz.clip.scores",
+    "upsample": "cfviz.clip.scores",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cfviz.clip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
