@@ -92,7 +92,9 @@ def inpaint_inputs(pipe: Any, images: Any, mask: Any = None) -> InpaintInputs:
         pixel_mask = (pixel_mask >= 0.5).to(images.dtype).expand(b, -1, -1, -1)
     with torch.no_grad():
         latents = _vae_encode(pipe, images)
-        masked = _vae_encode(pipe, images * (pixel_mask < 0.5))
+        nothing_masked = not bool(pixel_mask.any())
+        # with nothing masked the masked image is the image: skip the second VAE pass
+        masked = latents if nothing_masked else _vae_encode(pipe, images * (pixel_mask < 0.5))
     lat_mask = F.interpolate(pixel_mask.float(), size=latents.shape[-2:]).to(latents.dtype)
     return InpaintInputs(latents=latents, mask=lat_mask.to(latents.device), masked_image_latents=masked)
 

@@ -1,0 +1,153 @@
+"""Map normalisation and alpha fusion of the CLIP and diffusion branches.
+
+CLIPFusion (Lee et al., TMLR 2025, eqs. 4 and 9) fuses four maps::
+
+    M = alpha * (M_clip_L + M_clip_V) + (1 - alpha) * (M_diff_L + M_diff_V)
+
+with alpha = 0.25 for segmentation and 0.75 for classification; zero-shot uses the language
+maps only (the visual maps are absent). The paper does not say how maps of different ranges are
+made comparable, nor how an image score is taken from a map. Here:
+
+* every map is first brought to one grid (bilinear upsampling to the evaluation size);
+* then to a comparable range by :func:`normalize_maps`. Default ``"dataset"``: min-max over all
+  maps of the evaluated set (per category) — transductive, as AA-CLIP's evaluation normalises
+  per class. Alternatives: ``"image"`` (per-image min-max; loses cross-image comparability,
+  bad for classification), ``"reference"`` (z-score against the same map computed on the k normal
+  reference images; k-shot only, inductive), ``"none"``;
+* the image score of a map is a parameter (:func:`image_scores`): ``"max"`` (default),
+  ``"topk_mean"`` (mean of the top fraction of pixels) or ``"mean"``;
+* optional Gaussian smoothing (``sigma`` in pixels of the evaluation grid) after fusion.
+
+Classification (eq. 9) fuses image scores the same way:
+``s = alpha * s_clip + (1 - alpha) * s_diff`` where ``s_clip`` is the CLIP branch's image score and
+``s_diff`` the image score of the fused diffusion map, both normalised over the set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+Normalization = Literal["dataset", "image", "reference", "none"]
+ScoreRule = Literal["max", "topk_mean", "mean"]
+
+ALPHA_SEGMENTATION = 0.25
+ALPHA_CLASSIFICATION = 0.75
+
+
+def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resize ``(N, h, w)`` maps to ``size`` (float32 NumPy). Torch does the interpolation.
+
+    >>> upsample(np.ones((2, 4, 4)), 8).shape
+    (2, 8, 8)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(np.asarray(maps, dtype=np.float32))
+    if t.ndim != 3:
+        raise ValueError(f"maps must be (N, h, w), got shape {tuple(t.shape)}")
+    h, w = (size, size) if isinstance(size, int) else size
+    if tuple(t.shape[-2:]) == (h, w):
+        return t.numpy()
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(t[:, None], size=(h, w), mode=mode, **kwargs)[:, 0].numpy()
+
+
+def normalize_maps(maps: np.ndarray, method: Normalization = "dataset", *, reference: np.ndarray | None = None,
+                   eps: float = 1e-12) -> np.ndarray:
+    """Bring ``(N, h, w)`` maps (or ``(N,)`` scores) to a comparable range.
+
+    Parameters
+    ----------
+    method:
+        ``"dataset"``: (x - min) / (max - min) over all N maps together; ``"image"``: the same per
+        map; ``"reference"``: (x - mean) / std of ``reference`` (maps of normal references);
+        ``"none"``: unchanged.
+
+    >>> normalize_maps(np.array([[1.0, 3.0], [5.0, 9.0]]), "dataset").tolist()
+    [[0.0, 0.25], [0.5, 1.0]]
+    """
+    x = np.asarray(maps, dtype=np.float32)
+    if method == "none":
+        return x
+    if method == "dataset":
+        lo, hi = float(x.min()), float(x.max())
+        return (x - lo) / max(hi - lo, eps)
+    if method == "image":
+        if x.ndim < 2:
+            raise ValueError("image normalisation needs maps of shape (N, h, w)")
+        axes = tuple(range(1, x.ndim))
+        lo, hi = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
+        return (x - lo) / np.maximum(hi - lo, eps)
+    if method == "reference":
+        if reference is None or np.asarray(reference).size == 0:
+            raise ValueError("normalization='reference' needs the same maps computed on normal reference "
+                             "images (k-shot); use 'dataset' in zero-shot")
+        ref = np.asarray(reference, dtype=np.float32)
+        return (x - float(ref.mean())) / max(float(ref.std()), eps)
+    raise ValueError(f"normalization must be 'dataset', 'image', 'reference' or 'none', got {method!r}")
+
+
+def fuse(clip: Mapping[str, np.ndarray | None], diffusion: Mapping[str, np.ndarray | None], alpha: float) -> np.ndarray:
+    """``alpha * sum(clip maps) + (1 - alpha) * sum(diffusion maps)``; ``None`` maps are absent.
+
+    Parameters
+    ----------
+    clip, diffusion:
+        ``{"language": M_L, "visual": M_V}`` per branch, each ``(N, H, W)`` on one grid and in a
+        comparable range (see :func:`normalize_maps`); ``"visual"`` is ``None`` in zero-shot.
+    alpha:
+        Weight of the CLIP branch in [0, 1].
+
+    >>> m = fuse({"language": np.ones((1, 2, 2)), "visual": None}, {"language": np.zeros((1, 2, 2))}, 0.25)
+    >>> float(m[0, 0, 0])
+    0.25
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+
+    def total(branch: Mapping[str, np.ndarray | None], name: str) -> np.ndarray:
+        present = [np.asarray(m, dtype=np.float32) for m in branch.values() if m is not None]
+        if not present:
+            raise ValueError(f"the {name} branch has no map; pass at least its language map")
+        shapes = {m.shape for m in present}
+        if len(shapes) > 1:
+            raise ValueError(f"{name} maps differ in shape {sorted(shapes)}; upsample them to one grid first")
+        return np.sum(present, axis=0)
+
+    c, d = total(clip, "CLIP"), total(diffusion, "diffusion")
+    if c.shape != d.shape:
+        raise ValueError(f"CLIP maps {c.shape} and diffusion maps {d.shape} differ; upsample to one grid first")
+    return float(alpha) * c + (1.0 - float(alpha)) * d
+
+
+def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of each ``(h, w)`` map with ``sigma`` pixels (0 = unchanged)."""
+    if sigma <= 0:
+        return np.asarray(maps, dtype=np.float32)
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(maps, dtype=np.float32)
+    return gaussian_filter(x, sigma=(0,) * (x.ndim - 2) + (sigma, sigma), mode="nearest")
+
+
+def image_scores(maps: np.ndarray, rule: ScoreRule = "max", *, topk: float = 0.01) -> np.ndarray:
+    """One score per ``(h, w)`` map: its maximum, the mean of its top ``topk`` fraction, or its mean.
+
+    >>> image_scores(np.arange(8.0).reshape(2, 2, 2), "topk_mean", topk=0.5).tolist()
+    [2.5, 6.5]
+    """
+    x = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    if rule == "max":
+        return x.max(axis=1)
+    if rule == "mean":
+        return x.mean(axis=1)
+    if rule == "topk_mean":
+        if not 0 < topk <= 1:
+            raise ValueError(f"topk must be a fraction in (0, 1], got {topk}")
+        k = max(1, int(round(topk * x.shape[1])))
+        return np.sort(x, axis=1)[:, -k:].mean(axis=1)
+    raise ValueError(f"image score rule must be 'max', 'topk_mean' or 'mean', got {rule!r}")
