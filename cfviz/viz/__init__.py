@@ -1,0 +1,61 @@
+"""Paper-quality figures of cfviz's maps, scores and ablations (matplotlib + seaborn).
+
+Every function returns a matplotlib Figure (or draws into a given Axes, or returns a NumPy array)
+and draws in one shared style (:mod:`cfviz.viz.style`): ``inferno`` for anomaly scores,
+``RdBu_r`` centred on zero for differences, 8 pt text for a two-column paper, constrained
+layout, labelled colour bars. Figure-level functions take ``note=``: a small caption under the
+figure, e.g. :data:`~cfviz.viz.style.OFFLINE_NOTE` for numbers from the offline tiny models.
+
+Modules: ``style`` (style, captions, saving), ``overlays`` (map over image, a row of maps),
+``grids`` (timestep x block and token grids), ``clipviz`` (CLIP window and patch scores),
+``ablation`` (heat maps, alpha curves, bars), ``gallery`` (failure cases, qualitative grid).
+
+Importing :mod:`cfviz.viz` does not import matplotlib: names resolve on first use.
+
+Example
+-------
+>>> import numpy as np, cfviz.viz as viz
+>>> fig = viz.maps_row(np.zeros((32, 32, 3), np.uint8), {"fused": np.eye(8)}, note=viz.OFFLINE_NOTE)
+>>> import matplotlib.figure
+>>> isinstance(fig, matplotlib.figure.Figure), [ax.get_title() for ax in fig.axes]
+(True, ['image', 'fused'])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    # style
+    "apply_style": "style", "style_context": "style", "style_rc": "style", "save_figure": "style",
+    "add_note": "style", "new_figure": "style", "symmetric_limits": "style", "check_figure_name": "style",
+    "SCORE_CMAP": "style", "DIVERGING_CMAP": "style", "METRIC_CMAP": "style", "MASK_COLOR": "style",
+    "CATEGORICAL": "style", "COLUMN_WIDTH": "style", "PAGE_WIDTH": "style", "OFFLINE_NOTE": "style",
+    # overlays
+    "overlay": "overlays", "maps_row": "overlays", "resize_bilinear": "_common",
+    # grids
+    "timestep_block_grid": "grids", "token_grid": "grids", "short_name": "grids", "timestep_label": "grids",
+    # clip
+    "window_scores_to_map": "clipviz", "plot_window_scores": "clipviz", "plot_patch_scores": "clipviz",
+    "clip_scores_figure": "clipviz",
+    # ablation
+    "ablation_heatmap": "ablation", "alpha_curves": "ablation", "metric_bars": "ablation",
+    # gallery
+    "gallery": "gallery", "qualitative_grid": "gallery",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cfviz.viz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cfviz.viz.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

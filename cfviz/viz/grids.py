@@ -1,0 +1,327 @@
+"""Grids of maps: timesteps x UNet blocks (or layers), and tokens.
+
+:func:`timestep_block_grid` draws a ``(step, block|layer, h, w)``
+:class:`~cfviz.capture.labelled.LabelledMaps` (batch and token already selected) with one row per
+timestep, labelled with the timestep value, and one column per block or layer, labelled with a
+short name (``up_blocks.1.attentions.0.transformer_blocks.0.attn2`` -> ``up1.attn0``). All panels
+share one colour scale, with one colour bar, so rows and columns can be compared by colour.
+
+Example
+-------
+>>> import numpy as np
+>>> data = np.random.default_rng(0).random((3, 2, 8, 8))
+>>> fig = timestep_block_grid(data, timesteps=[100, 261, 400],
+...                           blocks=["up_blocks.1", "up_blocks.2.attentions.1.transformer_blocks.0.attn2"])
+>>> [ax.get_ylabel() for ax in fig.axes[0:6:2]], [ax.get_title() for ax in fig.axes[:2]]
+(['t = 100', 't = 261', 't = 400'], ['up1', 'up2.attn1'])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cfviz.viz._common import (add_colorbar, as_mask, as_rgb, check_alpha, clean_image_axes, draw_mask_contour,
+                               finite_range, resize_bilinear, to_numpy)
+from cfviz.viz.style import SCORE_CMAP, add_note, new_figure, style_context
+
+_COLUMN_DIMS = ("block", "layer")
+_SHORT_PARTS = [
+    (re.compile(r"^(down|up)_blocks\.(\d+)"), lambda m: f"{m.group(1)}{m.group(2)}"),
+    (re.compile(r"^mid_block"), lambda m: "mid"),
+    (re.compile(r"^attentions\.(\d+)"), lambda m: f"attn{m.group(1)}"),
+    (re.compile(r"^resnets\.(\d+)"), lambda m: f"res{m.group(1)}"),
+    (re.compile(r"^upsamplers\.(\d+)"), lambda m: f"upsample{m.group(1)}" if m.group(1) != "0" else "upsample"),
+    (re.compile(r"^downsamplers\.(\d+)"), lambda m: f"downsample{m.group(1)}" if m.group(1) != "0" else "downsample"),
+    (re.compile(r"^transformer_blocks\.(\d+)"), lambda m: f"tb{m.group(1)}" if m.group(1) != "0" else ""),
+    (re.compile(r"^attn2$"), lambda m: ""),  # cross-attention is what is captured by default
+    (re.compile(r"^attn1$"), lambda m: "self"),
+]
+
+
+def short_name(name: str) -> str:
+    """A short label for a diffusers module path (unknown parts are kept as they are).
+
+    >>> short_name("up_blocks.1.attentions.0.transformer_blocks.0.attn2")
+    'up1.attn0'
+    >>> short_name("mid_block.attentions.0.transformer_blocks.1.attn2"), short_name("up_blocks.1")
+    ('mid.attn0.tb1', 'up1')
+    >>> short_name("down_blocks.2.resnets.1"), short_name("conv_out")
+    ('down2.res1', 'conv_out')
+    """
+    rest, parts = str(name), []
+    while rest:
+        for pattern, repl in _SHORT_PARTS:
+            m = pattern.match(rest)
+            if m:
+                parts.append(repl(m))
+                rest = rest[m.end():].lstrip(".")
+                break
+        else:
+            head, _, rest = rest.partition(".")
+            parts.append(head)
+    return ".".join(p for p in parts if p) or str(name)
+
+
+def short_names(names: Sequence[Any]) -> list[str]:
+    """:func:`short_name` of each name, or the full names when the short ones would collide."""
+    short = [short_name(str(n)) for n in names]
+    return short if len(set(short)) == len(short) else [str(n) for n in names]
+
+
+def timestep_label(value: Any, step: Any = None) -> str:
+    """``t = 261`` for a timestep value, ``step 3`` when the timestep is unknown.
+
+    >>> timestep_label(261.0), timestep_label([261.0, 400.0]), timestep_label(None, 2)
+    ('t = 261', 't = 261/400', 'step 2')
+    """
+    def fmt(v: Any) -> str:
+        f = float(v)
+        return str(int(f)) if f.is_integer() else f"{f:g}"
+    if value is None:
+        return f"step {step}" if step is not None else "all steps"
+    if isinstance(value, (list, tuple)):
+        return "t = " + "/".join(fmt(v) for v in value)
+    return f"t = {fmt(value)}"
+
+
+def _labels(given: Sequence[Any] | None, n: int, what: str, default: Any) -> list[Any]:
+    if given is None:
+        return [default(i) for i in range(n)]
+    given = list(given)
+    if len(given) != n:
+        raise ValueError(f"{what} has {len(given)} labels for {n} maps along that axis")
+    return given
+
+
+def _from_labelled(maps: Any, row_dims: Sequence[str], col_dims: Sequence[str],
+                   allowed_desc: str) -> tuple[np.ndarray, list[Any], list[Any], str, str, Any]:
+    """Split a LabelledMaps into data (R, C, h, w), row and column labels and dim names."""
+    dims = tuple(maps.dims)
+    row = [d for d in dims if d in row_dims]
+    col = [d for d in dims if d in col_dims]
+    other = [d for d in dims if d not in (*row_dims, *col_dims, "h", "w")]
+    if other or len(col) != 1 or len(row) > 1 or dims[-2:] != ("h", "w"):
+        extra = f"; select them first, e.g. maps.sel(token='damage').isel(batch=0)" if other else ""
+        raise ValueError(f"maps has dimensions {dims}, but this grid needs {allowed_desc}{extra}")
+    order = [*row, col[0], "h", "w"]
+    if list(dims) != order:
+        maps = maps.transpose(*order)
+    data = maps.numpy()
+    if not row:
+        data = data[None]
+    return data, row, col[0], maps
+
+
+def _map_grid(data: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], *,
+              image: Any, mask: Any, alpha: float, cmap: Any, vmin: float | None, vmax: float | None,
+              robust: bool, scale: str, label: str, title: str | None, row_title: str | None,
+              col_title: str | None, note: str | None, panel_size: float) -> Any:
+    """Draw ``data`` (R, C, h, w) as a grid of panels; return the Figure."""
+    n_rows, n_cols = data.shape[:2]
+    if n_rows == 0 or n_cols == 0 or min(data.shape[-2:]) == 0:
+        raise ValueError(f"maps are empty (shape {data.shape}); nothing to draw")
+    if scale not in ("shared", "column", "row"):
+        raise ValueError(f"scale must be 'shared', 'column' or 'row', got {scale!r}")
+    alpha = check_alpha(alpha)
+    rgb = None if image is None else as_rgb(image, "image")
+    shape = rgb.shape[:2] if rgb is not None else data.shape[-2:]
+    gt = None if mask is None else as_mask(mask, shape)
+    panels = [[resize_bilinear(data[r, c], shape) if rgb is not None else data[r, c]
+               for c in range(n_cols)] for r in range(n_rows)]
+    if np.isinf(data).any():
+        raise ValueError("maps hold infinite values; clip or mask them before plotting")
+
+    def limits(arrs: list[np.ndarray]) -> tuple[float, float]:
+        lo, hi = finite_range(arrs, robust=robust)
+        return (lo if vmin is None else float(vmin)), (hi if vmax is None else float(vmax))
+
+    from matplotlib.colors import Normalize
+
+    if scale == "shared":
+        norms = [[Normalize(*limits([p for row in panels for p in row]))] * n_cols] * n_rows
+    elif scale == "column":
+        col_norms = [Normalize(*limits([panels[r][c] for r in range(n_rows)])) for c in range(n_cols)]
+        norms = [col_norms] * n_rows
+    else:
+        norms = [[Normalize(*limits(panels[r]))] * n_cols for r in range(n_rows)]
+    bar_w = 0.7 if scale != "column" else 0.0
+    bar_h = 0.55 if scale == "column" else 0.0
+    fig = new_figure(n_cols * panel_size + bar_w + 0.3,
+                     n_rows * panel_size + bar_h + 0.6)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    cmap = cmap or SCORE_CMAP
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if rgb is not None:
+                ax.imshow(rgb)
+            im = ax.imshow(panels[r][c], cmap=cmap, norm=norms[r][c], alpha=alpha if rgb is not None else 1.0,
+                           interpolation="antialiased" if rgb is not None else "nearest")
+            im.set_gid("cfviz-heatmap")
+            if gt is not None:
+                draw_mask_contour(ax, gt)
+            clean_image_axes(ax)
+            if r == 0:
+                ax.set_title(str(col_labels[c]))
+            if c == 0:
+                ax.set_ylabel(str(row_labels[r]))
+    if scale == "shared":
+        add_colorbar(fig, norms[0][0], im.cmap, axes.ravel().tolist(), label,
+                     shrink=min(0.9, 0.35 + 0.2 * n_rows), aspect=max(12, 8 * n_rows))
+    elif scale == "column":
+        for c in range(n_cols):
+            add_colorbar(fig, norms[0][c], im.cmap, axes[:, c].tolist(), label, location="bottom",
+                         shrink=0.9, aspect=12)
+    else:
+        for r in range(n_rows):
+            add_colorbar(fig, norms[r][0], im.cmap, axes[r, :].tolist(), label, shrink=0.9, aspect=10)
+    # rows and columns are named in the title, not with fig.supxlabel: constrained layout pins a
+    # supxlabel to the figure's bottom edge, where the note goes
+    if title is None:
+        parts = [f"rows: {row_title}" if row_title else "", f"columns: {col_title}" if col_title else ""]
+        title = f"{label} ({', '.join(p for p in parts if p)})" if any(parts) else None
+        if title and len(title) * 9 * 0.6 / 72 > fig.get_size_inches()[0]:  # too wide: two lines
+            title = title.replace(" (", "\n(", 1)
+    if title:
+        fig.suptitle(title)
+    add_note(fig, note)
+    return fig
+
+
+def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,
+                        blocks: Sequence[str] | None = None, image: Any = None, mask: Any = None,
+                        alpha: float = 0.6, cmap: Any = None, vmin: float | None = None,
+                        vmax: float | None = None, robust: bool = False, scale: str = "shared",
+                        label: str = "attention", title: str | None = None, short_labels: bool = True,
+                        note: str | None = None, panel_size: float = 1.0) -> Any:
+    """Maps per timestep (rows) and UNet block or layer (columns), on one colour scale.
+
+    Parameters
+    ----------
+    maps:
+        A LabelledMaps with dimensions ``(step, block|layer, h, w)`` (in any order; select batch
+        row and token first: ``cache.blocks_average(size=16).sel(token="damage").isel(batch=0)``),
+        or ``(block|layer, h, w)`` for one row; or an array ``(steps, blocks, h, w)``.
+    timesteps, blocks:
+        Row and column labels for an array (default ``step i`` and ``#j``). For a LabelledMaps
+        they override the stored labels (timesteps come from its ``timestep`` coordinate).
+    image, mask:
+        Optional image under every panel (maps are resized to it) and ground-truth contour.
+    alpha, cmap, vmin, vmax:
+        Overlay opacity (with an image), colour map and fixed limits.
+    robust:
+        Colour limits from the 1st and 99th percentiles instead of min and max (one extreme
+        panel, such as a start-of-text token, then does not wash out the others).
+    scale:
+        ``"shared"`` (default: one colour bar), ``"column"`` or ``"row"`` (one bar per column/row).
+    label:
+        Colour-bar label (what the values are, e.g. "cross-attention to 'damage'").
+    title, note:
+        Figure title (default: ``label`` and what rows and columns are) and caption.
+    short_labels:
+        Shorten module paths to labels such as ``up1.attn0``.
+    panel_size:
+        Side of one panel in inches.
+    """
+    with style_context():
+        col_title = "UNet block"
+        if hasattr(maps, "dims") and hasattr(maps, "coords"):
+            data, row, col, maps = _from_labelled(
+                maps, ("step",), _COLUMN_DIMS,
+                "('step', 'block' or 'layer', 'h', 'w') or ('block' or 'layer', 'h', 'w')")
+            col_title = "UNet block" if col == "block" else "cross-attention layer"
+            if timesteps is None:
+                if row:
+                    steps = maps.coords.get("step", list(range(data.shape[0])))
+                    ts = dict(maps.aux).get("timestep", (None, [None] * data.shape[0]))[1]
+                    row_labels = [timestep_label(t, s) for t, s in zip(ts, steps)]
+                else:
+                    row_labels = [""]
+            else:
+                row_labels = [timestep_label(t) for t in _labels(timesteps, data.shape[0], "timesteps", None)]
+            col_labels = list(blocks) if blocks is not None else maps.coords.get(col, list(range(data.shape[1])))
+            col_labels = _labels(col_labels, data.shape[1], "blocks", None)
+        else:
+            data = to_numpy(maps, "maps")
+            if data.ndim == 3:
+                data = data[None]
+            if data.ndim != 4:
+                raise ValueError(f"maps must be an array (steps, blocks, h, w) or a LabelledMaps, "
+                                 f"got an array of shape {data.shape}")
+            row_labels = [timestep_label(t, i) for i, t in
+                          enumerate(_labels(timesteps, data.shape[0], "timesteps", lambda i: None))]
+            col_labels = _labels(blocks, data.shape[1], "blocks", lambda j: f"#{j}")
+            if any("attn" in str(c) for c in col_labels):
+                col_title = "cross-attention layer"
+        if short_labels:
+            col_labels = short_names(col_labels)
+        return _map_grid(data, row_labels, col_labels, image=image, mask=mask, alpha=alpha, cmap=cmap,
+                         vmin=vmin, vmax=vmax, robust=robust, scale=scale, label=label, title=title,
+                         row_title="timestep" if any(row_labels) else None, col_title=col_title,
+                         note=note, panel_size=panel_size)
+
+
+def token_grid(maps: Any, *, tokens: Sequence[str] | None = None, rows: Sequence[Any] | None = None,
+               image: Any = None, mask: Any = None, alpha: float = 0.6, cmap: Any = None,
+               vmin: float | None = None, vmax: float | None = None, robust: bool = False,
+               scale: str = "shared", label: str = "attention", title: str | None = None,
+               note: str | None = None, panel_size: float = 1.1) -> Any:
+    """Maps of several tokens side by side (columns), optionally per step/block/layer (rows).
+
+    Parameters
+    ----------
+    maps:
+        A LabelledMaps with dimensions ``(token, h, w)`` or ``(step|block|layer, token, h, w)``
+        (batch selected), or an array ``(tokens, h, w)`` / ``(rows, tokens, h, w)``.
+    tokens, rows:
+        Column and row labels for arrays (or to override a LabelledMaps' labels).
+    scale:
+        ``"shared"`` (default), ``"column"`` (one colour bar per token: token maps can differ by
+        orders of magnitude) or ``"row"``.
+
+    Other parameters are as in :func:`timestep_block_grid`.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> fig = token_grid(np.random.default_rng(0).random((2, 8, 8)), tokens=["bottle", "damage"])
+    >>> [ax.get_title() for ax in fig.axes[:2]]
+    ['bottle', 'damage']
+    """
+    with style_context():
+        row_title = None
+        if hasattr(maps, "dims") and hasattr(maps, "coords"):
+            data, row, _, maps = _from_labelled(
+                maps, ("step", "block", "layer"), ("token",),
+                "('token', 'h', 'w') or ('step'|'block'|'layer', 'token', 'h', 'w')")
+            if rows is not None:
+                row_labels = [str(r) for r in _labels(rows, data.shape[0], "rows", None)]
+            elif row and row[0] == "step":
+                steps = maps.coords.get("step", list(range(data.shape[0])))
+                ts = dict(maps.aux).get("timestep", (None, [None] * data.shape[0]))[1]
+                row_labels, row_title = [timestep_label(t, s) for t, s in zip(ts, steps)], "timestep"
+            elif row:
+                row_labels = short_names(maps.coords.get(row[0], list(range(data.shape[0]))))
+                row_title = "UNet block" if row[0] == "block" else "cross-attention layer"
+            else:
+                row_labels = [""]
+            col_labels = _labels(tokens if tokens is not None else maps.coords.get("token"),
+                                 data.shape[1], "tokens", lambda j: f"#{j}")
+        else:
+            data = to_numpy(maps, "maps")
+            if data.ndim == 3:
+                data = data[None]
+            if data.ndim != 4:
+                raise ValueError(f"maps must be an array (tokens, h, w) or (rows, tokens, h, w), "
+                                 f"got shape {data.shape}")
+            col_labels = _labels(tokens, data.shape[1], "tokens", lambda j: f"#{j}")
+            row_labels = [str(r) for r in _labels(rows, data.shape[0], "rows", lambda i: "" if data.shape[0] == 1
+                                                  else f"#{i}")]
+        col_labels = [str(t) for t in col_labels]
+        return _map_grid(data, row_labels, col_labels, image=image, mask=mask, alpha=alpha, cmap=cmap,
+                         vmin=vmin, vmax=vmax, robust=robust, scale=scale, label=label, title=title,
+                         row_title=row_title, col_title="token", note=note, panel_size=panel_size)
