@@ -173,8 +173,15 @@ class WinCLIP(WindowClipModel):
         ``few_shot=None`` uses WinCLIP+ when :meth:`fit` was given references, ``False`` forces
         zero-shot, ``True`` requires references (:class:`~cfviz.clip.base.NotFittedError`).
         """
+        return self.predict_embeddings(self.encode(images), few_shot=few_shot)
+
+    def predict_embeddings(self, emb: Any, *, few_shot: bool | None = None) -> WinCLIPResult:
+        """Like :meth:`predict`, from embeddings already computed by :meth:`encode`.
+
+        Lets a caller encode a batch once and score it with several models (e.g. the
+        evaluation runner runs PatchCLIP and WinCLIP on one set of window embeddings).
+        """
         use_refs = self._few_shot_flag(few_shot, "predict(few_shot=True)")
-        emb = self.encode(images)
         grid = emb.grid
         zs_image = self.text_scores(emb.image)  # (B,)
         window_scores = {s: self.text_scores(emb.windows[s]) for s in self.scales}

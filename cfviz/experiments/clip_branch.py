@@ -1,0 +1,163 @@
+"""The CLIP branch of an evaluation, split into what needs the model and what needs only the store.
+
+At extraction (model loaded), per image:
+
+* :func:`embed` — image, patch and window embeddings, stored as ``clip_emb/*`` (float16);
+* :func:`zero_shot_scores` — PatchCLIP's zero-shot outputs (``clip/*``: the language map
+  ``M_clip_L``, the global image score, patch and window class scores) and WinCLIP's
+  (``winclip/*``: zero-shot map and image score). These need the text anchors, hence the model.
+
+At scoring (no model), from stored embeddings of the query and the k references:
+
+* :func:`visual` — PatchCLIP's visual map ``M_clip_V`` and its image score;
+* :func:`winclip` — WinCLIP (zero-shot) or WinCLIP+ (k-shot) map and image score.
+
+Both follow :class:`~cfviz.clip.patchclip.PatchCLIP` and :class:`~cfviz.clip.winclip.WinCLIP`
+with their defaults exactly (tests/experiments check the equality); they only start from
+embeddings instead of images so that k-shot settings and seeds never re-run CLIP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cfviz.capture.store import CaptureStore
+from cfviz.experiments.config import ExtractionConfig
+
+EMB = "clip_emb"
+
+
+def _emb_name(kind: str, scale: int | None = None) -> str:
+    return f"{EMB}/{kind}" if scale is None else f"{EMB}/window/{scale}"
+
+
+def _models(bundle: Any, category: str, extraction: ExtractionConfig) -> tuple[Any, Any]:
+    from cfviz.clip import PatchCLIP, WinCLIP
+
+    name = category.replace("_", " ")
+    kw = {"class_name": name, "scales": extraction.scales, "stride": extraction.stride}
+    return PatchCLIP(bundle, **kw), WinCLIP(bundle, **kw)
+
+
+def embed(bundle: Any, images: Any, extraction: ExtractionConfig) -> dict[str, Any]:
+    """CLIP embeddings of a batch ``(B, 3, S, S)``: ``name -> (B, ...)`` float32 tensors."""
+    from cfviz.clip.windows import WindowEncoder
+
+    emb = WindowEncoder(bundle, scales=extraction.scales, stride=extraction.stride)(images)
+    out = {_emb_name("image"): emb.image, _emb_name("patches"): emb.patches,
+           _emb_name("patch_tokens"): emb.patch_tokens}
+    out.update({_emb_name("window", s): emb.windows[s] for s in extraction.scales})
+    return out
+
+
+def as_visual_embeddings(arrays: dict[str, Any], extraction: ExtractionConfig) -> Any:
+    """Rebuild :class:`~cfviz.clip.windows.VisualEmbeddings` from :func:`embed`'s (stacked) output."""
+    from cfviz.clip.windows import VisualEmbeddings, window_boxes
+
+    patches = arrays[_emb_name("patches")].float()
+    side = int(round(patches.shape[1] ** 0.5))
+    if side * side != patches.shape[1]:
+        raise ValueError(f"{patches.shape[1]} stored patches do not form a square grid")
+    grid = (side, side)
+    return VisualEmbeddings(image=arrays[_emb_name("image")].float(), patches=patches,
+                            patch_tokens=arrays[_emb_name("patch_tokens")].float(),
+                            windows={s: arrays[_emb_name("window", s)].float() for s in extraction.scales},
+                            boxes={s: window_boxes(grid, s, extraction.stride) for s in extraction.scales},
+                            grid=grid)
+
+
+def zero_shot_scores(bundle: Any, arrays: dict[str, Any], category: str,
+                     extraction: ExtractionConfig) -> tuple[Any, dict[str, Any]]:
+    """PatchCLIP's zero-shot :class:`~cfviz.capture.store.ClipScores` and WinCLIP's tensors for one image.
+
+    ``arrays`` is :func:`embed`'s output for a batch of one image.
+    """
+    emb = as_visual_embeddings(arrays, extraction)
+    patchclip, winclip_model = _models(bundle, category, extraction)
+    pc = patchclip.predict_embeddings(emb, few_shot=False).clip_scores[0]
+    wc = winclip_model.predict_embeddings(emb, few_shot=False).clip_scores[0]
+    win = {k: v for k, v in wc.to_tensors(prefix="winclip").items() if "/window" not in k}
+    return pc, win
+
+
+# ---------------------------------------------------------------------------------- from the store
+def stored_language(store: CaptureStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``M_clip_L`` ``(N, gh, gw)`` and the zero-shot image scores ``(N,)`` stored at extraction."""
+    maps, scores = [], []
+    for image_id in ids:
+        t = store[image_id].load(["clip/map/language", "clip/image"])
+        maps.append(t["clip/map/language"].float().numpy())
+        scores.append(float(t["clip/image"].reshape(-1)[0]))
+    return np.stack(maps), np.asarray(scores, dtype=np.float32)
+
+
+def _banks(ref: Any, patch_kind: str, scales: Sequence[int]) -> dict[Any, Any]:
+    from cfviz.memory import MemoryBank
+
+    feats = ref.patch_tokens if patch_kind == "tokens" else ref.patches
+    banks = {"patch": MemoryBank(feats.reshape(-1, feats.shape[-1]))}
+    banks.update({s: MemoryBank(ref.windows[s].reshape(-1, ref.windows[s].shape[-1])) for s in scales})
+    return banks
+
+
+def _vas_maps(query: Any, ref: Any, patch_kind: str, scales: Sequence[int], aggregation: str) -> tuple[Any, dict]:
+    from cfviz.clip.scores import visual_association_score
+    from cfviz.clip.windows import aggregate
+
+    banks = _banks(ref, patch_kind, scales)
+    feats = query.patch_tokens if patch_kind == "tokens" else query.patches
+    patch = visual_association_score(banks["patch"], feats).reshape(-1, *query.grid)
+    windows = {s: aggregate(visual_association_score(banks[s], query.windows[s]), query.boxes[s], query.grid,
+                            aggregation) for s in scales}
+    return patch, windows
+
+
+def visual(emb: dict[str, Any], ref_emb: dict[str, Any], extraction: ExtractionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """PatchCLIP's ``M_clip_V`` ``(N, gh, gw)`` and its image score (the map's max) ``(N,)``.
+
+    Patch memory of projected patch embeddings, window memory per scale, harmonic aggregation
+    of window distances, arithmetic mean of the patch and scale maps (PatchCLIP's defaults).
+    """
+    from cfviz.clip.scores import arithmetic_mean
+
+    q, r = as_visual_embeddings(emb, extraction), as_visual_embeddings(ref_emb, extraction)
+    patch, windows = _vas_maps(q, r, "embeds", extraction.scales, "harmonic")
+    vmap = arithmetic_mean([patch, *windows.values()])
+    return vmap.numpy(), vmap.flatten(1).amax(dim=1).numpy()
+
+
+def combine_image_scores(zero_shot: np.ndarray, visual_max: np.ndarray) -> np.ndarray:
+    """PatchCLIP's k-shot image score: the mean of the global score and the visual map's max."""
+    return (np.asarray(zero_shot) + np.asarray(visual_max)) / 2
+
+
+def winclip(store: CaptureStore, ids: Sequence[str], emb: dict[str, Any] | None, ref_emb: dict[str, Any] | None,
+            extraction: ExtractionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """WinCLIP map ``(N, gh, gw)`` and image score ``(N,)``; WinCLIP+ when ``ref_emb`` is given.
+
+    WinCLIP+ as :class:`~cfviz.clip.winclip.WinCLIP` with its defaults: patch memory of ``ln_post``
+    patch tokens, few-shot map = mean of the patch and per-scale harmonic window VAS maps, final
+    map = mean of zero- and few-shot maps, image score = mean of the zero-shot score and the
+    few-shot map's max.
+    """
+    import torch
+
+    from cfviz.clip.scores import arithmetic_mean
+
+    zs_maps, zs_img = [], []
+    for image_id in ids:
+        t = store[image_id].load(["winclip/map/zero_shot", "winclip/map/zero_shot_image"])
+        zs_maps.append(t["winclip/map/zero_shot"].float())
+        zs_img.append(t["winclip/map/zero_shot_image"].float().reshape(()))
+    zs_map, zs_image = torch.stack(zs_maps), torch.stack(zs_img)
+    if ref_emb is None:
+        return zs_map.numpy(), zs_image.numpy()
+    if emb is None:
+        raise ValueError("WinCLIP+ needs the query embeddings as well as the references'")
+    q, r = as_visual_embeddings(emb, extraction), as_visual_embeddings(ref_emb, extraction)
+    patch, windows = _vas_maps(q, r, "tokens", extraction.scales, "harmonic")
+    fs_map = arithmetic_mean([patch, *windows.values()])
+    return ((zs_map + fs_map) / 2).numpy(), ((zs_image + fs_map.flatten(1).amax(dim=1)) / 2).numpy()

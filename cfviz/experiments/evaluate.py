@@ -1,0 +1,236 @@
+"""The evaluation runner: data set -> models once per image (cached) -> maps -> metrics -> tables.
+
+>>> from cfviz.experiments import RunSpec, evaluate                     # doctest: +SKIP
+>>> result = evaluate(RunSpec(dataset="textures", methods=("clipfusion", "winclip"),
+...                           shots=(0, 1), seeds=(0, 1)), "runs/demo")  # doctest: +SKIP
+>>> result.summary                                                      # doctest: +SKIP
+
+Results: ``results.csv`` (tidy: one row per dataset, category, method, shots, seed, metric),
+``summary.md`` (per-method means over categories, mean ± std over seeds, with published numbers
+beside them when a real data set is run with real weights) and ``run.json`` (the spec, the
+library versions, the store, and the reference images drawn for every category and seed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfviz.capture.store import CaptureStore
+from cfviz.experiments.config import METHODS, ModelChoice, RunSpec
+from cfviz.experiments.extract import ExtractionReport, extract
+from cfviz.utils.env import library_versions
+from cfviz.utils.io import atomic_write_json, atomic_write_text, atomic_write_with
+
+RANDOM_WEIGHTS_NOTE = ("Offline random-weight models: these numbers show that the pipeline runs end to end, "
+                       "not how well the method detects anomalies.")
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` returns (and wrote to ``out_dir``)."""
+
+    frame: Any  #: tidy DataFrame: dataset, category, method, shots, seed, metric, value
+    summary: Any  #: mean over categories, mean ± std over seeds (a DataFrame)
+    out_dir: Path
+    store: CaptureStore
+    extraction: ExtractionReport
+    references: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    random_weights: bool = True
+
+
+def model_identity(choice: ModelChoice) -> dict[str, Any]:
+    """The parts of a model choice that change outputs (device is left out: shards may differ)."""
+    d = asdict(choice)
+    d.pop("device")
+    return d
+
+
+def open_run_dataset(spec: RunSpec) -> Any:
+    """The data set of a run, both splits (test images and normal training references)."""
+    from cfviz.data import open_dataset
+
+    return open_dataset(spec.dataset, spec.root, categories=list(spec.categories) if spec.categories else None,
+                        split="all")
+
+
+def references_needed(dataset: Any, spec: RunSpec) -> dict[str, dict[str, list[Any]]]:
+    """Reference records per category and seed for the largest k (smaller k are prefixes)."""
+    from cfviz.data.samples import sample_references
+
+    k = max(spec.shots)
+    if k == 0:
+        return {}
+    return {c: {str(s): sample_references(dataset, c, k, s) for s in spec.seeds} for c in test_categories(dataset)}
+
+
+def test_categories(dataset: Any) -> list[str]:
+    return [c for c in dataset.categories if any(r.category == c and r.split == "test" for r in dataset.records)]
+
+
+def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
+             shard: tuple[int, int] | None = None, progress: bool = True) -> EvaluationResult | ExtractionReport:
+    """Run (or resume) an evaluation and write its tables.
+
+    Parameters
+    ----------
+    spec:
+        Data set, methods, shots, seeds, models and settings (:class:`~cfviz.experiments.config.RunSpec`).
+    out_dir:
+        Where ``results.csv``, ``summary.md`` and ``run.json`` go.
+    store_dir:
+        The capture store (default ``out_dir/store``). Reuse it across runs: images already in it
+        are not recomputed; a store made with other model/extraction settings is refused.
+    shard:
+        ``(i, n)``: only run the models for shard i of n and return the extraction report. Run
+        every shard (processes, GPUs, machines sharing the folder), then call again without
+        ``shard`` to score everything from the merged store.
+    """
+    import pandas as pd
+
+    bad = [m for m in spec.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+    if any(k < 0 for k in spec.shots):
+        raise ValueError(f"shots must be >= 0, got {spec.shots}")
+    out = Path(out_dir)
+    dataset = open_run_dataset(spec)
+    categories = test_categories(dataset)
+    refs = references_needed(dataset, spec)
+    records = [r for r in dataset.records if r.split == "test" and r.category in categories]
+    seen = {r.image_id for r in records}
+    for per_seed in refs.values():
+        for recs in per_seed.values():
+            records += [r for r in recs if r.image_id not in seen and not seen.add(r.image_id)]  # type: ignore[func-returns-value]
+
+    store = CaptureStore(store_dir or out / "store",
+                         {"models": model_identity(spec.models), "extraction": spec.extraction.to_json()})
+    report = _extract_if_needed(dataset, records, spec, store, shard, progress)
+    if shard is not None:
+        return report
+
+    rows = _score(store, dataset, categories, spec, progress)
+    frame = pd.DataFrame(rows)
+    summary = summarize(frame)
+    references = {c: {s: [r.image_id for r in recs] for s, recs in per.items()} for c, per in refs.items()}
+    result = EvaluationResult(frame=frame, summary=summary, out_dir=out, store=store, extraction=report,
+                              references=references, random_weights=spec.models.random_weights)
+    write_outputs(result, spec)
+    return result
+
+
+def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: CaptureStore,
+                       shard: tuple[int, int] | None, progress: bool) -> ExtractionReport:
+    from cfviz.experiments.extract import shard_of
+
+    mine = shard_of(sorted(records, key=lambda r: r.image_id), shard)
+    if not store.missing([r.image_id for r in mine]):  # everything cached: no model is even loaded
+        return ExtractionReport(total=len(mine), already=len(mine), new=0, seconds=0.0)
+    from cfviz.experiments.models import load_models
+
+    models = load_models(spec.models)
+    return extract(dataset, records, models, spec.extraction, store, batch_size=spec.batch_size, shard=shard,
+                   progress=progress)
+
+
+def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSpec, progress: bool) -> list[dict]:
+    from cfviz.experiments.scoring import load_masks, predict
+    from cfviz.metrics import image_metrics, pixel_metrics
+    from cfviz.utils.progress import progress_bar
+
+    settings = [(m, k, s) for m in spec.methods for k in spec.shots for s in (spec.seeds if k else spec.seeds[:1])]
+    bar = progress_bar(total=len(categories) * len(settings), desc="scoring", unit="setting", disable=not progress)
+    rows: list[dict[str, Any]] = []
+    try:
+        for category in categories:
+            tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+            masks = load_masks(dataset, tests, spec.scoring.eval_size) if dataset.has_masks else None
+            for method, shots, seed in settings:
+                p = predict(store, dataset, category, method, shots=shots, seed=seed, scoring=spec.scoring,
+                            extraction=spec.extraction, masks=masks)
+                values: dict[str, Any] = dict(image_metrics(p.labels, p.scores))
+                if p.masks is not None and p.masks.any():
+                    values.update(pixel_metrics(p.masks, p.maps))
+                for metric, value in values.items():
+                    if metric.startswith("n_") or metric.endswith("_threshold") or metric == "aupro_fpr_limit":
+                        continue
+                    rows.append({"dataset": spec.dataset, "category": category, "method": method, "shots": shots,
+                                 "seed": seed, "metric": metric, "value": float(value)})
+                bar.update(1)
+    finally:
+        bar.close()
+    return rows
+
+
+METRIC_ORDER = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
+
+
+def summarize(frame: Any) -> Any:
+    """Mean over categories per seed, then mean and std over seeds: one row per method and shots."""
+    import pandas as pd
+
+    if frame.empty:
+        return pd.DataFrame()
+    per_seed = frame.groupby(["method", "shots", "seed", "metric"], as_index=False)["value"].mean()
+    agg = per_seed.groupby(["method", "shots", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
+    agg["std"] = agg["std"].fillna(0.0)
+    return agg.rename(columns={"count": "n_seeds"})
+
+
+def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights: bool) -> str:
+    """The Markdown tables: means ± std per method and shots, per-category detail, published numbers."""
+    from cfviz.experiments.published import published_frame
+
+    lines = [f"# cfviz evaluation: {spec.dataset}", ""]
+    if random_weights:
+        lines += [f"> **{RANDOM_WEIGHTS_NOTE}**", ""]
+    lines += [f"Categories: {', '.join(sorted(frame['category'].unique()))}. Seeds: {list(spec.seeds)}. "
+              "Values in %, mean over categories; ± is the std over seeds (k-shot references differ per seed).", ""]
+    metrics = [m for m in METRIC_ORDER if m in set(summary["metric"])]
+    pub = published_frame()
+    real_data = spec.dataset in ("mvtec", "visa") and not random_weights
+    header = ["method", "shots", *metrics]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (method, shots), grp in summary.groupby(["method", "shots"], sort=True):
+        cells = [method, str(shots)]
+        for m in metrics:
+            row = grp[grp["metric"] == m]
+            if row.empty:
+                cells.append("–")
+                continue
+            mean, std = 100 * float(row["mean"].iloc[0]), 100 * float(row["std"].iloc[0])
+            cell = f"{mean:.1f} ± {std:.1f}" if int(row["n_seeds"].iloc[0]) > 1 else f"{mean:.1f}"
+            if real_data:
+                match = pub[(pub.dataset == spec.dataset) & (pub.method == method) & (pub.shots == shots)
+                            & (pub.category == "mean") & (pub.metric == m)]
+                if not match.empty:
+                    cell += f" (paper {match['published'].iloc[0]:.1f})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    if real_data:
+        lines += ["", "(paper X): the published number for the same setting (see cfviz/experiments/published.py)."]
+    lines += ["", "## Per category (mean over seeds)", ""]
+    per_cat = frame.groupby(["method", "shots", "category", "metric"])["value"].mean().reset_index()
+    header = ["method", "shots", "category", *metrics]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (method, shots, category), grp in per_cat.groupby(["method", "shots", "category"], sort=True):
+        vals = {r.metric: r.value for r in grp.itertuples()}
+        lines.append("| " + " | ".join([method, str(shots), category,
+                                        *[f"{100 * vals[m]:.1f}" if m in vals else "–" for m in metrics]]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:
+    """Write results.csv, summary.md and run.json atomically into ``result.out_dir``."""
+    out = result.out_dir
+    atomic_write_with(out / "results.csv", lambda tmp: result.frame.to_csv(tmp, index=False))
+    atomic_write_text(out / "summary.md", summary_markdown(result.frame, result.summary, spec,
+                                                           random_weights=result.random_weights))
+    atomic_write_json(out / "run.json", {
+        "spec": json.loads(json.dumps(asdict(spec), default=str)),
+        "store": str(result.store.path), "extraction": str(result.extraction),
+        "references": result.references, "random_weights": result.random_weights,
+        "library_versions": library_versions(),
+    })

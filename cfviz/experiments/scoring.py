@@ -1,0 +1,256 @@
+"""Stage 2 of an evaluation: maps, fusion and scores from the capture store (no model runs).
+
+:func:`predict` turns the stored per-image outputs of one category into each method's
+segmentation maps and image scores, for one k-shot setting and seed:
+
+* ``clipfusion`` — ``alpha * (M_clip_L + M_clip_V) + (1 - alpha) * (M_diff_L + M_diff_V)``
+  with ``alpha_seg`` for maps and ``alpha_cls`` for image scores (see :mod:`cfviz.fusion`);
+* ``patchclip`` — the CLIP branch alone (M_clip_L [+ M_clip_V]);
+* ``mapdiff`` — the diffusion branch alone (M_diff_L [+ M_diff_V]);
+* ``winclip`` — WinCLIP (zero-shot) or WinCLIP+ (k-shot), as published, unsmoothed.
+
+Every map is upsampled to ``eval_size``, normalised over the category's test images, fused, then
+smoothed; the components stay available for notebooks (failure cases, explorer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cfviz.capture.store import CaptureStore
+from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig
+from cfviz.fusion import fuse, image_scores, normalize_maps, smooth, upsample
+
+
+@dataclass
+class Predictions:
+    """One method's outputs on one category for one (shots, seed) setting.
+
+    Attributes
+    ----------
+    maps:
+        ``(N, S, S)`` final segmentation maps on the ``eval_size`` grid.
+    scores:
+        ``(N,)`` final image (classification) scores.
+    masks:
+        ``(N, S, S)`` ground truth on the same grid, or ``None`` for a classification-only set.
+    components:
+        The normalised branch maps that were fused (``clip_language``, ``clip_visual``,
+        ``diff_language``, ``diff_visual``, ``winclip``), each ``(N, S, S)``.
+    component_scores:
+        Normalised branch image scores (``clip``, ``diff``, ...), each ``(N,)``.
+    references:
+        Image ids of the k normal references (empty in zero-shot).
+    """
+
+    method: str
+    category: str
+    shots: int
+    seed: int
+    image_ids: list[str]
+    labels: np.ndarray
+    masks: np.ndarray | None
+    maps: np.ndarray
+    scores: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    component_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    references: list[str] = field(default_factory=list)
+    defect_types: list[str] = field(default_factory=list)
+
+    def frame(self) -> Any:
+        """One row per image: id, label, defect type, score (handy for failure-case tables)."""
+        import pandas as pd
+
+        return pd.DataFrame({"image_id": self.image_ids, "label": self.labels,
+                             "defect_type": self.defect_types or [""] * len(self.image_ids),
+                             "score": self.scores, "max_map": self.maps.reshape(len(self.maps), -1).max(1)})
+
+
+def extraction_of(store: CaptureStore) -> ExtractionConfig:
+    """The :class:`ExtractionConfig` a store was written with (JSON lists back to tuples)."""
+    stored = store.config.get("extraction")
+    if stored is None:
+        raise KeyError(f"the store at {store.path} records no extraction settings; was it written by "
+                       "cfviz.experiments.extract?")
+    return ExtractionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+
+
+# ---------------------------------------------------------------------------------- raw branch maps
+def _default_visual_timestep(timesteps: Sequence[Any]) -> Any:
+    ordered = list(timesteps)
+    return ordered[len(ordered) // 2]
+
+
+def _step_index(entry: Any, timestep: Any) -> int:
+    ts = [float(t) for t in entry.timesteps]
+    if float(timestep) not in ts:
+        raise KeyError(f"{entry.image_id}: timestep {timestep} was not captured; captured: {ts}")
+    return ts.index(float(timestep))
+
+
+def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: ScoringConfig) -> np.ndarray:
+    """M_diff_L for each image: ``(N, h, w)`` at the finest resolution used."""
+    from cfviz.diffusion.mapdiff import language_map
+
+    out = []
+    for image_id in ids:
+        entry = store[image_id]
+        cache = entry.cache(blocks=[])
+        steps = None
+        if scoring.language_steps is not None:
+            steps = [_step_index(entry, t) for t in scoring.language_steps]
+        out.append(language_map(cache, min_resolution=scoring.language_min_resolution, steps=steps)[0].numpy())
+    return np.stack(out)
+
+
+def diffusion_features(store: CaptureStore, ids: Sequence[str], block: str, timestep: Any) -> Any:
+    """Feature maps ``(N, C, h, w)`` of one block at one timestep, read lazily per image."""
+    import torch
+
+    feats = []
+    for image_id in ids:
+        entry = store[image_id]
+        name = f"feat/{block}"
+        if name not in entry.names:
+            stored = [n[5:] for n in entry.names if n.startswith("feat/")]
+            raise KeyError(f"{image_id}: no feature maps of {block!r} in the store (stored blocks: {stored}); "
+                           "add it to the extraction's features and re-run extraction into a new store")
+        feats.append(entry[name][_step_index(entry, timestep)].float())
+    return torch.stack(feats)
+
+
+def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequence[str], scoring: ScoringConfig,
+                          extraction: ExtractionConfig) -> np.ndarray:
+    """M_diff_V: ``(N, h, w)`` nearest-neighbour distance to the references' features.
+
+    Query and reference timestep/block default to matched; set ``reference_timestep`` /
+    ``reference_block`` (and ``visual_timestep`` / ``visual_block``) for the matching ablation.
+    """
+    from cfviz.diffusion.mapdiff import visual_map
+
+    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
+        _default_visual_timestep(extraction.timesteps)
+    t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
+    b_q = scoring.visual_block
+    b_r = scoring.reference_block or b_q
+    refs = diffusion_features(store, ref_ids, b_r, t_r)
+    return visual_map(diffusion_features(store, ids, b_q, t_q), refs).numpy()
+
+
+def clip_embeddings(store: CaptureStore, ids: Sequence[str]) -> dict[str, Any]:
+    """The stored CLIP embeddings of the images, stacked: ``name -> (N, ...)`` float32."""
+    import torch
+
+    per: dict[str, list[Any]] = {}
+    for image_id in ids:
+        entry = store[image_id]
+        names = [n for n in entry.names if n.startswith("clip_emb/")]
+        for name, t in entry.load(names).items():
+            per.setdefault(name, []).append(t.float())
+    return {k: torch.stack(v) for k, v in per.items()}
+
+
+# ---------------------------------------------------------------------------------- predictions
+def _norm(x: np.ndarray, scoring: ScoringConfig, reference: np.ndarray | None = None) -> np.ndarray:
+    return normalize_maps(x, scoring.normalization, reference=reference)  # type: ignore[arg-type]
+
+
+def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, shots: int = 0, seed: int = 0,
+            scoring: ScoringConfig | None = None, extraction: ExtractionConfig | None = None,
+            masks: np.ndarray | None = None) -> Predictions:
+    """Maps and image scores of ``method`` on the test images of ``category``, from the store.
+
+    Parameters
+    ----------
+    store:
+        A capture store holding every test image of the category and the references drawn.
+    dataset:
+        The data set (split "all" or one holding test images and, for k-shot, train images).
+    shots, seed:
+        k normal references drawn with :func:`cfviz.data.samples.sample_references`.
+    masks:
+        Ground-truth masks on the ``eval_size`` grid (loaded from the data set when ``None``).
+    """
+    from cfviz.data.samples import sample_references
+    from cfviz.experiments import clip_branch
+
+    scoring = scoring or ScoringConfig()
+    extraction = extraction or extraction_of(store)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+    if not tests:
+        raise ValueError(f"no test images of category {category!r} in the data set")
+    ids = [r.image_id for r in tests]
+    missing = store.missing(ids)
+    refs = [r.image_id for r in sample_references(dataset, category, shots, seed)] if shots else []
+    missing += store.missing(refs)
+    if missing:
+        raise KeyError(f"{len(missing)} images are not in the store yet (e.g. {missing[:3]}); run extraction first")
+    labels = np.array([r.label for r in tests], dtype=np.int64)
+    size = scoring.eval_size
+    if masks is None and dataset.has_masks:
+        masks = load_masks(dataset, tests, size)
+
+    comps: dict[str, np.ndarray] = {}
+    comp_scores: dict[str, np.ndarray] = {}
+    need_clip = method in ("clipfusion", "patchclip")
+    need_diff = method in ("clipfusion", "mapdiff")
+    emb = ref_emb = None
+    if method == "winclip" or (need_clip and shots):
+        emb = clip_embeddings(store, ids)
+        ref_emb = clip_embeddings(store, refs) if shots else None
+    if need_clip:
+        lang, img = clip_branch.stored_language(store, ids)
+        comps["clip_language"] = _norm(upsample(lang, size), scoring)
+        clip_score = img
+        if shots:
+            vis, vis_img = clip_branch.visual(emb, ref_emb, extraction)
+            comps["clip_visual"] = _norm(upsample(vis, size), scoring)
+            clip_score = clip_branch.combine_image_scores(img, vis_img)
+        comp_scores["clip"] = _norm(clip_score, scoring)
+    if need_diff:
+        comps["diff_language"] = _norm(upsample(diffusion_language_maps(store, ids, scoring), size), scoring)
+        if shots:
+            comps["diff_visual"] = _norm(upsample(diffusion_visual_maps(store, ids, refs, scoring, extraction), size),
+                                         scoring)
+        diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
+        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, scoring.sigma), scoring.score_rule,  # type: ignore[arg-type]
+                                                 topk=scoring.topk), scoring)
+
+    if method == "winclip":
+        wmap, wscore = clip_branch.winclip(store, ids, emb, ref_emb, extraction)
+        comps["winclip"] = upsample(wmap, size)
+        maps, scores = comps["winclip"], wscore
+    elif method == "clipfusion":
+        clip_maps = {"language": comps["clip_language"], "visual": comps.get("clip_visual")}
+        diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
+        maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), scoring.sigma)
+        scores = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
+    elif method == "patchclip":
+        maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), scoring.sigma)
+        scores = comp_scores["clip"]
+    else:  # mapdiff
+        maps = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), scoring.sigma)
+        scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+    return Predictions(method=method, category=category, shots=shots, seed=seed, image_ids=ids, labels=labels,
+                       masks=masks, maps=np.asarray(maps, dtype=np.float32), scores=np.asarray(scores, np.float32),
+                       components=comps, component_scores=comp_scores, references=refs,
+                       defect_types=[r.defect_type for r in tests])
+
+
+def load_masks(dataset: Any, records: Sequence[Any], size: int) -> np.ndarray | None:
+    """Ground-truth masks of ``records`` on a ``size`` grid (nearest neighbour); None if any is missing."""
+    from cfviz.data.transforms import resize_mask
+
+    out = []
+    for rec in records:
+        sample = dataset.load(rec)
+        if sample.mask is None:
+            return None
+        out.append(resize_mask(sample.mask, size))
+    return np.stack(out).astype(np.uint8)
