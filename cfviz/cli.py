@@ -15,6 +15,7 @@ from cfviz._version import __version__
 # ``func`` (called with the parsed namespace, returning an exit code).
 _SUBCOMMANDS: tuple[str, ...] = (
     "cfviz.commands.demo",
+    "cfviz.commands.evaluate",
 )
 
 

@@ -39,6 +39,7 @@ class EvaluationResult:
     extraction: ExtractionReport
     references: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     random_weights: bool = True
+    spec: RunSpec | None = None  #: the run's settings
 
 
 def model_identity(choice: ModelChoice) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     summary = summarize(frame)
     references = {c: {s: [r.image_id for r in recs] for s, recs in per.items()} for c, per in refs.items()}
     result = EvaluationResult(frame=frame, summary=summary, out_dir=out, store=store, extraction=report,
-                              references=references, random_weights=spec.models.random_weights)
+                              references=references, random_weights=spec.models.random_weights, spec=spec)
     write_outputs(result, spec)
     return result
 

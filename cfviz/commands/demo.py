@@ -1,0 +1,137 @@
+"""``cfviz demo``: the main job of ``make demo``.
+
+It generates the embedded texture data set when missing, runs zero-shot and 1-shot CLIPFusion,
+its two branches and the WinCLIP baseline with the offline tiny models (or the models given),
+and writes under ``figures/``:
+
+* ``demo_results.csv`` and ``demo_summary.md`` — the tidy results and the Markdown table;
+* ``demo_metrics.png/.pdf`` — image and pixel AUROC per method and shots (mean over categories);
+* ``demo_qualitative.png/.pdf`` — one anomalous image per category: image, ground truth,
+  ``M_clip``, ``M_diff``, the fused map and WinCLIP+.
+
+The capture store lands in ``runs/demo/store``: a second run reuses it and runs no model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+DEMO_METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
+
+
+def demo_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~cfviz.experiments.config.RunSpec` of the demo (textures, 0- and 1-shot)."""
+    from cfviz.commands.evaluate import spec_from_args
+
+    return spec_from_args(args)
+
+
+def describe(spec: Any, dataset: Any) -> str:
+    """A few lines saying what the demo runs on."""
+    tests = [r for r in dataset.records if r.split == "test"]
+    n_bad = sum(r.label for r in tests)
+    m = spec.models
+    clip = {"tiny": "tiny offline CLIP (random weights)", "random": f"{m.clip_arch} (random weights)"}.get(
+        m.clip, f"{m.clip_arch} / {m.clip_pretrained}")
+    diff = {"tiny": "tiny offline inpainting pipeline (random weights)",
+            "random": "SD2-inpainting architecture (random weights)"}.get(m.diffusion, m.diffusion)
+    return "\n".join([
+        f"data:    {spec.dataset} at {dataset.root} — categories {', '.join(dataset.categories)}; "
+        f"{len(tests)} test images ({n_bad} anomalous)",
+        f"models:  CLIP = {clip}; diffusion = {diff}; device {m.device}",
+        f"methods: {', '.join(spec.methods)}; shots {list(spec.shots)}; seeds {list(spec.seeds)}",
+    ])
+
+
+def qualitative_rows(result: Any, dataset: Any, shots: int) -> list[dict[str, Any]]:
+    """One row per category for :func:`cfviz.viz.qualitative_grid`: its first anomalous test image."""
+    from cfviz.data.transforms import resize_mask
+    from cfviz.experiments.scoring import predict
+
+    spec_scoring = result.spec.scoring
+    rows = []
+    for category in sorted({r.category for r in dataset.records if r.split == "test"}):
+        fused = predict(result.store, dataset, category, "clipfusion", shots=shots, seed=0, scoring=spec_scoring)
+        win = predict(result.store, dataset, category, "winclip", shots=shots, seed=0, scoring=spec_scoring)
+        idx = int(next(i for i, label in enumerate(fused.labels) if label == 1))
+        rec = next(r for r in dataset.records if r.image_id == fused.image_ids[idx])
+        sample = dataset.load(rec)
+        c = fused.components
+        size = sample.image.shape[0]
+        rows.append({
+            "image": sample.image, "mask": resize_mask(sample.mask, size) if sample.mask is not None else None,
+            "M_clip": c["clip_language"][idx] + c.get("clip_visual", 0 * c["clip_language"])[idx],
+            "M_diff": c["diff_language"][idx] + c.get("diff_visual", 0 * c["diff_language"])[idx],
+            "fused": fused.maps[idx], "WinCLIP" + ("+" if shots else ""): win.maps[idx],
+            "label": f"{category}\n{sample.defect_type}",
+        })
+    return rows
+
+
+def write_figures(result: Any, dataset: Any, out: Path, note: str | None) -> list[Path]:
+    """The metrics bar chart and the qualitative grid of a demo run."""
+    import matplotlib.pyplot as plt
+
+    import cfviz.viz as viz
+
+    paths: list[Path] = []
+    frame = result.frame.copy()
+    frame["value"] = 100 * frame["value"]
+    metrics = [(m, n) for m, n in (("image_auroc", "image AUROC (%)"), ("pixel_auroc", "pixel AUROC (%)"))
+               if (frame["metric"] == m).any()]
+    if metrics:
+        with viz.style_context():
+            fig = viz.new_figure(3.2 * len(metrics), 2.6)
+            axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+            for ax, (metric, name) in zip(axes, metrics):
+                viz.metric_bars(frame[frame["metric"] == metric], x="method", hue="shots", errorbar=None,
+                                ylabel=name, ylim=(0, 105), title=f"{name}, mean over categories", ax=ax)
+            viz.add_note(fig, note)
+        paths += viz.save_figure(fig, "demo_metrics", out)
+        plt.close(fig)
+    shots = max(result.spec.shots)
+    rows = qualitative_rows(result, dataset, shots)
+    columns = ("image", "ground truth", "M_clip", "M_diff", "fused", "WinCLIP" + ("+" if shots else ""))
+    fig = viz.qualitative_grid(rows, columns=columns, title=f"CLIPFusion, {shots}-shot", note=note)
+    paths += viz.save_figure(fig, "demo_qualitative", out)
+    plt.close(fig)
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from cfviz.experiments.evaluate import RANDOM_WEIGHTS_NOTE, evaluate, open_run_dataset
+
+    spec = demo_spec(args)
+    figures = Path(args.figures)
+    dataset = open_run_dataset(spec)  # generates the textures on first use
+    print("cfviz demo")
+    print(describe(spec, dataset))
+    if spec.models.random_weights:
+        print(f"note:    {RANDOM_WEIGHTS_NOTE}")
+    result = evaluate(spec, args.out, store_dir=args.store, progress=not args.no_progress)
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.out_dir / "results.csv", figures / "demo_results.csv")
+    shutil.copyfile(result.out_dir / "summary.md", figures / "demo_summary.md")
+    note = RANDOM_WEIGHTS_NOTE if result.random_weights else None
+    paths = write_figures(result, dataset, figures, note)
+    print()
+    print((figures / "demo_summary.md").read_text())
+    print(f"extraction: {result.extraction}")
+    print("wrote: " + ", ".join(str(p) for p in [figures / "demo_results.csv", figures / "demo_summary.md", *paths]))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    from cfviz.commands.evaluate import add_run_arguments
+
+    p = sub.add_parser("demo", help="run the pipeline on the embedded textures; writes figures/",
+                       description="Generate the embedded texture data set when missing, run zero-shot and "
+                                   "1-shot CLIPFusion, PatchCLIP, MapDiff and WinCLIP with the offline tiny "
+                                   "models, and write a results table and figures.")
+    add_run_arguments(p)
+    p.set_defaults(methods=list(DEMO_METHODS), shots=[0, 1], seeds=[0], out="runs/demo")
+    p.add_argument("--figures", default="figures", help="folder for the table and figures (default: figures)")
+    p.set_defaults(func=run)
