@@ -1,0 +1,123 @@
+"""Adapted forward passes through open_clip's towers, block by block (no hooks, no model surgery).
+
+The transformer blocks are called one at a time; after block ``i < K`` the adapter output is
+mixed in (:func:`~cfviz.clip.aaclip.adapters.residual_mix`), and the tokens after the requested
+levels are kept. CLIP's weights are never modified, so one bundle serves plain CLIP and any
+number of AA-CLIP adapters at once.
+
+``vv_from`` runs blocks from that index on with V-V self-attention (``q = k = v``), the
+"surgery" (DPAM) the released code applies to the frozen CLIP that produces stage-1 patch
+features.
+
+Example
+-------
+>>> import torch
+>>> from cfviz.models import tiny_clip
+>>> b = tiny_clip(seed=0)
+>>> x = torch.randn(1, 3, 240, 240, generator=torch.Generator().manual_seed(0))
+>>> lv = vision_tokens(b, x, levels=(2, 4))
+>>> sorted(lv), lv[4].shape
+([2, 4], torch.Size([1, 226, 64]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from cfviz.clip.aaclip.adapters import residual_mix
+
+
+def _call_block(block: Any, x: torch.Tensor, batch_first: bool, attn_mask: Any = None, vv: bool = False) -> Any:
+    if not batch_first:
+        x = x.transpose(0, 1)
+    y = vv_block(block, x, batch_first) if vv else block(x, attn_mask=attn_mask)
+    return y if batch_first else y.transpose(0, 1)
+
+
+def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (), weight: float = 0.0,
+               levels: Sequence[int] = (), attn_mask: Any = None, vv_from: int | None = None,
+               stop_early: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Run ``transformer.resblocks`` on batch-first tokens ``x`` with adapters after the first blocks.
+
+    Returns the final tokens and ``{level: tokens after block level}`` (1-based). With
+    ``stop_early`` the blocks after the deepest requested level are skipped.
+    """
+    batch_first = getattr(transformer, "batch_first", True)
+    keep = set(int(lv) for lv in levels)
+    last = max(keep) if (keep and stop_early) else len(transformer.resblocks)
+    out: dict[int, torch.Tensor] = {}
+    for i, block in enumerate(transformer.resblocks[:last]):
+        vv = vv_from is not None and i >= vv_from
+        x = _call_block(block, x, batch_first, attn_mask=attn_mask, vv=vv)
+        if i < len(adapters):
+            x = residual_mix(x, adapters[i](x), weight)
+        if i + 1 in keep:
+            out[i + 1] = x
+    return x, out
+
+
+def vv_block(block: Any, x: torch.Tensor, batch_first: bool = True) -> torch.Tensor:
+    """A ``ResidualAttentionBlock`` whose attention uses values as queries and keys (V-V attention)."""
+    attn = getattr(block, "attn", None)
+    if not isinstance(attn, torch.nn.MultiheadAttention) or attn.in_proj_weight is None:
+        raise ValueError("V-V attention (surgery_blocks > 0) needs open_clip ResidualAttentionBlocks with "
+                         "torch MultiheadAttention; set surgery_blocks=0 for this model")
+    if not batch_first:
+        x = x.transpose(0, 1)
+    h = block.ln_1(x)
+    width, heads = h.shape[-1], attn.num_heads
+    w_v = attn.in_proj_weight[2 * width:]
+    b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    v = F.linear(h, w_v, b_v)  # (B, L, W)
+    b, n, _ = v.shape
+    v = v.reshape(b, n, heads, width // heads).transpose(1, 2)  # (B, H, L, d)
+    y = F.scaled_dot_product_attention(v, v, v).transpose(1, 2).reshape(b, n, width)
+    x = x + block.ls_1(attn.out_proj(y))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x if batch_first else x.transpose(0, 1)
+
+
+def image_tokens(bundle: Any, images: torch.Tensor) -> torch.Tensor:
+    """Class + patch tokens ``(B, 1 + L, W)`` after positional embedding and ``ln_pre``."""
+    from cfviz.clip.windows import WindowEncoder
+
+    return WindowEncoder(bundle, scales=()).tokens(images)
+
+
+def vision_tokens(bundle: Any, images: torch.Tensor, *, levels: Sequence[int], adapters: Sequence[Any] = (),
+                  weight: float = 0.0, vv_from: int | None = None) -> dict[int, torch.Tensor]:
+    """``{level: (B, 1 + L, W)}`` vision tokens (before ``ln_post``) after the given 1-based blocks."""
+    visual = bundle.model.visual
+    _, out = run_blocks(visual.transformer, image_tokens(bundle, images), adapters=adapters, weight=weight,
+                        levels=levels, vv_from=vv_from)
+    return out
+
+
+def text_features(bundle: Any, tokens: torch.Tensor, *, adapters: Sequence[Any] = (), weight: float = 0.0,
+                  projection: Any = None) -> torch.Tensor:
+    """Text embeddings ``(N, D)`` (not normalised) of tokenised prompts, with adapters.
+
+    ``projection`` replaces CLIP's ``text_projection`` (AA-CLIP's ``text_proj``); ``None``
+    keeps CLIP's, so without adapters this equals ``model.encode_text``.
+    """
+    from open_clip.transformer import text_global_pool
+
+    model = bundle.model
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)
+    x, _ = run_blocks(model.transformer, x, adapters=adapters, weight=weight, attn_mask=model.attn_mask,
+                      stop_early=False)
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if isinstance(x, tuple):  # older open_clip returns (pooled, tokens)
+        x = x[0]
+    if projection is not None:
+        return projection(x.float())
+    tp = model.text_projection
+    if tp is None:
+        return x.float()
+    return (tp(x) if isinstance(tp, torch.nn.Linear) else x @ tp).float()

@@ -1,0 +1,250 @@
+"""``AAClip``: a frozen CLIP plus AA-CLIP adapters, giving anomaly maps and image scores.
+
+Test-time computation, as in the released ``test.py`` / ``forward_utils.py``:
+
+* anchors ``T = [T_N, T_A]``: per state group, every ``template(state(class name))`` sentence
+  through the adapted text encoder and ``text_proj``, L2-normalised, averaged, normalised;
+* per level ``l``: patch tokens after block ``l`` -> ``ln_post`` -> ``seg_proj[l]`` -> normalise;
+  similarity ``S = scale * V T`` on the patch grid;
+* level map ``P_l = (S_A + 1 - S_N) / 2``; anomaly map = ``sum_l P_l``, Gaussian-blurred on the
+  patch grid (``blur_sigma``; upsampling to pixels is left to the caller);
+* image score ``(<det, T_A> + 1) / 2`` with ``det`` = mean over patches of the normalised
+  ``det_proj(ln_post(last-level tokens))``. :func:`released_image_scores` adds the released
+  rule for industrial data: ``0.5 * max(map) + 0.5 * score`` after min-max over a test set.
+
+With the offline tiny random-weight CLIP the numbers show that the pipeline runs, not how
+well AA-CLIP detects anomalies.
+
+Example
+-------
+>>> import torch
+>>> from cfviz.models import tiny_clip
+>>> m = AAClip(tiny_clip(seed=0), seed=0)
+>>> r = m.predict(torch.zeros(2, 3, 240, 240), class_names="brick")
+>>> r.anomaly_map.shape, r.level_maps.shape, r.image_score.shape
+(torch.Size([2, 15, 15]), torch.Size([2, 4, 15, 15]), torch.Size([2]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from cfviz.clip.aaclip.adapters import AAClipAdapters
+from cfviz.clip.aaclip.config import AAClipConfig
+from cfviz.clip.aaclip.encoders import text_features, vision_tokens
+
+
+@dataclass
+class AAClipResult:
+    """AA-CLIP outputs of a batch on the patch grid.
+
+    Attributes
+    ----------
+    anomaly_map:
+        ``(B, gh, gw)`` sum of the level maps, blurred (the released test-time map).
+    level_maps:
+        ``(B, n_levels, gh, gw)`` ``(S_A + 1 - S_N) / 2`` per level, not blurred.
+    image_score:
+        ``(B,)`` ``(<det, T_A> + 1) / 2``.
+    levels:
+        The 1-based vision blocks of the level maps.
+    """
+
+    anomaly_map: torch.Tensor
+    level_maps: torch.Tensor
+    image_score: torch.Tensor
+    levels: tuple[int, ...]
+
+    def arrays(self, i: int, prefix: str = "aaclip") -> dict[str, torch.Tensor]:
+        """Image ``i``'s outputs as ``name -> float32 CPU tensor`` (capture-store entries)."""
+        out = {f"{prefix}/map/anomaly": self.anomaly_map[i], f"{prefix}/image": self.image_score[i].reshape(1)}
+        out.update({f"{prefix}/map/level_{lv}": self.level_maps[i, j] for j, lv in enumerate(self.levels)})
+        return {k: v.detach().float().cpu().clone() for k, v in out.items()}
+
+
+class AAClip:
+    """AA-CLIP on a CLIP bundle.
+
+    Parameters
+    ----------
+    bundle:
+        A :class:`~cfviz.models.bundle.ClipBundle` (paper: ViT-L-14-336; tests: ``tiny_clip``).
+        Its weights are frozen (``requires_grad_(False)``) and never modified.
+    config:
+        :class:`~cfviz.clip.aaclip.config.AAClipConfig` (resolved against the bundle here).
+    seed:
+        Seed of the initial adapter weights.
+    """
+
+    def __init__(self, bundle: Any, config: AAClipConfig | None = None, *, seed: int = 0) -> None:
+        self.bundle = bundle
+        self.config = (config or AAClipConfig()).resolve(bundle)
+        self.seed = int(seed)
+        bundle.model.requires_grad_(False)
+        self.adapters = AAClipAdapters(self.config, bundle, seed=seed).to(torch.device(bundle.device))
+        self.adapters.eval()
+        self._anchor_cache: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ text
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Adapted, projected text embeddings ``(N, D)`` (not normalised; gradients flow when enabled)."""
+        tokens = self.bundle.tokenizer(list(prompts)).to(torch.device(self.bundle.device))
+        return text_features(self.bundle, tokens, adapters=list(self.adapters.text_adapters),
+                             weight=self.config.text_lambda, projection=self.adapters.text_proj)
+
+    def class_anchors(self, class_name: str) -> torch.Tensor:
+        """``(2, D)`` unit anchors ``[T_N, T_A]`` of one class (with gradients while training)."""
+        normal, anomalous = self.config.prompts.sentences(class_name)
+        emb = F.normalize(self.encode_text(normal + anomalous), dim=-1)
+        groups = [emb[:len(normal)].mean(0), emb[len(normal):].mean(0)]
+        return F.normalize(torch.stack(groups), dim=-1)
+
+    def anchors(self, class_names: str | Sequence[str], *, cache: bool = True) -> torch.Tensor:
+        """``(B, 2, D)`` anchors for each image's class; cached per class outside training."""
+        names = [class_names] if isinstance(class_names, str) else list(class_names)
+        if not names:
+            raise ValueError("class_names must name at least one class")
+        use_cache = cache and not torch.is_grad_enabled()
+        out = {}
+        for name in dict.fromkeys(names):
+            if use_cache and name in self._anchor_cache:
+                out[name] = self._anchor_cache[name]
+                continue
+            out[name] = self.class_anchors(name)
+            if use_cache:
+                self._anchor_cache[name] = out[name].detach()
+        return torch.stack([out[n] for n in names])
+
+    def clear_cache(self) -> None:
+        """Forget cached anchors (call after changing text adapters by hand; training does it)."""
+        self._anchor_cache.clear()
+
+    def text_separation(self, class_names: Sequence[str]) -> dict[str, float]:
+        """Cosine ``<T_N, T_A>`` per class (lower = better separated anchors).
+
+        >>> from cfviz.models import tiny_clip
+        >>> sorted(AAClip(tiny_clip(seed=0)).text_separation(["brick"]))
+        ['brick']
+        """
+        with torch.no_grad():
+            a = self.anchors(list(class_names), cache=False)
+        return {n: float((a[i, 0] * a[i, 1]).sum()) for i, n in enumerate(class_names)}
+
+    # ------------------------------------------------------------------ images
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(int(g) for g in self.bundle.grid_size)  # type: ignore[return-value]
+
+    def encode_image(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Normalised level patch embeddings (each ``(B, L, D)``) and the detection token ``(B, D)``."""
+        from cfviz.clip.windows import check_images
+
+        images = check_images(images, self.bundle)
+        levels = self.config.levels
+        tokens = vision_tokens(self.bundle, images, levels=levels, adapters=list(self.adapters.image_adapters),
+                               weight=self.config.image_lambda)
+        ln_post = self.bundle.model.visual.ln_post
+        seg = [F.normalize(proj(ln_post(tokens[lv][:, 1:]).float()), dim=-1)
+               for lv, proj in zip(levels, self.adapters.seg_proj)]
+        last = ln_post(tokens[levels[-1]][:, 1:]).float()
+        det = F.normalize(self.adapters.det_proj(last), dim=-1).mean(dim=1)
+        return seg, det
+
+    def similarity(self, patch_embeddings: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """``S = scale * V T``: ``(B, 2, gh, gw)`` logits from ``(B, L, D)`` patches and ``(B, 2, D)`` anchors."""
+        gh, gw = self.grid
+        s = self.config.logit_scale * torch.einsum("bld,bkd->bkl", patch_embeddings, anchors)
+        return s.reshape(s.shape[0], 2, gh, gw)
+
+    def forward(self, images: torch.Tensor, anchors: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Level logits (each ``(B, 2, gh, gw)``) and detection token ``(B, D)``: what training needs."""
+        seg, det = self.encode_image(images)
+        return [self.similarity(v, anchors) for v in seg], det
+
+    def predict(self, images: torch.Tensor, class_names: str | Sequence[str]) -> AAClipResult:
+        """Anomaly maps and image scores of ``images`` ``(B, 3, S, S)`` (CLIP-normalised).
+
+        ``class_names``: one name for the whole batch or one per image.
+        """
+        b = int(images.shape[0]) if torch.is_tensor(images) and images.ndim == 4 else 0
+        names = [class_names] * b if isinstance(class_names, str) else list(class_names)
+        if b and len(names) != b:
+            raise ValueError(f"class_names has {len(names)} names for {b} images; give one per image or one string")
+        with torch.no_grad():
+            anchors = self.anchors(names)
+            logits, det = self.forward(images, anchors)
+            level_maps = torch.stack([(s[:, 1] + 1 - s[:, 0]) / 2 for s in logits], dim=1)
+            amap = gaussian_blur(level_maps.sum(dim=1), self.config.blur_sigma, self.config.blur_kernel)
+            score = ((det * anchors[:, 1]).sum(-1) + 1) / 2
+        return AAClipResult(anomaly_map=amap.float(), level_maps=level_maps.float(), image_score=score.float(),
+                            levels=tuple(self.config.levels))
+
+    __call__ = predict
+
+    # ------------------------------------------------------------------ provenance / I/O
+    def info(self) -> dict[str, Any]:
+        """JSON-ready description: config, seed and the CLIP model it belongs to."""
+        return {"method": "aaclip", "config": self.config.to_json(), "seed": self.seed, "model": self.bundle.info()}
+
+    def save(self, path: Any, metadata: dict[str, Any] | None = None) -> Any:
+        """Write the adapter weights and config to a safetensors file atomically (see :mod:`.checkpoint`)."""
+        from cfviz.clip.aaclip.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self, metadata=metadata)
+
+    @classmethod
+    def load(cls, path: Any, bundle: Any) -> AAClip:
+        """Load adapters saved by :meth:`save` or by training onto ``bundle`` (the same CLIP)."""
+        from cfviz.clip.aaclip.checkpoint import load_aaclip
+
+        return load_aaclip(path, bundle)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"AAClip({self.bundle.name}, K_T={c.text_adapter_blocks}, K_I={c.image_adapter_blocks}, "
+                f"levels={c.levels}, lambda=({c.text_lambda}, {c.image_lambda}))")
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float, kernel: int) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, h, w)`` maps, reflect padding (kornia's default); ``sigma=0``: none.
+
+    >>> m = torch.zeros(1, 9, 9); m[0, 4, 4] = 1
+    >>> round(float(gaussian_blur(m, 1.0, 7).sum()), 4)
+    1.0
+    """
+    if sigma <= 0 or kernel <= 1:
+        return maps
+    half = kernel // 2
+    x = torch.arange(kernel, dtype=maps.dtype, device=maps.device) - half
+    k = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    k = k / k.sum()
+    h, w = maps.shape[-2:]
+    mode = "reflect" if half < min(h, w) else "replicate"
+    y = F.pad(maps[:, None], (half, half, half, half), mode=mode)
+    y = F.conv2d(y, k.reshape(1, 1, 1, -1))
+    y = F.conv2d(y, k.reshape(1, 1, -1, 1))
+    return y[:, 0]
+
+
+def released_image_scores(anomaly_maps: Any, image_scores: Any, *, pixel_weight: float = 0.5) -> np.ndarray:
+    """The released industrial image score over one test set: ``w * max(map) + (1 - w) * score``.
+
+    Both terms are min-max normalised over the set first (per class in the released code).
+
+    >>> released_image_scores(np.array([[[0.0]], [[2.0]]]), np.array([1.0, 0.0])).tolist()
+    [0.5, 0.5]
+    """
+    maps = np.asarray(anomaly_maps, dtype=np.float64)
+    peak = maps.reshape(len(maps), -1).max(axis=1)
+
+    def mm(x: np.ndarray) -> np.ndarray:
+        span = x.max() - x.min()
+        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+    return (pixel_weight * mm(peak) + (1 - pixel_weight) * mm(np.asarray(image_scores, np.float64))).astype(np.float32)
