@@ -1,0 +1,226 @@
+"""Ablations computed from the capture store (no model runs), as tidy DataFrames.
+
+* :func:`matching_table` — the paper's Table 5: segmentation and classification results of the
+  visual diffusion map M_diff_V for every (query, reference) timestep pair and every
+  (query, reference) UNet block pair. The matched pairs (query == reference) are the default.
+* :func:`alpha_sweep` — CLIPFusion as the CLIP weight alpha goes from 0 (diffusion only) to 1
+  (CLIP only), for segmentation and classification, per category and shots.
+
+Both return one row per (category, setting, metric) with a ``value`` column, ready for
+:func:`cfviz.viz.ablation_heatmap` and :func:`cfviz.viz.alpha_curves`; :func:`mean_over_categories`
+adds the mean row per setting.
+
+Example
+-------
+>>> from cfviz.notebooks import setup                                   # doctest: +SKIP
+>>> s = setup(smoke=True)                                               # doctest: +SKIP
+>>> t = matching_table(s.store, s.dataset, kind="timestep", shots=1)    # doctest: +SKIP
+>>> t.columns.tolist()[:5]                                              # doctest: +SKIP
+['category', 'shots', 'seed', 'kind', 'query']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from cfviz.capture.store import CaptureStore
+from cfviz.experiments.config import ExtractionConfig, ScoringConfig
+
+#: Metrics reported by the ablations (AUPRO is left out by default: it is the slowest).
+DEFAULT_METRICS: tuple[str, ...] = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max")
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0, 1, 11))
+
+
+def _categories(dataset: Any, categories: Sequence[str] | None) -> list[str]:
+    from cfviz.experiments.evaluate import test_categories
+
+    available = test_categories(dataset)
+    if categories is None:
+        return available
+    bad = [c for c in categories if c not in available]
+    if bad:
+        raise ValueError(f"categories {bad} have no test images; available: {available}")
+    return list(categories)
+
+
+def metric_values(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray | None, maps: np.ndarray,
+                  metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """The requested image/pixel metrics of one setting (pixel metrics need masks with a defect).
+
+    >>> m = metric_values(np.array([0, 1]), np.array([0.1, 0.9]), None, np.zeros((2, 4, 4)), ("image_auroc",))
+    >>> m
+    {'image_auroc': 1.0}
+    """
+    from cfviz.metrics import image_metrics, pixel_metrics
+
+    out: dict[str, float] = {}
+    if any(m.startswith("image_") for m in metrics):
+        vals = image_metrics(labels, scores)
+        out.update({m: float(vals[m]) for m in metrics if m in vals})
+    if any(m.startswith("pixel_") for m in metrics) and masks is not None and masks.any():
+        vals = pixel_metrics(masks, maps)
+        out.update({m: float(vals[m]) for m in metrics if m in vals})
+    unknown = [m for m in metrics if not m.startswith(("image_", "pixel_"))]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; use names such as {DEFAULT_METRICS}")
+    return out
+
+
+def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shots: int, seed: int,
+                       scoring: ScoringConfig, extraction: ExtractionConfig,
+                       masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """M_diff_V alone for one category: ``(labels, scores, maps, masks)`` on the eval grid.
+
+    Maps are normalised and smoothed exactly as in :func:`cfviz.experiments.predict`; the image
+    score follows ``scoring.score_rule``.
+    """
+    from cfviz.data.samples import sample_references
+    from cfviz.experiments.scoring import diffusion_visual_maps, load_masks
+    from cfviz.fusion import image_scores, normalize_maps, smooth, upsample
+
+    if shots < 1:
+        raise ValueError(f"M_diff_V needs k >= 1 normal references; got shots={shots}")
+    tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+    ids = [r.image_id for r in tests]
+    refs = [r.image_id for r in sample_references(dataset, category, shots, seed)]
+    missing = store.missing(ids + refs)
+    if missing:
+        raise KeyError(f"{len(missing)} images are not in the store (e.g. {missing[:3]}); run extraction first")
+    if masks is None and dataset.has_masks:
+        masks = load_masks(dataset, tests, scoring.eval_size)
+    raw = diffusion_visual_maps(store, ids, refs, scoring, extraction)
+    maps = smooth(normalize_maps(upsample(raw, scoring.eval_size), scoring.normalization), scoring.sigma)  # type: ignore[arg-type]
+    scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+    labels = np.array([r.label for r in tests], dtype=np.int64)
+    return labels, scores, maps, masks
+
+
+def matching_pairs(values: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """Every (query, reference) pair of ``values``, matched pairs included.
+
+    >>> matching_pairs([100, 400])
+    [(100, 100), (100, 400), (400, 100), (400, 400)]
+    """
+    return [(q, r) for q in values for r in values]
+
+
+def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
+                   pairs: Sequence[tuple[Any, Any]] | None = None, categories: Sequence[str] | None = None,
+                   shots: int = 1, seeds: Sequence[int] = (0,), scoring: ScoringConfig | None = None,
+                   extraction: ExtractionConfig | None = None,
+                   metrics: Sequence[str] = DEFAULT_METRICS) -> Any:
+    """Results of M_diff_V for (query, reference) timestep or block pairs (paper Table 5).
+
+    Parameters
+    ----------
+    kind:
+        ``"timestep"`` (pairs of captured timesteps, block fixed at ``scoring.visual_block``) or
+        ``"block"`` (pairs of stored feature blocks, timestep fixed at ``scoring.visual_timestep``,
+        default the middle captured one).
+    pairs:
+        ``(query, reference)`` pairs; default every pair of the captured timesteps / stored blocks.
+    shots, seeds:
+        k normal references and the seeds of their draws (one row per seed: the seed is recorded).
+
+    Returns
+    -------
+    DataFrame with columns category, shots, seed, kind, query, reference, matched, metric, value.
+    """
+    import pandas as pd
+
+    from cfviz.experiments.scoring import extraction_of, load_masks
+
+    if kind not in ("timestep", "block"):
+        raise ValueError(f"kind must be 'timestep' or 'block', got {kind!r}")
+    scoring = scoring or ScoringConfig()
+    extraction = extraction or extraction_of(store)
+    if pairs is None:
+        pairs = matching_pairs(list(extraction.timesteps) if kind == "timestep" else list(extraction.features))
+    if kind == "block":
+        stored = set(extraction.features)
+        bad = sorted({b for p in pairs for b in p} - stored)
+        if bad:
+            raise ValueError(f"blocks {bad} were not stored (stored: {sorted(stored)}); add them to "
+                             "ExtractionConfig.features and extract into a new store")
+    rows: list[dict[str, Any]] = []
+    for category in _categories(dataset, categories):
+        tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+        masks = load_masks(dataset, tests, scoring.eval_size) if dataset.has_masks else None
+        for seed in seeds:
+            for q, r in pairs:
+                if kind == "timestep":
+                    sc = replace(scoring, visual_timestep=q, reference_timestep=r)
+                else:
+                    sc = replace(scoring, visual_block=q, reference_block=r)
+                labels, scores, maps, _ = visual_predictions(store, dataset, category, shots=shots, seed=seed,
+                                                             scoring=sc, extraction=extraction, masks=masks)
+                for metric, value in metric_values(labels, scores, masks, maps, metrics).items():
+                    rows.append({"category": category, "shots": shots, "seed": seed, "kind": kind, "query": q,
+                                 "reference": r, "matched": q == r, "metric": metric, "value": value})
+    return pd.DataFrame(rows)
+
+
+def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = DEFAULT_ALPHAS,
+                categories: Sequence[str] | None = None, shots: Sequence[int] = (0, 1), seeds: Sequence[int] = (0,),
+                scoring: ScoringConfig | None = None, extraction: ExtractionConfig | None = None,
+                metrics: Sequence[str] = DEFAULT_METRICS) -> Any:
+    """CLIPFusion results for each CLIP weight ``alpha`` (used for both maps and image scores).
+
+    The branch maps are read once per (category, shots, seed) with
+    :func:`cfviz.experiments.predict`; each alpha only re-fuses them. Segmentation metrics
+    (``pixel_*``) describe the map ``alpha * M_clip + (1 - alpha) * M_diff``, classification
+    metrics (``image_*``) the score ``alpha * s_clip + (1 - alpha) * s_diff``.
+
+    Returns
+    -------
+    DataFrame with columns category, shots, seed, alpha, task ("segmentation"/"classification"),
+    metric, value.
+    """
+    import pandas as pd
+
+    from cfviz.experiments.scoring import load_masks, predict
+    from cfviz.fusion import fuse, smooth
+
+    scoring = scoring or ScoringConfig()
+    bad = [a for a in alphas if not 0.0 <= float(a) <= 1.0]
+    if bad:
+        raise ValueError(f"alphas must lie in [0, 1], got {bad}")
+    rows: list[dict[str, Any]] = []
+    for category in _categories(dataset, categories):
+        tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+        masks = load_masks(dataset, tests, scoring.eval_size) if dataset.has_masks else None
+        for k in shots:
+            for seed in (seeds if k else seeds[:1]):
+                p = predict(store, dataset, category, "clipfusion", shots=k, seed=seed, scoring=scoring,
+                            extraction=extraction, masks=masks)
+                clip_maps = {"language": p.components["clip_language"], "visual": p.components.get("clip_visual")}
+                diff_maps = {"language": p.components["diff_language"], "visual": p.components.get("diff_visual")}
+                for a in alphas:
+                    a = float(a)
+                    maps = smooth(fuse(clip_maps, diff_maps, a), scoring.sigma)
+                    scores = a * p.component_scores["clip"] + (1 - a) * p.component_scores["diff"]
+                    for metric, value in metric_values(p.labels, scores, masks, maps, metrics).items():
+                        rows.append({"category": category, "shots": k, "seed": seed, "alpha": a,
+                                     "task": "segmentation" if metric.startswith("pixel_") else "classification",
+                                     "metric": metric, "value": value})
+    return pd.DataFrame(rows)
+
+
+def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") -> Any:
+    """``frame`` plus one row per ``by`` setting whose category is ``label`` (mean over categories, seeds).
+
+    >>> import pandas as pd
+    >>> f = pd.DataFrame({"category": ["a", "b"], "alpha": [0.5, 0.5], "metric": ["m", "m"], "value": [0.2, 0.4]})
+    >>> mean_over_categories(f, ["alpha", "metric"])["value"].round(2).tolist()
+    [0.2, 0.4, 0.3]
+    """
+    import pandas as pd
+
+    per_cat = frame.groupby(["category", *by], as_index=False)["value"].mean()
+    mean = per_cat.groupby(list(by), as_index=False)["value"].mean()
+    mean["category"] = label
+    return pd.concat([per_cat, mean], ignore_index=True)

@@ -1,0 +1,115 @@
+"""Failure cases of one method's predictions: worst false positives and negatives, defect types,
+and where the CLIP and diffusion branches disagree. Everything works on a
+:class:`~cfviz.experiments.scoring.Predictions` (cheap: from the store).
+
+Example
+-------
+>>> import numpy as np
+>>> from cfviz.experiments.scoring import Predictions
+>>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c", "d"],
+...                 labels=np.array([0, 0, 1, 1]), masks=None, maps=np.zeros((4, 2, 2), np.float32),
+...                 scores=np.array([0.1, 0.9, 0.2, 0.8], np.float32), defect_types=["good", "good", "hole", "cut"])
+>>> rank_failures(p, k=1)[["kind", "image_id"]].values.tolist()
+[['false positive', 'b'], ['false negative', 'c']]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _threshold(p: Any, threshold: float | None) -> float:
+    if threshold is not None:
+        return float(threshold)
+    if len(set(p.labels.tolist())) < 2:
+        return float(np.median(p.scores))
+    from cfviz.metrics import image_metrics
+
+    return float(image_metrics(p.labels, p.scores)["image_f1_threshold"])
+
+
+def rank_failures(p: Any, k: int = 4, threshold: float | None = None) -> Any:
+    """The ``k`` highest-scoring normal images and the ``k`` lowest-scoring anomalous ones.
+
+    ``threshold`` (default: the F1-max threshold of the image scores) decides ``wrong``: whether
+    the image is misclassified at that threshold. Rank 1 is the worst case of each kind.
+
+    Returns a DataFrame: kind, rank, image_id, label, defect_type, score, threshold, wrong.
+    """
+    import pandas as pd
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    thr = _threshold(p, threshold)
+    frame = p.frame()
+    fp = frame[frame.label == 0].sort_values("score", ascending=False, kind="stable").head(k)
+    fn = frame[frame.label == 1].sort_values("score", ascending=True, kind="stable").head(k)
+    parts = []
+    for kind, part, wrong in (("false positive", fp, fp.score >= thr), ("false negative", fn, fn.score < thr)):
+        part = part.assign(kind=kind, rank=np.arange(1, len(part) + 1), threshold=thr, wrong=wrong.values)
+        parts.append(part)
+    cols = ["kind", "rank", "image_id", "label", "defect_type", "score", "threshold", "wrong"]
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+def defect_breakdown(p: Any, threshold: float | None = None) -> Any:
+    """Per defect type: images, mean score and the share detected at ``threshold`` (F1-max default).
+
+    For normal images ("good") ``detected`` is the false-positive rate.
+    """
+    thr = _threshold(p, threshold)
+    frame = p.frame()
+    frame["detected"] = frame.score >= thr
+    out = frame.groupby("defect_type").agg(images=("image_id", "size"), mean_score=("score", "mean"),
+                                           detected=("detected", "mean")).reset_index()
+    out["threshold"] = thr
+    return out
+
+
+def branch_maps(p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The CLIP and diffusion branch totals (M_clip_L [+ M_clip_V], M_diff_L [+ M_diff_V]) of ``p``."""
+    c = p.components
+    if "clip_language" not in c or "diff_language" not in c:
+        raise ValueError(f"predictions of method {p.method!r} lack a branch; use method='clipfusion'")
+    clip = c["clip_language"] + c.get("clip_visual", 0.0)
+    diff = c["diff_language"] + c.get("diff_visual", 0.0)
+    return np.asarray(clip, np.float32), np.asarray(diff, np.float32)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
+    return (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def disagreement_maps(p: Any) -> np.ndarray:
+    """``M_clip - M_diff`` per image after min-max scaling each branch map to [0, 1] (signed).
+
+    Positive where CLIP calls a pixel more anomalous than diffusion does.
+    """
+    clip, diff = branch_maps(p)
+    return _minmax(clip) - _minmax(diff)
+
+
+def disagreement(p: Any) -> Any:
+    """Per image: how much the branches disagree (mean |M_clip - M_diff| and the Pearson
+    correlation of the two maps), with the branch image scores; sorted most disagreeing first.
+    """
+    import pandas as pd
+
+    clip, diff = branch_maps(p)
+    d = disagreement_maps(p)
+    a = clip.reshape(len(clip), -1)
+    b = diff.reshape(len(diff), -1)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    denom = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    corr = np.where(denom > 0, (a * b).sum(1) / np.where(denom > 0, denom, 1.0), 0.0)
+    frame = p.frame()
+    frame["mean_abs_difference"] = np.abs(d).reshape(len(d), -1).mean(1)
+    frame["correlation"] = corr
+    frame["clip_score"] = p.component_scores.get("clip", np.full(len(frame), np.nan))
+    frame["diff_score"] = p.component_scores.get("diff", np.full(len(frame), np.nan))
+    return frame.sort_values("mean_abs_difference", ascending=False, kind="stable").reset_index(drop=True)

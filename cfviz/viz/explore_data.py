@@ -1,0 +1,219 @@
+"""Pure functions behind the attention explorer (:mod:`cfviz.viz.explorer`): arrays and figures.
+
+The explorer reads the capture store once per image (:func:`load_image_data`) and then only
+slices arrays and draws figures: moving a slider never re-runs a model. Each function here is
+usable without widgets, e.g. to reproduce an explorer view in a paper figure.
+
+Example
+-------
+>>> import numpy as np
+>>> data = ImageData(image_id="x", image=np.zeros((32, 32, 3), np.uint8), mask=None, label=0,
+...                  defect_type="good", timesteps=[100.0, 400.0], tokens=["damage"],
+...                  attention={"up_blocks.1.attn": np.stack([np.zeros((1, 8, 8)), np.ones((1, 8, 8))])})
+>>> attention_map(data, "up_blocks.1.attn", step=1, token="damage").mean()
+1.0
+>>> fused_map({"clip_language": np.ones((4, 4)), "diff_language": np.zeros((4, 4))}, alpha=0.25, sigma=0)[0, 0]
+0.25
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: The explorer's layer option that averages every captured cross-attention layer.
+ALL_LAYERS = "mean over layers"
+CLIP_KEYS = ("clip_language", "clip_visual")
+DIFF_KEYS = ("diff_language", "diff_visual")
+COMPONENT_TITLES = {"clip_language": "M_clip_L", "clip_visual": "M_clip_V",
+                    "diff_language": "M_diff_L", "diff_visual": "M_diff_V"}
+
+
+@dataclass
+class ImageData:
+    """One image's stored outputs, read once: everything the explorer draws.
+
+    ``attention`` maps each layer name to ``(timestep, token, h, w)`` float32; ``components``
+    holds the image's normalised branch maps (from :class:`~cfviz.experiments.scoring.Predictions`)
+    and ``component_scores`` its branch image scores (``clip``, ``diff``).
+    """
+
+    image_id: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    label: int
+    defect_type: str
+    timesteps: list[float]
+    tokens: list[str]
+    attention: dict[str, np.ndarray]
+    clip: Any = None
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    component_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[str]:
+        """Captured cross-attention layers, coarse-to-fine order as stored, plus :data:`ALL_LAYERS`."""
+        return [ALL_LAYERS, *self.attention]
+
+
+def load_image_data(store: Any, dataset: Any, image_id: str, predictions: Any = None) -> ImageData:
+    """Read one image's attention, CLIP scores and (if given) fused-branch maps from the store."""
+    if image_id not in store:
+        raise KeyError(f"image_id {image_id!r} is not in the store at {store.path}; run extraction first")
+    entry = store[image_id]
+    rec = next((r for r in dataset.records if r.image_id == image_id), None)
+    if rec is None:
+        raise KeyError(f"image_id {image_id!r} is not in the data set")
+    sample = dataset.load(rec)
+    names = [n for n in entry.names if n.startswith("attn/")]
+    attention = {n[len("attn/"):]: t.float().numpy() for n, t in entry.load(names).items()}
+    tokens = list((entry.meta.get("tokens") or {}).get("labels", []))
+    try:
+        clip = entry.clip()
+    except KeyError:
+        clip = None
+    comps: dict[str, np.ndarray] = {}
+    comp_scores: dict[str, float] = {}
+    if predictions is not None:
+        if image_id not in predictions.image_ids:
+            raise KeyError(f"image_id {image_id!r} is not among the predictions' images")
+        i = predictions.image_ids.index(image_id)
+        comps = {k: np.asarray(v[i], np.float32) for k, v in predictions.components.items()}
+        comp_scores = {k: float(v[i]) for k, v in predictions.component_scores.items()}
+    mask = None if sample.mask is None else np.asarray(sample.mask)
+    return ImageData(image_id=image_id, image=np.asarray(sample.image), mask=mask, label=int(rec.label),
+                     defect_type=str(rec.defect_type), timesteps=[float(t) for t in entry.timesteps],
+                     tokens=tokens, attention=attention, clip=clip, components=comps, component_scores=comp_scores)
+
+
+def attention_map(data: ImageData, layer: str, step: int, token: str | int = 0) -> np.ndarray:
+    """The cross-attention map of ``layer`` (or :data:`ALL_LAYERS`) at step index ``step`` for ``token``.
+
+    With :data:`ALL_LAYERS`, each layer's map is resized bilinearly to the finest resolution and
+    the maps are averaged (DAAM-style).
+    """
+    from cfviz.viz._common import resize_bilinear
+
+    if not data.attention:
+        raise ValueError(f"{data.image_id}: no cross-attention was stored for this image")
+    if not 0 <= int(step) < len(data.timesteps):
+        raise IndexError(f"step must be in 0..{len(data.timesteps) - 1} (timesteps {data.timesteps}), got {step}")
+    if isinstance(token, str):
+        if token not in data.tokens:
+            raise KeyError(f"token {token!r} was not recorded; recorded tokens: {data.tokens}")
+        k = data.tokens.index(token)
+    else:
+        k = int(token)
+    if layer == ALL_LAYERS:
+        side = max(a.shape[-1] for a in data.attention.values())
+        maps = [resize_bilinear(a[int(step), k], side) for a in data.attention.values()]
+        return np.mean(maps, axis=0).astype(np.float32)
+    if layer not in data.attention:
+        raise KeyError(f"layer {layer!r} was not captured; captured: {list(data.attention)}")
+    return np.asarray(data.attention[layer][int(step), k], np.float32)
+
+
+def fused_map(components: Mapping[str, np.ndarray], alpha: float, sigma: float = 4.0) -> np.ndarray:
+    """``alpha * (M_clip_L + M_clip_V) + (1 - alpha) * (M_diff_L + M_diff_V)`` of one image, smoothed."""
+    from cfviz.fusion import fuse, smooth
+
+    clip = {k.split("_", 1)[1]: components[k][None] for k in CLIP_KEYS if k in components}
+    diff = {k.split("_", 1)[1]: components[k][None] for k in DIFF_KEYS if k in components}
+    if not clip or not diff:
+        raise ValueError(f"fusion needs both branches' maps; got components {sorted(components)} "
+                         "(use predictions of method 'clipfusion')")
+    return smooth(fuse(clip, diff, alpha), sigma)[0]
+
+
+def fused_score(component_scores: Mapping[str, float], alpha: float) -> float:
+    """The image score ``alpha * s_clip + (1 - alpha) * s_diff``."""
+    return float(alpha) * float(component_scores["clip"]) + (1 - float(alpha)) * float(component_scores["diff"])
+
+
+def live_metrics(data: ImageData, alpha: float, *, sigma: float = 4.0, predictions: Any = None) -> dict[str, float]:
+    """Per-image numbers for the current alpha: image score, map maximum, pixel AUROC of this image
+    (when its mask has both classes) and, given ``predictions``, the category's image AUROC."""
+    from cfviz.metrics import auroc
+    from cfviz.viz._common import as_mask
+
+    fused = fused_map(data.components, alpha, sigma)
+    out = {"score": fused_score(data.component_scores, alpha), "map_max": float(fused.max())}
+    if data.mask is not None:
+        m = as_mask(data.mask, fused.shape).ravel()
+        if 0 < m.sum() < m.size:
+            out["pixel_auroc"] = float(auroc(m, fused.ravel()))
+    if predictions is not None and len(set(predictions.labels.tolist())) == 2:
+        s = alpha * predictions.component_scores["clip"] + (1 - alpha) * predictions.component_scores["diff"]
+        out["category_image_auroc"] = float(auroc(predictions.labels, s))
+    return out
+
+
+def attention_figure(data: ImageData, *, layer: str = ALL_LAYERS, step: int = 0, token: str | int = 0,
+                     opacity: float = 0.6, show_mask: bool = True, clip_scale: int | None = None,
+                     note: str | None = None, panel_size: float = 2.2) -> Any:
+    """Cross-attention over the image beside the CLIP window scores (top windows outlined)."""
+    from cfviz.viz.clipviz import plot_window_scores
+    from cfviz.viz.grids import short_name
+    from cfviz.viz.overlays import overlay
+    from cfviz.viz.style import add_note, new_figure, style_context
+
+    has_clip = data.clip is not None and bool(getattr(data.clip, "windows", None))
+    with style_context():
+        fig = new_figure(panel_size * (2 if has_clip else 1) + 0.8, panel_size + 0.9)
+        axes = fig.subplots(1, 2 if has_clip else 1, squeeze=False)[0]
+        heat = attention_map(data, layer, step, token)
+        tok = token if isinstance(token, str) else data.tokens[int(token)] if data.tokens else f"#{token}"
+        lname = layer if layer == ALL_LAYERS else short_name(layer)
+        overlay(axes[0], data.image, heat, alpha=opacity, mask=data.mask if show_mask else None,
+                title=f"attention '{tok}', t={data.timesteps[step]:g}\n{lname}", label="cross-attention")
+        if has_clip:
+            scales = sorted(data.clip.windows)
+            s = clip_scale if clip_scale in scales else scales[0]
+            plot_window_scores(axes[1], data.image, data.clip.window_boxes[s], data.clip.windows[s], top_k=3,
+                               alpha=opacity, mask=data.mask if show_mask else None, legend=False,
+                               title=f"CLIP windows {s}x{s}")
+        fig.suptitle(f"{data.image_id} ({data.defect_type})")
+        add_note(fig, note)
+    return fig
+
+
+def fusion_figure(data: ImageData, alpha: float, *, sigma: float = 4.0, opacity: float = 0.6,
+                  show_mask: bool = True, metrics: Mapping[str, float] | None = None,
+                  note: str | None = None, panel_size: float = 1.6) -> Any:
+    """The four branch maps of the image and the fused map at ``alpha`` (one scale per map)."""
+    from cfviz.viz.overlays import maps_row
+
+    maps = {COMPONENT_TITLES[k]: data.components[k] for k in (*CLIP_KEYS, *DIFF_KEYS) if k in data.components}
+    maps[f"fused (alpha={alpha:.2f})"] = fused_map(data.components, alpha, sigma)
+    title = f"{data.image_id}: " + ", ".join(f"{k} {v:.3f}" for k, v in (metrics or {}).items())
+    return maps_row(data.image, maps, mask=data.mask if show_mask else None, alpha=opacity, normalize=True,
+                    title=title, note=note, panel_size=panel_size)
+
+
+def figure_png(fig: Any, dpi: float = 80) -> bytes:
+    """PNG bytes of ``fig`` (then closed from pyplot's registry if it is there)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    except Exception:  # noqa: BLE001 - figures made without pyplot are not registered
+        pass
+    return buf.getvalue()
+
+
+def image_choices(predictions: Any | Sequence[Any]) -> list[tuple[str, tuple[int, int]]]:
+    """Dropdown options ``(label, (which predictions, image index))`` for one or several Predictions."""
+    preds = [predictions] if hasattr(predictions, "image_ids") else list(predictions)
+    out = []
+    for j, p in enumerate(preds):
+        for i, image_id in enumerate(p.image_ids):
+            kind = p.defect_types[i] if p.defect_types else ("anomalous" if p.labels[i] else "normal")
+            out.append((f"{image_id} [{kind}]", (j, i)))
+    return out
