@@ -35,7 +35,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cfviz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    # ``cfviz.capture`` is the callable capture package itself (function and namespace at once)
+    value = imported if module == f"cfviz.{name}" else getattr(imported, name)
     globals()[name] = value  # cache: later look-ups skip __getattr__
     return value
 
