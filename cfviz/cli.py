@@ -16,6 +16,7 @@ from cfviz._version import __version__
 _SUBCOMMANDS: tuple[str, ...] = (
     "cfviz.commands.demo",
     "cfviz.commands.evaluate",
+    "cfviz.commands.run_notebooks",
 )
 
 

@@ -217,3 +217,16 @@ def image_choices(predictions: Any | Sequence[Any]) -> list[tuple[str, tuple[int
             kind = p.defect_types[i] if p.defect_types else ("anomalous" if p.labels[i] else "normal")
             out.append((f"{image_id} [{kind}]", (j, i)))
     return out
+
+
+def attention_blocks(store: Any, image_id: str, *, token: str | int = 0, size: int = 64) -> Any:
+    """One image's cross-attention averaged per UNet block: a LabelledMaps ``(step, block, h, w)``.
+
+    Ready for :func:`cfviz.viz.timestep_block_grid` (rows = timesteps, columns = blocks).
+    """
+    if image_id not in store:
+        raise KeyError(f"image_id {image_id!r} is not in the store at {store.path}")
+    cache = store[image_id].cache(blocks=[])
+    maps = cache.blocks_average(size=size)
+    sel = maps.isel(batch=0)
+    return sel.sel(token=token) if isinstance(token, str) else sel.isel(token=int(token))
