@@ -17,6 +17,7 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "cfviz.commands.demo",
     "cfviz.commands.evaluate",
     "cfviz.commands.run_notebooks",
+    "cfviz.commands.train_aaclip",
 )
 
 

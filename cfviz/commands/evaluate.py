@@ -55,6 +55,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--state", default=e.state, help="the [state] words of the MapDiff prompt")
     ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size)
     ext.add_argument("--noise-seed", type=int, default=e.noise_seed)
+    ext.add_argument("--aaclip", metavar="CHECKPOINT", default=None,
+                     help="AA-CLIP adapters from `cfviz train-aaclip` (OUT/aaclip.safetensors): needed by "
+                          "--method aaclip and --clip-branch aaclip")
     sc = p.add_argument_group("scoring (cheap: recomputed from the store)")
     sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg)
     sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls)
@@ -62,11 +65,20 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     sc.add_argument("--score-rule", choices=("max", "topk_mean", "mean"), default=s.score_rule)
     sc.add_argument("--sigma", type=float, default=s.sigma, help="Gaussian smoothing of final maps (pixels)")
     sc.add_argument("--eval-size", type=int, default=s.eval_size)
+    sc.add_argument("--clip-branch", choices=("patchclip", "aaclip"), default=s.clip_branch,
+                    help="CLIP language map fused by clipfusion/patchclip (aaclip needs --aaclip)")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
+    from cfviz.experiments.aaclip_branch import resolve_checkpoint
     from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
+    aaclip, aaclip_sha256 = resolve_checkpoint(getattr(args, "aaclip", None))
+    if aaclip is None and ("aaclip" in args.methods or getattr(args, "clip_branch", None) == "aaclip"):
+        from cfviz.clip.aaclip.checkpoint import CheckpointError
+
+        raise CheckpointError("--method aaclip and --clip-branch aaclip need --aaclip CHECKPOINT, the adapters "
+                              "written by `cfviz train-aaclip --out DIR` (DIR/aaclip.safetensors)")
     return RunSpec(
         dataset=args.dataset, root=args.root, categories=tuple(args.categories) if args.categories else None,
         methods=tuple(args.methods), shots=tuple(args.shots), seeds=tuple(args.seeds),
@@ -74,9 +86,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                            diffusion=args.diffusion, revision=args.revision, device=args.device, dtype=args.dtype,
                            seed=args.model_seed),
         extraction=ExtractionConfig(timesteps=tuple(args.timesteps), features=tuple(args.features), state=args.state,
-                                    diffusion_size=args.diffusion_size, noise_seed=args.noise_seed),
+                                    diffusion_size=args.diffusion_size, noise_seed=args.noise_seed,
+                                    aaclip=aaclip, aaclip_sha256=aaclip_sha256),
         scoring=ScoringConfig(alpha_seg=args.alpha_seg, alpha_cls=args.alpha_cls, normalization=args.normalization,
-                              score_rule=args.score_rule, sigma=args.sigma, eval_size=args.eval_size),
+                              score_rule=args.score_rule, sigma=args.sigma, eval_size=args.eval_size,
+                              clip_branch=getattr(args, "clip_branch", "patchclip")),
         batch_size=args.batch_size,
     )
 

@@ -19,7 +19,7 @@ from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION
 from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
 
-METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
+METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ class ExtractionConfig:
     stride: int = 1
     noise_seed: int = 0
     mask: str = "none"
+    #: AA-CLIP adapter checkpoint (from ``cfviz train-aaclip``) run at extraction, and its SHA-256
+    #: (so that a store written with other adapters, or none, is refused); see aaclip_branch.py
+    aaclip: str | None = None
+    aaclip_sha256: str | None = None
 
     @property
     def state_tokens(self) -> list[str]:
@@ -75,7 +79,10 @@ class ExtractionConfig:
         return [w for w in self.state.split() if w.lower() not in {"and", "or", "a", "with", "of", "the"}]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.aaclip is None:  # stores written before AA-CLIP existed keep matching
+            out.pop("aaclip"), out.pop("aaclip_sha256")
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ class ScoringConfig:
         Query timestep and block of M_diff_V (default: the middle captured timestep, ``up_blocks.1``).
     reference_timestep, reference_block:
         Reference side of M_diff_V; ``None`` = matched with the query (the paper's default).
+    clip_branch:
+        Which stored CLIP language map feeds CLIPFusion/PatchCLIP: ``"patchclip"`` (default) or
+        ``"aaclip"`` (needs a store extracted with ``ExtractionConfig.aaclip``).
     """
 
     alpha_seg: float = ALPHA_SEGMENTATION
@@ -118,6 +128,7 @@ class ScoringConfig:
     visual_block: str = DEFAULT_FEATURE_BLOCK
     reference_timestep: int | None = None
     reference_block: str | None = None
+    clip_branch: str = "patchclip"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

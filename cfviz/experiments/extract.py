@@ -6,7 +6,8 @@ store gets one entry with:
 * ``attn/<layer>`` — cross-attention of the [state] tokens at every timestep (M_diff_L's input);
 * ``feat/<block>`` — UNet feature maps at every timestep (M_diff_V's input);
 * ``clip_emb/...`` — CLIP image, patch and window embeddings (the k-shot visual maps' input);
-* ``clip/...`` — zero-shot CLIP scores: PatchCLIP's and WinCLIP's language maps and window scores.
+* ``clip/...`` — zero-shot CLIP scores: PatchCLIP's and WinCLIP's language maps and window scores;
+* ``aaclip/...`` — AA-CLIP maps and image score, when ``extraction.aaclip`` names adapters.
 
 Everything later (k-shot memory banks, fusion, metrics, ablations) reads the store and never
 re-runs a model. Entries are written atomically one image at a time: an interrupted run resumes
@@ -88,7 +89,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.capture import capture
     from cfviz.data.transforms import clip_batch, diffusion_batch
     from cfviz.diffusion.forward import build_prompt, mapdiff_forward
-    from cfviz.experiments import clip_branch
+    from cfviz.experiments import aaclip_branch, clip_branch
     from cfviz.utils.progress import progress_bar
 
     mine = shard_of(sorted(records, key=lambda r: r.image_id), shard)
@@ -97,6 +98,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     start = time.perf_counter()
     bar = progress_bar(total=len(todo), desc="models", unit="img", disable=not progress)
     device = models.pipe.unet.device
+    aaclip = aaclip_branch.load(models.clip, extraction) if todo else None  # None unless extraction.aaclip
     try:
         for batch in _batches(todo, batch_size):
             samples = [dataset.load(r) for r in batch]
@@ -107,6 +109,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                 embeddings = clip_branch.embed(models.clip, clip_images, extraction)
                 scores = [clip_branch.zero_shot_scores(models.clip, {k: v[i:i + 1] for k, v in embeddings.items()},
                                                        s.category, extraction) for i, s in enumerate(samples)]
+                aa = None if aaclip is None else aaclip_branch.arrays(aaclip, clip_images, [s.category for s in samples])
                 images = diffusion_batch([s.image for s in samples], extraction.diffusion_size).to(device)
                 with capture(models.pipe, attention=extraction.attention, features=list(extraction.features),
                              tokens=extraction.state_tokens, prompt=prompts) as cap:
@@ -116,6 +119,8 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                 clip_scores, clip_arrays = scores[i]
                 arrays = {k: v[i].to(torch.float16) for k, v in embeddings.items()}
                 arrays.update(clip_arrays)
+                if aa is not None:
+                    arrays.update(aa[i])
                 store.add(s.image_id, cap.cache.select_rows(i), clip=clip_scores, arrays=arrays,
                           metadata={"label": s.label, "category": s.category, "defect_type": s.defect_type,
                                     "split": s.split, "image_path": str(s.image_path),

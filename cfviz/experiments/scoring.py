@@ -7,7 +7,10 @@ segmentation maps and image scores, for one k-shot setting and seed:
   with ``alpha_seg`` for maps and ``alpha_cls`` for image scores (see :mod:`cfviz.fusion`);
 * ``patchclip`` — the CLIP branch alone (M_clip_L [+ M_clip_V]);
 * ``mapdiff`` — the diffusion branch alone (M_diff_L [+ M_diff_V]);
-* ``winclip`` — WinCLIP (zero-shot) or WinCLIP+ (k-shot), as published, unsmoothed.
+* ``winclip`` — WinCLIP (zero-shot) or WinCLIP+ (k-shot), as published, unsmoothed;
+* ``aaclip`` — AA-CLIP adapters as released (needs a store extracted with adapters; see
+  :mod:`cfviz.experiments.aaclip_branch`). ``scoring.clip_branch="aaclip"`` makes AA-CLIP the
+  CLIP language branch of ``clipfusion`` and ``patchclip``.
 
 Every map is upsampled to ``eval_size``, normalised over the category's test images, fused, then
 smoothed; the components stay available for notebooks (failure cases, explorer).
@@ -176,12 +179,14 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         Ground-truth masks on the ``eval_size`` grid (loaded from the data set when ``None``).
     """
     from cfviz.data.samples import sample_references
-    from cfviz.experiments import clip_branch
+    from cfviz.experiments import aaclip_branch, clip_branch
 
     scoring = scoring or ScoringConfig()
     extraction = extraction or extraction_of(store)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if scoring.clip_branch not in aaclip_branch.CLIP_BRANCHES:
+        raise ValueError(f"clip_branch must be one of {aaclip_branch.CLIP_BRANCHES}, got {scoring.clip_branch!r}")
     tests = [r for r in dataset.records if r.category == category and r.split == "test"]
     if not tests:
         raise ValueError(f"no test images of category {category!r} in the data set")
@@ -205,7 +210,11 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         emb = clip_embeddings(store, ids)
         ref_emb = clip_embeddings(store, refs) if shots else None
     if need_clip:
-        lang, img = clip_branch.stored_language(store, ids)
+        if scoring.clip_branch == "aaclip":
+            lang, det = aaclip_branch.stored(store, ids)
+            img = aaclip_branch.image_scores(lang, det)
+        else:
+            lang, img = clip_branch.stored_language(store, ids)
         comps["clip_language"] = _norm(upsample(lang, size), scoring)
         clip_score = img
         if shots:
@@ -231,6 +240,10 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
         maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), scoring.sigma)
         scores = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
+    elif method == "aaclip":
+        amap, det = aaclip_branch.stored(store, ids)
+        comps["aaclip"] = upsample(amap, size)
+        maps, scores = comps["aaclip"], aaclip_branch.image_scores(amap, det)
     elif method == "patchclip":
         maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), scoring.sigma)
         scores = comp_scores["clip"]

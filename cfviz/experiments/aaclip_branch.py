@@ -1,0 +1,105 @@
+"""AA-CLIP in the evaluation runner: extraction into the store and maps/scores from it.
+
+At extraction (``ExtractionConfig.aaclip`` = an adapter checkpoint), every image gets
+``aaclip/map/anomaly`` (the blurred sum of level maps on the patch grid), ``aaclip/map/level_<l>``
+and ``aaclip/image`` (``(<det, T_A> + 1) / 2``). The checkpoint's SHA-256 is part of the
+extraction settings, so a store written with other adapters (or none) is refused.
+
+At scoring:
+
+* method ``aaclip`` — AA-CLIP alone as released: the anomaly map (no further smoothing) and
+  the industrial image score ``0.5 * max(map) + 0.5 * score`` after min-max over the category;
+* ``ScoringConfig.clip_branch = "aaclip"`` — CLIPFusion / PatchCLIP take AA-CLIP's map and
+  image score as their CLIP language branch (``M_clip_L``) instead of PatchCLIP's. In k-shot,
+  ``M_clip_V`` stays PatchCLIP's memory-bank map (AA-CLIP has no few-shot memory at test time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cfviz.errors import CfvizError
+
+PREFIX = "aaclip"
+CLIP_BRANCHES = ("patchclip", "aaclip")
+
+
+class MissingAAClipError(CfvizError, KeyError):
+    """AA-CLIP outputs were asked for from a store extracted without adapters."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a checkpoint file (identifies the adapters in the store's configuration)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(path: str | None) -> tuple[str | None, str | None]:
+    """``(absolute path, sha256)`` of an adapter checkpoint, or ``(None, None)``; clear error if missing."""
+    from cfviz.clip.aaclip.checkpoint import CheckpointError
+
+    if path is None:
+        return None, None
+    p = Path(path).expanduser()
+    if p.is_dir() and (p / "aaclip.safetensors").is_file():
+        p = p / "aaclip.safetensors"
+    if not p.is_file():
+        raise CheckpointError(f"--aaclip {path}: no such checkpoint; train one with `cfviz train-aaclip --out DIR` "
+                              "and pass DIR/aaclip.safetensors")
+    return str(p.resolve()), file_sha256(p)
+
+
+def load(bundle: Any, extraction: Any) -> Any:
+    """The :class:`~cfviz.clip.aaclip.AAClip` the extraction asks for, or ``None``.
+
+    The checkpoint must still have the SHA-256 recorded in the extraction settings.
+    """
+    from cfviz.clip.aaclip.checkpoint import CheckpointError, load_aaclip
+
+    path = getattr(extraction, "aaclip", None)
+    if not path:
+        return None
+    digest = getattr(extraction, "aaclip_sha256", None)
+    if digest is not None and Path(path).is_file() and file_sha256(path) != digest:
+        raise CheckpointError(f"{path} changed since this store was configured (SHA-256 differs); extract into a "
+                              "new store, or restore the checkpoint")
+    return load_aaclip(path, bundle)
+
+
+def arrays(model: Any, clip_images: Any, categories: Sequence[str]) -> list[dict[str, Any]]:
+    """Per image, AA-CLIP's store entries (``aaclip/...`` float32 tensors)."""
+    res = model.predict(clip_images, [c.replace("_", " ") for c in categories])
+    return [res.arrays(i, prefix=PREFIX) for i in range(len(categories))]
+
+
+def require(store: Any, ids: Sequence[str]) -> None:
+    """Raise a clear ``KeyError`` when the store holds no AA-CLIP outputs."""
+    if ids and f"{PREFIX}/map/anomaly" not in store[ids[0]].names:
+        raise MissingAAClipError(f"the store at {store.path} holds no AA-CLIP outputs; evaluate with --aaclip CHECKPOINT "
+                       "(a file from `cfviz train-aaclip`) into a new store")
+
+
+def stored(store: Any, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """AA-CLIP anomaly maps ``(N, gh, gw)`` and detection scores ``(N,)`` from the store."""
+    require(store, ids)
+    maps, scores = [], []
+    for image_id in ids:
+        t = store[image_id].load([f"{PREFIX}/map/anomaly", f"{PREFIX}/image"])
+        maps.append(t[f"{PREFIX}/map/anomaly"].float().numpy())
+        scores.append(float(t[f"{PREFIX}/image"].reshape(-1)[0]))
+    return np.stack(maps), np.asarray(scores, dtype=np.float32)
+
+
+def image_scores(maps: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The released industrial image score over one category (see :func:`released_image_scores`)."""
+    from cfviz.clip.aaclip.model import released_image_scores
+
+    return released_image_scores(maps, scores)
