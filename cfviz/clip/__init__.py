@@ -47,6 +47,9 @@ _LAZY: dict[str, str] = {
     "visual_association_score": "cfviz.clip.scores",
     "harmonic_mean": "cfviz.clip.scores",
     "upsample": "cfviz.clip.scores",
+    "AAClip": "cfviz.clip.aaclip.model",
+    "AAClipConfig": "cfviz.clip.aaclip.config",
+    "train_aaclip": "cfviz.clip.aaclip.train",
 }
 
 __all__ = sorted(_LAZY)
