@@ -10,7 +10,7 @@ from cfviz.clip.aaclip.checkpoint import CheckpointError, epoch_checkpoints, rea
 from cfviz.clip.aaclip.data import load_batch
 from cfviz.clip.aaclip.train import stage1_loss, stage2_loss
 
-SMALL = dict(shots=2, stage1_epochs=1, stage2_epochs=1, stage1_batch_size=2, stage2_batch_size=2, max_batches=2,
+SMALL = dict(shots=2, stage1_epochs=1, stage2_epochs=1, stage1_batch_size=2, stage2_batch_size=2, max_batches=1,
              stage1_lr=1e-3, seed=3)
 
 
