@@ -193,7 +193,7 @@ def fusion_figure(data: ImageData, alpha: float, *, sigma: float = 4.0, opacity:
                     title=title, note=note, panel_size=panel_size)
 
 
-def figure_png(fig: Any, dpi: float = 80) -> bytes:
+def figure_png(fig: Any, dpi: float = 110) -> bytes:
     """PNG bytes of ``fig`` (then closed from pyplot's registry if it is there)."""
     import io
 
