@@ -44,18 +44,40 @@ class RecordingProcessor:
         self.session = session
 
     def _call(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        out = self.inner(attn, hidden_states, *args, **kwargs)
+        # Borrow the query the original processor computes (a hook on ``attn.to_q`` for this call
+        # only) instead of projecting it again: the projection is most of the recorder's cost.
+        queries: list[Any] = []
+        to_q = getattr(attn, "to_q", None)
+        handle = to_q.register_forward_hook(lambda _m, _i, q: queries.append(q)) if to_q is not None else None
+        try:
+            out = self.inner(attn, hidden_states, *args, **kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
         bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
         encoder_hidden_states = bound.get("encoder_hidden_states")
         if encoder_hidden_states is not None:  # self-attention through an attn2 slot is not recorded
+            # exactly one to_q call on this layer's input: reuse it; anything else (fused QKV
+            # projections, processors that call to_q twice): recompute from the inputs
+            query = queries[0] if len(queries) == 1 and _is_query_of(queries[0], hidden_states) else None
             self.session.record_attention(
                 self.name, attn, hidden_states, encoder_hidden_states,
-                attention_mask=bound.get("attention_mask"), temb=bound.get("temb"),
+                attention_mask=bound.get("attention_mask"), temb=bound.get("temb"), query=query,
             )
         return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(inner={self.inner!r}, name={self.name!r})"
+
+
+def _is_query_of(query: Any, hidden_states: Any) -> bool:
+    """True when ``query`` ``(B, N, D)`` has the batch and token count of the layer input."""
+    if getattr(query, "ndim", 0) != 3:
+        return False
+    if hidden_states.ndim == 4:
+        b, _, h, w = hidden_states.shape
+        return tuple(query.shape[:2]) == (b, h * w)
+    return tuple(query.shape[:2]) == tuple(hidden_states.shape[:2])
 
 
 def _processor_signature(processor: Any) -> inspect.Signature:
@@ -85,38 +107,48 @@ def wrap_processor(processor: Any, name: str, session: CaptureSession) -> Record
 
 def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                             attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                            rows: Any = None) -> tuple[torch.Tensor, tuple[int, int] | None]:
+                            rows: Any = None, query: torch.Tensor | None = None,
+                            ) -> tuple[torch.Tensor, tuple[int, int] | None]:
     """``softmax(Q K^T * attn.scale)`` of a diffusers ``Attention`` layer in float32.
 
     Mirrors the input handling of diffusers' ``AttnProcessor2_0`` (spatial norm, 4-D inputs,
     group norm, cross-attention norm, Q/K norms, attention mask) so that the probabilities are
-    those the layer uses. Returns ``(probs, hw)`` with ``probs`` of shape
-    ``(rows, heads, queries, keys)`` and ``hw`` the spatial shape when the input was 4-D.
+    those the layer uses. ``query``, when given, is the layer's own ``to_q`` output for the whole
+    batch (the recorder borrows it) and replaces the recomputation. Returns ``(probs, hw)`` with
+    ``probs`` of shape ``(rows, heads, queries, keys)`` and ``hw`` the spatial shape when the
+    input was 4-D.
     """
     import torch
 
     x = hidden_states
-    if getattr(attn, "spatial_norm", None) is not None:
-        x = attn.spatial_norm(x, temb)
     hw = None
+    if query is None and getattr(attn, "spatial_norm", None) is not None:
+        x = attn.spatial_norm(x, temb)
     if x.ndim == 4:
         b, c, h, w = x.shape
         hw = (h, w)
-        x = x.view(b, c, h * w).transpose(1, 2)
+        if query is None:
+            x = x.view(b, c, h * w).transpose(1, 2)
     batch = encoder_hidden_states.shape[0]
     mask = None
     if attention_mask is not None:
         mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
         mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
     if rows is not None:
-        x, encoder_hidden_states = x[rows], encoder_hidden_states[rows]
+        encoder_hidden_states = encoder_hidden_states[rows]
         mask = mask[rows] if mask is not None else None
-    if getattr(attn, "group_norm", None) is not None:
-        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        if query is None:
+            x = x[rows]
+        elif len(rows) != query.shape[0]:
+            query = query[rows]
+    if query is None:
+        if getattr(attn, "group_norm", None) is not None:
+            x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(x)
     ehs = encoder_hidden_states
     if getattr(attn, "norm_cross", None):
         ehs = attn.norm_encoder_hidden_states(ehs)
-    q = attn.to_q(x)
+    q = query
     k = attn.to_k(ehs)
     b = q.shape[0]
     head_dim = k.shape[-1] // attn.heads

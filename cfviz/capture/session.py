@@ -182,7 +182,7 @@ class CaptureSession:
         return w
 
     def record_attention(self, name: str, attn: Any, hidden_states: Any, encoder_hidden_states: Any,
-                         attention_mask: Any = None, temb: Any = None) -> None:
+                         attention_mask: Any = None, temb: Any = None, query: Any = None) -> None:
         import torch
 
         step = self.current
@@ -191,7 +191,7 @@ class CaptureSession:
             return
         with torch.no_grad():
             probs, hw = attention_probabilities(attn, hidden_states, encoder_hidden_states,
-                                                attention_mask, temb, rows=list(step.rows))
+                                                attention_mask, temb, rows=list(step.rows), query=query)
             b, n_heads, n_q, n_k = probs.shape
             if hw is None:
                 hw = _downsample_shape(step.sample_size, n_q)

@@ -320,3 +320,58 @@ def test_labelled_selection_and_blocks(pipe, unet_inputs):
                                                   "up_blocks.1", "up_blocks.2"] if b in blocks.coords["block"]]
     with pytest.raises(CaptureError, match="different resolutions"):
         cap.cache.attention_maps()
+
+
+def test_recorder_borrows_the_layers_query_instead_of_projecting_again(pipe, unet_inputs):
+    """Under capture each attn2 layer's ``to_q`` still runs once per call (no second projection)."""
+    unet = pipe.unet
+    x, emb = unet_inputs
+    layers = locate_cross_attention(unet)
+    calls = {name: 0 for name in layers}
+
+    def count(name):
+        def hook(module, args, output):
+            calls[name] += 1
+        return hook
+
+    handles = [attn.to_q.register_forward_hook(count(n)) for n, attn in layers.items()]
+    try:
+        with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as cap:
+            unet(x, 400, encoder_hidden_states=emb)
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(calls.values()) == {1}
+    assert set(cap.cache.attention) == set(layers)
+    assert all(len(attn.to_q._forward_hooks) == 0 for attn in layers.values())
+
+
+def test_recorder_recomputes_the_query_when_the_processor_skips_to_q(pipe, unet_inputs):
+    """A processor that never calls ``to_q`` (e.g. fused projections) still gets exact maps."""
+    import torch.nn.functional as F
+
+    class NoToQ:
+        """Cross-attention that projects the query with F.linear, not by calling attn.to_q."""
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+            b = hidden_states.shape[0]
+            q = F.linear(hidden_states, attn.to_q.weight, attn.to_q.bias)
+            k, v = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+            d = k.shape[-1] // attn.heads
+            q, k, v = (t.view(b, -1, attn.heads, d).transpose(1, 2) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, attn.heads * d)
+            return attn.to_out[1](attn.to_out[0](out))
+
+    unet = pipe.unet
+    x, emb = unet_inputs
+    with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as ref:
+        unet(x, 400, encoder_hidden_states=emb)
+    originals = dict(unet.attn_processors)
+    unet.set_attn_processor({n: (NoToQ() if n.endswith("attn2.processor") else p) for n, p in originals.items()})
+    try:
+        with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as cap:
+            unet(x, 400, encoder_hidden_states=emb)
+    finally:
+        unet.set_attn_processor(originals)
+    for name, per in ref.cache.attention.items():
+        torch.testing.assert_close(cap.cache.attention[name][0], per[0], rtol=1e-5, atol=1e-6)
