@@ -12,10 +12,8 @@ Example
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from cfviz._version import __version__
+from cfviz.utils.lazy import lazy_names
 
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
@@ -31,16 +29,5 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cfviz' has no attribute {name!r}")
-    imported = importlib.import_module(module)
-    # ``cfviz.capture`` is the callable capture package itself (function and namespace at once)
-    value = imported if module == f"cfviz.{name}" else getattr(imported, name)
-    globals()[name] = value  # cache: later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+# ``cfviz.capture`` is the callable capture package (function and namespace at once)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, modules=("capture",))

@@ -17,8 +17,7 @@ torch.Size([1, 15, 15])
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cfviz.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     "WinCLIP": "cfviz.clip.winclip",
@@ -55,14 +54,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cfviz.clip' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

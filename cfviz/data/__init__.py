@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cfviz.errors import DatasetError
+from cfviz.utils.lazy import lazy_names
 
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
@@ -89,14 +90,4 @@ def open_dataset(kind: str, root: str | os.PathLike[str] | None = None, *,
     return cls(root, categories, split, **kwargs)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cfviz.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -12,8 +12,7 @@ Example
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cfviz.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     "RunSpec": "cfviz.experiments.config",
@@ -21,9 +20,9 @@ _LAZY: dict[str, str] = {
     "ExtractionConfig": "cfviz.experiments.config",
     "ScoringConfig": "cfviz.experiments.config",
     "METHODS": "cfviz.experiments.config",
-    "evaluate": "cfviz.experiments.evaluate",
-    "EvaluationResult": "cfviz.experiments.evaluate",
-    "extract": "cfviz.experiments.extract",
+    "evaluate": "cfviz.experiments.runner",
+    "EvaluationResult": "cfviz.experiments.runner",
+    "extract": "cfviz.experiments.extraction",
     "load_models": "cfviz.experiments.models",
     "predict": "cfviz.experiments.scoring",
     "Predictions": "cfviz.experiments.scoring",
@@ -32,14 +31,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cfviz.experiments' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

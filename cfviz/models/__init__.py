@@ -23,8 +23,7 @@ Example
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cfviz.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     "ClipBundle": "cfviz.models.bundle",
@@ -49,14 +48,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cfviz.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

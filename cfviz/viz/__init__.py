@@ -23,39 +23,28 @@ Example
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cfviz.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     # style
-    "apply_style": "style", "style_context": "style", "style_rc": "style", "save_figure": "style",
-    "add_note": "style", "new_figure": "style", "symmetric_limits": "style", "check_figure_name": "style",
-    "SCORE_CMAP": "style", "DIVERGING_CMAP": "style", "METRIC_CMAP": "style", "MASK_COLOR": "style",
-    "CATEGORICAL": "style", "COLUMN_WIDTH": "style", "PAGE_WIDTH": "style", "OFFLINE_NOTE": "style",
+    "apply_style": ".style", "style_context": ".style", "style_rc": ".style", "save_figure": ".style",
+    "add_note": ".style", "new_figure": ".style", "symmetric_limits": ".style", "check_figure_name": ".style",
+    "SCORE_CMAP": ".style", "DIVERGING_CMAP": ".style", "METRIC_CMAP": ".style", "MASK_COLOR": ".style",
+    "CATEGORICAL": ".style", "COLUMN_WIDTH": ".style", "PAGE_WIDTH": ".style", "OFFLINE_NOTE": ".style",
     # overlays
-    "overlay": "overlays", "maps_row": "overlays", "resize_bilinear": "_common",
+    "overlay": ".overlays", "maps_row": ".overlays", "resize_bilinear": "._common",
     # grids
-    "timestep_block_grid": "grids", "token_grid": "grids", "short_name": "grids", "timestep_label": "grids",
+    "timestep_block_grid": ".grids", "token_grid": ".grids", "short_name": ".grids", "timestep_label": ".grids",
     # clip
-    "window_scores_to_map": "clipviz", "plot_window_scores": "clipviz", "plot_patch_scores": "clipviz",
-    "clip_scores_figure": "clipviz",
+    "window_scores_to_map": ".clipviz", "plot_window_scores": ".clipviz", "plot_patch_scores": ".clipviz",
+    "clip_scores_figure": ".clipviz",
     # ablation
-    "ablation_heatmap": "ablation", "alpha_curves": "ablation", "metric_bars": "ablation",
+    "ablation_heatmap": ".ablation", "alpha_curves": ".ablation", "metric_bars": ".ablation",
     # gallery
-    "gallery": "gallery", "qualitative_grid": "gallery",
+    "gallery": ".gallery", "qualitative_grid": ".gallery",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cfviz.viz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cfviz.viz.{module}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
