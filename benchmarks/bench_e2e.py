@@ -3,7 +3,7 @@
 Models: ``ViT-B-16-plus-240`` and the SD2-inpainting pipeline (VAE, OpenCLIP-H text encoder,
 UNet), all with seeded random weights: they time the same as real weights (the same shapes and
 operations); no detection quality is measured. Each stage is the code the evaluation runner calls
-(cfviz.experiments.extract, then cfviz.experiments.scoring), timed on its own for one image at
+(cfviz.experiments.extraction, then cfviz.experiments.scoring), timed on its own for one image at
 batch size 1, median over ``--repeats``.
 
 Run:  .venv/bin/python benchmarks/bench_e2e.py [--repeats 2]

@@ -68,7 +68,7 @@ class NotebookSession:
     Attributes
     ----------
     spec: the :class:`~cfviz.experiments.config.RunSpec` that was run.
-    result: the :class:`~cfviz.experiments.evaluate.EvaluationResult` (tables, store).
+    result: the :class:`~cfviz.experiments.runner.EvaluationResult` (tables, store).
     dataset: the data set (test images and normal training references).
     figures_dir: where :meth:`save` writes figures.
     note: :data:`cfviz.viz.OFFLINE_NOTE` for random-weight models, else None: pass it to every
@@ -170,7 +170,7 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
     (:func:`project_root`). Notebooks sharing ``run_dir`` share the store: the first one runs the
     models, the others only read it.
     """
-    from cfviz.experiments.evaluate import evaluate, open_run_dataset, test_categories
+    from cfviz.experiments.runner import evaluate, open_run_dataset, test_categories
 
     root = project_root()
     run = _resolve(run_dir, root)

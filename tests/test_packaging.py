@@ -88,3 +88,12 @@ def test_readme_shows_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "make demo" in readme and "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_lazy_public_names_are_the_functions_even_after_submodule_imports() -> None:
+    code = ("import cfviz.experiments.runner, cfviz.experiments.extraction, cfviz.capture.store; "
+            "from cfviz.experiments import evaluate, extract; import cfviz; "
+            "print(callable(evaluate), evaluate.__name__, extract.__name__, callable(cfviz.capture), "
+            "cfviz.capture.CaptureStore.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "evaluate", "extract", "True", "CaptureStore"]

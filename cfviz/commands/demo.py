@@ -102,7 +102,7 @@ def write_figures(result: Any, dataset: Any, out: Path, note: str | None) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
-    from cfviz.experiments.evaluate import RANDOM_WEIGHTS_NOTE, evaluate, open_run_dataset
+    from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, evaluate, open_run_dataset
 
     spec = demo_spec(args)
     figures = Path(args.figures)

@@ -96,7 +96,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cfviz.experiments.evaluate import RANDOM_WEIGHTS_NOTE, EvaluationResult, evaluate
+    from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult, evaluate
 
     spec = spec_from_args(args)
     result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress)

@@ -78,7 +78,7 @@ def extraction_of(store: CaptureStore) -> ExtractionConfig:
     stored = store.config.get("extraction")
     if stored is None:
         raise KeyError(f"the store at {store.path} records no extraction settings; was it written by "
-                       "cfviz.experiments.extract?")
+                       "cfviz.experiments.extraction?")
     return ExtractionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
 
 

@@ -21,7 +21,7 @@ def test_runner_stores_and_scores_aaclip(textures, tmp_path, monkeypatch):
                    models=ModelChoice(clip="tiny", diffusion="tiny"),
                    extraction=ExtractionConfig(timesteps=(500,), aaclip=path, aaclip_sha256=digest),
                    scoring=ScoringConfig(clip_branch="aaclip", eval_size=32))
-    ev = importlib.import_module("cfviz.experiments.evaluate")
+    ev = importlib.import_module("cfviz.experiments.runner")
     monkeypatch.setattr(ev, "open_run_dataset", lambda s: brick)  # the small session set, not data/textures
     result = ev.evaluate(spec, tmp_path / "run", progress=False)
     entry = result.store[brick.records[0].image_id]

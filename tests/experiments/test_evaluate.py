@@ -15,7 +15,7 @@ import pytest
 
 from cfviz.capture.store import CaptureStore, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.evaluate import RANDOM_WEIGHTS_NOTE, EvaluationResult
+from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from cfviz.capture.store import CaptureStore
 from cfviz.experiments.config import METHODS, ModelChoice, RunSpec
-from cfviz.experiments.extract import ExtractionReport, extract
+from cfviz.experiments.extraction import ExtractionReport, extract
 from cfviz.utils.env import library_versions
 from cfviz.utils.io import atomic_write_json, atomic_write_text, atomic_write_with
 
@@ -124,7 +124,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
 
 def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: CaptureStore,
                        shard: tuple[int, int] | None, progress: bool) -> ExtractionReport:
-    from cfviz.experiments.extract import shard_of
+    from cfviz.experiments.extraction import shard_of
 
     mine = shard_of(sorted(records, key=lambda r: r.image_id), shard)
     if not store.missing([r.image_id for r in mine]):  # everything cached: no model is even loaded
