@@ -38,10 +38,14 @@ class AttentionExplorer:
         Caption of both views (``OFFLINE_NOTE`` for random-weight models).
     cache_size:
         Images kept in memory.
+    render_cache_size:
+        Rendered views kept (PNG bytes, a few tens of kB each): a view seen before, e.g. when a
+        slider moves back, is shown at once instead of being drawn again.
     """
 
     def __init__(self, store: Any, dataset: Any, predictions: Any | Sequence[Any], *, alpha: float = 0.25,
-                 sigma: float = 4.0, note: str | None = None, cache_size: int = 16) -> None:
+                 sigma: float = 4.0, note: str | None = None, cache_size: int = 16,
+                 render_cache_size: int = 512) -> None:
         import ipywidgets as w
 
         self.store, self.dataset, self.sigma, self.note = store, dataset, sigma, note
@@ -50,6 +54,8 @@ class AttentionExplorer:
             raise ValueError("predictions is empty; pass session.predict(category) for at least one category")
         self._cache: OrderedDict[str, ed.ImageData] = OrderedDict()
         self._cache_size = cache_size
+        self._renders: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._render_cache_size = render_cache_size
         choices = ed.image_choices(self.predictions)
         self.image = w.Dropdown(options=choices, value=choices[0][1], description="image",
                                 layout=w.Layout(width="420px"))
@@ -104,18 +110,38 @@ class AttentionExplorer:
         return self._cache[image_id]
 
     # ------------------------------------------------------------------ rendering
+    def _rendered(self, key: tuple[Any, ...], draw: Any) -> Any:
+        """``draw()``'s result for this view state, drawn once and then reused (LRU)."""
+        if key not in self._renders:
+            self._renders[key] = draw()
+            while len(self._renders) > self._render_cache_size:
+                self._renders.popitem(last=False)
+        self._renders.move_to_end(key)
+        return self._renders[key]
+
     def attention_png(self) -> bytes:
-        fig = ed.attention_figure(self.data, layer=self.layer.value, step=int(self.timestep.value),
-                                  token=self.token.value, opacity=self.opacity.value,
-                                  show_mask=self.show_mask.value, clip_scale=self.clip_scale.value, note=self.note)
-        return ed.figure_png(fig)
+        p, i = self.current
+        key = ("attention", p.image_ids[i], self.layer.value, int(self.timestep.value), self.token.value,
+               self.opacity.value, self.show_mask.value, self.clip_scale.value)
+
+        def draw() -> bytes:
+            fig = ed.attention_figure(self.data, layer=self.layer.value, step=int(self.timestep.value),
+                                      token=self.token.value, opacity=self.opacity.value,
+                                      show_mask=self.show_mask.value, clip_scale=self.clip_scale.value,
+                                      note=self.note)
+            return ed.figure_png(fig)
+        return self._rendered(key, draw)
 
     def fusion_png(self) -> tuple[bytes, dict[str, float]]:
-        p, _ = self.current
-        metrics = ed.live_metrics(self.data, self.alpha.value, sigma=self.sigma, predictions=p)
-        fig = ed.fusion_figure(self.data, self.alpha.value, sigma=self.sigma, opacity=self.opacity.value,
-                               show_mask=self.show_mask.value, metrics=metrics, note=self.note)
-        return ed.figure_png(fig), metrics
+        p, i = self.current
+        key = ("fusion", p.image_ids[i], self.alpha.value, self.opacity.value, self.show_mask.value)
+
+        def draw() -> tuple[bytes, dict[str, float]]:
+            metrics = ed.live_metrics(self.data, self.alpha.value, sigma=self.sigma, predictions=p)
+            fig = ed.fusion_figure(self.data, self.alpha.value, sigma=self.sigma, opacity=self.opacity.value,
+                                   show_mask=self.show_mask.value, metrics=metrics, note=self.note)
+            return ed.figure_png(fig), metrics
+        return self._rendered(key, draw)
 
     def refresh(self) -> None:
         self._on_attention()

@@ -98,3 +98,30 @@ def test_explorer_widgets_redraw_without_rereading(monkeypatch: pytest.MonkeyPat
     assert calls == ["cat/test/hole/000"]  # the store was read once for all those moves
     e.image.value = (0, 1)
     assert calls[-1] == "cat/test/good/000"
+
+
+def test_explorer_reuses_views_it_has_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moving a slider back shows the earlier view again without drawing a figure."""
+    pytest.importorskip("ipywidgets")
+    from cfviz.viz import explorer as ex
+
+    class P:
+        image_ids = ["cat/test/hole/000"]
+        defect_types = ["hole"]
+        labels = np.array([1])
+        component_scores = {"clip": np.array([0.8]), "diff": np.array([0.2])}
+
+    monkeypatch.setattr(ex.ed, "load_image_data", lambda *a, **k: _data())
+    drawn: list[str] = []
+    real_attention, real_fusion = ex.ed.attention_figure, ex.ed.fusion_figure
+    monkeypatch.setattr(ex.ed, "attention_figure", lambda *a, **k: drawn.append("a") or real_attention(*a, **k))
+    monkeypatch.setattr(ex.ed, "fusion_figure", lambda *a, **k: drawn.append("f") or real_fusion(*a, **k))
+    e = ex.AttentionExplorer(store=None, dataset=None, predictions=P(), note="offline")
+    first, fused = e.attention_view.value, e.fusion_view.value
+    e.timestep.value = 1
+    e.alpha.value = 0.9
+    assert drawn == ["a", "f", "a", "f"]
+    e.timestep.value = 0
+    e.alpha.value = 0.25
+    assert drawn == ["a", "f", "a", "f"]  # both were seen before: nothing drawn again
+    assert e.attention_view.value == first and e.fusion_view.value == fused

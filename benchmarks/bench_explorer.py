@@ -1,0 +1,78 @@
+"""Latency of the attention explorer's interactions (smoke-mode store, tiny models), CPU.
+
+What a researcher feels when moving a control of ``AttentionExplorer``: the time from a widget
+value change to the new PNG in the view. Cold = a view state not seen before (the figure is
+drawn); warm = a state seen before (served from the render cache). The store is read once per
+image; no model runs.
+
+Run:  .venv/bin/python benchmarks/bench_explorer.py
+Writes benchmarks/results/explorer.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import load_average, machine, median, now, timed, write_results  # noqa: E402
+
+
+def main() -> None:
+    from cfviz.notebooks import setup
+    from cfviz.viz.explorer import AttentionExplorer
+
+    t_setup, s = timed(lambda: setup(smoke=True))
+    preds = [s.predict(c) for c in s.categories]
+    t_open, ex = timed(lambda: AttentionExplorer(s.store, s.dataset, preds, note=s.note))
+    n_steps = len(ex.timestep.options)
+    rows = []
+
+    def move(control, value) -> float:  # type: ignore[no-untyped-def]
+        dt, _ = timed(lambda: setattr(control, "value", value))
+        return dt
+
+    cold_t = [move(ex.timestep, i) for i in list(range(1, n_steps)) + [0]][:-1]
+    warm_t = [move(ex.timestep, i) for i in range(n_steps)] * 1
+    alphas = [round(a * 0.05, 2) for a in range(21)]
+    cold_a = [move(ex.alpha, a) for a in alphas if a != ex.alpha.value]
+    warm_a = [move(ex.alpha, a) for a in alphas]
+    layers = [v for _, v in ex.layer.options] if isinstance(ex.layer.options[0], tuple) else list(ex.layer.options)
+    cold_l = [move(ex.layer, v) for v in layers[1:4]]
+    choices = [v for _, v in ex.image.options]
+    t_image = move(ex.image, choices[1]) if len(choices) > 1 else float("nan")
+    rows += [
+        ("timestep slider, new state (attention view redrawn)", cold_t),
+        ("timestep slider, state seen before (render cache)", warm_t),
+        ("alpha slider, new value (fused map, metrics, fusion view)", cold_a),
+        ("alpha slider, value seen before", warm_a),
+        ("layer selector, new layer", cold_l),
+        ("image picker, new image (store read + both views)", [t_image]),
+    ]
+    lines = [
+        "# Attention explorer: interaction latency",
+        "",
+        "Command: `.venv/bin/python benchmarks/bench_explorer.py`  ",
+        f"Date: {now()}  ",
+        f"Machine: {machine()}; 1-minute load average {load_average()}",
+        "",
+        f"Store: the notebooks' smoke store (tiny models, {len(s.store)} images, {n_steps} timesteps). "
+        f"Opening the session {t_setup:.1f} s (store already filled), building the explorer "
+        f"{t_open:.2f} s. Times are from a widget value change to the new PNG, in the kernel (no browser).",
+        "",
+        "| interaction | median (s) | max (s) | n |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {median(v):.3f} | {max(v):.3f} | {len(v)} |" for name, v in rows],
+        "",
+        "Reading: a new view costs one matplotlib figure (a few tenths of a second on this CPU); any state "
+        "seen before is served from the render cache in well under a millisecond. No interaction reads a "
+        "model; only the image picker reads the store.",
+    ]
+    path = write_results("explorer.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
