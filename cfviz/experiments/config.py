@@ -136,10 +136,17 @@ class ScoringConfig:
 
 @dataclass
 class RunSpec:
-    """One evaluation: data set, methods, shots and seeds, plus the three configurations."""
+    """One evaluation: data set, methods, shots and seeds, plus the three configurations.
+
+    ``dataset_options`` go to the data set reader (:func:`cfviz.data.open_dataset`), e.g.
+    ``{"missing_masks": "warn"}`` for a folder whose anomalous images lack masks, or the texture
+    generator's sizes (``{"n_train": 2, "image_size": 128}``) for a smaller embedded set (give
+    such a set its own ``root``: the default folder is regenerated to match what is asked).
+    """
 
     dataset: str = "textures"
     root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
     categories: tuple[str, ...] | None = None
     methods: tuple[str, ...] = ("clipfusion",)
     shots: tuple[int, ...] = (0,)

@@ -54,7 +54,7 @@ def open_run_dataset(spec: RunSpec) -> Any:
     from cfviz.data import open_dataset
 
     return open_dataset(spec.dataset, spec.root, categories=list(spec.categories) if spec.categories else None,
-                        split="all")
+                        split="all", **spec.dataset_options)
 
 
 def references_needed(dataset: Any, spec: RunSpec) -> dict[str, dict[str, list[Any]]]:

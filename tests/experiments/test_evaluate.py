@@ -178,3 +178,13 @@ def test_cli_bad_shard_is_one_clear_error(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         main(["evaluate", "--shard", "3/2"])
     assert "--shard 3/2: need 0 <= i < n" in capsys.readouterr().err
+
+
+def test_dataset_options_reach_the_reader(tmp_path: Path) -> None:
+    from cfviz.experiments.runner import open_run_dataset
+
+    spec = RunSpec(dataset="textures", root=str(tmp_path / "tex"), categories=("gravel",),
+                   dataset_options={"n_train": 1, "n_test_good": 1, "n_per_defect": 1, "image_size": 32})
+    ds = open_run_dataset(spec)
+    assert sum(r.split == "train" for r in ds.records) == 1
+    assert ds.load(ds.records[0]).image.shape == (32, 32, 3)
