@@ -203,3 +203,17 @@ def check_keys(d: Mapping[str, Any], allowed: Sequence[str], where: str) -> None
     unknown = sorted(set(d) - set(allowed))
     if unknown:
         raise KeyError(f"{where}: unknown keys {unknown}; allowed keys are {list(allowed)}")
+
+
+def finish_heatmap_axes(ax: Any, im: Any, *, mask: Any, shape: tuple[int, int], title: str | None,
+                        colorbar: bool, label: str) -> Any:
+    """The common end of a heat-map panel: tag the image, outline the mask, tidy, title, colour bar."""
+    im.set_gid("cfviz-heatmap")
+    if mask is not None:
+        draw_mask_contour(ax, as_mask(mask, shape))
+    clean_image_axes(ax)
+    if title is not None:
+        ax.set_title(title)
+    if colorbar:
+        add_colorbar(ax.figure, im.norm, im.cmap, ax, label)
+    return im

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
-                               draw_mask_contour, finite_range, to_numpy)
+                               draw_mask_contour, finish_heatmap_axes, finite_range, to_numpy)
 from cfviz.viz.style import PANEL_SIZE, RANK_COLORS, SCORE_CMAP, add_note, new_figure, style_context
 
 #: The ViT patch grid of the default CLIP backbone (240 px / 16 px patches).
@@ -242,17 +242,9 @@ def plot_patch_scores(ax: Any, image: Any, patch: Any, *, alpha: float = 0.5, cm
             extent, interp = (-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5), "nearest"
         im = ax.imshow(heat, cmap=cmap or SCORE_CMAP, alpha=check_alpha(alpha), interpolation=interp,
                        vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax, extent=extent)
-        im.set_gid("cfviz-heatmap")
-        if mask is not None:
-            draw_mask_contour(ax, as_mask(mask, shape))
         ax.set_xlim(-0.5, shape[1] - 0.5)
         ax.set_ylim(shape[0] - 0.5, -0.5)
-        clean_image_axes(ax)
-        if title is not None:
-            ax.set_title(title)
-        if colorbar:
-            add_colorbar(ax.figure, im.norm, im.cmap, ax, label)
-        return im
+        return finish_heatmap_axes(ax, im, mask=mask, shape=shape, title=title, colorbar=colorbar, label=label)
 
 
 def clip_scores_figure(image: Any, scores: Any, *, mask: Any = None, top_k: int = 5, how: str = "harmonic",

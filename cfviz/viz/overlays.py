@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
-                               draw_mask_contour, finite_range, minmax, resize_bilinear, show_mask)
+                               finish_heatmap_axes, finite_range, minmax, resize_bilinear, show_mask)
 from cfviz.viz.style import (DIVERGING_CMAP, PANEL_SIZE, SCORE_CMAP, add_note, new_figure, style_context,
                              symmetric_limits)
 
@@ -81,15 +81,7 @@ def overlay(ax: Any, image: Any, heatmap: Any, *, alpha: float = 0.5, cmap: Any 
             raise ValueError(f"vmax ({vmax}) must be larger than vmin ({vmin})")
         im = ax.imshow(heat, cmap=cmap or SCORE_CMAP, vmin=vmin, vmax=vmax, alpha=alpha,
                        interpolation="nearest" if image is None else "antialiased")
-        im.set_gid("cfviz-heatmap")
-        if mask is not None:
-            draw_mask_contour(ax, as_mask(mask, shape))
-        clean_image_axes(ax)
-        if title is not None:
-            ax.set_title(title)
-        if colorbar:
-            add_colorbar(ax.figure, im.norm, im.cmap, ax, label)
-        return im
+        return finish_heatmap_axes(ax, im, mask=mask, shape=shape, title=title, colorbar=colorbar, label=label)
 
 
 def _titles(names: Sequence[str], titles: Any) -> list[str]:
