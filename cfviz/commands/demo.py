@@ -22,13 +22,6 @@ from typing import Any
 DEMO_METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
 
 
-def demo_spec(args: argparse.Namespace) -> Any:
-    """The :class:`~cfviz.experiments.config.RunSpec` of the demo (textures, 0- and 1-shot)."""
-    from cfviz.commands.evaluate import spec_from_args
-
-    return spec_from_args(args)
-
-
 def describe(spec: Any, dataset: Any) -> str:
     """A few lines saying what the demo runs on."""
     tests = [r for r in dataset.records if r.split == "test"]
@@ -48,23 +41,20 @@ def describe(spec: Any, dataset: Any) -> str:
 
 def qualitative_rows(result: Any, dataset: Any, shots: int) -> list[dict[str, Any]]:
     """One row per category for :func:`cfviz.viz.qualitative_grid`: its first anomalous test image."""
-    from cfviz.data.transforms import resize_mask
+    from cfviz.experiments.failures import branch_maps
+    from cfviz.experiments.runner import test_categories
     from cfviz.experiments.scoring import predict
 
-    spec_scoring = result.spec.scoring
+    scoring = result.spec.scoring
     rows = []
-    for category in sorted({r.category for r in dataset.records if r.split == "test"}):
-        fused = predict(result.store, dataset, category, "clipfusion", shots=shots, seed=0, scoring=spec_scoring)
-        win = predict(result.store, dataset, category, "winclip", shots=shots, seed=0, scoring=spec_scoring)
+    for category in test_categories(dataset):
+        fused = predict(result.store, dataset, category, "clipfusion", shots=shots, seed=0, scoring=scoring)
+        win = predict(result.store, dataset, category, "winclip", shots=shots, seed=0, scoring=scoring)
         idx = int(next(i for i, label in enumerate(fused.labels) if label == 1))
-        rec = next(r for r in dataset.records if r.image_id == fused.image_ids[idx])
-        sample = dataset.load(rec)
-        c = fused.components
-        size = sample.image.shape[0]
+        sample = dataset.load(next(r for r in dataset.records if r.image_id == fused.image_ids[idx]))
+        clip, diff = branch_maps(fused)
         rows.append({
-            "image": sample.image, "mask": resize_mask(sample.mask, size) if sample.mask is not None else None,
-            "M_clip": c["clip_language"][idx] + c.get("clip_visual", 0 * c["clip_language"])[idx],
-            "M_diff": c["diff_language"][idx] + c.get("diff_visual", 0 * c["diff_language"])[idx],
+            "image": sample.image, "mask": sample.mask, "M_clip": clip[idx], "M_diff": diff[idx],
             "fused": fused.maps[idx], "WinCLIP" + ("+" if shots else ""): win.maps[idx],
             "label": f"{category}\n{sample.defect_type}",
         })
@@ -102,9 +92,10 @@ def write_figures(result: Any, dataset: Any, out: Path, note: str | None) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
+    from cfviz.commands.evaluate import spec_from_args
     from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, evaluate, open_run_dataset
 
-    spec = demo_spec(args)
+    spec = spec_from_args(args)
     figures = Path(args.figures)
     dataset = open_run_dataset(spec)  # generates the textures on first use
     print("cfviz demo")
