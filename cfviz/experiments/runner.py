@@ -102,9 +102,11 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     refs = references_needed(dataset, spec)
     records = [r for r in dataset.records if r.split == "test" and r.category in categories]
     seen = {r.image_id for r in records}
-    for per_seed in refs.values():
-        for recs in per_seed.values():
-            records += [r for r in recs if r.image_id not in seen and not seen.add(r.image_id)]  # type: ignore[func-returns-value]
+    for per_seed in refs.values():  # k-shot references join the extraction, each once
+        for rec in (r for recs in per_seed.values() for r in recs):
+            if rec.image_id not in seen:
+                seen.add(rec.image_id)
+                records.append(rec)
 
     store = CaptureStore(store_dir or out / "store",
                          {"models": model_identity(spec.models), "extraction": spec.extraction.to_json()})
