@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cfviz.clip.token_order import run_transformer
+
 #: Default number of short window sequences per transformer call. For ViT-B-16-plus-240 a 3x3
 #: chunk of 1024 sequences holds ~1024*10*896*4 B = 37 MB per activation (the MLP's hidden
 #: layer four times that), so a few hundred MB at most; smaller chunks trade speed for memory.
@@ -295,10 +297,8 @@ class WindowEncoder:
         return v.ln_pre(x)
 
     def _transformer(self, x: Any) -> Any:
-        tr = self.visual.transformer
-        if getattr(tr, "batch_first", True):
-            return tr(x)
-        return tr(x.transpose(0, 1)).transpose(0, 1)  # old open_clip: sequence-first (LND)
+        # open_clip < 2.26 takes (L, N, D); newer ones (N, L, D) whatever batch_first says
+        return run_transformer(self.visual.transformer, x)
 
     def _pooled(self, x: Any) -> Any:
         """Projected pooled embedding of transformer outputs ``(N, L, W)`` (open_clip's rules)."""

@@ -29,13 +29,15 @@ import torch
 from torch.nn import functional as F
 
 from cfviz.clip.aaclip.adapters import residual_mix
+from cfviz.clip.token_order import blocks_take_batch_first, run_block
 
 
-def _call_block(block: Any, x: torch.Tensor, batch_first: bool, attn_mask: Any = None, vv: bool = False) -> Any:
-    if not batch_first:
-        x = x.transpose(0, 1)
-    y = vv_block(block, x, batch_first) if vv else block(x, attn_mask=attn_mask)
-    return y if batch_first else y.transpose(0, 1)
+def _call_block(block: Any, x: torch.Tensor, blocks_batch_first: bool, attn_mask: Any = None,
+                vv: bool = False) -> Any:
+    """One block on batch-first ``x``; ``blocks_batch_first`` is the layout the block itself takes."""
+    if vv:  # V-V attention is computed here from the block's weights, on batch-first tokens
+        return vv_block(block, x)
+    return run_block(block, x, blocks_batch_first, attn_mask=attn_mask)
 
 
 def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (), weight: float = 0.0,
@@ -46,7 +48,8 @@ def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (
     Returns the final tokens and ``{level: tokens after block level}`` (1-based). With
     ``stop_early`` the blocks after the deepest requested level are skipped.
     """
-    batch_first = getattr(transformer, "batch_first", True)
+    # open_clip < 2.26 (no attribute) and batch_first=False builds: blocks take (L, N, D)
+    batch_first = blocks_take_batch_first(transformer)
     keep = set(int(lv) for lv in levels)
     last = max(keep) if (keep and stop_early) else len(transformer.resblocks)
     out: dict[int, torch.Tensor] = {}
@@ -61,7 +64,11 @@ def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (
 
 
 def vv_block(block: Any, x: torch.Tensor, batch_first: bool = True) -> torch.Tensor:
-    """A ``ResidualAttentionBlock`` whose attention uses values as queries and keys (V-V attention)."""
+    """A ``ResidualAttentionBlock`` whose attention uses values as queries and keys (V-V attention).
+
+    ``batch_first`` says the layout of ``x`` (and of the result); the attention is computed here
+    from the block's weights, so the block's own layout does not matter.
+    """
     attn = getattr(block, "attn", None)
     if not isinstance(attn, torch.nn.MultiheadAttention) or attn.in_proj_weight is None:
         raise ValueError("V-V attention (surgery_blocks > 0) needs open_clip ResidualAttentionBlocks with "
