@@ -97,3 +97,27 @@ def test_lazy_public_names_are_the_functions_even_after_submodule_imports() -> N
             "cfviz.capture.CaptureStore.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "evaluate", "extract", "True", "CaptureStore"]
+
+
+def test_oldest_txt_pins_exactly_pyproject_lower_bounds() -> None:
+    """`make test-oldest` installs requirements/oldest.txt: every declared lower bound, nothing else."""
+    project = _pyproject()["project"]
+    want = {}
+    for raw in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        low = re.search(r">=\s*([^,;\s]+)", raw)
+        assert low, f"{raw}: give a lower bound (the oldest version `make test-oldest` tests)"
+        want[_name(raw)] = low.group(1)
+    got = {}
+    for line in (ROOT / "requirements" / "oldest.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            got[_name(name)] = version
+    assert got == want, "requirements/oldest.txt is stale: run `python requirements/tested_versions.py`"
+
+
+def test_make_test_oldest_runs_the_model_facing_tests_in_its_own_venv() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ntest-oldest:", 1)[1].split("\n\n", 1)[0]
+    for folder in ("tests/models", "tests/capture", "tests/clip", "tests/diffusion", "tests/metrics"):
+        assert folder in makefile, f"make test-oldest must run {folder}"
+    assert "OLDEST" in recipe and "oldest.txt" in makefile

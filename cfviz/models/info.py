@@ -24,6 +24,9 @@ def make_info(*, kind: str, library: str, name: str, revision: str | None, weigh
     ...           seed=0, source="config", dtype="float32", device="cpu")["weights"]
     'random'
     """
+    from cfviz.utils.versions import warn_untested_versions
+
+    warn_untested_versions()  # every loader passes here: say once if a dependency is outside the tested set
     if weights not in ("pretrained", "random"):
         raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
     if (weights == "random") != (seed is not None):
