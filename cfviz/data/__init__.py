@@ -40,8 +40,8 @@ from cfviz.utils.lazy import lazy_names
 _LAZY: dict[str, str] = {
     "SampleRecord": "cfviz.data.samples", "Sample": "cfviz.data.samples",
     "AnomalyDataset": "cfviz.data.samples", "sample_references": "cfviz.data.samples",
-    "make_image_id": "cfviz.data.samples",
-    "read_image": "cfviz.data.images", "read_mask": "cfviz.data.images",
+    "make_image_id": "cfviz.data.samples", "limit_records": "cfviz.data.samples",
+    "read_image": "cfviz.data.images", "read_mask": "cfviz.data.images", "binarise_mask": "cfviz.data.images",
     "DataConversionWarning": "cfviz.data.images", "IMAGE_EXTENSIONS": "cfviz.data.images",
     "MVTecAD": "cfviz.data.mvtec", "FolderDataset": "cfviz.data.mvtec", "MVTEC_CATEGORIES": "cfviz.data.mvtec",
     "VisA": "cfviz.data.visa", "VISA_CATEGORIES": "cfviz.data.visa",
@@ -65,7 +65,21 @@ DATASET_KINDS: dict[str, tuple[str, str, bool]] = {
     "visa": ("cfviz.data.visa", "VisA", True),
 }
 
-__all__ = ["DATASET_KINDS", "open_dataset", *sorted(_LAZY)]
+# kinds that never carry pixel masks (image labels only)
+MASKLESS_KINDS: frozenset[str] = frozenset({"conformal"})
+
+__all__ = ["DATASET_KINDS", "MASKLESS_KINDS", "dataset_has_masks", "open_dataset", *sorted(_LAZY)]
+
+
+def dataset_has_masks(kind: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether a data set of ``kind`` opened with reader ``options`` has pixel masks, without
+    opening it (for messages and summaries).
+
+    >>> dataset_has_masks("conformal"), dataset_has_masks("mvtec"), dataset_has_masks("folder", {"has_masks": False})
+    (False, True, False)
+    """
+    key = kind.lower().strip() if isinstance(kind, str) else kind
+    return key not in MASKLESS_KINDS and bool((options or {}).get("has_masks", True))
 
 
 def open_dataset(kind: str, root: str | os.PathLike[str] | None = None, *,
@@ -75,6 +89,10 @@ def open_dataset(kind: str, root: str | os.PathLike[str] | None = None, *,
     ``root`` is required for mvtec, visa and folder; optional for textures (default folder,
     generated on first use) and conformal (the installed package). Other keyword arguments go
     to the reader class (e.g. ``missing_masks="warn"``, ``seed=``, ``n_train=``).
+
+    Every reader takes ``limit_per_type=N``: keep the first N test images of each (category,
+    defect type) in sorted image-id order, and every training image (a deterministic subset for
+    quick runs; ``cfviz evaluate --limit-per-type N``). N must be an int >= 1.
 
     Raises
     ------

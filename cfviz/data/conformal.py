@@ -10,9 +10,10 @@ Category ``"textile"``; defect types ``"good"`` (nominal), ``"local"`` and ``"gl
 The package has no train/test split, so a seeded one is made here: the nominal images are
 shuffled with ``numpy.random.default_rng(seed)`` (after sorting by name) and the first
 ``n_train`` go to ``train`` (the pool for k-shot references); the rest of the nominal images
-and all defective ones form ``test``. ``limit_per_type`` keeps at most that many test images
-per defect type (the first ones of a seeded shuffle of each type) for quick runs. The seed
-and parameters are in ``dataset.info``.
+and all defective ones form ``test``. ``limit_per_type`` keeps the first N test images of each
+defect type in sorted image-id order (the same rule as every reader, see
+:func:`cfviz.data.samples.limit_records`) for quick runs (the whole set is 1,900 test images).
+The seed and parameters are in ``dataset.info``.
 
 Example
 -------
@@ -32,7 +33,8 @@ import numpy as np
 
 from cfviz.data.images import is_image_file
 from cfviz.data.mvtec import as_category_list, choose_categories, split_names
-from cfviz.data.samples import NORMAL_DEFECT, AnomalyDataset, SampleRecord, make_image_id
+from cfviz.data.samples import (NORMAL_DEFECT, AnomalyDataset, SampleRecord, check_limit_per_type, limit_records,
+                                make_image_id)
 from cfviz.errors import DatasetError
 
 CONFORMAL_CATEGORY = "textile"
@@ -84,8 +86,9 @@ class ConformalTextiles(AnomalyDataset):
     categories : None or ``"textile"`` (the only category; accepted for a uniform API).
     split : ``"train"``, ``"test"`` (default) or ``"all"``.
     n_train : nominal images held out as the training pool for k-shot references.
-    limit_per_type : keep at most this many test images per defect type (None keeps all).
-    seed : seeds the split and the subsampling.
+    limit_per_type : keep the first N test images of each defect type in sorted image-id order
+        (None keeps all).
+    seed : seeds the train/test split.
 
     Raises
     ------
@@ -103,9 +106,7 @@ class ConformalTextiles(AnomalyDataset):
         for arg, value in (("n_train", n_train), ("seed", seed)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise DatasetError(f"{arg} must be a non-negative int, got {value!r}.")
-        if limit_per_type is not None and (isinstance(limit_per_type, bool)
-                                           or not isinstance(limit_per_type, (int, np.integer)) or limit_per_type < 1):
-            raise DatasetError(f"limit_per_type must be None or a positive int, got {limit_per_type!r}.")
+        limit_per_type = check_limit_per_type(limit_per_type)
         folders = conformal_folders(root)
         lists = {t: _list(f) for t, f in folders.items()}
         nominal = lists[NORMAL_DEFECT]
@@ -119,12 +120,6 @@ class ConformalTextiles(AnomalyDataset):
             "test": {NORMAL_DEFECT: [nominal[i] for i in order[n_train:]],
                      **{t: lists[t] for t in CONFORMAL_TYPES if t != NORMAL_DEFECT}},
         }
-        if limit_per_type is not None:
-            for t, files in by_split["test"].items():
-                if len(files) > limit_per_type:
-                    sub = np.random.default_rng([int(seed), 1 + list(CONFORMAL_TYPES).index(t)])
-                    keep = np.sort(sub.permutation(len(files))[:limit_per_type])
-                    by_split["test"][t] = [files[i] for i in keep]
         records = []
         for sp in splits:
             for t in CONFORMAL_TYPES:
@@ -132,6 +127,7 @@ class ConformalTextiles(AnomalyDataset):
                     label = 0 if t == NORMAL_DEFECT else 1
                     records.append(SampleRecord(f, None, label, CONFORMAL_CATEGORY, t, sp,
                                                 make_image_id(CONFORMAL_CATEGORY, sp, t, f.stem)))
+        records = limit_records(records, limit_per_type)
         try:
             import conformal_clip_data as ccd
             version = getattr(ccd, "__version__", "unknown") if root is None else None

@@ -20,7 +20,10 @@ Rules, so that nothing is guessed silently:
   use ``""`` for folders whose masks share the image's name.
 * Order is deterministic: categories by name, ``train`` before ``test``, ``good`` before the
   defect folders (by name), files by name.
-* Listing reads no pixels; mask sizes are checked when a sample is loaded.
+* Listing reads no pixels; mask sizes are checked when a sample is loaded. Masks are binarised
+  at half their range (:func:`cfviz.data.images.binarise_mask`; JPEG masks are warned about).
+* ``limit_per_type=N`` keeps the first N test images of each category and defect folder in
+  sorted image-id order (training images are all kept), for quick deterministic subsets.
 
 Example
 -------
@@ -38,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.data.images import IMAGE_EXTENSIONS, is_image_file
-from cfviz.data.samples import NORMAL_DEFECT, AnomalyDataset, SampleRecord, make_image_id
+from cfviz.data.samples import (NORMAL_DEFECT, AnomalyDataset, SampleRecord, check_limit_per_type, limit_records,
+                                make_image_id)
 from cfviz.errors import DatasetError
 
 MVTEC_CATEGORIES: tuple[str, ...] = (
@@ -126,6 +130,9 @@ class FolderDataset(AnomalyDataset):
         ``conversions["missing_mask"]`` and warned about once.
     has_masks : False for folders with no ``ground_truth`` at all (classification only): no
         masks are looked for and every ``Sample.mask`` is None.
+    limit_per_type : keep only the first N test images of each (category, defect type) in
+        sorted image-id order (None keeps all); see :func:`cfviz.data.samples.limit_records`.
+        Missing masks of images left out are not looked for.
 
     Raises
     ------
@@ -154,7 +161,8 @@ class FolderDataset(AnomalyDataset):
 
     def __init__(self, root: str | os.PathLike[str], categories: str | Iterable[str] | None = None,
                  split: str = "test", *, mask_suffix: str = "_mask", missing_masks: str = "error",
-                 has_masks: bool = True, name: str | None = None) -> None:
+                 has_masks: bool = True, limit_per_type: int | None = None, name: str | None = None) -> None:
+        limit_per_type = check_limit_per_type(limit_per_type)
         if missing_masks not in MISSING_MASK_POLICIES:
             raise DatasetError(f"missing_masks must be one of {MISSING_MASK_POLICIES}, got {missing_masks!r}.")
         if not isinstance(mask_suffix, str):
@@ -174,6 +182,9 @@ class FolderDataset(AnomalyDataset):
                                    f"<defect>/*{'|*'.join(IMAGE_EXTENSIONS)}). Fix: add the images, or leave the "
                                    "category out with categories=[...].")
             records.extend(cat_records)
+        records = limit_records(records, limit_per_type)
+        kept = {r.image_path for r in records}
+        missing = [(image, expected) for image, expected in missing if image in kept]
         if missing and missing_masks == "error":
             image, expected = missing[0]
             more = f" ({len(missing) - 1} more anomalous images lack masks)" if len(missing) > 1 else ""
@@ -183,6 +194,7 @@ class FolderDataset(AnomalyDataset):
         info: dict[str, Any] = {
             "kind": self.kind, "root": os.fspath(root_path), "split": split, "categories": chosen,
             "mask_suffix": mask_suffix, "missing_masks": missing_masks, "ignored_files": self._ignored,
+            "limit_per_type": limit_per_type,
         }
         super().__init__(records, has_masks=has_masks, root=root_path, name=name, info=info)
         for image, _ in missing:

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from cfviz.data.images import WARNED_CONVERSIONS, DataConversionWarning, read_image, read_mask
+from cfviz.data.images import WARNED_CONVERSIONS, DataConversionWarning, load_mask, read_image
 from cfviz.errors import DatasetError
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -62,7 +62,15 @@ _WARNING_TEXT = {
                        "Fix: save the images as 8-bit to silence this."),
     "missing_mask": ("is anomalous but has no mask; it is treated as unannotated (mask None, left out "
                      "of pixel metrics). Fix: add the mask, or use missing_masks='error' to stop on it."),
+    "mask_levels": ("(half its range, so defects keep the size they were drawn with; counting every value "
+                    "above 0 would grow each defect by its blurred border). Masks saved as JPEG (lossy) or "
+                    "with anti-aliased edges do this. Fix: save masks as PNG holding exactly two values "
+                    "(0 and 255) to silence this."),
+    "empty_mask": ("marks no defect pixel (all zero) although its image is anomalous. The image is kept: it "
+                   "counts for image metrics, and its pixels count as normal in pixel metrics. Fix: redraw the "
+                   "mask, or check that it belongs to its image."),
 }
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 def safe_id_part(text: str) -> str:
@@ -93,6 +101,50 @@ def _label_value(label: Any) -> int:
     if isinstance(label, (bool, np.bool_)) or label not in (0, 1):
         raise ValueError(f"label must be 0 (normal), 1 (anomalous), 'normal' or 'anomalous', got {label!r}")
     return int(label)
+
+
+def check_limit_per_type(limit: Any) -> int | None:
+    """Validate ``limit_per_type``: None (keep every image) or an int >= 1.
+
+    >>> check_limit_per_type(None), check_limit_per_type(3)
+    (None, 3)
+    >>> check_limit_per_type(0)
+    Traceback (most recent call last):
+    ...
+    cfviz.errors.DatasetError: limit_per_type must be None (every image) or an int >= 1, got 0. Fix: ...
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise DatasetError(f"limit_per_type must be None (every image) or an int >= 1, got {limit!r}. Fix: "
+                           "pass the number of test images to keep per category and defect type, e.g. 5 "
+                           "(--limit-per-type 5 on the command line).")
+    return int(limit)
+
+
+def limit_records(records: Iterable[SampleRecord], limit_per_type: int | None) -> list[SampleRecord]:
+    """Keep the first ``limit_per_type`` test records of each (category, defect type), in sorted
+    image-id order; training records are all kept, and the kept records stay in their order.
+
+    The subset depends only on the file names (no seed), so a run with ``limit_per_type=N`` sees
+    the same images every time and a larger N gives a superset of a smaller one.
+
+    >>> from pathlib import Path
+    >>> recs = [SampleRecord(Path(f"/x/{d}/{i}.png"), None, int(d != "good"), "tile", d, "test",
+    ...                      make_image_id("tile", "test", d, str(i))) for d in ("good", "crack") for i in (2, 0, 1)]
+    >>> [r.image_id for r in limit_records(recs, 2)]
+    ['tile/test/good/0', 'tile/test/good/1', 'tile/test/crack/0', 'tile/test/crack/1']
+    """
+    recs = list(records)
+    limit = check_limit_per_type(limit_per_type)
+    if limit is None:
+        return recs
+    groups: dict[tuple[str, str], list[SampleRecord]] = {}
+    for r in recs:
+        if r.split == "test":
+            groups.setdefault((r.category, r.defect_type), []).append(r)
+    keep = {r.image_id for g in groups.values() for r in sorted(g, key=lambda r: r.image_id)[:limit]}
+    return [r for r in recs if r.split != "test" or r.image_id in keep]
 
 
 @dataclass(frozen=True)
@@ -210,14 +262,22 @@ class AnomalyDataset:
     name : short name for messages (default: the class name).
     info : JSON-friendly facts about how the data set was opened (reader parameters, seeds).
 
-    ``conversions`` counts the image conversions met so far (see :mod:`cfviz.data.images`) and
-    the anomalous images listed without a mask (``"missing_mask"``); each lossy kind is warned
-    about once per data set with a :class:`~cfviz.data.images.DataConversionWarning`.
+    ``conversions`` counts the image conversions met so far (see :mod:`cfviz.data.images`), the
+    anomalous images listed without a mask (``"missing_mask"``), masks holding more than two
+    levels (``"mask_levels"``, e.g. JPEG masks; binarised at half their range) and anomalous
+    images whose mask is all zero (``"empty_mask"``; kept, see :meth:`load`); each lossy kind is
+    warned about once per data set with a :class:`~cfviz.data.images.DataConversionWarning`
+    that names one file.
+
+    ``mask_class_indices`` (a class attribute, True for VisA) says the reader's masks hold class
+    indices rather than intensities (see :func:`cfviz.data.images.binarise_mask`).
 
     Raises
     ------
     DatasetError : two records share an image id.
     """
+
+    mask_class_indices: bool = False
 
     def __init__(self, records: Iterable[SampleRecord], *, has_masks: bool = True,
                  root: str | os.PathLike[str] | None = None, name: str | None = None,
@@ -310,6 +370,13 @@ class AnomalyDataset:
                 and (labels is None or r.label in labels) and (defects is None or r.defect_type in defects)]
         return self._with_records(kept)
 
+    def limit_per_type(self, n: int) -> AnomalyDataset:
+        """A new data set keeping the first ``n`` test images of each (category, defect type) in
+        sorted image-id order, and every training image (see :func:`limit_records`)."""
+        new = self._with_records(limit_records(self._records, n))
+        new.info["limit_per_type"] = int(n)
+        return new
+
     def _with_records(self, records: Iterable[SampleRecord]) -> AnomalyDataset:
         new = copy.copy(self)
         new._records = tuple(records)
@@ -321,6 +388,12 @@ class AnomalyDataset:
     def load(self, record: SampleRecord) -> Sample:
         """Decode ``record`` into a :class:`Sample`.
 
+        Masks are binarised at half their range (:func:`cfviz.data.images.binarise_mask`); a mask
+        holding more than two levels is counted as ``"mask_levels"`` and warned about once. An
+        anomalous image whose mask is all zero is kept with that mask (it counts for image metrics;
+        its pixels count as normal in pixel metrics), counted as ``"empty_mask"`` and warned about
+        once, naming the mask file.
+
         Raises
         ------
         DatasetError : unreadable image or mask, or a mask whose size differs from its image.
@@ -329,7 +402,11 @@ class AnomalyDataset:
         image = read_image(record.image_path, conversions=conv)
         mask: np.ndarray | None
         if record.mask_path is not None:
-            mask = read_mask(record.mask_path)
+            mask, levels = load_mask(record.mask_path, class_indices=self.mask_class_indices)
+            if not levels.two_level:
+                self.note("mask_levels", record.mask_path, detail=levels.describe())
+            if record.label == 1 and not mask.any():
+                self.note("empty_mask", record.mask_path, detail=f"(the mask of {record.image_path})")
             if mask.shape != image.shape[:2]:
                 (ih, iw), (mh, mw) = image.shape[:2], mask.shape
                 raise DatasetError(
@@ -346,15 +423,28 @@ class AnomalyDataset:
                       defect_type=record.defect_type, image_path=record.image_path,
                       mask_path=record.mask_path, split=record.split, image_id=record.image_id)
 
-    def note(self, kind: str, path: str | os.PathLike[str], n: int = 1) -> None:
-        """Count ``n`` conversions of ``kind`` for ``path``; warn once per lossy kind."""
+    def note(self, kind: str, path: str | os.PathLike[str], n: int = 1, *, detail: str = "") -> None:
+        """Count ``n`` conversions of ``kind`` for ``path``; warn once per lossy kind.
+
+        ``detail`` (e.g. the values a mask holds) goes into the warning after the file name.
+        """
         self._state.conversions[kind] += n
         if kind in WARNED_CONVERSIONS and kind not in self._state.warned:
             self._state.warned.add(kind)
             text = _WARNING_TEXT.get(kind, "was converted.")
-            warnings.warn(f"{self.name}: {path} {text} This warning is shown once per data set; "
-                          f"dataset.conversions[{kind!r}] counts every case.",
+            if detail:
+                text = f"{detail} {text}"
+            warnings.warn(f"{self.name}: {path} {text}{self._how_many(kind)} This warning is shown once per "
+                          f"data set; dataset.conversions[{kind!r}] counts every case.",
                           DataConversionWarning, stacklevel=3)
+
+    def _how_many(self, kind: str) -> str:
+        """What the records tell cheaply (file names only) about how many files a warning concerns."""
+        if kind != "mask_levels":
+            return ""
+        masks = [r.mask_path for r in self._records if r.mask_path is not None]
+        jpeg = sum(1 for m in masks if m.suffix.lower() in JPEG_EXTENSIONS)
+        return f" {jpeg} of the {len(masks)} mask files of this data set are JPEG files." if jpeg else ""
 
     # -- few-shot references ---------------------------------------------------------------
     def reference_samples(self, category: str, k: int, seed: int = 0) -> list[SampleRecord]:

@@ -477,6 +477,8 @@ class TexturesDataset(FolderDataset):
     split : ``"train"``, ``"test"`` (default) or ``"all"``.
     seed : generator seed.
     categories_generated : the ``categories`` argument of :func:`generate_textures`.
+    limit_per_type : keep the first N test images of each (category, defect type) in sorted
+        image-id order (None keeps all); the files are generated as usual.
     **params : other :func:`generate_textures` parameters (image_size, n_train, ...).
 
     The folder is regenerated when it was made with another seed or other parameters, so the
@@ -494,9 +496,12 @@ class TexturesDataset(FolderDataset):
 
     def __init__(self, root: str | os.PathLike[str] | None = None, categories: str | Iterable[str] | None = None,
                  split: str = "test", *, seed: int = 0, categories_generated: Sequence[str] = TEXTURE_CATEGORIES,
-                 name: str | None = None, **params: Any) -> None:
+                 limit_per_type: int | None = None, name: str | None = None, **params: Any) -> None:
+        from cfviz.data.samples import check_limit_per_type
+
+        check_limit_per_type(limit_per_type)  # before generating anything
         path = ensure_textures(root, seed=seed, categories=categories_generated, **params)
-        super().__init__(path, categories, split, name=name)
+        super().__init__(path, categories, split, limit_per_type=limit_per_type, name=name)
         from cfviz._version import __version__
 
         self.info.update({"seed": seed, "cfviz_version": __version__,

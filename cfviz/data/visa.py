@@ -7,7 +7,9 @@ The extracted archive holds ``<category>/Data/Images/{Normal,Anomaly}/*.JPG``,
 empty for normal images). This reader follows the split file and does not copy anything.
 
 VisA masks hold class indices (0 background, 1, 2, ... per defect region), so they are
-binarised on load (any value above 0 is a defect pixel). ``defect_type`` is ``"good"`` for
+binarised on load with any value above 0 a defect pixel (``mask_class_indices``); a mask whose
+largest value is above 127 holds intensities and is binarised at half its range instead (see
+:func:`cfviz.data.images.binarise_mask`). ``defect_type`` is ``"good"`` for
 normal and ``"anomaly"`` for anomalous images: the split file has no finer defect names.
 
 A VisA copy already converted by anomalib to the MVTec layout (``visa_pytorch``, masks named
@@ -29,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.data.mvtec import MISSING_MASK_POLICIES, as_category_list, choose_categories, split_names
-from cfviz.data.samples import NORMAL_DEFECT, AnomalyDataset, SampleRecord, make_image_id
+from cfviz.data.samples import (NORMAL_DEFECT, AnomalyDataset, SampleRecord, check_limit_per_type, limit_records,
+                                make_image_id)
 from cfviz.errors import DatasetError
 
 VISA_CATEGORIES: tuple[str, ...] = (
@@ -88,6 +91,8 @@ class VisA(AnomalyDataset):
         to ``root``.
     missing_masks : ``"error"`` (default) or ``"warn"``, for anomalous rows with an empty mask
         column (as in :class:`~cfviz.data.mvtec.FolderDataset`).
+    limit_per_type : keep only the first N test images of each (category, label) in sorted
+        image-id order (None keeps all); see :func:`cfviz.data.samples.limit_records`.
 
     Raises
     ------
@@ -111,10 +116,12 @@ class VisA(AnomalyDataset):
     """
 
     kind = "visa"
+    mask_class_indices = True
 
     def __init__(self, root: str | os.PathLike[str], categories: str | Iterable[str] | None = None,
                  split: str = "test", *, split_csv: str | os.PathLike[str] | None = None,
-                 missing_masks: str = "error", name: str | None = None) -> None:
+                 missing_masks: str = "error", limit_per_type: int | None = None, name: str | None = None) -> None:
+        limit_per_type = check_limit_per_type(limit_per_type)
         if missing_masks not in MISSING_MASK_POLICIES:
             raise DatasetError(f"missing_masks must be one of {MISSING_MASK_POLICIES}, got {missing_masks!r}.")
         root_path = Path(root).expanduser()
@@ -165,6 +172,12 @@ class VisA(AnomalyDataset):
             raise DatasetError(f"VisA split file {csv_path} points to files that do not exist: {shown}. Fix: check "
                                "that root is the extracted VisA folder (paths in the file are relative to it) and "
                                "that the archive was extracted completely.")
+        order = {s: i for i, s in enumerate(splits)}
+        rank = {c: i for i, c in enumerate(chosen)}
+        records.sort(key=lambda r: (rank[r.category], order[r.split], r.label, os.fspath(r.image_path)))
+        records = limit_records(records, limit_per_type)
+        kept = {r.image_path for r in records}
+        missing_masks_rows = [m for m in missing_masks_rows if m in kept]
         if missing_masks_rows and missing_masks == "error":
             more = f" ({len(missing_masks_rows) - 1} more)" if len(missing_masks_rows) > 1 else ""
             raise DatasetError(f"anomalous image {missing_masks_rows[0]} has an empty mask column in {csv_path}{more}. "
@@ -174,12 +187,9 @@ class VisA(AnomalyDataset):
             if not any(r.category == cat for r in records):
                 raise DatasetError(f"category {cat!r} has no rows with split {split!r} in {csv_path}. Fix: choose "
                                    "another split, or leave the category out.")
-        order = {s: i for i, s in enumerate(splits)}
-        rank = {c: i for i, c in enumerate(chosen)}
-        records.sort(key=lambda r: (rank[r.category], order[r.split], r.label, os.fspath(r.image_path)))
         info: dict[str, Any] = {"kind": self.kind, "root": os.fspath(root_path), "split": split,
                                 "split_csv": os.fspath(csv_path), "categories": chosen,
-                                "missing_masks": missing_masks}
+                                "missing_masks": missing_masks, "limit_per_type": limit_per_type}
         super().__init__(records, has_masks=True, root=root_path, name=name, info=info)
         for image in missing_masks_rows:
             self.note("missing_mask", image)

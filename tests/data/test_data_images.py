@@ -96,9 +96,18 @@ def test_32bit_and_float_tiffs(tmp_path):
 
 
 def test_mask_binarised_from_class_indices_and_255(tmp_path):
-    m = np.array([[0, 1, 2], [0, 255, 7]], np.uint8)
-    out = read_mask(_save(tmp_path / "m.png", m))
+    # class indices (VisA): every value above 0 is a defect
+    out = read_mask(_save(tmp_path / "i.png", np.array([[0, 1, 2], [0, 3, 7]], np.uint8)), class_indices=True)
     assert out.dtype == np.uint8 and out.tolist() == [[0, 1, 1], [0, 1, 1]]
+    # intensities: cut at half the mask's range (255 / 2), so faint values are background
+    c = Counter()
+    out = read_mask(_save(tmp_path / "m.png", np.array([[0, 1, 2], [0, 255, 7]], np.uint8)), conversions=c)
+    assert out.dtype == np.uint8 and out.tolist() == [[0, 0, 0], [0, 1, 0]]
+    assert c["mask_levels"] == 1  # more than two levels: counted (the data set warns once)
+    # a clean 0/1 mask and an all-255 mask are binary as they are
+    assert read_mask(_save(tmp_path / "b.png", np.array([[0, 1]], np.uint8)), conversions=c).tolist() == [[0, 1]]
+    assert read_mask(_save(tmp_path / "f.png", np.full((1, 2), 255, np.uint8)), conversions=c).tolist() == [[1, 1]]
+    assert c["mask_levels"] == 1
 
 
 def test_colour_mask_ignores_alpha(tmp_path):
