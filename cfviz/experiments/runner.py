@@ -184,6 +184,7 @@ def summarize(frame: Any) -> Any:
 
 def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights: bool) -> str:
     """The Markdown tables: means ± std per method and shots, per-category detail, published numbers."""
+    from cfviz.data import dataset_has_masks
     from cfviz.experiments.published import published_frame
 
     lines = [f"# cfviz evaluation: {spec.dataset}", ""]
@@ -191,6 +192,18 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
         lines += [f"> **{RANDOM_WEIGHTS_NOTE}**", ""]
     lines += [f"Categories: {', '.join(sorted(frame['category'].unique()))}. Seeds: {list(spec.seeds)}. "
               "Values in %, mean over categories; ± is the std over seeds (k-shot references differ per seed).", ""]
+    # say when and why pixel metrics are missing (a mask-less data set, or categories without usable masks)
+    cats = sorted(frame["category"].unique())
+    with_pixel = set(frame.loc[frame["metric"].str.startswith("pixel_"), "category"])
+    no_pixel = [c for c in cats if c not in with_pixel]
+    if no_pixel and not dataset_has_masks(spec.dataset, spec.dataset_options):
+        lines += [f"> **Pixel metrics skipped: the {spec.dataset} data set has no pixel masks (image labels only), "
+                  "so only image metrics are reported.**", ""]
+    elif no_pixel:
+        which = "every category" if len(no_pixel) == len(cats) else "categories " + ", ".join(no_pixel)
+        lines += [f"> **Pixel metrics skipped for {which}: an anomalous test image there has no mask (kept as "
+                  "unannotated), or no mask marks a defect pixel at the evaluation size; only image metrics are "
+                  "reported for them.**", ""]
     metrics = [m for m in METRIC_ORDER if m in set(summary["metric"])]
     pub = published_frame()
     real_data = spec.dataset in ("mvtec", "visa") and not random_weights
@@ -220,7 +233,6 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, shots, category), grp in per_cat.groupby(["method", "shots", "category"], sort=True):
         vals = {r.metric: r.value for r in grp.itertuples()}
-    from cfviz.data import dataset_has_masks
         lines.append("| " + " | ".join([method, str(shots), category,
                                         *[f"{100 * vals[m]:.1f}" if m in vals else "–" for m in metrics]]) + " |")
     return "\n".join(lines) + "\n"
@@ -228,18 +240,6 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
 
 def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:
     """Write results.csv, summary.md and run.json atomically into ``result.out_dir``."""
-    # say when and why pixel metrics are missing (a mask-less data set, or categories without usable masks)
-    cats = sorted(frame["category"].unique())
-    with_pixel = set(frame.loc[frame["metric"].str.startswith("pixel_"), "category"])
-    no_pixel = [c for c in cats if c not in with_pixel]
-    if no_pixel and not dataset_has_masks(spec.dataset, spec.dataset_options):
-        lines += [f"> **Pixel metrics skipped: the {spec.dataset} data set has no pixel masks (image labels only), "
-                  "so only image metrics are reported.**", ""]
-    elif no_pixel:
-        which = "every category" if len(no_pixel) == len(cats) else "categories " + ", ".join(no_pixel)
-        lines += [f"> **Pixel metrics skipped for {which}: an anomalous test image there has no mask (kept as "
-                  "unannotated), or no mask marks a defect pixel at the evaluation size; only image metrics are "
-                  "reported for them.**", ""]
     out = result.out_dir
     atomic_write_with(out / "results.csv", lambda tmp: result.frame.to_csv(tmp, index=False))
     atomic_write_text(out / "summary.md", summary_markdown(result.frame, result.summary, spec,
