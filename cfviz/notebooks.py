@@ -111,11 +111,48 @@ class NotebookSession:
             raise KeyError(f"image_id {image_id!r} is not in the data set")
         return self.dataset.load(rec).image
 
+    def summary_table(self) -> Any:
+        """The run's summary in percent, one row per method and shots (see :func:`summary_table`)."""
+        return summary_table(self.result.summary)
+
     def save(self, fig: Any, name: str) -> list[Path]:
         """Save ``fig`` as PNG and PDF under ``figures_dir`` (see :func:`cfviz.viz.save_figure`)."""
         from cfviz.viz import save_figure
 
         return save_figure(fig, name, out_dir=self.figures_dir)
+
+
+def summary_table(summary: Any) -> Any:
+    """``result.summary`` (fractions) as people read it: percent, one column per metric, "(%)" in each name.
+
+    Rows are (method, shots); cells are the mean over categories and seeds, rounded to 0.1;
+    with several seeds a ``... std (%)`` column follows each metric.
+
+    >>> import pandas as pd
+    >>> s = pd.DataFrame({"method": ["m"], "shots": [0], "metric": ["image_auroc"], "mean": [0.9123],
+    ...                   "std": [0.0], "n_seeds": [1], "unit": ["fraction"]})
+    >>> summary_table(s).to_dict("list")
+    {'method': ['m'], 'shots': [0], 'image_auroc (%)': [91.2]}
+    """
+    import pandas as pd
+
+    from cfviz.experiments.runner import METRIC_ORDER
+
+    if summary is None or len(summary) == 0:
+        return pd.DataFrame(columns=["method", "shots"])
+    unit = set(summary["unit"]) if "unit" in summary else {"fraction"}
+    if unit != {"fraction"}:
+        raise ValueError(f"summary is in {sorted(unit)}; summary_table expects result.summary (fractions)")
+    metrics = [m for m in METRIC_ORDER if m in set(summary["metric"])]
+    metrics += sorted(set(summary["metric"]) - set(metrics))
+    several = bool((summary["n_seeds"] > 1).any())
+    out = summary.pivot_table(index=["method", "shots"], columns="metric", values=["mean", "std"])
+    table = pd.DataFrame(index=out.index)
+    for m in metrics:
+        table[f"{m} (%)"] = (100 * out[("mean", m)]).round(1)
+        if several:
+            table[f"{m} std (%)"] = (100 * out[("std", m)]).round(1)
+    return table.reset_index()
 
 
 def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny",
@@ -289,3 +326,85 @@ def output_problems(nb_path: str | Path) -> list[str]:
         if cell.get("execution_count") is not None:
             problems.append(f"cell {i} has execution_count {cell['execution_count']}")
     return problems
+
+
+# ---------------------------------------------------------------------------------- stripping
+#: Cell metadata that only records a run (JupyterLab's execution timing); removed with the outputs.
+RUN_CELL_METADATA = ("execution",)
+#: Notebook metadata that only records a run (saved ipywidgets state, e.g. notebook 02's explorer).
+RUN_NOTEBOOK_METADATA = ("widgets",)
+
+
+def strip_notebook(nb: dict[str, Any]) -> dict[str, Any]:
+    """``nb`` (notebook JSON as a dict) without outputs, execution counts and run-only metadata.
+
+    Works in place and returns ``nb``; idempotent.
+
+    >>> nb = {"cells": [{"cell_type": "code", "source": "1", "metadata": {"execution": {}},
+    ...                  "execution_count": 3, "outputs": [{"output_type": "stream", "text": "1"}]}],
+    ...       "metadata": {"widgets": {}}}
+    >>> strip_notebook(nb) == {"cells": [{"cell_type": "code", "source": "1", "metadata": {},
+    ...                                   "execution_count": None, "outputs": []}], "metadata": {}}
+    True
+    """
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        for key in RUN_CELL_METADATA:
+            cell.get("metadata", {}).pop(key, None)
+    for key in RUN_NOTEBOOK_METADATA:
+        nb.get("metadata", {}).pop(key, None)
+    return nb
+
+
+def strip_text(text: str) -> str:
+    """The notebook file ``text`` without outputs (see :func:`strip_notebook`).
+
+    A notebook that is already clean comes back unchanged byte for byte, so the git filter
+    never marks an untouched notebook as modified; one that was not is written as nbformat
+    writes it (one-space indent, sorted keys).
+    """
+    nb = json.loads(text)
+    before = json.dumps(nb, sort_keys=True)
+    strip_notebook(nb)
+    if json.dumps(nb, sort_keys=True) == before:
+        return text
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _strip_main(paths: Sequence[str]) -> int:
+    """``python -m cfviz.notebooks strip [FILE ...]``: files in place, or stdin to stdout (a git filter)."""
+    import sys
+
+    if not paths:
+        text = sys.stdin.buffer.read().decode("utf-8")
+        try:
+            out = strip_text(text)
+        except json.JSONDecodeError:
+            out = text  # not a notebook git can use: hand it back untouched rather than fail the commit
+        sys.stdout.buffer.write(out.encode("utf-8"))
+        return 0
+    for p in map(Path, paths):
+        text = p.read_text(encoding="utf-8")
+        out = strip_text(text)
+        if out != text:
+            p.write_text(out, encoding="utf-8")
+            print(f"stripped {p}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m cfviz.notebooks``; the one subcommand is ``strip``."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "strip":
+        print("usage: python -m cfviz.notebooks strip [NOTEBOOK ...]  (no file: stdin to stdout, "
+              "as the git filter 'cfviz-strip' that `make` sets up)", file=sys.stderr)
+        return 2
+    return _strip_main(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -123,15 +123,20 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
         default the middle captured one).
     pairs:
         ``(query, reference)`` pairs; default every pair of the captured timesteps / stored blocks.
+        Blocks may be given by short name (``"up1"``) or module path (``"up_blocks.1"``).
     shots, seeds:
         k normal references and the seeds of their draws (one row per seed: the seed is recorded).
 
     Returns
     -------
     DataFrame with columns category, shots, seed, kind, query, reference, matched, metric, value.
+    Metric values are fractions in [0, 1] (figures and tables show them in %). Blocks are named
+    by their short names (``up1``; :func:`cfviz.capture.naming.module_path` gives ``up_blocks.1``).
     """
     import pandas as pd
 
+    from cfviz.capture.naming import module_path, short_name, short_names
+    from cfviz.errors import CfvizError
     from cfviz.experiments.scoring import extraction_of, load_masks
 
     if kind not in ("timestep", "block"):
@@ -141,11 +146,19 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
     if pairs is None:
         pairs = matching_pairs(list(extraction.timesteps) if kind == "timestep" else list(extraction.features))
     if kind == "block":
-        stored = set(extraction.features)
-        bad = sorted({b for p in pairs for b in p} - stored)
+        stored = list(extraction.features)
+
+        def resolve(b: Any) -> str | None:
+            try:
+                return module_path(str(b), stored)
+            except CfvizError:
+                return None
+        bad = sorted({str(b) for p in pairs for b in p if resolve(b) is None})
         if bad:
-            raise ValueError(f"blocks {bad} were not stored (stored: {sorted(stored)}); add them to "
-                             "ExtractionConfig.features and extract into a new store")
+            raise ValueError(f"blocks {bad} were not stored (stored: {', '.join(short_names(stored))} = "
+                             f"{', '.join(stored)}); add them to ExtractionConfig.features and extract into a "
+                             "new store")
+        pairs = [(resolve(q), resolve(r)) for q, r in pairs]
     rows: list[dict[str, Any]] = []
     for category in _categories(dataset, categories):
         tests = [r for r in dataset.records if r.category == category and r.split == "test"]
@@ -158,9 +171,11 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
                     sc = replace(scoring, visual_block=q, reference_block=r)
                 labels, scores, maps, _ = visual_predictions(store, dataset, category, shots=shots, seed=seed,
                                                              scoring=sc, extraction=extraction, masks=masks)
+                # blocks are shown by their short names (up1), like every figure and the explorer
+                qn, rn = (short_name(q), short_name(r)) if kind == "block" else (q, r)
                 for metric, value in metric_values(labels, scores, masks, maps, metrics).items():
-                    rows.append({"category": category, "shots": shots, "seed": seed, "kind": kind, "query": q,
-                                 "reference": r, "matched": q == r, "metric": metric, "value": value})
+                    rows.append({"category": category, "shots": shots, "seed": seed, "kind": kind, "query": qn,
+                                 "reference": rn, "matched": q == r, "metric": metric, "value": value})
     return pd.DataFrame(rows)
 
 

@@ -9,8 +9,12 @@ Example
 >>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c", "d"],
 ...                 labels=np.array([0, 0, 1, 1]), masks=None, maps=np.zeros((4, 2, 2), np.float32),
 ...                 scores=np.array([0.1, 0.9, 0.2, 0.8], np.float32), defect_types=["good", "good", "hole", "cut"])
->>> rank_failures(p, k=1)[["kind", "image_id"]].values.tolist()
-[['false positive', 'b'], ['false negative', 'c']]
+>>> rank_failures(p, k=1, threshold=0.5)[["kind", "image_id", "case"]].values.tolist()
+[['false positive', 'b', 'false positive #1'], ['false negative', 'c', 'false negative #1']]
+>>> rank_failures(p, k=2, threshold=0.5)["case"].tolist()[1]  # 'a' (0.1) is below 0.5: classified correctly
+'highest-scoring normal #2 (correct)'
+>>> rank_failures(p, k=1)["case"].tolist()  # at the F1-max threshold (0.2) 'c' is detected
+['false positive #1', 'lowest-scoring anomalous #1 (correct)']
 """
 
 from __future__ import annotations
@@ -30,13 +34,34 @@ def _threshold(p: Any, threshold: float | None) -> float:
     return float(image_metrics(p.labels, p.scores)["image_f1_threshold"])
 
 
+def case_title(kind: str, rank: int, wrong: bool) -> str:
+    """How a ranked case is called on screen: a failure only when it is one.
+
+    The ``k`` highest-scoring normal images are not all false positives: only those at or above
+    the threshold are; the others are "highest-scoring normal #r (correct)".
+
+    >>> case_title("false positive", 2, True), case_title("false negative", 1, False)
+    ('false positive #2', 'lowest-scoring anomalous #1 (correct)')
+    """
+    if wrong:
+        return f"{kind} #{rank}"
+    if kind not in _CORRECT_TITLES:
+        raise ValueError(f"kind must be one of {sorted(_CORRECT_TITLES)}, got {kind!r}")
+    return f"{_CORRECT_TITLES[kind]} #{rank} (correct)"
+
+
+_CORRECT_TITLES = {"false positive": "highest-scoring normal", "false negative": "lowest-scoring anomalous"}
+
+
 def rank_failures(p: Any, k: int = 4, threshold: float | None = None) -> Any:
     """The ``k`` highest-scoring normal images and the ``k`` lowest-scoring anomalous ones.
 
     ``threshold`` (default: the F1-max threshold of the image scores) decides ``wrong``: whether
-    the image is misclassified at that threshold. Rank 1 is the worst case of each kind.
+    the image is misclassified at that threshold. Rank 1 is the worst case of each kind. ``kind``
+    says which end was ranked; ``case`` is the label to show (:func:`case_title`): "false positive
+    #2" only when the image is one.
 
-    Returns a DataFrame: kind, rank, image_id, label, defect_type, score, threshold, wrong.
+    Returns a DataFrame: kind, rank, case, image_id, label, defect_type, score, threshold, wrong.
     """
     import pandas as pd
 
@@ -49,8 +74,9 @@ def rank_failures(p: Any, k: int = 4, threshold: float | None = None) -> Any:
     parts = []
     for kind, part, wrong in (("false positive", fp, fp.score >= thr), ("false negative", fn, fn.score < thr)):
         part = part.assign(kind=kind, rank=np.arange(1, len(part) + 1), threshold=thr, wrong=wrong.values)
+        part["case"] = [case_title(kind, r, bool(w)) for r, w in zip(part["rank"], part["wrong"])]
         parts.append(part)
-    cols = ["kind", "rank", "image_id", "label", "defect_type", "score", "threshold", "wrong"]
+    cols = ["kind", "rank", "case", "image_id", "label", "defect_type", "score", "threshold", "wrong"]
     return pd.concat(parts, ignore_index=True)[cols]
 
 

@@ -8,7 +8,8 @@ figure, e.g. :data:`~cfviz.viz.style.OFFLINE_NOTE` for numbers from the offline 
 
 Modules: ``style`` (style, captions, saving), ``overlays`` (map over image, a row of maps),
 ``grids`` (timestep x block and token grids), ``clipviz`` (CLIP window and patch scores),
-``ablation`` (heat maps, alpha curves, bars), ``gallery`` (failure cases, qualitative grid).
+``ablation`` (heat maps, alpha curves, bars), ``gallery`` (image galleries, qualitative grid),
+``failures`` (ranked failure cases, their attention, branch disagreement).
 
 Importing :mod:`cfviz.viz` does not import matplotlib: names resolve on first use.
 
@@ -34,7 +35,7 @@ _LAZY: dict[str, str] = {
     # overlays
     "overlay": ".overlays", "maps_row": ".overlays", "resize_bilinear": "._common",
     # grids
-    "timestep_block_grid": ".grids", "token_grid": ".grids", "short_name": ".grids", "timestep_label": ".grids",
+    "timestep_block_grid": ".grids", "token_grid": ".grids", "short_name": ".grids", "module_path": "cfviz.capture.naming", "timestep_label": ".grids",
     # clip
     "window_scores_to_map": ".clipviz", "plot_window_scores": ".clipviz", "plot_patch_scores": ".clipviz",
     "clip_scores_figure": ".clipviz",
@@ -42,6 +43,8 @@ _LAZY: dict[str, str] = {
     "ablation_heatmap": ".ablation", "alpha_curves": ".ablation", "metric_bars": ".ablation",
     # gallery
     "gallery": ".gallery", "qualitative_grid": ".gallery",
+    # failure cases
+    "failure_gallery": ".failures", "case_attention_grid": ".failures", "disagreement_figure": ".failures",
 }
 
 __all__ = sorted(_LAZY)

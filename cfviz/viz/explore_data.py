@@ -10,9 +10,9 @@ Example
 >>> data = ImageData(image_id="x", image=np.zeros((32, 32, 3), np.uint8), mask=None, label=0,
 ...                  defect_type="good", timesteps=[100.0, 400.0], tokens=["damage"],
 ...                  attention={"up_blocks.1.attn": np.stack([np.zeros((1, 8, 8)), np.ones((1, 8, 8))])})
->>> attention_map(data, "up_blocks.1.attn", step=1, token="damage").mean()
+>>> float(attention_map(data, "up_blocks.1.attn", step=1, token="damage").mean())
 1.0
->>> fused_map({"clip_language": np.ones((4, 4)), "diff_language": np.zeros((4, 4))}, alpha=0.25, sigma=0)[0, 0]
+>>> float(fused_map({"clip_language": np.ones((4, 4)), "diff_language": np.zeros((4, 4))}, alpha=0.25, sigma=0)[0, 0])
 0.25
 """
 
@@ -55,8 +55,33 @@ class ImageData:
 
     @property
     def layers(self) -> list[str]:
-        """Captured cross-attention layers, coarse-to-fine order as stored, plus :data:`ALL_LAYERS`."""
+        """Captured cross-attention layers (module paths), in stored order, plus :data:`ALL_LAYERS`."""
         return [ALL_LAYERS, *self.attention]
+
+
+def layer_label(layer: str) -> str:
+    """What a layer is called on screen: its short name (``up1.attn0``), or :data:`ALL_LAYERS`.
+
+    >>> layer_label("up_blocks.1.attentions.0.transformer_blocks.0.attn2"), layer_label(ALL_LAYERS)
+    ('up1.attn0', 'mean over layers')
+    """
+    from cfviz.capture.naming import short_name
+
+    return layer if layer == ALL_LAYERS else short_name(layer)
+
+
+def layer_options(data: ImageData) -> list[tuple[str, str]]:
+    """Dropdown options ``(short name, module path)`` for the image's layers (one readable name each)."""
+    from cfviz.capture.naming import short_names
+
+    return [(ALL_LAYERS, ALL_LAYERS), *zip(short_names(list(data.attention)), data.attention)]
+
+
+def layer_caption(layer: str) -> str:
+    """One line saying which module(s) a layer label stands for (for a caption or a tooltip)."""
+    if layer == ALL_LAYERS:
+        return "layer: mean over every captured cross-attention layer"
+    return f"layer {layer_label(layer)} = {layer}"
 
 
 def load_image_data(store: Any, dataset: Any, image_id: str, predictions: Any = None) -> ImageData:
@@ -156,7 +181,6 @@ def attention_figure(data: ImageData, *, layer: str = ALL_LAYERS, step: int = 0,
                      note: str | None = None, panel_size: float = 2.2) -> Any:
     """Cross-attention over the image beside the CLIP window scores (top windows outlined)."""
     from cfviz.viz.clipviz import plot_window_scores
-    from cfviz.viz.grids import short_name
     from cfviz.viz.overlays import overlay
     from cfviz.viz.style import add_note, new_figure, style_context
 
@@ -166,7 +190,7 @@ def attention_figure(data: ImageData, *, layer: str = ALL_LAYERS, step: int = 0,
         axes = fig.subplots(1, 2 if has_clip else 1, squeeze=False)[0]
         heat = attention_map(data, layer, step, token)
         tok = token if isinstance(token, str) else data.tokens[int(token)] if data.tokens else f"#{token}"
-        lname = layer if layer == ALL_LAYERS else short_name(layer)
+        lname = layer_label(layer)
         overlay(axes[0], data.image, heat, alpha=opacity, mask=data.mask if show_mask else None,
                 title=f"attention '{tok}', t={data.timesteps[step]:g}\n{lname}", label="cross-attention")
         if has_clip:
@@ -176,7 +200,8 @@ def attention_figure(data: ImageData, *, layer: str = ALL_LAYERS, step: int = 0,
                                alpha=opacity, mask=data.mask if show_mask else None, legend=False,
                                title=f"CLIP windows {s}x{s}")
         fig.suptitle(f"{data.image_id} ({data.defect_type})")
-        add_note(fig, note)
+        # the short layer name is in the title; the caption says which module it is
+        add_note(fig, f"{layer_caption(layer)}. {note}" if note else layer_caption(layer) + ".")
     return fig
 
 
@@ -217,6 +242,24 @@ def image_choices(predictions: Any | Sequence[Any]) -> list[tuple[str, tuple[int
             kind = p.defect_types[i] if p.defect_types else ("anomalous" if p.labels[i] else "normal")
             out.append((f"{image_id} [{kind}]", (j, i)))
     return out
+
+
+def default_choice(predictions: Any | Sequence[Any]) -> tuple[int, int]:
+    """The image the explorer opens on: the highest-scoring anomalous image (something to see).
+
+    Falls back to the first anomalous image when the predictions carry no scores, and to the first
+    image when there is no anomalous one.
+    """
+    preds = [predictions] if hasattr(predictions, "image_ids") else list(predictions)
+    best, best_score = None, -np.inf
+    for j, p in enumerate(preds):
+        labels = np.asarray(p.labels)
+        scores = getattr(p, "scores", None)
+        for i in np.flatnonzero(labels == 1):
+            score = float(scores[i]) if scores is not None else -i
+            if best is None or score > best_score:
+                best, best_score = (j, int(i)), score
+    return best if best is not None else (0, 0)
 
 
 def attention_blocks(store: Any, image_id: str, *, token: str | int = 0, size: int = 64) -> Any:

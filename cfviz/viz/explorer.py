@@ -4,7 +4,12 @@ Controls: image picker, timestep slider, layer selector, token selector, overlay
 ground-truth toggle, CLIP window scale and the fusion weight alpha. Two views: cross-attention
 beside CLIP window scores (changes with timestep, layer, token) and the four branch maps with
 the fused map and its live per-image metrics (changes with alpha). The store is read once per
-image; a slider only slices arrays and redraws, it never runs a model.
+image; a slider only slices arrays and redraws, it never runs a model. It opens on the
+highest-scoring anomalous image. :meth:`AttentionExplorer.attention_figure` and
+:meth:`AttentionExplorer.fusion_figure` return the views exactly as on screen (for a paper figure).
+
+Layers are listed by their short names (``up1.attn0``, see :mod:`cfviz.capture.naming`); the
+dropdown's tooltip and the view's caption give the module path.
 
 Example
 -------
@@ -57,13 +62,13 @@ class AttentionExplorer:
         self._renders: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._render_cache_size = render_cache_size
         choices = ed.image_choices(self.predictions)
-        self.image = w.Dropdown(options=choices, value=choices[0][1], description="image",
+        self.image = w.Dropdown(options=choices, value=ed.default_choice(self.predictions), description="image",
                                 layout=w.Layout(width="420px"))
         first = self.data
         self.timestep = w.SelectionSlider(options=[(f"{t:g}", i) for i, t in enumerate(first.timesteps)],
                                           value=0, description="timestep", continuous_update=True)
-        self.layer = w.Dropdown(options=first.layers, value=ed.ALL_LAYERS, description="layer",
-                                layout=w.Layout(width="480px"))
+        self.layer = w.Dropdown(options=ed.layer_options(first), value=ed.ALL_LAYERS, description="layer",
+                                tooltip=ed.layer_caption(ed.ALL_LAYERS), layout=w.Layout(width="480px"))
         self.token = w.Dropdown(options=first.tokens or [0], description="token")
         self.opacity = w.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity")
         self.show_mask = w.Checkbox(value=True, description="ground truth")
@@ -78,6 +83,7 @@ class AttentionExplorer:
         for ctl in (self.image, self.alpha, self.opacity, self.show_mask):
             ctl.observe(self._on_fusion, names="value")
         self.image.observe(self._on_image, names="value")
+        self.layer.observe(self._on_layer, names="value")
         self.attention_view.add_class("cfviz-attention-view")
         self.fusion_view.add_class("cfviz-fusion-view")
         self.widget = w.VBox([
@@ -109,7 +115,35 @@ class AttentionExplorer:
         self._cache.move_to_end(image_id)
         return self._cache[image_id]
 
+    @property
+    def state(self) -> dict[str, Any]:
+        """The view state on screen: image, layer (module path), step, token, opacity, ground truth,
+        CLIP window scale, alpha."""
+        p, i = self.current
+        return {"image_id": p.image_ids[i], "layer": self.layer.value, "step": int(self.timestep.value),
+                "token": self.token.value, "opacity": float(self.opacity.value),
+                "show_mask": bool(self.show_mask.value), "clip_scale": self.clip_scale.value,
+                "alpha": float(self.alpha.value)}
+
     # ------------------------------------------------------------------ rendering
+    def attention_figure(self, note: str | None = None) -> Any:
+        """The attention view exactly as on screen (every control's current value), as a Figure.
+
+        ``note`` defaults to the explorer's caption, so the figure matches the view pixel for pixel.
+        """
+        st = self.state
+        return ed.attention_figure(self.data, layer=st["layer"], step=st["step"], token=st["token"],
+                                   opacity=st["opacity"], show_mask=st["show_mask"], clip_scale=st["clip_scale"],
+                                   note=self.note if note is None else note)
+
+    def fusion_figure(self, note: str | None = None) -> Any:
+        """The fusion view (branch maps and the fused map at the current alpha) exactly as on screen."""
+        p, _ = self.current
+        st = self.state
+        metrics = ed.live_metrics(self.data, st["alpha"], sigma=self.sigma, predictions=p)
+        return ed.fusion_figure(self.data, st["alpha"], sigma=self.sigma, opacity=st["opacity"],
+                                show_mask=st["show_mask"], metrics=metrics, note=self.note if note is None else note)
+
     def _rendered(self, key: tuple[Any, ...], draw: Any) -> Any:
         """``draw()``'s result for this view state, drawn once and then reused (LRU)."""
         if key not in self._renders:
@@ -125,11 +159,7 @@ class AttentionExplorer:
                self.opacity.value, self.show_mask.value, self.clip_scale.value)
 
         def draw() -> bytes:
-            fig = ed.attention_figure(self.data, layer=self.layer.value, step=int(self.timestep.value),
-                                      token=self.token.value, opacity=self.opacity.value,
-                                      show_mask=self.show_mask.value, clip_scale=self.clip_scale.value,
-                                      note=self.note)
-            return ed.figure_png(fig)
+            return ed.figure_png(self.attention_figure())
         return self._rendered(key, draw)
 
     def fusion_png(self) -> tuple[bytes, dict[str, float]]:
@@ -149,10 +179,14 @@ class AttentionExplorer:
 
     def _on_image(self, _change: Any = None) -> None:
         d = self.data
-        if self.layer.options != tuple(d.layers):
-            self.layer.options = d.layers
+        options = ed.layer_options(d)
+        if tuple(self.layer.options) != tuple(options):
+            self.layer.options = options
         if d.tokens and tuple(self.token.options) != tuple(d.tokens):
             self.token.options = d.tokens
+
+    def _on_layer(self, _change: Any = None) -> None:
+        self.layer.tooltip = ed.layer_caption(self.layer.value)
 
     def _on_attention(self, _change: Any = None) -> None:
         self.attention_view.value = self.attention_png()

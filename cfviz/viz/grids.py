@@ -18,58 +18,24 @@ Example
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from cfviz.capture.naming import short_name, short_names
 from cfviz.viz._common import (add_colorbar, as_mask, as_rgb, check_alpha, clean_image_axes, draw_mask_contour,
                                finite_range, resize_bilinear, to_numpy)
 from cfviz.viz.style import SCORE_CMAP, add_note, new_figure, style_context
 
 _COLUMN_DIMS = ("block", "layer")
-_SHORT_PARTS = [
-    (re.compile(r"^(down|up)_blocks\.(\d+)"), lambda m: f"{m.group(1)}{m.group(2)}"),
-    (re.compile(r"^mid_block"), lambda m: "mid"),
-    (re.compile(r"^attentions\.(\d+)"), lambda m: f"attn{m.group(1)}"),
-    (re.compile(r"^resnets\.(\d+)"), lambda m: f"res{m.group(1)}"),
-    (re.compile(r"^upsamplers\.(\d+)"), lambda m: f"upsample{m.group(1)}" if m.group(1) != "0" else "upsample"),
-    (re.compile(r"^downsamplers\.(\d+)"), lambda m: f"downsample{m.group(1)}" if m.group(1) != "0" else "downsample"),
-    (re.compile(r"^transformer_blocks\.(\d+)"), lambda m: f"tb{m.group(1)}" if m.group(1) != "0" else ""),
-    (re.compile(r"^attn2$"), lambda m: ""),  # cross-attention is what is captured by default
-    (re.compile(r"^attn1$"), lambda m: "self"),
-]
-
-
-def short_name(name: str) -> str:
-    """A short label for a diffusers module path (unknown parts are kept as they are).
-
-    >>> short_name("up_blocks.1.attentions.0.transformer_blocks.0.attn2")
-    'up1.attn0'
-    >>> short_name("mid_block.attentions.0.transformer_blocks.1.attn2"), short_name("up_blocks.1")
-    ('mid.attn0.tb1', 'up1')
-    >>> short_name("down_blocks.2.resnets.1"), short_name("conv_out")
-    ('down2.res1', 'conv_out')
-    """
-    rest, parts = str(name), []
-    while rest:
-        for pattern, repl in _SHORT_PARTS:
-            m = pattern.match(rest)
-            if m:
-                parts.append(repl(m))
-                rest = rest[m.end():].lstrip(".")
-                break
-        else:
-            head, _, rest = rest.partition(".")
-            parts.append(head)
-    return ".".join(p for p in parts if p) or str(name)
-
-
-def short_names(names: Sequence[Any]) -> list[str]:
-    """:func:`short_name` of each name, or the full names when the short ones would collide."""
-    short = [short_name(str(n)) for n in names]
-    return short if len(set(short)) == len(short) else [str(n) for n in names]
+def _names_key(short: Sequence[str], full: Sequence[str], note: str | None, limit: int = 160) -> str | None:
+    """The caption with a key from the short column names to module paths (when they differ and
+    the key is short: block names, not a row of full layer paths)."""
+    key = [f"{s} = {f}" for s, f in zip(short, full) if s != f]
+    if not key or sum(map(len, key)) > limit:
+        return note
+    return "Columns: " + ", ".join(key) + "." + (f" {note}" if note else "")
 
 
 def timestep_label(value: Any, step: Any = None) -> str:
@@ -223,7 +189,8 @@ def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,
     title, note:
         Figure title (default: ``label`` and what rows and columns are) and caption.
     short_labels:
-        Shorten module paths to labels such as ``up1.attn0``.
+        Name columns by short names such as ``up1`` / ``up1.attn0`` (:mod:`cfviz.capture.naming`);
+        the caption then gives their module paths when that key is short (blocks).
     panel_size:
         Side of one panel in inches.
     """
@@ -258,7 +225,8 @@ def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,
             if any("attn" in str(c) for c in col_labels):
                 col_title = "cross-attention layer"
         if short_labels:
-            col_labels = short_names(col_labels)
+            full, col_labels = [str(c) for c in col_labels], short_names(col_labels)
+            note = _names_key(col_labels, full, note)
         return _map_grid(data, row_labels, col_labels, image=image, mask=mask, alpha=alpha, cmap=cmap,
                          vmin=vmin, vmax=vmax, robust=robust, scale=scale, label=label, title=title,
                          row_title="timestep" if any(row_labels) else None, col_title=col_title,

@@ -26,7 +26,11 @@ def test_matching_table_covers_every_pair(session) -> None:  # type: ignore[no-u
     assert (t["matched"] == (t["query"] == t["reference"])).all()
     # the matched default equals M_diff_V as predict() makes it (query = reference by default)
     b = ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up_blocks.1", "up_blocks.2")])
-    assert set(b["query"]) == {"up_blocks.1"} and not b["matched"].any()
+    assert set(b["query"]) == {"up1"} and set(b["reference"]) == {"up2"} and not b["matched"].any()
+    # blocks go by their short names, in and out (one name per block everywhere)
+    short = ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up1", "up2")])
+    assert short.drop(columns="value").equals(b.drop(columns="value"))
+    np.testing.assert_allclose(short["value"], b["value"])
     # a mismatched pair gives other maps than the matched one
     a = t[(t.metric == "pixel_auroc")].set_index(["query", "reference"])["value"]
     assert a.nunique() > 1
@@ -71,6 +75,8 @@ def test_rank_failures_orders_worst_first() -> None:
     fp, fn = r[r.kind == "false positive"], r[r.kind == "false negative"]
     assert fp.image_id.tolist() == ["b", "c"] and fn.image_id.tolist() == ["e", "f"]
     assert fn["wrong"].iloc[0]  # e (0.2) is below every F1-max threshold here
+    assert fn["case"].iloc[0] == "false negative #1"
+    assert all(c.endswith("(correct)") for c in r.loc[~r.wrong, "case"])
     with pytest.raises(ValueError, match="k must be >= 1"):
         failures.rank_failures(_preds(), k=0)
 

@@ -1,0 +1,163 @@
+"""Figures of failure cases (notebook 06): the ranked cases, their attention, branch disagreement.
+
+Each figure says what it shows without the notebook around it: a case is titled "false positive
+#2" only when it is one (see :func:`cfviz.experiments.failures.case_title`), the ground truth of
+an anomalous image is outlined wherever its maps are drawn (a missed defect must be visible), and
+signed disagreement maps share one colour scale with a labelled key.
+
+Example
+-------
+>>> import numpy as np
+>>> from cfviz.experiments.scoring import Predictions
+>>> from cfviz.experiments.failures import rank_failures
+>>> rng = np.random.default_rng(0)
+>>> masks = np.zeros((4, 16, 16), bool); masks[2:, 4:9, 4:9] = True
+>>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c", "d"],
+...                 labels=np.array([0, 0, 1, 1]), masks=masks, maps=rng.random((4, 16, 16)).astype(np.float32),
+...                 scores=np.array([0.1, 0.9, 0.2, 0.8], np.float32), defect_types=["good", "good", "hole", "cut"])
+>>> fig = failure_gallery(p, rank_failures(p, k=2, threshold=0.5), lambda i: np.zeros((32, 32, 3), np.uint8))
+>>> [ax.get_title() for ax in fig.axes[:4]]
+['false positive #1', 'highest-scoring normal #2\\n(correct)', 'false negative #1', 'lowest-scoring anomalous #2\\n(correct)']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from cfviz.viz.style import add_note, new_figure, style_context
+
+#: Title colours: a misclassified case stands out from a correctly classified one.
+WRONG_COLOR = "#b2182b"
+CORRECT_COLOR = "0.35"
+
+
+def _index(p: Any, image_id: str) -> int:
+    try:
+        return list(p.image_ids).index(image_id)
+    except ValueError:
+        raise KeyError(f"image_id {image_id!r} is not among the predictions' images") from None
+
+
+def _mask(p: Any, i: int) -> np.ndarray | None:
+    """The ground truth of image ``i`` when it has a defect (None for normal images and no masks)."""
+    if p.masks is None or not int(p.labels[i]):
+        return None
+    m = np.asarray(p.masks[i])
+    return m if m.any() else None
+
+
+def _wrapped(case: str) -> str:
+    # "highest-scoring normal #2 (correct)" is wider than a panel: the verdict goes on its own line
+    return case.replace(" (correct)", "\n(correct)")
+
+
+def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: int | None = None,
+                    title: str | None = None, note: str | None = None, **kwargs: Any) -> Any:
+    """The ranked cases of :func:`~cfviz.experiments.failures.rank_failures` with their maps.
+
+    Titles use the ``case`` column (misclassified cases in red), subtitles the defect type and
+    score against the threshold; anomalous images have their ground truth outlined. ``image``
+    loads an image by id (e.g. ``session.image``); other keywords go to :func:`cfviz.viz.gallery`.
+    """
+    from cfviz.experiments.failures import case_title
+    from cfviz.viz.gallery import gallery
+
+    rows = list(ranked.itertuples())
+    if not rows:
+        raise ValueError("ranked is empty; pass rank_failures(predictions, k=...) of at least one image")
+    items, wrong = [], []
+    for r in rows:
+        i = _index(p, r.image_id)
+        case = getattr(r, "case", None) or case_title(r.kind, int(r.rank), bool(r.wrong))
+        verdict = ">=" if r.score >= r.threshold else "<"
+        items.append({"image": image(r.image_id), "map": p.maps[i], "mask": _mask(p, i), "title": _wrapped(case),
+                      "subtitle": f"{r.defect_type}: {r.score:.2f} {verdict} {r.threshold:.2f}"})
+        wrong.append(bool(r.wrong))
+    if title is None:
+        n_wrong = sum(wrong)
+        title = (f"{p.category}: {n_wrong} of {len(rows)} ranked cases misclassified "
+                 f"(threshold {rows[0].threshold:.2f})")
+    fig = gallery(items, ncols=ncols or len(items), title=title, note=note, **kwargs)
+    for ax, w in zip(fig.axes, wrong):
+        ax.title.set_color(WRONG_COLOR if w else CORRECT_COLOR)
+    return fig
+
+
+def case_attention_grid(store: Any, p: Any, row: Any, image: Any, *, token: str | int = 0,
+                        note: str | None = None, **kwargs: Any) -> Any:
+    """Attention per timestep and UNet block of one ranked case, its ground truth outlined.
+
+    ``row`` is a row of :func:`~cfviz.experiments.failures.rank_failures` (``itertuples()``).
+    For a false negative the outline shows the defect the method missed.
+    """
+    from cfviz.experiments.failures import case_title
+    from cfviz.viz.explore_data import attention_blocks
+    from cfviz.viz.grids import timestep_block_grid
+
+    i = _index(p, row.image_id)
+    case = getattr(row, "case", None) or case_title(row.kind, int(row.rank), bool(row.wrong))
+    kwargs.setdefault("label", "cross-attention (block mean)")
+    kwargs.setdefault("title", f"{case}: {row.image_id} (score {row.score:.2f}, threshold {row.threshold:.2f})")
+    return timestep_block_grid(attention_blocks(store, row.image_id, token=token), image=image,
+                               mask=_mask(p, i), note=note, **kwargs)
+
+
+def disagreement_figure(p: Any, image: Callable[[str], Any], *, image_ids: Sequence[str] | None = None,
+                        top: int = 3, alpha: float = 0.7, note: str | None = None, panel_size: float = 1.7) -> Any:
+    """Where the CLIP and diffusion branches disagree most: ``M_clip - M_diff`` over the images.
+
+    Both branch maps are min-max scaled per image first (:func:`~cfviz.experiments.failures.
+    disagreement_maps`), so the difference lies in [-1, 1]; every panel uses the same symmetric
+    scale and one colour bar whose ends say which branch is more anomalous. Panels are titled
+    with the image and its mean |difference|; ground truth is outlined in cyan.
+
+    ``image_ids`` defaults to the ``top`` most disagreeing images of
+    :func:`~cfviz.experiments.failures.disagreement`.
+    """
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+
+    from cfviz.experiments.failures import disagreement, disagreement_maps
+    from cfviz.viz._common import add_colorbar, as_rgb, draw_mask_contour, as_mask, resize_bilinear, clean_image_axes
+    from cfviz.viz.style import DIVERGING_CMAP, MASK_COLOR, symmetric_limits
+
+    d = disagreement_maps(p)
+    if image_ids is None:
+        image_ids = disagreement(p).image_id.tolist()[:max(1, int(top))]
+    idx = [_index(p, i) for i in image_ids]
+    if not idx:
+        raise ValueError("image_ids is empty; pass at least one image id or top >= 1")
+    lo, hi = symmetric_limits(np.stack([d[i] for i in idx]))
+    norm = Normalize(lo, hi)
+    with style_context():
+        fig = new_figure(len(idx) * panel_size + 1.3, panel_size + 0.95)
+        axes = fig.subplots(1, len(idx), squeeze=False)[0]
+        has_gt = False
+        for ax, i in zip(axes, idx):
+            rgb = as_rgb(image(p.image_ids[i]), "image")
+            heat = resize_bilinear(d[i], rgb.shape[:2])
+            ax.imshow(rgb)
+            ax.imshow(heat, cmap=DIVERGING_CMAP, norm=norm, alpha=alpha, interpolation="antialiased").set_gid(
+                "cfviz-heatmap")
+            gt = _mask(p, i)
+            if gt is not None:
+                draw_mask_contour(ax, as_mask(gt, rgb.shape[:2]))
+                has_gt = True
+            clean_image_axes(ax)
+            name = p.image_ids[i].split("/", 1)[-1]
+            ax.set_title(f"{name}\nmean |diff| {np.abs(d[i]).mean():.2f}")
+        cb = add_colorbar(fig, norm, DIVERGING_CMAP, list(axes), "M_clip - M_diff\n(each min-max scaled)",
+                          shrink=0.85, aspect=15)
+        cb.set_ticks([lo, 0.0, hi])
+        cb.set_ticklabels([f"{lo:.2f}\ndiffusion\nhigher", "0\nagree", f"{hi:.2f}\nCLIP\nhigher"])
+        if has_gt:
+            axes[0].legend(handles=[Line2D([], [], color=MASK_COLOR, lw=1.2, label="ground truth")],
+                           loc="upper left", bbox_to_anchor=(0, -0.02), frameon=False, fontsize="small",
+                           handlelength=1.2, borderaxespad=0)
+        fig.suptitle(f"{p.category}: where the CLIP and diffusion maps disagree most" if len(idx) > 2
+                     else f"{p.category}: CLIP vs diffusion maps")
+        add_note(fig, note)
+    return fig
