@@ -26,6 +26,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
+	@! git rev-parse --git-dir >/dev/null 2>&1 || git config filter.cfviz-strip.clean '$(abspath $(PY)) -m cfviz.notebooks strip'  # .gitattributes: notebooks are committed without outputs
 	@touch $(STAMP)
 
 demo: $(STAMP)

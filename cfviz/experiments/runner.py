@@ -171,14 +171,20 @@ METRIC_ORDER = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel
 
 
 def summarize(frame: Any) -> Any:
-    """Mean over categories per seed, then mean and std over seeds: one row per method and shots."""
+    """Mean over categories per seed, then mean and std over seeds: one row per method, shots, metric.
+
+    Units: ``mean`` and ``std`` are fractions in [0, 1], as in ``results.csv`` and ``result.frame``
+    (data for programs); the ``unit`` column says so. Tables and figures for people show
+    percent, labelled "(%)": ``summary.md`` and :func:`cfviz.notebooks.summary_table`.
+    """
     import pandas as pd
 
     if frame.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["method", "shots", "metric", "mean", "std", "n_seeds", "unit"])
     per_seed = frame.groupby(["method", "shots", "seed", "metric"], as_index=False)["value"].mean()
     agg = per_seed.groupby(["method", "shots", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
     agg["std"] = agg["std"].fillna(0.0)
+    agg["unit"] = "fraction"
     return agg.rename(columns={"count": "n_seeds"})
 
 
