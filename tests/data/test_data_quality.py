@@ -154,8 +154,10 @@ def test_summary_says_pixel_metrics_were_skipped_and_why() -> None:
     assert "skipped" not in summary_markdown(frame, summarize(frame), RunSpec(dataset="textures"), random_weights=True)
 
 
-def test_conformal_subset_evaluates_and_its_summary_explains_the_missing_pixel_metrics(tmp_path: Path) -> None:
+def test_conformal_subset_evaluates_and_its_summary_explains_the_missing_pixel_metrics(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("conformal_clip_data")
+    from cfviz.cli import main
     from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
 
     spec = RunSpec(dataset="conformal", dataset_options={"limit_per_type": 1}, methods=("patchclip",), shots=(0,),
@@ -168,6 +170,17 @@ def test_conformal_subset_evaluates_and_its_summary_explains_the_missing_pixel_m
     assert set(result.frame["metric"]) <= {"image_auroc", "image_ap", "image_f1_max"}
     md = (tmp_path / "summary.md").read_text()
     assert "Pixel metrics skipped: the conformal data set has no pixel masks" in md
+
+    # the terminal says it too: the same run from the CLI (the store is complete, so no model loads)
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded although every image is in the store")
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    code = main(["evaluate", "--dataset", "conformal", "--limit-per-type", "1", "--method", "patchclip",
+                 "--shots", "0", "--timesteps", "100", "--diffusion-size", "64", "--min-resolution", "1",
+                 "--eval-size", "32", "--batch-size", "3", "--out", str(tmp_path / "cli"),
+                 "--store", str(result.store.path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Pixel metrics skipped: the conformal data set has no pixel masks" in out
 
 
 # ------------------------------------------------------------------------------- limit_per_type
