@@ -134,12 +134,14 @@ def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidd
     if attention_mask is not None:
         mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
         mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
-    if rows is not None:
+    # index by ``rows`` whenever they are not the whole batch in order: a reordered or repeated
+    # selection ([1, 0], [0, 0]) has the batch's length but not its rows
+    if rows is not None and list(rows) != list(range(batch)):
         encoder_hidden_states = encoder_hidden_states[rows]
         mask = mask[rows] if mask is not None else None
         if query is None:
             x = x[rows]
-        elif len(rows) != query.shape[0]:
+        else:
             query = query[rows]
     if query is None:
         if getattr(attn, "group_norm", None) is not None:

@@ -2,14 +2,21 @@
 
 :func:`capture` is the entry point (also reachable as ``cfviz.capture``). Locating modules is kept
 apart from acting on them (:func:`locate_cross_attention`, :func:`locate_modules`), and every
-processor and hook installed is undone in ``finally`` — also after an exception, and for nested
-captures in the reverse order of installation.
+processor and hook installed is undone in ``finally`` — also after an exception, and for
+overlapping captures exited in any order (each takes only its own recorder out of a layer's chain).
+
+``rows="auto"`` follows the UNet call being recorded: a declaration made with
+:func:`classifier_free_guidance` (``mapdiff_forward`` declares its calls unguided), else the
+pipeline's own flag when the call comes from that pipeline's ``__call__``, else every row.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +29,46 @@ from cfviz.errors import CaptureError
 Rows = Literal["auto", "all", "cond", "uncond"] | Sequence[int]
 
 DEFAULT_ATTENTION: NamesFilter = "*attn2"
+
+#: Declared classifier-free guidance of the UNet calls running now (None: not declared).
+_GUIDANCE: ContextVar[bool | None] = ContextVar("cfviz_classifier_free_guidance", default=None)
+
+
+@contextmanager
+def classifier_free_guidance(enabled: bool) -> Iterator[None]:
+    """Declare whether the UNet calls inside the block run classifier-free guidance.
+
+    ``rows="auto"`` keeps the conditional half of a guided batch (``[uncond, cond]``) and every row
+    of an unguided one. A pipeline's ``do_classifier_free_guidance`` describes only its own
+    ``pipe()`` calls (and keeps the value of the last one afterwards), so code that calls the UNet
+    itself declares what it does; :func:`cfviz.diffusion.forward.mapdiff_forward` declares ``False``.
+
+    Example
+    -------
+    >>> import torch, cfviz
+    >>> from cfviz.models import tiny_inpaint_pipeline
+    >>> pipe = tiny_inpaint_pipeline(seed=0)
+    >>> emb = torch.zeros(2, 77, pipe.text_encoder.config.hidden_size)
+    >>> with cfviz.capture(pipe) as cap, classifier_free_guidance(True):
+    ...     _ = pipe.unet(torch.randn(2, 9, 16, 16), 500, encoder_hidden_states=emb)
+    >>> cap.cache.steps[0].rows
+    (1,)
+    """
+    token = _GUIDANCE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _GUIDANCE.reset(token)
+
+
+def _called_from(obj: Any) -> bool:
+    """True when a ``__call__`` of ``obj`` is on the Python call stack (e.g. the UNet runs inside ``pipe()``)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "__call__" and frame.f_locals.get("self") is obj:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _unet_of(target: Any) -> tuple[Any, Any]:
@@ -126,8 +173,7 @@ class CaptureSession:
         rows = self.rows
         if isinstance(rows, str):
             if rows == "auto":
-                cfg = bool(getattr(self.pipeline, "do_classifier_free_guidance", False)) if self.pipeline else False
-                rows = "cond" if cfg else "all"
+                rows = "cond" if self._guided() else "all"
             if rows == "all":
                 return list(range(batch))
             if rows in ("cond", "uncond"):
@@ -143,6 +189,17 @@ class CaptureSession:
         if bad:
             raise CaptureError(f"rows {bad} are outside the UNet batch of {batch}")
         return chosen
+
+    def _guided(self) -> bool:
+        """Whether the UNet call starting now runs classifier-free guidance (for ``rows="auto"``)."""
+        declared = _GUIDANCE.get()
+        if declared is not None:
+            return declared
+        # the pipeline sets its flag at the start of each pipe() call and keeps it afterwards: it
+        # speaks for this UNet call only when the call is made by the pipeline itself
+        if self.pipeline is None or not _called_from(self.pipeline):
+            return False
+        return bool(getattr(self.pipeline, "do_classifier_free_guidance", False))
 
     def _check_processors(self) -> None:
         for name, attn in self.layers.items():
@@ -218,7 +275,8 @@ class CaptureSession:
                                f"{getattr(tensor, 'shape', '')}, not a (batch, channels, h, w) map")
         with torch.no_grad():
             rows = list(step.rows)
-            kept = tensor[rows] if len(rows) != tensor.shape[0] else tensor
+            # index unless the rows are the whole batch in order ([1, 0] and [0, 0] have its length)
+            kept = tensor if rows == list(range(tensor.shape[0])) else tensor[rows]
             self.cache._add_feature(name, step.step, self._store(kept.float()), reduce=self.reduce_steps)
 
     def _store(self, t: Any) -> Any:
@@ -236,7 +294,7 @@ class Capture:
 
     def __init__(self, session: CaptureSession) -> None:
         self._session = session
-        self._installed: list[tuple[Any, Any]] = []  # (attention module, original processor)
+        self._installed: list[tuple[Any, Any, RecordingProcessor]] = []  # (module, replaced, our recorder)
         self._handles: list[Any] = []
         self.active = False
 
@@ -262,8 +320,9 @@ class Capture:
         try:
             for name, attn in s.layers.items():
                 original = attn.get_processor()
-                attn.set_processor(wrap_processor(original, name, s))
-                self._installed.append((attn, original))
+                recorder = wrap_processor(original, name, s)
+                attn.set_processor(recorder)
+                self._installed.append((attn, original, recorder))
             self._handles.append(s.unet.register_forward_pre_hook(s.on_unet_start, with_kwargs=True))
             self._handles.append(s.unet.register_forward_hook(s.on_unet_end, with_kwargs=True))
             for name, module in s.blocks.items():
@@ -284,17 +343,41 @@ class Capture:
                           "were not recorded (they belong to no step)", RuntimeWarning, stacklevel=2)
 
     def _restore(self) -> None:
-        """Remove hooks and put the original processors back, newest first."""
+        """Remove our hooks and take our recorders out of each layer, newest first."""
         try:
             for handle in reversed(self._handles):
                 handle.remove()
         finally:
             self._handles.clear()
-            for attn, original in reversed(self._installed):
-                attn.set_processor(original)
+            for attn, original, recorder in reversed(self._installed):
+                _uninstall(attn, original, recorder)
             self._installed.clear()
             self.active = False
             self._session.current = None
+
+
+def _uninstall(attn: Any, original: Any, recorder: RecordingProcessor) -> None:
+    """Take ``recorder`` out of ``attn``'s processor chain wherever it sits.
+
+    Captures may overlap and exit in any order (enter A, enter B, exit A, exit B): a capture
+    entered later wraps ours, so ours is spliced out of the chain and the later one now wraps what
+    ours wrapped; the last one out puts the original processor back.
+    """
+    current = attn.get_processor()
+    if current is recorder:
+        attn.set_processor(recorder.inner)
+        return
+    outer = current
+    while isinstance(outer, RecordingProcessor):
+        if outer.inner is recorder:
+            outer.inner = recorder.inner
+            return
+        outer = outer.inner
+    # our recorder is no longer installed (the processor was replaced during the capture, which
+    # the next UNet call reports): put back the processor the capture found, without recorders
+    while isinstance(original, RecordingProcessor):
+        original = original.inner
+    attn.set_processor(original)
 
 
 def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_ATTENTION,
@@ -324,9 +407,11 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
     heads:
         ``"mean"`` averages over heads as maps are computed; ``"all"`` keeps every head.
     rows:
-        Batch rows to keep: ``"auto"`` keeps the conditional half when a pipeline runs
-        classifier-free guidance (batch ``[uncond, cond]``) and every row otherwise; ``"all"``,
-        ``"cond"``, ``"uncond"`` or explicit indices. The rows kept are recorded with each step.
+        Batch rows to keep: ``"auto"`` keeps the conditional half of a UNet call that runs
+        classifier-free guidance (batch ``[uncond, cond]``) and every row otherwise — guided means
+        made by ``pipe()`` with guidance on, or declared with :func:`classifier_free_guidance`;
+        ``"all"``, ``"cond"``, ``"uncond"`` or explicit indices, in any order and with repeats
+        (row ``i`` of the records is batch row ``rows[i]``). The rows kept are recorded with each step.
     dtype, device:
         Storage dtype (default float16) and device (default CPU) of the records. Probabilities are
         computed in float32 and averaged in float32 before the cast.

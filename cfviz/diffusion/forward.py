@@ -116,7 +116,8 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     """Run one UNet call per timestep on noised latents of real images; return the noise predictions.
 
     Wrap the call in :func:`cfviz.capture` to record maps; each UNet call is one capture step,
-    labelled with its timestep.
+    labelled with its timestep. The calls are declared unguided, so ``rows="auto"`` keeps every
+    image even after a guided ``pipe()`` call on the same pipeline.
 
     Parameters
     ----------
@@ -148,6 +149,8 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     """
     import torch
 
+    from cfviz.capture.session import classifier_free_guidance
+
     b = images.shape[0]
     prompt_list = [prompts] * b if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != b:
@@ -160,7 +163,9 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     inputs = inpaint_inputs(pipe, images, mask)
     emb = encode_prompts(pipe, prompt_list).to(dtype=unet.dtype)
     outputs = []
-    with torch.no_grad():
+    # these UNet calls are unguided whatever the pipeline's last pipe() call did: say so, so that a
+    # capture with rows="auto" keeps every image (see cfviz.capture.session.classifier_free_guidance)
+    with torch.no_grad(), classifier_free_guidance(False):
         for t in timesteps:
             gen = torch.Generator("cpu").manual_seed(noise_seed(seed, int(t)))
             noise = torch.randn(inputs.latents.shape[1:], generator=gen, dtype=torch.float32)
