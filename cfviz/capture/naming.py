@@ -207,6 +207,22 @@ def select_names(names: Iterable[str], filt: NamesFilter, *, what: str = "module
     return chosen
 
 
+def unet_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the order data flows through a UNet: down blocks, mid block, up blocks (each by
+    index; other names keep their order, after them). Stable: layers of one block keep theirs.
+
+    >>> unet_order(["up_blocks.1", "mid_block", "down_blocks.1", "up_blocks.0", "down_blocks.0"])
+    ['down_blocks.0', 'down_blocks.1', 'mid_block', 'up_blocks.0', 'up_blocks.1']
+    """
+    def key(item: tuple[int, str]) -> tuple[int, int, int]:
+        i, name = item
+        m = re.match(r"^(down_blocks|mid_block|up_blocks)(?:\.(\d+))?", name)
+        if m is None:
+            return (3, 0, i)
+        return ({"down_blocks": 0, "mid_block": 1, "up_blocks": 2}[m.group(1)], int(m.group(2) or 0), i)
+    return [n for _, n in sorted(enumerate(names), key=key)]
+
+
 def block_of(layer: str) -> str:
     """The UNet block a layer belongs to: ``'up_blocks.1.attentions.0...attn2'`` -> ``'up_blocks.1'``.
 

@@ -167,9 +167,10 @@ def _palette(levels: Sequence[Any], numeric: bool, palette: Any) -> dict[Any, An
         if callable(colors):
             return {v: colors(i / max(1, len(levels) - 1)) for i, v in enumerate(levels)}
         return {v: colors[i % len(colors)] for i, v in enumerate(levels)}
-    if numeric:  # shots, sizes: ordered colours
+    if numeric:  # shots, sizes: ordered colours, each at least 3 : 1 against white (viridis stops
+        # before its light yellow-green end, which had a contrast ratio near 1.7 : 1)
         cmap = mpl.colormaps["viridis"]
-        return {v: cmap(0.05 + 0.8 * i / max(1, len(levels) - 1)) for i, v in enumerate(levels)}
+        return {v: cmap(0.55 * i / max(1, len(levels) - 1)) for i, v in enumerate(levels)}
     if len(levels) <= len(CATEGORICAL) - 1:  # keep black for the mean
         return {v: CATEGORICAL[i] for i, v in enumerate(levels)}
     cmap = mpl.colormaps["tab20"]
@@ -220,10 +221,12 @@ def alpha_curves(frame: Any, *, x: str = "alpha", y: str = "value", hue: str | N
         n_legend = len(groups) + (mean_line and hue is not None)
         fig, ax, owned = _owned_figure(ax, 3.5 + (1.0 if legend and hue else 0),
                                        max(2.4, 0.13 * n_legend + 0.8) if legend and hue else 2.4)
+        # thin, translucent lines only under a bold mean; without one the lines are the message
+        thin = len(groups) > 1 and mean_line and hue is not None
         many = len(groups) > 1
         for value, g in groups:
-            ax.plot(g[x], g[y], color=colors[value], linewidth=0.9 if many else 1.6,
-                    alpha=0.75 if many else 1.0, label=str(value) if value is not None else y,
+            ax.plot(g[x], g[y], color=colors[value], linewidth=0.9 if thin else 1.6,
+                    alpha=0.75 if thin else 1.0, label=str(value) if value is not None else y,
                     marker="o" if g[x].nunique() <= 12 and len(groups) <= 5 else None, markersize=2.0,
                     gid="cfviz-curve")
         if mean_line and hue is not None and many:

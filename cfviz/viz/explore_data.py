@@ -71,10 +71,12 @@ def layer_label(layer: str) -> str:
 
 
 def layer_options(data: ImageData) -> list[tuple[str, str]]:
-    """Dropdown options ``(short name, module path)`` for the image's layers (one readable name each)."""
-    from cfviz.capture.naming import short_names
+    """Dropdown options ``(short name, module path)`` for the image's layers (one readable name each),
+    in UNet order (down, mid, up)."""
+    from cfviz.capture.naming import short_names, unet_order
 
-    return [(ALL_LAYERS, ALL_LAYERS), *zip(short_names(list(data.attention)), data.attention)]
+    layers = unet_order(data.attention)
+    return [(ALL_LAYERS, ALL_LAYERS), *zip(short_names(layers), layers)]
 
 
 def layer_caption(layer: str) -> str:
@@ -269,7 +271,10 @@ def attention_blocks(store: Any, image_id: str, *, token: str | int = 0, size: i
     """
     if image_id not in store:
         raise KeyError(f"image_id {image_id!r} is not in the store at {store.path}")
+    from cfviz.capture.naming import unet_order
+
     cache = store[image_id].cache(blocks=[])
     maps = cache.blocks_average(size=size)
     sel = maps.isel(batch=0)
+    sel = sel.sel(block=unet_order(sel.coords["block"]))  # columns in UNet order: down, mid, up
     return sel.sel(token=token) if isinstance(token, str) else sel.isel(token=int(token))

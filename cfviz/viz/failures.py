@@ -16,8 +16,8 @@ Example
 ...                 labels=np.array([0, 0, 1, 1]), masks=masks, maps=rng.random((4, 16, 16)).astype(np.float32),
 ...                 scores=np.array([0.1, 0.9, 0.2, 0.8], np.float32), defect_types=["good", "good", "hole", "cut"])
 >>> fig = failure_gallery(p, rank_failures(p, k=2, threshold=0.5), lambda i: np.zeros((32, 32, 3), np.uint8))
->>> [ax.get_title() for ax in fig.axes[:4]]
-['false positive #1', 'highest-scoring normal #2\\n(correct)', 'false negative #1', 'lowest-scoring anomalous #2\\n(correct)']
+>>> [ax.get_title().replace("\\n", " ") for ax in fig.axes[:4]]
+['false positive #1', 'highest-scoring normal #2 (correct)', 'false negative #1', 'lowest-scoring anomalous #2 (correct)']
 """
 
 from __future__ import annotations
@@ -49,9 +49,12 @@ def _mask(p: Any, i: int) -> np.ndarray | None:
     return m if m.any() else None
 
 
-def _wrapped(case: str) -> str:
-    # "highest-scoring normal #2 (correct)" is wider than a panel: the verdict goes on its own line
-    return case.replace(" (correct)", "\n(correct)")
+def _wrapped(case: str, width: int = 16) -> str:
+    """``case`` wrapped to a panel's width: "highest-scoring normal #2 (correct)" is far wider than
+    one panel and ran into its neighbour's title."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(case, width=width, break_long_words=False)) or case
 
 
 def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: int | None = None,

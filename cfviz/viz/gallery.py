@@ -79,8 +79,11 @@ def gallery(items: Sequence[Mapping[str, Any]], *, ncols: int = 4, shared_scale:
         heats = [h for _, h, _, _, _ in prepared if h is not None]
         one_bar = shared_scale and bool(heats)
         has_sub = any(s for *_, s in prepared)
+        # room for the longest panel title (wrapped titles take several lines)
+        title_lines = max((str(t).count("\n") + 1 for _, _, _, t, _ in prepared if t is not None), default=1)
         fig = new_figure(n_cols * panel_size + (0.7 if one_bar else 0.45 * n_cols * (not shared_scale)),
-                         n_rows * (panel_size + 0.3 + (0.15 if has_sub else 0)) + (0.3 if title else 0))
+                         n_rows * (panel_size + 0.3 + 0.16 * (title_lines - 1) + (0.15 if has_sub else 0))
+                         + (0.3 if title else 0))
         axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
         for ax in axes[len(prepared):]:
             fig.delaxes(ax)

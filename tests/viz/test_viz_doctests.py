@@ -9,6 +9,7 @@ import tempfile
 import pytest
 
 MODULES = ["cfviz.viz", "cfviz.viz.style", "cfviz.viz._common", "cfviz.viz.overlays", "cfviz.viz.grids",
+           "cfviz.viz.explore_data", "cfviz.viz.failures", "cfviz.capture.naming",
            "cfviz.viz.clipviz", "cfviz.viz.ablation", "cfviz.viz.gallery"]
 
 

@@ -50,14 +50,28 @@ def test_failure_gallery_titles_follow_wrong(figs) -> None:
 
     p = _preds()
     fig = viz.failure_gallery(p, rank_failures(p, k=2, threshold=0.5), _image, note="offline")
-    titles = [ax.get_title() for ax in figs.panels(fig)]
-    assert titles == ["false positive #1", "highest-scoring normal #2\n(correct)", "false negative #1",
-                      "lowest-scoring anomalous #2\n(correct)"]
+    titles = [ax.get_title().replace("\n", " ") for ax in figs.panels(fig)]
+    assert titles == ["false positive #1", "highest-scoring normal #2 (correct)", "false negative #1",
+                      "lowest-scoring anomalous #2 (correct)"]
     colours = [to_hex(ax.title.get_color()) for ax in figs.panels(fig)]
     assert colours[0] == colours[2] != colours[1] == colours[3]  # misclassified cases stand out
     # anomalous images have their defect outlined, normal ones nothing
     outlined = [any(c.get_gid() == "cfviz-mask-contour" for c in ax.collections) for ax in figs.panels(fig)]
     assert outlined == [False, False, True, True]
+    assert figs.overlapping_text(fig) == []
+
+
+def test_failure_gallery_titles_fit_when_every_case_is_correct(figs) -> None:
+    """Long "(correct)" titles side by side must not run into each other."""
+    import cfviz.viz as viz
+
+    p = _preds()
+    p.scores = np.array([0.1, 0.2, 0.3, 0.9, 0.6, 0.8], np.float32)  # every image right at 0.5
+    ranked = rank_failures(p, k=3, threshold=0.5)
+    assert not ranked["wrong"].any()
+    fig = viz.failure_gallery(p, ranked, _image, note="offline")
+    assert all("(correct)" in ax.get_title() for ax in figs.panels(fig))
+    assert "0 of 6 ranked cases misclassified" in fig.get_suptitle()
     assert figs.overlapping_text(fig) == []
 
 
@@ -220,3 +234,28 @@ def test_summary_says_its_unit_and_tables_for_people_are_in_percent() -> None:
     assert table.columns.tolist() == ["method", "shots", "image_auroc (%)", "image_auroc std (%)"]
     assert table["image_auroc (%)"].iloc[0] == pytest.approx(80.0)
     assert table["image_auroc std (%)"].iloc[0] == pytest.approx(100 * np.std([0.85, 0.75], ddof=1), abs=0.05)
+
+
+# ---------------------------------------------------------------------------- readable figures
+def _contrast_on_white(color) -> float:  # type: ignore[no-untyped-def]
+    """WCAG contrast ratio of ``color`` against white."""
+    from matplotlib.colors import to_rgb
+
+    def lin(u: float) -> float:
+        return u / 12.92 if u <= 0.03928 else ((u + 0.055) / 1.055) ** 2.4
+    r, g, b = (lin(u) for u in to_rgb(color))
+    return 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05)
+
+
+def test_shots_curves_are_readable_on_white() -> None:
+    """04's zero- vs k-shot figure: the k = 1 line was a light yellow-green (contrast ~1.7 : 1)."""
+    import pandas as pd
+
+    import cfviz.viz as viz
+
+    frame = pd.DataFrame([{"shots": k, "alpha": a, "value": 60 + 10 * k + 20 * a} for k in (0, 1) for a in (0, 0.5, 1)])
+    fig = viz.alpha_curves(frame, hue="shots", mean_line=False)
+    curves = [line for line in fig.axes[0].lines if line.get_gid() == "cfviz-curve"]
+    assert [c.get_label() for c in curves] == ["0", "1"]
+    assert all(_contrast_on_white(c.get_color()) >= 3.0 for c in curves)
+    assert all(c.get_linewidth() >= 1.5 and (c.get_alpha() or 1.0) == 1.0 for c in curves)  # no mean: bold lines
