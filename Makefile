@@ -8,15 +8,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cfviz-installed
 CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
+# `make test-oldest`: a second venv at the lowest versions pyproject allows (requirements/oldest.txt)
+OLDEST_VENV ?= build/venv-oldest
+OLDEST_PY := $(OLDEST_VENV)/bin/python
+OLDEST_STAMP := $(OLDEST_VENV)/.cfviz-installed
+OLDEST := requirements/oldest.txt
+OLDEST_TESTS ?= tests/models tests/capture tests/clip tests/aaclip tests/diffusion tests/metrics tests/test_versions.py
 
 export MPLBACKEND ?= Agg
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: help venv demo test figures browser lock clean-data
+.PHONY: help venv demo test test-oldest figures browser lock clean-data
 
 help:
 	@echo "make demo     run the pipeline on the embedded texture data set, write figures/ (creates .venv)"
 	@echo "make test     run the test suite (creates .venv)"
+	@echo "make test-oldest  run the model-facing tests at the lowest supported versions (creates $(OLDEST_VENV))"
 	@echo "make figures  regenerate every figure from the notebooks (smoke mode unless CFVIZ_SMOKE=0)"
 	@echo "make browser  install Debian's chromium for the explorer's browser test (needs apt, root)"
 	@echo "make lock     re-resolve requirements/constraints.txt in a scratch venv"
@@ -35,6 +42,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# pip takes PyPI's torch/torchvision at the lower bounds (CUDA builds, ~3 GB downloaded, cached by pip)
+$(OLDEST_STAMP): pyproject.toml $(OLDEST)
+	@test -x $(OLDEST_PY) || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_PY) -m pip install --quiet --disable-pip-version-check -c $(OLDEST) -e '.[dev]'
+	@touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_PY) -m pytest $(OLDEST_TESTS) $(PYTEST_ARGS)
+
 figures: $(STAMP)
 	$(VENV)/bin/cfviz run-notebooks --out figures
 
@@ -49,6 +65,7 @@ lock:
 	( echo "# Exact versions that cfviz is tested with; \`make\` installs from this file."; \
 	  echo "# Regenerate with \`make lock\` (torch/torchvision are the builds on this machine's disk)."; \
 	  /tmp/cfviz-lock-venv/bin/pip freeze --exclude-editable | grep -v '^cfviz' ) > $(CONSTRAINTS)
+	$(PYTHON) requirements/tested_versions.py  # oldest.txt and cfviz/_tested_versions.py follow the lock
 
 clean-data:
 	rm -rf data/textures
