@@ -11,6 +11,7 @@ import torch
 
 @pytest.mark.slow
 def test_full_size_windows_match_reference_and_encode_image():
+    from cfviz.clip.token_order import run_transformer
     from cfviz.clip.winclip import WinCLIP
     from cfviz.models.clip import random_clip
 
@@ -36,7 +37,7 @@ def test_full_size_windows_match_reference_and_encode_image():
             for k in (0, 7, 100, len(model.boxes[s]) - 1):  # corners and middle, one pass each
                 r, c, h, w = model.boxes[s][k].tolist()
                 idx = [0] + [1 + (r + i) * 15 + (c + j) for i in range(h) for j in range(w)]
-                out = v.transformer(v.ln_pre(tokens["x"][:, idx]))
+                out = run_transformer(v.transformer, v.ln_pre(tokens["x"][:, idx]))  # (L, N, D) on open_clip < 2.26
                 ref = v.ln_post(out[:, 0]) @ v.proj
                 torch.testing.assert_close(emb.windows[s][:, k], ref, rtol=1e-4, atol=1e-4)
     res = model.predict(image)

@@ -112,6 +112,8 @@ def test_aggregation_rejects_bad_shapes():
 
 def _reference_windows(bundle, image, boxes):
     """Slow reference: capture tokens with a hook (removed afterwards), one pass per window."""
+    from cfviz.clip.token_order import run_transformer
+
     v = bundle.model.visual
     captured = {}
     handle = v.patch_dropout.register_forward_hook(lambda m, i, o: captured.setdefault("tokens", o))
@@ -125,7 +127,7 @@ def _reference_windows(bundle, image, boxes):
     with torch.no_grad():
         for r, c, h, w in boxes.tolist():
             idx = [0] + [1 + (r + i) * 15 + (c + j) for i in range(h) for j in range(w)]
-            x = v.transformer(v.ln_pre(tokens[:, idx]))
+            x = run_transformer(v.transformer, v.ln_pre(tokens[:, idx]))  # (L, N, D) on open_clip < 2.26
             out.append(v.ln_post(x[:, 0]) @ v.proj)
     return torch.cat(out)
 

@@ -119,7 +119,9 @@ def text_features(bundle: Any, tokens: torch.Tensor, *, adapters: Sequence[Any] 
     x, _ = run_blocks(model.transformer, x, adapters=adapters, weight=weight, attn_mask=model.attn_mask,
                       stop_early=False)
     x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    eos = getattr(model, "text_eos_id", None)  # open_clip < 2.26 has neither the attribute nor the argument
+    extra = {} if eos is None else {"eos_token_id": eos}
+    x = text_global_pool(x, tokens, model.text_pool_type, **extra)
     if isinstance(x, tuple):  # older open_clip returns (pooled, tokens)
         x = x[0]
     if projection is not None:
