@@ -3,9 +3,10 @@
 Layout::
 
     STORE/
-      store.json                    format, capture configuration, model, library versions
+      store.json                    format, configuration (models, weights, settings), library versions
       entries/<key>.safetensors     tensors of one image (float16 maps; see below)
-      entries/<key>.json            its metadata: image id, prompt, token ids, seed, timesteps, ...
+      entries/<key>.json            its metadata: image id, prompt, token ids, seed, timesteps,
+                                    layer and block order, size and SHA-256 of the tensors file
 
 Tensor names inside an entry (``S`` steps, ``K`` tokens, ``H`` heads, ``C`` channels)::
 
@@ -18,7 +19,18 @@ Every file is written atomically and an entry counts only once its JSON exists (
 so a run can stop at any point and resume; shards of a run may write to one store side by side
 (no shared index file is rewritten). Opening a store reads only the small JSON files; tensors are
 read lazily, one name at a time, so an ablation over thousands of images never holds them all.
-A store refuses entries written with a different configuration (:class:`StoreMismatchError`).
+A store refuses entries written with a different configuration (:class:`StoreMismatchError`,
+naming only the settings that differ, old -> new).
+
+The header is written with the first entry, not when the store is opened: a run that fails
+before producing anything (a typo in a model name) leaves no store behind that would refuse the
+corrected run. Files hold no time stamps and no absolute paths of the machine that wrote them, so
+the same data, models and settings give byte-identical stores, however the run was cut.
+
+A damaged entry (a tensors file of the wrong size or digest, a JSON file that does not parse)
+raises :class:`StoreDamagedError` naming the entry and the file; ``repair=True`` deletes damaged
+entries instead, so that a run recomputes them. Temporary files of killed writers are removed
+when a store is opened for writing (see :func:`cfviz.utils.io.stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -28,18 +40,24 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from cfviz.capture.cache import CaptureCache, StepInfo
 from cfviz.capture.tokens import TokenSelection
-from cfviz.errors import StoreMismatchError
+from cfviz.errors import CfvizError, StoreMismatchError
 from cfviz.utils.env import library_versions
-from cfviz.utils.io import atomic_write_json, save_safetensors
+from cfviz.utils.io import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 
 FORMAT = "cfviz-capture-store"
 FORMAT_VERSION = 1
+
+#: How a refused or damaged store tells a user what to do (callers may phrase it for their interface).
+REPAIR_HINT = "rerun with --repair (Python: repair=True) to delete damaged entries and recompute them"
+
+
+class StoreDamagedError(CfvizError, ValueError):
+    """An entry of a capture store is unreadable (a killed writer, a full disk, an edited file)."""
 
 
 def entry_key(image_id: str) -> str:
@@ -128,8 +146,18 @@ class StoreEntry:
 
     @property
     def names(self) -> list[str]:
-        """Names of the tensors stored for this image."""
+        """Names of the tensors stored for this image (sorted)."""
         return sorted(self.meta.get("tensors", {}))
+
+    @property
+    def layers(self) -> list[str]:
+        """Attention layers in the order they were captured."""
+        return _ordered(self.meta.get("layers"), [n[len("attn/"):] for n in self.names if n.startswith("attn/")])
+
+    @property
+    def blocks(self) -> list[str]:
+        """Feature blocks in the order they were captured."""
+        return _ordered(self.meta.get("blocks"), [n[len("feat/"):] for n in self.names if n.startswith("feat/")])
 
     @property
     def path(self) -> Path:
@@ -143,18 +171,20 @@ class StoreEntry:
         missing = [n for n in want if n not in self.meta.get("tensors", {})]
         if missing:
             raise KeyError(f"{self.image_id}: no tensors {missing}; stored: {self.names}")
-        with safe_open(str(self.path), framework="pt") as fh:
-            return {n: fh.get_tensor(n) for n in want}
+        try:
+            with safe_open(str(self.path), framework="pt") as fh:
+                return {n: fh.get_tensor(n) for n in want}
+        except Exception as exc:  # safetensors raises its own types, OSError, or worse on garbage
+            raise StoreDamagedError(f"capture store entry {self.image_id!r} is damaged: {self.path} cannot be read "
+                                    f"({type(exc).__name__}: {exc}); {REPAIR_HINT}") from exc
 
     def __getitem__(self, name: str) -> Any:
         return self.load(name)[name]
 
     def cache(self, layers: Sequence[str] | None = None, blocks: Sequence[str] | None = None) -> CaptureCache:
         """Rebuild a one-row :class:`CaptureCache` from the stored maps (only the names asked for)."""
-        all_layers = [n[len("attn/"):] for n in self.names if n.startswith("attn/")]
-        all_blocks = [n[len("feat/"):] for n in self.names if n.startswith("feat/")]
-        layers = all_layers if layers is None else list(layers)
-        blocks = all_blocks if blocks is None else list(blocks)
+        layers = self.layers if layers is None else list(layers)
+        blocks = self.blocks if blocks is None else list(blocks)
         tensors = self.load([f"attn/{n}" for n in layers] + [f"feat/{n}" for n in blocks])
         steps = self.steps
         tok = self.meta.get("tokens")
@@ -189,14 +219,19 @@ class CaptureStore:
     Parameters
     ----------
     path:
-        The store folder (created when missing, unless ``readonly``).
+        The store folder (created with the first entry, unless ``readonly``).
     config:
         The configuration that produced the entries: model id and revision, prompt template,
         timesteps, image size, capture settings, ... Opening an existing store with a different
-        configuration raises :class:`StoreMismatchError` listing the differences, so entries made
-        with different settings are never mixed. ``None`` opens whatever is there.
+        configuration raises :class:`StoreMismatchError` naming the settings that differ (old ->
+        new), so entries made with different settings are never mixed. ``None`` opens whatever
+        is there.
     readonly:
-        Open for reading only (no folder is created).
+        Open for reading only (nothing is created or removed).
+    repair:
+        Delete damaged entries (and verify the SHA-256 of every tensors file) instead of raising
+        :class:`StoreDamagedError`; the ids deleted are in :attr:`repaired`, missing for a run to
+        recompute.
 
     Example
     -------
@@ -210,32 +245,75 @@ class CaptureStore:
     torch.Size([15, 15])
     """
 
-    def __init__(self, path: str | Path, config: Mapping[str, Any] | None = None, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, config: Mapping[str, Any] | None = None, *, readonly: bool = False,
+                 repair: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.repair = repair
+        self.repaired: list[str] = []  #: files of damaged entries deleted by ``repair``
         header = self.path / "store.json"
         if header.exists():
-            try:
-                self.header = json.loads(header.read_text())
-            except json.JSONDecodeError as exc:
-                raise StoreMismatchError(f"{header} is not valid JSON ({exc}); the store is damaged — "
-                                         "move it away and re-run to rebuild it") from exc
-            if self.header.get("format") != FORMAT:
-                raise StoreMismatchError(f"{header} is not a cfviz capture store (format "
-                                         f"{self.header.get('format')!r}); choose another folder")
+            self.header = self._read_header(header)
             if config is not None:
                 _compare(self.header.get("config", {}), _jsonable(config), header)
+            self._header_written = True
         else:
             if readonly:
                 raise FileNotFoundError(f"no capture store at {self.path} (missing {header}); "
                                         "create it by running a capture with this folder as the store")
+            # no time stamp: a store is a function of its inputs (byte-identical when rebuilt)
             self.header = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                           "config": _jsonable(config or {}),
-                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "library_versions": library_versions()}
+                           "config": _jsonable(config or {}), "library_versions": library_versions()}
+            self._header_written = False  # written with the first entry: a failed run claims nothing
+        if not readonly:
+            remove_stale_temp_files(self.path)
+            remove_stale_temp_files(self.path / "entries")
+        self._index: dict[str, dict[str, Any]] | None = None
+
+    @staticmethod
+    def _read_header(header: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(header.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreMismatchError(f"{header} is not valid JSON ({exc}); the store is damaged — "
+                                     "move it away and re-run to rebuild it") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise StoreMismatchError(f"{header} is not a cfviz capture store (format "
+                                     f"{data.get('format') if isinstance(data, dict) else None!r}); "
+                                     "choose another folder")
+        return data
+
+    def confirm(self, key: str, value: Mapping[str, Any]) -> None:
+        """Record facts known only once the models are loaded (e.g. the commit a hub id resolved to).
+
+        The first run records them; later runs must agree (:class:`StoreMismatchError` otherwise).
+        """
+        value = _jsonable(dict(value))
+        header = self.path / "store.json"
+        if header.exists():  # another process may have written it meanwhile
+            self.header = self._read_header(header)
+            self._header_written = True
+        if key in self.header:
+            _compare({key: self.header[key]}, {key: value}, header)
+            return
+        self.header[key] = value
+        if self._header_written:
+            atomic_write_json(header, self.header)
+
+    def _write_header(self) -> None:
+        """Write the header before the first entry (checking a header another shard wrote meanwhile)."""
+        header = self.path / "store.json"
+        if header.exists():
+            on_disk = self._read_header(header)
+            _compare(on_disk.get("config", {}), self.header.get("config", {}), header)
+            for key in ("capture",):
+                if key in on_disk and key in self.header:
+                    _compare({key: on_disk[key]}, {key: self.header[key]}, header, what="capture settings")
+            self.header = {**self.header, **on_disk}
+        else:
             (self.path / "entries").mkdir(parents=True, exist_ok=True)
             atomic_write_json(header, self.header)
-        self._index: dict[str, dict[str, Any]] | None = None
+        self._header_written = True
 
     # ------------------------------------------------------------------ reading
     @property
@@ -245,9 +323,23 @@ class CaptureStore:
     def _load_index(self) -> dict[str, dict[str, Any]]:
         if self._index is None:
             index: dict[str, dict[str, Any]] = {}
-            for meta_path in sorted((self.path / "entries").glob("*.json")):
-                meta = json.loads(meta_path.read_text())
-                index[meta["image_id"]] = meta
+            entries = self.path / "entries"
+            for meta_path in sorted(entries.glob("*.json")) if entries.is_dir() else []:
+                meta, problem = _read_entry(meta_path, verify=self.repair)
+                if problem is None:
+                    index[meta["image_id"]] = meta
+                    continue
+                name = meta.get("image_id") if meta else None
+                what = f"capture store entry {name!r}" if name else f"capture store entry {meta_path.stem}"
+                if not self.repair:
+                    raise StoreDamagedError(f"{what} is damaged: {problem}; {REPAIR_HINT}")
+                if self.readonly:
+                    raise StoreDamagedError(f"{what} is damaged: {problem}; open the store for writing "
+                                            "with repair=True to delete it")
+                for f in (meta_path, meta_path.with_suffix(".safetensors")):
+                    if f.exists():
+                        f.unlink()
+                        self.repaired.append(f.name)
             self._index = index
         return self._index
 
@@ -326,19 +418,22 @@ class CaptureStore:
             raise FileExistsError(f"{image_id!r} is already in the store at {self.path}; "
                                   "pass overwrite=True to replace it or skip it with store.missing(ids)")
         tensors: dict[str, Any] = {}
+        # no time stamp and nothing of the writing machine: equal inputs give equal bytes
         meta: dict[str, Any] = {"image_id": image_id, "key": entry_key(image_id),
-                                "metadata": _jsonable(dict(metadata or {})),
-                                "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                                "metadata": _jsonable(dict(metadata or {}))}
         if cache is not None:
             if cache.batch_size > 1:
                 raise ValueError(f"cache holds {cache.batch_size} rows; store one image per entry "
                                  "(cache.select_rows(i))")
             self._check_capture(cache.settings)
             steps = [s.step for s in cache.steps]
-            for name, per in cache.attention.items():
-                tensors[f"attn/{name}"] = torch.stack([per[s][0] for s in steps])
-            for name, per in cache.features.items():
-                tensors[f"feat/{name}"] = torch.stack([per[s][0] for s in steps])
+            layers = _ordered(cache.layers, list(cache.attention))
+            blocks = _ordered(cache.blocks, list(cache.features))
+            for name in layers:
+                tensors[f"attn/{name}"] = torch.stack([cache.attention[name][s][0] for s in steps])
+            for name in blocks:
+                tensors[f"feat/{name}"] = torch.stack([cache.features[name][s][0] for s in steps])
+            meta["layers"], meta["blocks"] = layers, blocks  # capture order (tensor names are sorted)
             meta["steps"] = [s.to_json() for s in cache.steps]
             meta["capture"] = _jsonable(cache.settings)
             meta["tokens"] = None if cache.tokens is None else cache.tokens.to_json()
@@ -354,8 +449,15 @@ class CaptureStore:
         meta["tensors"] = {n: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
                            for n, t in tensors.items()}
         meta["nbytes"] = int(sum(t.numel() * t.element_size() for t in tensors.values()))
+        from safetensors.torch import save
+
+        data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"image_id": image_id})
+        meta["file"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # damage shows
+        if not self._header_written:
+            self._write_header()
         entries = self.path / "entries"
-        save_safetensors(entries / f"{meta['key']}.safetensors", tensors, {"image_id": image_id})
+        entries.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(entries / f"{meta['key']}.safetensors", data)
         atomic_write_json(entries / f"{meta['key']}.json", meta)  # last: marks the entry complete
         self._load_index()[image_id] = meta
         return StoreEntry(self.path, meta)
@@ -376,7 +478,8 @@ class CaptureStore:
         header = self.path / "store.json"
         if known is None:
             self.header["capture"] = settings
-            atomic_write_json(header, self.header)
+            if self._header_written:
+                atomic_write_json(header, self.header)
         else:
             _compare(known, settings, header, what="capture settings")
 
@@ -388,12 +491,77 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=_json_default, sort_keys=True))
 
 
+def _ordered(order: Any, names: Sequence[str]) -> list[str]:
+    """``names`` in the recorded ``order`` (sorted names for entries written without one)."""
+    if isinstance(order, (list, tuple)) and sorted(order) == sorted(names):
+        return [str(n) for n in order]
+    return sorted(names)
+
+
+def _read_entry(meta_path: Path, *, verify: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """An entry's metadata and ``None``, or what is wrong with it (naming the file).
+
+    The tensors file is checked by size (one ``stat``; a truncated or replaced file shows), and
+    with ``verify`` by SHA-256 too (reads it: for ``repair``).
+    """
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{meta_path} is not valid JSON ({exc})"
+    if not isinstance(meta, dict) or not isinstance(meta.get("image_id"), str) or "key" not in meta:
+        return None, f"{meta_path} is not the metadata of a capture store entry (no image_id or key)"
+    if meta["key"] != meta_path.stem:
+        return meta, f"{meta_path} names the tensors file {meta['key']}.safetensors, not its own"
+    tensors = meta_path.with_suffix(".safetensors")
+    if not tensors.is_file():
+        return meta, f"{tensors} is missing"
+    expected = meta.get("file") or {}
+    size = tensors.stat().st_size
+    if "bytes" in expected and size != expected["bytes"]:
+        return meta, f"{tensors} has {size} bytes, {expected['bytes']} were written"
+    if verify and "sha256" in expected:
+        from cfviz.models.fingerprint import sha256_file
+
+        if sha256_file(tensors) != expected["sha256"]:
+            return meta, f"{tensors} does not have the SHA-256 it was written with"
+    return meta, None
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b.c": leaf}`` so that a difference is named by its full path."""
+    if isinstance(obj, Mapping) and obj:
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = "(absent)" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_ABSENT = object()
+
+
+def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """The settings that differ, one ``"path: old -> new"`` line each (only those).
+
+    >>> config_differences({"batch_size": 1, "extraction": {"timesteps": [100], "state": "damage"}},
+    ...                    {"batch_size": 3, "extraction": {"timesteps": [100], "state": "damage"}})
+    ['batch_size: 1 -> 3']
+    """
+    old, new = _flatten(dict(stored)), _flatten(dict(given))
+    return [f"{k}: {_short(old.get(k, _ABSENT))} -> {_short(new.get(k, _ABSENT))}"
+            for k in sorted(set(old) | set(new)) if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
 def _compare(stored: Mapping[str, Any], given: Mapping[str, Any], header: Path, what: str = "configuration") -> None:
-    keys = sorted(set(stored) | set(given))
-    diffs = [k for k in keys if stored.get(k, "<absent>") != given.get(k, "<absent>")]
+    diffs = config_differences(stored, given)
     if diffs:
-        shown = "; ".join(f"{k}: stored {stored.get(k, '<absent>')!r} vs given {given.get(k, '<absent>')!r}"
-                          for k in diffs[:5])
+        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise StoreMismatchError(
-            f"the store at {header.parent} was written with a different {what} ({shown}); "
-            "use a new store folder for this configuration (or delete the old one) — entries are never mixed")
+            f"the capture store {header.parent} was written with another {what} ({shown}); entries are "
+            "never mixed: use another store folder (--store, or another --out) for these settings, or run "
+            "with the stored values")

@@ -10,15 +10,21 @@ store gets one entry with:
 * ``aaclip/...`` — AA-CLIP maps and image score, when ``extraction.aaclip`` names adapters.
 
 Everything later (k-shot memory banks, fusion, metrics, ablations) reads the store and never
-re-runs a model. Entries are written atomically one image at a time: an interrupted run resumes
-with the images still missing, and ``shard=(i, n)`` splits the images across processes or GPUs
-writing into one store.
+re-runs a model. Entries are written atomically one image at a time.
+
+Batches are a fixed function of the sorted image ids and the batch size
+(:func:`plan_batches`: batch k holds images k*B .. k*B+B-1). CPU and GPU kernels give slightly
+different numbers for an image depending on its batch, so every pass computes whole planned
+batches: an interrupted run recomputes each batch that has a missing image (and writes only the
+missing entries), and ``shard=(i, n)`` takes batches i, i+n, i+2n, ... (:func:`batches_for_shard`).
+Whichever way a run is cut, every entry is computed in the batch a single run would use, so the
+store is byte-identical.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +47,43 @@ class ExtractionReport:
         return f"{self.new} new, {self.already} already stored, {self.total} in all ({self.seconds:.1f} s{rate})"
 
 
+def plan_batches(image_ids: Sequence[str], batch_size: int) -> list[list[str]]:
+    """The batches of a run: the sorted ids cut into runs of ``batch_size`` (the last may be short).
+
+    A single run, a resumed run, every shard and every accelerate process use this one plan, so an
+    image is always computed with the same neighbours.
+
+    >>> plan_batches(["c", "a", "e", "b", "d"], 2)
+    [['a', 'b'], ['c', 'd'], ['e']]
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    ids = sorted(image_ids)
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if repeated:
+        raise ValueError(f"image ids must be unique; repeated: {repeated[:5]}")
+    return [ids[k:k + batch_size] for k in range(0, len(ids), batch_size)]
+
+
+def batches_for_shard(batches: Sequence[Sequence[str]], i: int, n: int) -> list[list[str]]:
+    """Batches ``i, i+n, i+2n, ...`` of a plan: shard ``i`` of ``n`` takes whole batches.
+
+    >>> batches_for_shard([["a", "b"], ["c", "d"], ["e"]], 1, 2)
+    [['c', 'd']]
+    """
+    if isinstance(i, bool) or isinstance(n, bool) or not (isinstance(i, int) and isinstance(n, int)
+                                                          and n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {(i, n)!r}")
+    return [list(b) for b in batches[i::n]]
+
+
+def planned_batches(image_ids: Sequence[str], batch_size: int,
+                    shard: tuple[int, int] | None = None) -> list[list[str]]:
+    """The batches one pass is responsible for: the whole plan, or a shard's part of it."""
+    plan = plan_batches(image_ids, batch_size)
+    return plan if shard is None else batches_for_shard(plan, *shard)
+
+
 def store_config(models: LoadedModels, extraction: ExtractionConfig) -> dict[str, Any]:
     """The configuration that identifies a store: models and everything the models were asked."""
     return {**models.info(), "extraction": extraction.to_json()}
@@ -51,19 +94,19 @@ def object_name(category: str) -> str:
     return category.replace("_", " ")
 
 
-def shard_of(items: Sequence[Any], shard: tuple[int, int] | None) -> list[Any]:
-    """Items of shard ``i`` of ``n`` (round robin over the given, deterministic order)."""
-    if shard is None:
-        return list(items)
-    i, n = shard
-    if not (isinstance(i, int) and isinstance(n, int) and n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
-    return list(items)[i::n]
+def relative_path(path: Any, root: Any) -> str | None:
+    """``path`` relative to the data set root (POSIX form), so that entries name no machine's folders."""
+    from pathlib import Path
 
-
-def _batches(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
+    if path is None:
+        return None
+    p = Path(path)
+    if root is not None:
+        try:
+            return p.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return p.as_posix()
 
 
 def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extraction: ExtractionConfig,
@@ -80,9 +123,12 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     models, extraction:
         Loaded models and what to compute (must match the store's configuration).
     batch_size:
-        Images per model call.
+        Images per model call; the batches are :func:`plan_batches` of all ``records``.
     shard:
-        ``(i, n)``: process only the i-th of n round-robin shards of ``records`` (sorted by id).
+        ``(i, n)``: process only batches i, i+n, ... of the plan (:func:`batches_for_shard`).
+
+    A planned batch with any image missing from the store is computed whole; only its missing
+    entries are written. The report counts the images of the batches this pass is responsible for.
     """
     import torch
 
@@ -92,16 +138,19 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.experiments import aaclip_branch, clip_branch
     from cfviz.utils.progress import progress_bar
 
-    mine = shard_of(sorted(records, key=lambda r: r.image_id), shard)
-    todo_ids = set(store.missing([r.image_id for r in mine]))
-    todo = [r for r in mine if r.image_id in todo_ids]
+    by_id = {r.image_id: r for r in records}
+    mine = planned_batches(list(by_id), batch_size, shard)
+    todo_ids = set(store.missing([i for b in mine for i in b]))
+    todo = [b for b in mine if todo_ids & set(b)]
+    n_mine = sum(len(b) for b in mine)
     start = time.perf_counter()
-    bar = progress_bar(total=len(todo), desc="models", unit="img", disable=not progress)
+    bar = progress_bar(total=len(todo_ids), desc="models", unit="img", disable=not progress)
     device = models.pipe.unet.device
     aaclip = aaclip_branch.load(models.clip, extraction) if todo else None  # None unless extraction.aaclip
+    root = getattr(dataset, "root", None)
     try:
-        for batch in _batches(todo, batch_size):
-            samples = [dataset.load(r) for r in batch]
+        for batch in todo:
+            samples = [dataset.load(by_id[i]) for i in batch]
             prompts = [build_prompt(object_name(s.category), extraction.state, extraction.prompt_template)
                        for s in samples]
             with torch.inference_mode():
@@ -116,6 +165,8 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                     mapdiff_forward(models.pipe, images, prompts, timesteps=extraction.timesteps,
                                     seed=extraction.noise_seed, mask=extraction.mask)
             for i, s in enumerate(samples):
+                if s.image_id not in todo_ids:  # computed only to keep the batch whole
+                    continue
                 clip_scores, clip_arrays = scores[i]
                 arrays = {k: v[i].to(torch.float16) for k, v in embeddings.items()}
                 arrays.update(clip_arrays)
@@ -123,11 +174,11 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                     arrays.update(aa[i])
                 store.add(s.image_id, cap.cache.select_rows(i), clip=clip_scores, arrays=arrays,
                           metadata={"label": s.label, "category": s.category, "defect_type": s.defect_type,
-                                    "split": s.split, "image_path": str(s.image_path),
-                                    "mask_path": None if s.mask_path is None else str(s.mask_path),
+                                    "split": s.split, "image_path": relative_path(s.image_path, root),
+                                    "mask_path": relative_path(s.mask_path, root),
                                     "prompt": prompts[i], "noise_seed": extraction.noise_seed})
                 bar.update(1)
     finally:
         bar.close()
-    return ExtractionReport(total=len(mine), already=len(mine) - len(todo), new=len(todo),
+    return ExtractionReport(total=n_mine, already=n_mine - len(todo_ids), new=len(todo_ids),
                             seconds=time.perf_counter() - start)

@@ -1,8 +1,12 @@
-"""Load the models an evaluation needs from a :class:`~cfviz.experiments.config.ModelChoice`."""
+"""Load the models an evaluation needs from a :class:`~cfviz.experiments.config.ModelChoice`,
+and say which weights a choice means (the weights part of a capture store's identity).
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cfviz.experiments.config import ModelChoice
@@ -51,3 +55,68 @@ def load_models(choice: ModelChoice) -> LoadedModels:
         pipe = models.load_inpaint_pipeline(choice.diffusion, revision=choice.revision, device=choice.device,
                                             dtype=dtype)
     return LoadedModels(clip=clip, pipe=pipe, choice=choice)
+
+
+def weights_identity(choice: ModelChoice) -> dict[str, Any]:
+    """Which weights a choice means, known before any model loads (part of a store's identity).
+
+    * tiny and random models: the seed of their weights;
+    * a local CLIP checkpoint or diffusers folder: the SHA-256 of every file (cached per file
+      version, see :mod:`cfviz.models.fingerprint`), so rewritten weights under the same name are
+      told apart;
+    * hub ids and open_clip tags: the id and the asked revision; the commit they resolve to is
+      known once loaded (:func:`resolved_weights`).
+
+    The environment overrides of the loaders (``CFVIZ_CLIP_CHECKPOINT``, ``CFVIZ_SD_INPAINT``)
+    are followed, as the loaders follow them.
+
+    >>> weights_identity(ModelChoice())
+    {'clip': {'random_seed': 0}, 'diffusion': {'random_seed': 0}}
+    """
+    return {"clip": _clip_weights(choice), "diffusion": _diffusion_weights(choice)}
+
+
+def _clip_weights(choice: ModelChoice) -> dict[str, Any]:
+    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, _looks_like_file
+    from cfviz.models.fingerprint import file_fingerprints
+
+    if choice.clip in ("tiny", "random"):
+        return {"random_seed": choice.seed}
+    pretrained = str(choice.clip_pretrained or "")
+    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
+    if env_file and choice.clip_arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
+        pretrained = env_file
+    path = Path(pretrained).expanduser()
+    if pretrained and _looks_like_file(pretrained) and path.is_file():
+        return {"sha256": file_fingerprints([path])}
+    return {"tag": pretrained}  # a tag (or a missing file: the loader says so in its own words)
+
+
+def _diffusion_weights(choice: ModelChoice) -> dict[str, Any]:
+    from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, _looks_like_folder
+    from cfviz.models.fingerprint import folder_fingerprints
+
+    if choice.diffusion in ("tiny", "random"):
+        return {"random_seed": choice.seed}
+    model = choice.diffusion
+    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
+    if env_folder and model == DEFAULT_SD_INPAINT:
+        model = env_folder
+    folder = Path(model).expanduser()
+    if _looks_like_folder(model) and folder.is_dir():
+        return {"sha256": folder_fingerprints(folder)}
+    return {"hub": model, "revision": choice.revision or "main"}
+
+
+def resolved_weights(models: LoadedModels) -> dict[str, Any]:
+    """The commits (or download URLs) that hub ids and tags resolved to, once the models loaded.
+
+    Empty for random and local weights (their identity is complete before loading).
+    """
+    out: dict[str, Any] = {}
+    for role, info in models.info().items():
+        if info.get("source") in ("hub", "url"):
+            picked = {k: info[k] for k in ("hub_repo", "file", "commit", "url") if info.get(k) is not None}
+            if picked:
+                out[role] = picked
+    return out

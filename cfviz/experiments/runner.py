@@ -43,10 +43,31 @@ class EvaluationResult:
 
 
 def model_identity(choice: ModelChoice) -> dict[str, Any]:
-    """The parts of a model choice that change outputs (device is left out: shards may differ)."""
+    """The parts of a model choice that change outputs: the device's type, not its index.
+
+    Shards on ``cuda:0`` and ``cuda:1`` share a store; CPU and CUDA kernels give different numbers,
+    so ``cpu`` and ``cuda`` stores are kept apart.
+
+    >>> model_identity(ModelChoice(device="cuda:1"))["device_type"]
+    'cuda'
+    """
     d = asdict(choice)
-    d.pop("device")
+    device = str(d.pop("device"))
+    d["device_type"] = device.split(":", 1)[0].strip().lower() or "cpu"
     return d
+
+
+def store_identity(spec: RunSpec) -> dict[str, Any]:
+    """What a run's capture store must agree on before any entry is shared (see CaptureStore).
+
+    Models (with dtype and device type), a fingerprint of their weights (seeds of random weights,
+    SHA-256 of local files; hub commits are added once the models load), the extraction settings
+    and the batch size (kernels give batch-dependent numbers; batches are planned from it).
+    """
+    from cfviz.experiments.models import weights_identity
+
+    return {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
+            "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
 
 
 def open_run_dataset(spec: RunSpec) -> Any:
@@ -72,7 +93,8 @@ def test_categories(dataset: Any) -> list[str]:
 
 
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
-             shard: tuple[int, int] | None = None, progress: bool = True) -> EvaluationResult | ExtractionReport:
+             shard: tuple[int, int] | None = None, progress: bool = True,
+             repair: bool = False) -> EvaluationResult | ExtractionReport:
     """Run (or resume) an evaluation and write its tables.
 
     Parameters
@@ -87,7 +109,15 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     shard:
         ``(i, n)``: only run the models for shard i of n and return the extraction report. Run
         every shard (processes, GPUs, machines sharing the folder), then call again without
-        ``shard`` to score everything from the merged store.
+        ``shard`` to score everything from the merged store. Shards take whole batches of one
+        plan (:func:`~cfviz.experiments.extraction.plan_batches`), so the merged store is the
+        store a single run writes, byte for byte.
+    repair:
+        Delete damaged store entries (an unreadable tensors or JSON file) and recompute them,
+        instead of stopping with an error that names them.
+
+    The result (or, with ``shard``, the report itself) carries the
+    :class:`~cfviz.experiments.extraction.ExtractionReport`: N new, M already stored, K in all.
     """
     import pandas as pd
 
@@ -108,8 +138,8 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
                 seen.add(rec.image_id)
                 records.append(rec)
 
-    store = CaptureStore(store_dir or out / "store",
-                         {"models": model_identity(spec.models), "extraction": spec.extraction.to_json()})
+    # the header is written with the first entry: a run that fails before it leaves no store
+    store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
     report = _extract_if_needed(dataset, records, spec, store, shard, progress)
     if shard is not None:
         return report
@@ -126,14 +156,15 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
 
 def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: CaptureStore,
                        shard: tuple[int, int] | None, progress: bool) -> ExtractionReport:
-    from cfviz.experiments.extraction import shard_of
+    from cfviz.experiments.extraction import planned_batches
 
-    mine = shard_of(sorted(records, key=lambda r: r.image_id), shard)
-    if not store.missing([r.image_id for r in mine]):  # everything cached: no model is even loaded
+    mine = [i for batch in planned_batches([r.image_id for r in records], spec.batch_size, shard) for i in batch]
+    if not store.missing(mine):  # everything cached: no model is even loaded
         return ExtractionReport(total=len(mine), already=len(mine), new=0, seconds=0.0)
-    from cfviz.experiments.models import load_models
+    from cfviz.experiments.models import load_models, resolved_weights
 
     models = load_models(spec.models)
+    store.confirm("weights_resolved", resolved_weights(models))  # hub commits, known only now
     return extract(dataset, records, models, spec.extraction, store, batch_size=spec.batch_size, shard=shard,
                    progress=progress)
 

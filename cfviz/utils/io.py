@@ -1,14 +1,19 @@
 """Atomic file writes: a crash or Ctrl-C never leaves a half-written result behind.
 
 Every writer writes to a temporary file in the destination folder, flushes it to disk and
-renames it over the destination (``os.replace`` is atomic on POSIX and Windows).
+renames it over the destination (``os.replace`` is atomic on POSIX and Windows). A writer killed
+outright (SIGKILL, power loss) leaves its temporary file behind; the name
+(``.<name>.<host>.<pid>.<random>.tmp``) says who wrote it, so :func:`stale_temp_files` can tell the
+leftovers of dead writers from the files of writers still running (e.g. another shard).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +33,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{_host()}.{os.getpid()}.", suffix=TEMP_SUFFIX,
+                                    dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results should be shareable
@@ -40,6 +46,72 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+TEMP_SUFFIX = ".tmp"
+
+#: A temporary file of another host (a shared folder) counts as abandoned after this many seconds.
+FOREIGN_TEMP_AGE_S = 3600.0
+
+
+def _host() -> str:
+    # dots separate the fields of the temporary name: keep the host name free of them
+    return socket.gethostname().split(".")[0].replace(".", "_") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else (or cannot tell): keep its file
+    return True
+
+
+def stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files in ``folder`` left by writers that no longer run.
+
+    A file of a process on this host is stale once that process is gone; a file of another host
+    (or with a name cfviz did not make) once it is older than :data:`FOREIGN_TEMP_AGE_S`. Files of
+    live writers are never listed, so several processes can share a folder safely.
+
+    >>> import tempfile, pathlib
+    >>> stale_temp_files(tempfile.mkdtemp())
+    []
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = []
+    for path in sorted(folder.glob(f".*{TEMP_SUFFIX}")):
+        parts = path.name[: -len(TEMP_SUFFIX)].split(".")
+        try:
+            host, pid = parts[-3], int(parts[-2])
+        except (IndexError, ValueError):
+            host, pid = "", -1
+        if host == _host() and pid > 0:
+            dead = not _pid_alive(pid)
+        else:
+            try:
+                dead = time.time() - path.stat().st_mtime > FOREIGN_TEMP_AGE_S
+            except FileNotFoundError:  # its writer just finished
+                continue
+        if dead:
+            stale.append(path)
+    return stale
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete :func:`stale_temp_files` of ``folder``; return what was removed."""
+    removed = []
+    for path in stale_temp_files(folder):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def _umask() -> int:

@@ -1,12 +1,15 @@
-"""The capture store on disk: round trip, refusal of mixed configurations, laziness, resume."""
+"""The capture store on disk: round trip, refusal of mixed configurations, laziness, resume,
+damaged entries and their repair, layer order, and stores that name no time or machine."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import cfviz
-from cfviz.capture.store import CaptureStore, ClipScores
+from cfviz.capture.store import CaptureStore, ClipScores, StoreDamagedError
 from cfviz.errors import StoreMismatchError
 
 
@@ -54,11 +57,10 @@ def test_store_round_trip_tensors_and_metadata(tmp_path, captured):
 
 
 def test_store_refuses_a_different_configuration(tmp_path, captured):
-    CaptureStore(tmp_path / "s", {"model": "a", "timesteps": [100]})
-    with pytest.raises(StoreMismatchError, match="timesteps: stored \\[100\\] vs given \\[200\\]"):
+    CaptureStore(tmp_path / "s", {"model": "a", "timesteps": [100]}).add("x/0", captured.select_rows(0))
+    with pytest.raises(StoreMismatchError, match=r"timesteps: \[100\] -> \[200\]"):
         CaptureStore(tmp_path / "s", {"model": "a", "timesteps": [200]})
     store = CaptureStore(tmp_path / "s", {"model": "a", "timesteps": [100]})
-    store.add("x/0", captured.select_rows(0))
     other = captured.select_rows(1)
     other.settings = {**other.settings, "heads": "all"}
     with pytest.raises(StoreMismatchError, match="capture settings"):
@@ -114,3 +116,102 @@ def test_store_rejects_batched_cache_and_foreign_folder(tmp_path, captured):
         CaptureStore(tmp_path / "f")
     with pytest.raises(FileNotFoundError, match="no capture store"):
         CaptureStore(tmp_path / "nothing", readonly=True)
+
+
+def test_refusal_names_only_the_differing_settings_old_to_new(tmp_path, captured):
+    config = {"models": {"clip": "tiny", "seed": 0, "dtype": "float32"}, "batch_size": 1,
+              "extraction": {"timesteps": list(range(0, 1000, 10)), "prompt": "a photo of a {object}"}}
+    CaptureStore(tmp_path / "s", config).add("x/0", captured.select_rows(0))
+    other = {**config, "batch_size": 3, "models": {**config["models"], "dtype": "float16"}}
+    with pytest.raises(StoreMismatchError) as err:
+        CaptureStore(tmp_path / "s", other)
+    message = str(err.value)
+    assert "batch_size: 1 -> 3" in message and 'models.dtype: "float32" -> "float16"' in message
+    assert message.count("->") == 2 and "timesteps" not in message and "--store" in message
+
+
+def test_header_is_written_with_the_first_entry(tmp_path, captured):
+    """Opening a store claims nothing: a run that fails before its first entry leaves no header."""
+    CaptureStore(tmp_path / "s", {"model": "a"})
+    assert not (tmp_path / "s" / "store.json").exists()
+    store = CaptureStore(tmp_path / "s", {"model": "b"})  # not refused: nothing was written
+    store.add("x/0", captured.select_rows(0))
+    assert json.loads((tmp_path / "s" / "store.json").read_text())["config"] == {"model": "b"}
+    assert CaptureStore(tmp_path / "s", readonly=True).ids == ["x/0"]
+
+
+def test_files_hold_no_time_or_machine_and_rebuild_byte_identical(tmp_path, captured):
+    def build(folder):
+        store = CaptureStore(folder, {"model": "a"})
+        store.add("x/1", captured.select_rows(1), metadata={"label": 1})
+        store.add("x/0", captured.select_rows(0), metadata={"label": 0})
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    a, b = build(tmp_path / "a"), build(tmp_path / "b")
+    assert a == b
+    text = b"".join(v for k, v in a.items() if k.endswith(".json"))
+    assert str(tmp_path).encode() not in text and b"written" not in text and b"created" not in text
+
+
+def test_reopened_store_keeps_capture_order_of_layers_and_blocks(tmp_path, captured):
+    row = captured.select_rows(0)
+    # capture order is whatever the cache says; use one that is surely not alphabetical
+    row.layers = sorted(row.layers, reverse=True)
+    store = CaptureStore(tmp_path / "s", {})
+    store.add("x/0", row)
+    entry = CaptureStore(tmp_path / "s", readonly=True)["x/0"]
+    assert len(row.layers) > 1
+    assert entry.cache().layers == row.layers and entry.cache().blocks == row.blocks
+    assert entry.layers == row.layers
+
+
+def test_damaged_entries_are_named_and_repair_deletes_them(tmp_path, captured):
+    store = CaptureStore(tmp_path / "s", {"m": 1})
+    for i in range(3):
+        store.add(f"img/{i}", captured.select_rows(i % 2))
+    entries = tmp_path / "s" / "entries"
+    truncated = next(entries.glob("img__2-*.json"))
+    truncated.write_text(truncated.read_text()[:30])
+    with pytest.raises(StoreDamagedError, match=r"img__2-.*\.json is not valid JSON.*--repair"):
+        len(CaptureStore(tmp_path / "s", {"m": 1}))
+    garbage = next(entries.glob("img__0-*.safetensors"))
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(StoreDamagedError, match=r"'img/0' is damaged: .*img__0-.*\.safetensors has 22 bytes.*--repair"):
+        CaptureStore(tmp_path / "s", {"m": 1}).missing(["img/0"])
+
+    repaired = CaptureStore(tmp_path / "s", {"m": 1}, repair=True)
+    assert repaired.missing(["img/0", "img/1", "img/2"]) == ["img/0", "img/2"]
+    assert sorted(repaired.repaired) == sorted([garbage.name, garbage.with_suffix(".json").name,
+                                                truncated.name, truncated.with_suffix(".safetensors").name])
+    assert sorted(p.name[:6] for p in entries.iterdir()) == ["img__1", "img__1"]
+    repaired.add("img/0", captured.select_rows(0))  # recomputed
+    assert len(CaptureStore(tmp_path / "s", {"m": 1})) == 2
+
+
+def test_same_size_damage_is_caught_when_reading_and_by_repair(tmp_path, captured):
+    store = CaptureStore(tmp_path / "s", {"m": 1})
+    store.add("img/0", captured.select_rows(0))
+    path = next((tmp_path / "s" / "entries").glob("*.safetensors"))
+    path.write_bytes(b"\xff" * path.stat().st_size)  # same size: only reading (or a digest) shows it
+    with pytest.raises(StoreDamagedError, match=r"'img/0' is damaged: .*cannot be read.*--repair"):
+        CaptureStore(tmp_path / "s", {"m": 1})["img/0"].cache()
+    assert CaptureStore(tmp_path / "s", {"m": 1}, repair=True).ids == []
+
+
+def test_temporary_files_of_killed_writers_are_removed(tmp_path, captured):
+    store = CaptureStore(tmp_path / "s", {"m": 1})
+    store.add("img/0", captured.select_rows(0))
+    entries = tmp_path / "s" / "entries"
+    code = ("import os, sys; from cfviz.utils.io import atomic_path\n"
+            "tmp = atomic_path(sys.argv[1]).__enter__(); tmp.write_bytes(b'partial'); os._exit(1)")
+    subprocess.run([sys.executable, "-c", code, str(entries / "img__1-x.json")], check=False)
+    assert len(list(entries.glob(".*.tmp"))) == 1
+    # a live writer's temporary file (this process) is left alone: shards share the folder
+    from cfviz.utils.io import atomic_path
+
+    with atomic_path(entries / "live.json") as live:
+        live.write_bytes(b"in progress")
+        CaptureStore(tmp_path / "s", {"m": 1})
+        assert list(entries.glob(".*.tmp")) == [live]
+    assert not list(entries.glob(".*.tmp"))
+    CaptureStore(tmp_path / "s", readonly=True)  # read-only opens never delete

@@ -163,7 +163,7 @@ def test_cli_writes_tables(full: EvaluationResult, small_root: Path, tmp_path: P
     code = main(["evaluate", "--dataset", "folder", "--root", str(small_root), "--method", "winclip",
                  "--shots", "0", "1", "--seeds", "0", "1", "--timesteps", "100", "400",
                  "--diffusion-size", "64", "--out", str(tmp_path), "--store", str(full.store.path),
-                 "--no-progress"])
+                 "--batch-size", "3", "--no-progress"])  # the store's batch size (part of its identity)
     assert code == 0
     out = capsys.readouterr().out
     assert "| winclip | 1 |" in out and RANDOM_WEIGHTS_NOTE in out

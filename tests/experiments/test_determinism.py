@@ -1,0 +1,218 @@
+"""A run's store and results.csv are pure functions of data, models and settings.
+
+However a run is cut — killed by SIGKILL and resumed, split into shards, or repaired after
+damage — the capture store (every entry file and the header) and ``results.csv`` are the bytes
+of one uninterrupted run. A store refuses another batch size or other weights, naming only what
+differs, and a run that fails before its first entry leaves no store behind.
+
+One small generated texture category (64 px, 2 timesteps), batch size 2: five images in three
+planned batches. The CLIP weights are a local checkpoint file, so that rewriting it can be tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cfviz.capture.store import CaptureStore, StoreDamagedError
+from cfviz.errors import ModelUnavailableError, StoreMismatchError
+from cfviz.experiments import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig, evaluate
+from cfviz.experiments.runner import EvaluationResult, store_identity
+
+BATCH = 2
+
+# the same spec in this process and in a child process (built from plain JSON in both)
+CHILD = r"""
+import json, sys
+from cfviz.experiments import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig, evaluate
+
+def tuples(d):
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+kw = tuples(json.loads(sys.argv[1]))
+spec = RunSpec(models=ModelChoice(**tuples(kw.pop("models"))),
+               extraction=ExtractionConfig(**tuples(kw.pop("extraction"))),
+               scoring=ScoringConfig(**tuples(kw.pop("scoring"))), **kw)
+evaluate(spec, sys.argv[2], progress=False)
+"""
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _spec(kw: dict) -> RunSpec:
+    kw = _tuples(json.loads(json.dumps(kw)))
+    return RunSpec(models=ModelChoice(**_tuples(kw.pop("models"))),
+                   extraction=ExtractionConfig(**_tuples(kw.pop("extraction"))),
+                   scoring=ScoringConfig(**_tuples(kw.pop("scoring"))), **kw)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):
+    """File digests are cached in CFVIZ_CACHE_DIR: keep them out of the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CFVIZ_CACHE_DIR", str(tmp_path_factory.mktemp("cfviz_cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def spec_kw(env, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from cfviz.data.textures import generate_textures
+    from cfviz.models import tiny_clip
+    from cfviz.models.clip import TINY_CLIP, save_clip_checkpoint
+
+    base = tmp_path_factory.mktemp("determinism")
+    root = generate_textures(base / "tex", seed=3, image_size=64, n_train=3, n_test_good=2, n_per_defect=1,
+                             categories=["grass"], defect_kinds=["stain", "hole"])
+    ckpt = save_clip_checkpoint(tiny_clip(seed=0), base / "clip.safetensors")
+    return {"dataset": "folder", "root": str(root), "methods": ["clipfusion"], "shots": [0, 1], "seeds": [0],
+            "batch_size": BATCH,
+            "models": {"clip": "pretrained", "clip_arch": TINY_CLIP, "clip_pretrained": str(ckpt)},
+            "extraction": {"timesteps": [100, 400], "diffusion_size": 64},
+            # 64 px images give coarse attention grids: use every recorded resolution
+            "scoring": {"language_min_resolution": 1, "eval_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def spec(spec_kw: dict) -> RunSpec:
+    return _spec(spec_kw)
+
+
+@pytest.fixture(scope="module")
+def reference(spec: RunSpec, tmp_path_factory: pytest.TempPathFactory) -> EvaluationResult:
+    """One uninterrupted run: what every other way of cutting the run must reproduce."""
+    result = evaluate(spec, tmp_path_factory.mktemp("reference"), progress=False)
+    assert isinstance(result, EvaluationResult) and result.extraction.new == 5
+    return result
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_same_bytes(store: Path, out: Path, reference: EvaluationResult) -> None:
+    expected, got = _files(reference.store.path), _files(store)
+    assert sorted(got) == sorted(expected)  # no leftover .tmp, no missing or extra entry
+    differ = [name for name in expected if got[name] != expected[name]]
+    assert not differ, f"files differ from the uninterrupted run: {differ}"
+    assert (out / "results.csv").read_bytes() == (reference.out_dir / "results.csv").read_bytes()
+
+
+def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded although every image is in the store")
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+
+
+def test_sigkill_mid_extraction_then_resume_is_byte_identical(spec_kw: dict, spec: RunSpec,
+                                                              reference: EvaluationResult, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    entries = out / "store" / "entries"
+    with open(tmp_path / "child.log", "wb") as log:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec_kw), str(out)],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not list(entries.glob("*.json")) and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            log_text = (tmp_path / "child.log").read_text
+            assert child.poll() is None, f"the run ended before it could be killed:\n{log_text()}"
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert 1 <= len(list(entries.glob("*.json"))) < 5 and not (out / "results.csv").exists()
+
+    resumed = evaluate(spec, out, progress=False)
+    assert resumed.extraction.total == 5 and resumed.extraction.new >= 1
+    assert resumed.extraction.new + resumed.extraction.already == 5
+    assert_same_bytes(out / "store", out, reference)
+
+
+def test_shards_then_merge_is_byte_identical(spec: RunSpec, reference: EvaluationResult, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "shared_store"
+    reports = [evaluate(spec, tmp_path / "out", store_dir=store, shard=(i, 3), progress=False) for i in range(3)]
+    # whole batches per shard: [a, b], [c, d], [e]
+    assert [r.new for r in reports] == [2, 2, 1] and all(r.already == 0 for r in reports)
+    assert str(reports[0]).startswith("2 new, 0 already stored, 2 in all")
+    _no_models(monkeypatch)
+    merged = evaluate(spec, tmp_path / "out", store_dir=store, progress=False)
+    assert str(merged.extraction).startswith("0 new, 5 already stored, 5 in all")
+    assert_same_bytes(store, tmp_path / "out", reference)
+
+
+def test_other_batch_size_is_refused_naming_only_it(spec: RunSpec, reference: EvaluationResult,
+                                                    tmp_path: Path) -> None:
+    with pytest.raises(StoreMismatchError) as err:
+        evaluate(replace(spec, batch_size=3), tmp_path, store_dir=reference.store.path, progress=False)
+    message = str(err.value)
+    assert f"batch_size: {BATCH} -> 3" in message and message.count("->") == 1
+    assert "timesteps" not in message and len(message) < 400  # not two dumps of the whole configuration
+    assert "--store" in message
+
+
+def test_run_failing_before_its_first_entry_leaves_no_store(spec: RunSpec, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_loader(choice):
+        raise ModelUnavailableError("no such weights (a typo)")
+
+    monkeypatch.setattr("cfviz.experiments.models.load_models", broken_loader)
+    typo = replace(spec, models=replace(spec.models, seed=7))
+    with pytest.raises(ModelUnavailableError):
+        evaluate(typo, tmp_path, progress=False)
+    assert not (tmp_path / "store" / "store.json").exists()
+    # the corrected run (other settings) is not refused by what the failed run left
+    assert store_identity(typo) != store_identity(spec)
+    CaptureStore(tmp_path / "store", store_identity(spec))
+
+
+def test_changed_weights_file_is_refused(spec: RunSpec, reference: EvaluationResult, tmp_path: Path) -> None:
+    from cfviz.models import tiny_clip
+    from cfviz.models.clip import save_clip_checkpoint
+
+    ckpt = Path(spec.models.clip_pretrained)
+    original = ckpt.read_bytes()
+    try:
+        save_clip_checkpoint(tiny_clip(seed=1), ckpt)  # same name, other weights
+        with pytest.raises(StoreMismatchError, match=r"weights\.clip\.sha256\.clip\.safetensors: \"[0-9a-f]+") as err:
+            evaluate(spec, tmp_path, store_dir=reference.store.path, progress=False)
+        assert str(err.value).count("->") == 1
+    finally:
+        ckpt.write_bytes(original)
+    CaptureStore(reference.store.path, store_identity(spec))  # the same bytes again: accepted
+
+
+def test_damaged_entries_are_named_and_repaired(spec: RunSpec, reference: EvaluationResult, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(reference.store.path, store)
+    entries = store / "entries"
+    tensors = sorted(entries.glob("*.safetensors"))
+    metas = sorted(entries.glob("*.json"))
+    tensors[0].write_bytes(b"garbage, not safetensors")
+    metas[3].write_text(metas[3].read_text()[:40])  # truncated
+    # a writer killed inside an atomic write leaves its temporary file
+    code = ("import os, sys; from cfviz.utils.io import atomic_path\n"
+            "tmp = atomic_path(sys.argv[1]).__enter__(); tmp.write_bytes(b'partial'); os._exit(1)")
+    subprocess.run([sys.executable, "-c", code, str(entries / "x.json")], check=False)
+    assert len(list(entries.glob(".*.tmp"))) == 1
+
+    with pytest.raises(StoreDamagedError) as err:
+        evaluate(spec, tmp_path, store_dir=store, progress=False)
+    message = str(err.value)
+    assert str(tensors[0]) in message or str(metas[3]) in message
+    assert "--repair" in message and "grass" in message
+
+    repaired = evaluate(spec, tmp_path, store_dir=store, progress=False, repair=True)
+    assert repaired.extraction.new == 2 and repaired.extraction.already == 3
+    assert_same_bytes(store, tmp_path, reference)
