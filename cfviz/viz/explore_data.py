@@ -178,6 +178,21 @@ def live_metrics(data: ImageData, alpha: float, *, sigma: float = 4.0, predictio
     return out
 
 
+#: How :func:`live_metrics` keys are shown; AUROCs are in %, like every table and figure.
+METRIC_NAMES = {"score": "score", "map_max": "map max", "pixel_auroc": "pixel AUROC",
+                "category_image_auroc": "category image AUROC"}
+
+
+def metric_labels(metrics: Mapping[str, float]) -> dict[str, str]:
+    """``{display name: formatted value}``: AUROCs in % ("98.5 %"), scores as they are.
+
+    >>> metric_labels({"score": 0.61234, "pixel_auroc": 0.9851})
+    {'score': '0.612', 'pixel AUROC': '98.5 %'}
+    """
+    return {METRIC_NAMES.get(k, k): (f"{100 * v:.1f} %" if k.endswith("auroc") else f"{v:.3f}")
+            for k, v in metrics.items()}
+
+
 def attention_figure(data: ImageData, *, layer: str = ALL_LAYERS, step: int = 0, token: str | int = 0,
                      opacity: float = 0.6, show_mask: bool = True, clip_scale: int | None = None,
                      note: str | None = None, panel_size: float = 2.2) -> Any:
@@ -215,7 +230,7 @@ def fusion_figure(data: ImageData, alpha: float, *, sigma: float = 4.0, opacity:
 
     maps = {COMPONENT_TITLES[k]: data.components[k] for k in (*CLIP_KEYS, *DIFF_KEYS) if k in data.components}
     maps[f"fused (alpha={alpha:.2f})"] = fused_map(data.components, alpha, sigma)
-    title = f"{data.image_id}: " + ", ".join(f"{k} {v:.3f}" for k, v in (metrics or {}).items())
+    title = f"{data.image_id}: " + ", ".join(f"{k} {v}" for k, v in metric_labels(metrics or {}).items())
     return maps_row(data.image, maps, mask=data.mask if show_mask else None, alpha=opacity, normalize=True,
                     title=title, note=note, panel_size=panel_size)
 

@@ -194,7 +194,7 @@ class AttentionExplorer:
     def _on_fusion(self, _change: Any = None) -> None:
         png, metrics = self.fusion_png()
         self.fusion_view.value = png
-        self.metrics.value = "<br>".join(f"<b>{k}</b>: {v:.3f}" for k, v in metrics.items())
+        self.metrics.value = "<br>".join(f"<b>{k}</b>: {v}" for k, v in ed.metric_labels(metrics).items())
 
 
 def explore(store: Any, dataset: Any, predictions: Any | Sequence[Any], **kwargs: Any) -> Any:

@@ -49,7 +49,7 @@ def _mask(p: Any, i: int) -> np.ndarray | None:
     return m if m.any() else None
 
 
-def _wrapped(case: str, width: int = 16) -> str:
+def _wrapped(case: str, width: int = 18) -> str:
     """``case`` wrapped to a panel's width: "highest-scoring normal #2 (correct)" is far wider than
     one panel and ran into its neighbour's title."""
     import textwrap

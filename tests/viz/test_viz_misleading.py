@@ -236,6 +236,14 @@ def test_summary_says_its_unit_and_tables_for_people_are_in_percent() -> None:
     assert table["image_auroc std (%)"].iloc[0] == pytest.approx(100 * np.std([0.85, 0.75], ddof=1), abs=0.05)
 
 
+def test_explorer_metrics_show_aurocs_in_percent(monkeypatch, figs) -> None:
+    e = _explorer(monkeypatch)
+    assert "pixel AUROC</b>: " in e.metrics.value and " %" in e.metrics.value
+    title = e.fusion_figure().get_suptitle()
+    auroc = title.split("pixel AUROC ")[1].split(" %")[0]
+    assert 1.0 < float(auroc) <= 100.0  # random maps: about 50 %, not 0.5
+
+
 # ---------------------------------------------------------------------------- readable figures
 def _contrast_on_white(color) -> float:  # type: ignore[no-untyped-def]
     """WCAG contrast ratio of ``color`` against white."""
