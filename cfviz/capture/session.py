@@ -6,8 +6,8 @@ processor and hook installed is undone in ``finally`` — also after an exceptio
 overlapping captures exited in any order (each takes only its own recorder out of a layer's chain).
 
 ``rows="auto"`` follows the UNet call being recorded: a declaration made with
-:func:`classifier_free_guidance` (``mapdiff_forward`` declares its calls unguided), else the
-pipeline's own flag when the call comes from that pipeline's ``__call__``, else every row.
+:func:`classifier_free_guidance` (``mapdiff_forward`` declares its calls unguided), else the flag
+of the pipeline whose ``pipe()`` call makes the UNet call, else every row.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def classifier_free_guidance(enabled: bool) -> Iterator[None]:
     Example
     -------
     >>> import torch, cfviz
+    >>> from cfviz.capture.session import classifier_free_guidance
     >>> from cfviz.models import tiny_inpaint_pipeline
     >>> pipe = tiny_inpaint_pipeline(seed=0)
     >>> emb = torch.zeros(2, 77, pipe.text_encoder.config.hidden_size)
@@ -61,14 +62,19 @@ def classifier_free_guidance(enabled: bool) -> Iterator[None]:
         _GUIDANCE.reset(token)
 
 
-def _called_from(obj: Any) -> bool:
-    """True when a ``__call__`` of ``obj`` is on the Python call stack (e.g. the UNet runs inside ``pipe()``)."""
+def _calling_pipeline(unet: Any) -> Any:
+    """The pipeline whose ``__call__`` is running ``unet`` now (innermost on the call stack), or None.
+
+    Any pipeline built on this UNet counts (``pipe``, or another built from ``pipe.components``).
+    """
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name == "__call__" and frame.f_locals.get("self") is obj:
-            return True
+        if frame.f_code.co_name == "__call__":
+            owner = frame.f_locals.get("self")
+            if getattr(owner, "unet", None) is unet and hasattr(owner, "do_classifier_free_guidance"):
+                return owner
         frame = frame.f_back
-    return False
+    return None
 
 
 def _unet_of(target: Any) -> tuple[Any, Any]:
@@ -195,11 +201,10 @@ class CaptureSession:
         declared = _GUIDANCE.get()
         if declared is not None:
             return declared
-        # the pipeline sets its flag at the start of each pipe() call and keeps it afterwards: it
-        # speaks for this UNet call only when the call is made by the pipeline itself
-        if self.pipeline is None or not _called_from(self.pipeline):
-            return False
-        return bool(getattr(self.pipeline, "do_classifier_free_guidance", False))
+        # a pipeline sets its flag at the start of each pipe() call and keeps it afterwards: it
+        # speaks for this UNet call only when the call is made by that pipe() call
+        pipeline = _calling_pipeline(self.unet)
+        return False if pipeline is None else bool(pipeline.do_classifier_free_guidance)
 
     def _check_processors(self) -> None:
         for name, attn in self.layers.items():

@@ -123,6 +123,9 @@ def test_auto_rows_ignore_the_stale_flag_for_direct_unet_calls(pipe, unet_inputs
     with torch.no_grad(), cfviz.capture(pipe, attention="up_blocks.1*") as direct:
         pipe.unet(x, 10, encoder_hidden_states=emb)
     assert direct.cache.steps[0].rows == (0, 1)  # not a pipe() call: nothing says it is guided
+    with cfviz.capture(pipe.unet, attention="up_blocks.1*") as inside:  # a bare UNet, called by pipe()
+        _guided_pipe_call(pipe)
+    assert inside.cache.steps[0].rows == (1,)  # the guided pipe() call: its conditional half
 
 
 def test_declared_guidance_decides_auto_rows(pipe, unet_inputs):
