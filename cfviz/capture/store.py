@@ -561,7 +561,11 @@ def _compare(stored: Mapping[str, Any], given: Mapping[str, Any], header: Path, 
     diffs = config_differences(stored, given)
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-        raise StoreMismatchError(
-            f"the capture store {header.parent} was written with another {what} ({shown}); entries are "
-            "never mixed: use another store folder (--store, or another --out) for these settings, or run "
-            "with the stored values")
+        # identity keys that stores of cfviz <= round 1 lack: no value to "run with" exists
+        older = any(d.startswith(("batch_size: (absent) ->", "models.device_type: (absent) ->")) for d in diffs)
+        fix = ("use another store folder (--store, or another --out): this one was written by an older "
+               "cfviz that did not record these settings" if older else
+               "use another store folder (--store, or another --out) for these settings, or run with the "
+               "stored values")
+        raise StoreMismatchError(f"the capture store {header.parent} was written with another {what} ({shown}); "
+                                 f"entries are never mixed: {fix}")

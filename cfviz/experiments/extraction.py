@@ -19,6 +19,11 @@ batches: an interrupted run recomputes each batch that has a missing image (and 
 missing entries), and ``shard=(i, n)`` takes batches i, i+n, i+2n, ... (:func:`batches_for_shard`).
 Whichever way a run is cut, every entry is computed in the batch a single run would use, so the
 store is byte-identical.
+
+A run's plan (:func:`run_batches`) cuts each category's test images separately and computes each
+k-shot reference alone, so an image's batch does not depend on which categories, shots or seeds
+a run asks for either: runs that share a store (one category at a time, more seeds later,
+notebooks) add the entries a single fresh run would write.
 """
 
 from __future__ import annotations
@@ -77,10 +82,36 @@ def batches_for_shard(batches: Sequence[Sequence[str]], i: int, n: int) -> list[
     return [list(b) for b in batches[i::n]]
 
 
-def planned_batches(image_ids: Sequence[str], batch_size: int,
-                    shard: tuple[int, int] | None = None) -> list[list[str]]:
-    """The batches one pass is responsible for: the whole plan, or a shard's part of it."""
-    plan = plan_batches(image_ids, batch_size)
+def run_batches(records: Sequence[Any], batch_size: int, shard: tuple[int, int] | None = None) -> list[list[str]]:
+    """The batches of a run (or of shard ``(i, n)`` of it), as image ids.
+
+    Per category (sorted), its test images are cut by :func:`plan_batches`; then every other
+    record (the k-shot references, drawn from the training images) is a batch of its own. Which
+    test images a category has does not depend on the run's shots, seeds or other categories, and
+    a batch of one has no neighbours, so every image is computed with the same neighbours by any
+    run that includes it. (Cutting the references too would tie each one to the other references
+    a run happens to draw; computing them alone costs little, they are a few per category.)
+
+    >>> from types import SimpleNamespace as R
+    >>> recs = [R(image_id=i, category=i.split("/")[0], split=i.split("/")[1])
+    ...         for i in ["b/test/1", "a/test/2", "a/test/1", "a/train/7", "a/test/3"]]
+    >>> run_batches(recs, 2)
+    [['a/test/1', 'a/test/2'], ['a/test/3'], ['b/test/1'], ['a/train/7']]
+    >>> run_batches(recs, 2, shard=(1, 2))
+    [['a/test/3'], ['a/train/7']]
+    """
+    tests: dict[str, list[str]] = {}
+    others: list[str] = []
+    for r in records:
+        if r.split == "test":
+            tests.setdefault(str(r.category), []).append(r.image_id)
+        else:
+            others.append(r.image_id)
+    plan = [b for c in sorted(tests) for b in plan_batches(tests[c], batch_size)]
+    plan += [[i] for i in sorted(others)]
+    ids = [i for b in plan for i in b]
+    if len(set(ids)) != len(ids):
+        raise ValueError("image ids must be unique across a run's records")
     return plan if shard is None else batches_for_shard(plan, *shard)
 
 
@@ -123,7 +154,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     models, extraction:
         Loaded models and what to compute (must match the store's configuration).
     batch_size:
-        Images per model call; the batches are :func:`plan_batches` of all ``records``.
+        Images per model call; the batches are :func:`run_batches` of ``records``.
     shard:
         ``(i, n)``: process only batches i, i+n, ... of the plan (:func:`batches_for_shard`).
 
@@ -139,7 +170,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.utils.progress import progress_bar
 
     by_id = {r.image_id: r for r in records}
-    mine = planned_batches(list(by_id), batch_size, shard)
+    mine = run_batches(list(by_id.values()), batch_size, shard)
     todo_ids = set(store.missing([i for b in mine for i in b]))
     todo = [b for b in mine if todo_ids & set(b)]
     n_mine = sum(len(b) for b in mine)

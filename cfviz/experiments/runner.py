@@ -110,7 +110,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         ``(i, n)``: only run the models for shard i of n and return the extraction report. Run
         every shard (processes, GPUs, machines sharing the folder), then call again without
         ``shard`` to score everything from the merged store. Shards take whole batches of one
-        plan (:func:`~cfviz.experiments.extraction.plan_batches`), so the merged store is the
+        plan (:func:`~cfviz.experiments.extraction.run_batches`), so the merged store is the
         store a single run writes, byte for byte.
     repair:
         Delete damaged store entries (an unreadable tensors or JSON file) and recompute them,
@@ -156,9 +156,9 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
 
 def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: CaptureStore,
                        shard: tuple[int, int] | None, progress: bool) -> ExtractionReport:
-    from cfviz.experiments.extraction import planned_batches
+    from cfviz.experiments.extraction import run_batches
 
-    mine = [i for batch in planned_batches([r.image_id for r in records], spec.batch_size, shard) for i in batch]
+    mine = [i for batch in run_batches(records, spec.batch_size, shard) for i in batch]
     if not store.missing(mine):  # everything cached: no model is even loaded
         return ExtractionReport(total=len(mine), already=len(mine), new=0, seconds=0.0)
     from cfviz.experiments.models import load_models, resolved_weights

@@ -72,9 +72,10 @@ def _pid_alive(pid: int) -> bool:
 def stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Temporary files in ``folder`` left by writers that no longer run.
 
-    A file of a process on this host is stale once that process is gone; a file of another host
-    (or with a name cfviz did not make) once it is older than :data:`FOREIGN_TEMP_AGE_S`. Files of
-    live writers are never listed, so several processes can share a folder safely.
+    Only names made by :func:`atomic_path` count. A file of a process on this host is stale once
+    that process is gone; a file of another host once it is older than
+    :data:`FOREIGN_TEMP_AGE_S`. Files of live writers are never listed, so several processes can
+    share a folder safely.
 
     >>> import tempfile, pathlib
     >>> stale_temp_files(tempfile.mkdtemp())
@@ -89,8 +90,10 @@ def stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
         try:
             host, pid = parts[-3], int(parts[-2])
         except (IndexError, ValueError):
-            host, pid = "", -1
-        if host == _host() and pid > 0:
+            continue  # not ours: leave it
+        if not host or pid <= 0:
+            continue
+        if host == _host():
             dead = not _pid_alive(pid)
         else:
             try:

@@ -216,3 +216,32 @@ def test_damaged_entries_are_named_and_repaired(spec: RunSpec, reference: Evalua
     repaired = evaluate(spec, tmp_path, store_dir=store, progress=False, repair=True)
     assert repaired.extraction.new == 2 and repaired.extraction.already == 3
     assert_same_bytes(store, tmp_path, reference)
+
+
+def test_an_images_batch_does_not_depend_on_what_else_a_run_asks_for() -> None:
+    """Runs sharing a store (one category at a time, more shots or seeds later) compute each image
+    with the neighbours a single fresh run gives it, so their entries are the same bytes."""
+    from types import SimpleNamespace
+
+    from cfviz.experiments.extraction import run_batches
+
+    def rec(image_id: str) -> SimpleNamespace:
+        category, split = image_id.split("/")[:2]
+        return SimpleNamespace(image_id=image_id, category=category, split=split)
+
+    tests = [f"{c}/test/{d}/{i:03d}" for c in ("brick", "grass", "wood") for d in ("good", "hole") for i in range(3)]
+    train = [f"{c}/train/good/{i:03d}" for c in ("brick", "grass", "wood") for i in range(5)]
+    full = run_batches([rec(i) for i in tests + train], 4)
+
+    def neighbours(plan: list[list[str]]) -> dict[str, list[str]]:
+        return {i: b for b in plan for i in b}
+
+    whole = neighbours(full)
+    cuts = {"one category": [i for i in tests if i.startswith("grass")] + ["grass/train/good/003"],
+            "other references": tests + train[::2], "zero-shot": tests, "two categories": tests[6:] + train[7:9]}
+    for name, ids in cuts.items():
+        for image_id, batch in neighbours(run_batches([rec(i) for i in ids], 4)).items():
+            assert batch == whole[image_id], f"{name}: {image_id} computed with {batch}, not {whole[image_id]}"
+    # shards take whole batches of the one plan, and together take all of it
+    shards = [run_batches([rec(i) for i in tests + train], 4, shard=(k, 3)) for k in range(3)]
+    assert sorted(b for s in shards for b in s) == sorted(full)
