@@ -1,18 +1,26 @@
 """The ``cfviz`` command line. Sub-commands import their heavy dependencies only when run.
 
-Run ``cfviz --help`` for the list of sub-commands.
+Run ``cfviz --help`` for the list of sub-commands. Building the parser imports no torch, numpy
+or open_clip: each sub-command's arguments are added the first time that sub-command is parsed
+or its help is shown, so ``cfviz --help`` and ``cfviz --version`` answer at once.
+
+Every error a user can cause ends in one line, ``cfviz COMMAND: error: SENTENCE``, naming the
+flag or file and the fix, with exit code 1 (2 for what argparse itself rejects).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from cfviz._version import __version__
 
 # Each sub-command module exposes ``add_parser(subparsers)`` which registers the parser and sets
-# ``func`` (called with the parsed namespace, returning an exit code).
+# ``func`` (called with the parsed namespace, returning an exit code) and ``cli_flags`` (setting
+# path -> flag, used to phrase configuration errors in CLI terms).
 _SUBCOMMANDS: tuple[str, ...] = (
     "cfviz.commands.demo",
     "cfviz.commands.evaluate",
@@ -20,19 +28,106 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "cfviz.commands.train_aaclip",
 )
 
+#: Python idioms in library messages, and how a CLI user says the same thing.
+PYTHON_TO_CLI: dict[str, str] = {
+    "missing_masks='warn'": "--missing-masks warn",
+    "missing_masks='error'": "--missing-masks error",
+    "mask_suffix=": "--mask-suffix",
+    "lower min_resolution": "lower --min-resolution",
+    "limit_per_type=": "--limit-per-type",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default (unless it is None/False or the help already says it).
+
+    Descriptions are wrapped; text with line breaks (the examples epilog) is kept as written.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default is argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        if isinstance(default, (list, tuple)):
+            shown = " ".join(str(d) for d in default)
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A sub-command parser whose arguments are added on first use (keeps ``cfviz --help`` instant).
+
+    >>> p = CommandParser(prog="x")
+    >>> p.defer(lambda q: q.add_argument("--n", type=int, default=1, help="n"))
+    >>> p.parse_args([]).n
+    1
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._builders: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, build: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call ``build(self)`` before this parser is first used."""
+        self._builders.append(build)
+
+    def _build(self) -> None:
+        while self._builders:
+            self._builders.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._build()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._build()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._build()
+        return super().format_usage()
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cfviz`` parser (cheap: sub-command arguments are added when first needed)."""
     parser = argparse.ArgumentParser(
-        prog="cfviz",
+        prog="cfviz", formatter_class=HelpFormatter,
         description="Capture, store and ablate CLIP + Stable Diffusion maps for visual anomaly detection.",
-    )
+        epilog="examples:\n"
+               "  cfviz demo                                   # offline tiny models, writes figures/\n"
+               "  cfviz evaluate --method clipfusion winclip --shots 0 1 --out runs/textures\n"
+               "  cfviz evaluate --help                        # every option of a command")
     parser.add_argument("--version", action="version", version=f"cfviz {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import importlib
-
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for module_name in _SUBCOMMANDS:
         importlib.import_module(module_name).add_parser(sub)
     return parser
+
+
+def cli_message(exc: BaseException, flags: Mapping[str, str]) -> str:
+    """An error as one line in CLI terms: settings named by their flags, Python idioms translated."""
+    from cfviz.errors import ConfigError
+
+    text = exc.phrase(flags) if isinstance(exc, ConfigError) else str(exc)
+    for python, cli in PYTHON_TO_CLI.items():
+        text = text.replace(python, cli)
+    return " ".join(text.split())
+
+
+def _os_message(exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason.lower()}; check the path and its permissions"
+    return " ".join(str(exc).split()) or reason
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,10 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    flags: Mapping[str, str] = getattr(args, "cli_flags", {}) or {}
     try:
         return int(func(args) or 0)
     except CfvizError as exc:  # one clear sentence, no stack trace from deep inside a library
-        print(f"cfviz {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cfviz {args.command}: error: {cli_message(exc, flags)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a user path that cannot be read or written (permissions, disk full, ...)
+        print(f"cfviz {args.command}: error: {_os_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"cfviz {args.command}: interrupted; finished results are on disk and a rerun resumes.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class CfvizError(Exception):
     """Base class of every error cfviz raises on purpose."""
@@ -25,3 +27,39 @@ class StoreMismatchError(CfvizError, ValueError):
 
 class CaptureError(CfvizError, RuntimeError):
     """A capture could not be installed or used as asked (e.g. no layer matched a filter)."""
+
+
+class ConfigError(CfvizError, ValueError):
+    """A setting of a run is out of range, unknown, or cannot be used (a path, a device, a model name).
+
+    ``field`` is the setting's path in :class:`~cfviz.experiments.config.RunSpec`
+    (``"scoring.alpha_seg"``, ``"models.device"``, ``"out_dir"``). The message is a template in
+    which ``{field.path}`` marks name settings; ``str()`` writes them as the Python names, and an
+    interface phrases them its own way with :meth:`phrase` (the CLI writes ``--alpha-seg``).
+
+    >>> err = ConfigError("{scoring.alpha_seg} must be between 0 and 1, got 2.0", "scoring.alpha_seg")
+    >>> str(err)
+    'scoring.alpha_seg must be between 0 and 1, got 2.0'
+    >>> err.phrase({"scoring.alpha_seg": "--alpha-seg"})
+    '--alpha-seg must be between 0 and 1, got 2.0'
+    """
+
+    def __init__(self, template: str, field: str | None = None, *, mentions: tuple[str, ...] = ()) -> None:
+        self.template = template
+        self.field = field
+        #: every setting named in the template (the field first); only these marks are replaced,
+        #: so braces in user values (a prompt, a path) are left alone
+        self.mentions = tuple(dict.fromkeys(([field] if field else []) + list(mentions)))
+        super().__init__(self.phrase())
+
+    def phrase(self, names: Mapping[str, str] | None = None) -> str:
+        """The message with each mentioned setting written as ``names[path]`` (default: the path)."""
+        names = names or {}
+        text = self.template
+        for path in self.mentions:
+            text = text.replace("{" + path + "}", names.get(path, path))
+        return text
+
+
+class DataRootError(ConfigError, DatasetError):
+    """The data folder of a run cannot be read, or (for a generated data set) cannot be written."""

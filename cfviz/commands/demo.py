@@ -91,12 +91,32 @@ def write_figures(result: Any, dataset: Any, out: Path, note: str | None) -> lis
     return paths
 
 
+#: RunSpec setting path -> the demo's flag (configuration errors name the flag).
+FLAGS: dict[str, str] = {
+    "root": "--root", "categories": "--categories", "out_dir": "--out", "store_dir": "--store",
+    "batch_size": "--batch-size", "models.clip": "--clip", "models.clip_arch": "--clip-arch",
+    "models.clip_pretrained": "--clip-pretrained", "models.diffusion": "--diffusion", "models.revision": "--revision",
+    "models.device": "--device", "models.dtype": "--dtype", "models.seed": "--model-seed",
+    "extraction.clip_size": "--clip-size",
+}
+
+EXAMPLES = """\
+examples:
+  cfviz demo                                  # offline tiny models, about a minute on a laptop CPU
+  cfviz demo --categories brick grass --figures /tmp/demo-figures
+  cfviz demo --clip pretrained --diffusion stabilityai/stable-diffusion-2-inpainting --device cuda
+"""
+
+
 def run(args: argparse.Namespace) -> int:
     from cfviz.commands.evaluate import spec_from_args
+    from cfviz.experiments.preflight import check_writable_folder, preflight
     from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, evaluate, open_run_dataset
 
     spec = spec_from_args(args)
     figures = Path(args.figures)
+    preflight(spec, args.out, args.store if args.store is not None else Path(args.out) / "store")
+    check_writable_folder(figures, "figures")
     dataset = open_run_dataset(spec)  # generates the textures on first use
     print("cfviz demo")
     print(describe(spec, dataset))
@@ -110,19 +130,36 @@ def run(args: argparse.Namespace) -> int:
     paths = write_figures(result, dataset, figures, note)
     print()
     print((figures / "demo_summary.md").read_text())
-    print(f"extraction: {result.extraction}")
+    print(f"store {result.store.path}: {result.extraction}")
     print("wrote: " + ", ".join(str(p) for p in [figures / "demo_results.csv", figures / "demo_summary.md", *paths]))
     return 0
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's options: where the textures, tables and figures go, and which models run."""
+    from cfviz.commands.evaluate import add_model_arguments
+
+    data = p.add_argument_group("data (the embedded texture set)")
+    data.add_argument("--root", help="texture folder (default: data/textures, generated if missing)")
+    data.add_argument("--categories", nargs="+", help="only these texture categories (default: all)")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", default="runs/demo", help="folder for the run's tables")
+    run.add_argument("--store", help="capture store folder; a second demo reuses it (default: OUT/store)")
+    run.add_argument("--figures", default="figures", help="folder for the table and figures")
+    run.add_argument("--batch-size", type=int, default=4, help="images per model call")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_arguments(p)
+
+
 def add_parser(sub: Any) -> None:
-    from cfviz.commands.evaluate import add_run_arguments
+    from cfviz.commands.evaluate import _defer
 
     p = sub.add_parser("demo", help="run the pipeline on the embedded textures; writes figures/",
                        description="Generate the embedded texture data set when missing, run zero-shot and "
                                    "1-shot CLIPFusion, PatchCLIP, MapDiff and WinCLIP with the offline tiny "
-                                   "models, and write a results table and figures.")
-    add_run_arguments(p)
-    p.set_defaults(methods=list(DEMO_METHODS), shots=[0, 1], seeds=[0], out="runs/demo")
-    p.add_argument("--figures", default="figures", help="folder for the table and figures (default: figures)")
-    p.set_defaults(func=run)
+                                   "models, and write a results table and figures. The methods, shots and "
+                                   "settings are fixed; use `cfviz evaluate` to choose them.",
+                       epilog=EXAMPLES)
+    _defer(p, add_arguments)
+    p.set_defaults(func=run, cli_flags={**FLAGS, "figures": "--figures"}, dataset="textures",
+                   methods=list(DEMO_METHODS), shots=[0, 1], seeds=[0], shard=None)

@@ -7,6 +7,36 @@ from typing import Any
 
 DATASETS = ("mvtec", "visa", "folder", "textures", "conformal")
 
+#: RunSpec setting path -> the flag that sets it (configuration errors name the flag).
+FLAGS: dict[str, str] = {
+    "dataset": "--dataset", "root": "--root", "categories": "--categories",
+    "dataset_options.missing_masks": "--missing-masks", "dataset_options.mask_suffix": "--mask-suffix",
+    "dataset_options.limit_per_type": "--limit-per-type",
+    "methods": "--method", "shots": "--shots", "seeds": "--seeds", "out_dir": "--out", "store_dir": "--store",
+    "batch_size": "--batch-size",
+    "models.clip": "--clip", "models.clip_arch": "--clip-arch", "models.clip_pretrained": "--clip-pretrained",
+    "models.diffusion": "--diffusion", "models.revision": "--revision", "models.device": "--device",
+    "models.dtype": "--dtype", "models.seed": "--model-seed",
+    "extraction.timesteps": "--timesteps", "extraction.features": "--features", "extraction.state": "--state",
+    "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size", "extraction.noise_seed": "--noise-seed",
+    "extraction.aaclip": "--aaclip",
+    "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
+    "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
+    "scoring.sigma": "--sigma", "scoring.eval_size": "--eval-size",
+    "scoring.language_min_resolution": "--min-resolution", "scoring.clip_branch": "--clip-branch",
+}
+
+EXAMPLES = """\
+examples:
+  # offline smoke run on the embedded textures (tiny random-weight models)
+  cfviz evaluate --method clipfusion winclip --shots 0 1 --seeds 0 1 --out runs/textures
+  # MVTec-AD with the paper's models on a GPU
+  cfviz evaluate --dataset mvtec --root /data/mvtec_ad --clip pretrained --diffusion \\
+      stabilityai/stable-diffusion-2-inpainting --device cuda --dtype float16 --out runs/mvtec
+  # a deterministic subset of the conformal textiles (no masks: image metrics only)
+  cfviz evaluate --dataset conformal --limit-per-type 5 --method clipfusion --out runs/conformal
+"""
+
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -18,80 +48,143 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``evaluate`` and ``demo``-like commands."""
-    from cfviz.experiments.config import METHODS, ExtractionConfig, ModelChoice, ScoringConfig
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``models`` group (shared by ``evaluate`` and ``demo``)."""
+    from cfviz.experiments.config import CLIP_MODES, DTYPES, ExtractionConfig, ModelChoice
 
-    m, e, s = ModelChoice(), ExtractionConfig(), ScoringConfig()
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, default="textures", help="data set kind (default: textures)")
-    data.add_argument("--root", help="data set folder (default for textures: data/textures, generated if missing)")
-    data.add_argument("--categories", nargs="+", help="only these categories")
-    run = p.add_argument_group("run")
-    run.add_argument("--method", nargs="+", choices=METHODS, default=["clipfusion"], dest="methods")
-    run.add_argument("--shots", nargs="+", type=int, default=[0], help="k normal references (0 = zero-shot)")
-    run.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the k-shot reference draws")
-    run.add_argument("--out", default="runs/evaluate", help="output folder for tables (default: runs/evaluate)")
-    run.add_argument("--store", help="capture store folder (default: OUT/store); reused across runs")
-    run.add_argument("--shard", type=_shard, help="i/n: run the models for shard i of n only, then merge by "
-                                                 "running again without --shard")
-    run.add_argument("--batch-size", type=int, default=4)
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    m = ModelChoice()
     models = p.add_argument_group("models")
-    models.add_argument("--clip", choices=("tiny", "random", "pretrained"), default=m.clip,
-                        help="tiny offline, full-size random, or pretrained weights (default: tiny)")
-    models.add_argument("--clip-arch", default=m.clip_arch)
-    models.add_argument("--clip-pretrained", default=m.clip_pretrained, help="open_clip tag or checkpoint file")
+    models.add_argument("--clip", choices=CLIP_MODES, default=m.clip,
+                        help="tiny offline, full-size random, or pretrained weights")
+    models.add_argument("--clip-arch", default=m.clip_arch, help="open_clip architecture (with --clip random/pretrained)")
+    models.add_argument("--clip-size", type=int, default=ExtractionConfig().clip_size,
+                        help="image side fed to CLIP: the architecture's input size (240 for ViT-B-16-plus-240 "
+                             "and the tiny CLIP, 224 for most others)")
+    models.add_argument("--clip-pretrained", default=m.clip_pretrained,
+                        help="open_clip pretrained tag or a .safetensors/.pt checkpoint file (with --clip pretrained)")
     models.add_argument("--diffusion", default=m.diffusion,
                         help="tiny, random, or a hub id / local folder of SD2-inpainting weights "
                              "(e.g. stabilityai/stable-diffusion-2-inpainting)")
-    models.add_argument("--revision", default=None, help="hub revision (commit) of the diffusion weights")
-    models.add_argument("--device", default=m.device)
-    models.add_argument("--dtype", default=m.dtype, choices=("float32", "float16", "bfloat16"))
-    models.add_argument("--model-seed", type=int, default=m.seed, help="seed of random weights")
+    models.add_argument("--revision", default=None, help="hub revision (commit) of the diffusion weights "
+                                                         "(default: main)")
+    models.add_argument("--device", default=m.device, help="torch device: cpu, cuda, cuda:N or mps")
+    models.add_argument("--dtype", default=m.dtype, choices=DTYPES, help="parameter dtype of both models")
+    models.add_argument("--model-seed", type=int, default=m.seed, help="seed of random weights (tiny/random)")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
+    from cfviz.data.mvtec import MISSING_MASK_POLICIES
+    from cfviz.experiments.config import METHODS, SCORE_RULES, ExtractionConfig, ScoringConfig
+
+    e, s = ExtractionConfig(), ScoringConfig()
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="textures", help="data set kind")
+    data.add_argument("--root", help="data set folder (default for textures: data/textures, generated if missing)")
+    data.add_argument("--categories", nargs="+", help="only these categories (default: all)")
+    data.add_argument("--missing-masks", choices=MISSING_MASK_POLICIES, default=None,
+                      help="an anomalous test image without a mask: stop with an error, or warn and keep it for "
+                           "image metrics (mvtec, folder, visa; default: error)")
+    data.add_argument("--mask-suffix", default=None,
+                      help="appended to an image's stem to name its mask (mvtec, folder; default: _mask)")
+    data.add_argument("--limit-per-type", type=int, default=None, metavar="N",
+                      help="keep the first N test images of each defect type, a deterministic subset "
+                           "(default: all)")
+    run = p.add_argument_group("run")
+    run.add_argument("--method", nargs="+", choices=METHODS, default=["clipfusion"], dest="methods",
+                     help="methods to score")
+    run.add_argument("--shots", nargs="+", type=int, default=[0], help="k normal references (0 = zero-shot)")
+    run.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the k-shot reference draws")
+    run.add_argument("--out", default="runs/evaluate", help="output folder for tables")
+    run.add_argument("--store", help="capture store folder, reused across runs (default: OUT/store)")
+    run.add_argument("--shard", type=_shard, help="i/n: run the models for shard i of n only, then merge by "
+                                                 "running again without --shard (default: everything)")
+    run.add_argument("--batch-size", type=int, default=4, help="images per model call (part of the store's "
+                                                              "identity)")
+    run.add_argument("--repair", action="store_true",
+                     help="recompute damaged store entries instead of stopping at the first one")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_arguments(p)
     ext = p.add_argument_group("extraction (changing these needs a new store)")
-    ext.add_argument("--timesteps", nargs="+", type=int, default=list(e.timesteps))
+    ext.add_argument("--timesteps", nargs="+", type=int, default=list(e.timesteps),
+                     help="diffusion timesteps (0-999) at which attention and features are captured")
     ext.add_argument("--features", nargs="+", default=list(e.features), help="UNet blocks kept for M_diff_V")
-    ext.add_argument("--state", default=e.state, help="the [state] words of the MapDiff prompt")
-    ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size)
-    ext.add_argument("--noise-seed", type=int, default=e.noise_seed)
+    ext.add_argument("--state", default=e.state, help="the [state] word(s) of the MapDiff prompt")
+    ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size,
+                     help="image side fed to the diffusion model (a multiple of 8)")
+    ext.add_argument("--noise-seed", type=int, default=e.noise_seed, help="seed of the diffusion noise")
     ext.add_argument("--aaclip", metavar="CHECKPOINT", default=None,
                      help="AA-CLIP adapters from `cfviz train-aaclip` (OUT/aaclip.safetensors): needed by "
-                          "--method aaclip and --clip-branch aaclip")
+                          "--method aaclip and --clip-branch aaclip (default: none)")
     sc = p.add_argument_group("scoring (cheap: recomputed from the store)")
-    sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg)
-    sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls)
-    sc.add_argument("--normalization", choices=("dataset", "image", "reference", "none"), default=s.normalization)
-    sc.add_argument("--score-rule", choices=("max", "topk_mean", "mean"), default=s.score_rule)
+    sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg, help="CLIP weight in the fused map (0-1)")
+    sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls, help="CLIP weight in the image score (0-1)")
+    sc.add_argument("--normalization", choices=("dataset", "image", "none"), default=s.normalization,
+                    help="how maps are made comparable before fusion")
+    sc.add_argument("--score-rule", choices=SCORE_RULES, default=s.score_rule, help="image score from a map")
+    sc.add_argument("--topk", type=float, default=s.topk, help="fraction of pixels averaged by --score-rule "
+                                                             "topk_mean")
     sc.add_argument("--sigma", type=float, default=s.sigma, help="Gaussian smoothing of final maps (pixels)")
-    sc.add_argument("--eval-size", type=int, default=s.eval_size)
+    sc.add_argument("--eval-size", type=int, default=s.eval_size, help="grid on which maps and masks are compared")
+    sc.add_argument("--min-resolution", type=int, default=s.language_min_resolution,
+                    help="coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8)")
     sc.add_argument("--clip-branch", choices=("patchclip", "aaclip"), default=s.clip_branch,
                     help="CLIP language map fused by clipfusion/patchclip (aaclip needs --aaclip)")
 
 
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Reader options given on the command line (only those given: the readers' defaults apply)."""
+    options = {"missing_masks": getattr(args, "missing_masks", None), "mask_suffix": getattr(args, "mask_suffix", None),
+               "limit_per_type": getattr(args, "limit_per_type", None)}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def spec_from_args(args: argparse.Namespace) -> Any:
-    from cfviz.experiments.aaclip_branch import resolve_checkpoint
+    """The :class:`~cfviz.experiments.config.RunSpec` of parsed arguments (missing ones take their defaults).
+
+    Raises :class:`~cfviz.errors.ConfigError` (naming the setting) for any out-of-range value.
+    """
     from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
-    aaclip, aaclip_sha256 = resolve_checkpoint(getattr(args, "aaclip", None))
-    if aaclip is None and ("aaclip" in args.methods or getattr(args, "clip_branch", None) == "aaclip"):
+    m, e, s = ModelChoice(), ExtractionConfig(), ScoringConfig()
+
+    def get(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    methods = tuple(get("methods", ("clipfusion",)))
+    aaclip, aaclip_sha256 = None, None
+    if getattr(args, "aaclip", None):  # reading the checkpoint imports torch: only when one is given
+        from cfviz.experiments.aaclip_branch import resolve_checkpoint
+
+        aaclip, aaclip_sha256 = resolve_checkpoint(args.aaclip)
+    if aaclip is None and ("aaclip" in methods or getattr(args, "clip_branch", None) == "aaclip"):
         from cfviz.clip.aaclip.checkpoint import CheckpointError
 
         raise CheckpointError("--method aaclip and --clip-branch aaclip need --aaclip CHECKPOINT, the adapters "
                               "written by `cfviz train-aaclip --out DIR` (DIR/aaclip.safetensors)")
+    categories = getattr(args, "categories", None)
     return RunSpec(
-        dataset=args.dataset, root=args.root, categories=tuple(args.categories) if args.categories else None,
-        methods=tuple(args.methods), shots=tuple(args.shots), seeds=tuple(args.seeds),
-        models=ModelChoice(clip=args.clip, clip_arch=args.clip_arch, clip_pretrained=args.clip_pretrained,
-                           diffusion=args.diffusion, revision=args.revision, device=args.device, dtype=args.dtype,
-                           seed=args.model_seed),
-        extraction=ExtractionConfig(timesteps=tuple(args.timesteps), features=tuple(args.features), state=args.state,
-                                    diffusion_size=args.diffusion_size, noise_seed=args.noise_seed,
-                                    aaclip=aaclip, aaclip_sha256=aaclip_sha256),
-        scoring=ScoringConfig(alpha_seg=args.alpha_seg, alpha_cls=args.alpha_cls, normalization=args.normalization,
-                              score_rule=args.score_rule, sigma=args.sigma, eval_size=args.eval_size,
-                              clip_branch=getattr(args, "clip_branch", "patchclip")),
-        batch_size=args.batch_size,
+        dataset=get("dataset", "textures"), root=getattr(args, "root", None), dataset_options=dataset_options(args),
+        categories=tuple(categories) if categories else None, methods=methods,
+        shots=tuple(get("shots", (0,))), seeds=tuple(get("seeds", (0,))),
+        models=ModelChoice(clip=get("clip", m.clip), clip_arch=get("clip_arch", m.clip_arch),
+                           clip_pretrained=get("clip_pretrained", m.clip_pretrained),
+                           diffusion=get("diffusion", m.diffusion), revision=getattr(args, "revision", None),
+                           device=get("device", m.device), dtype=get("dtype", m.dtype), seed=get("model_seed", m.seed)),
+        extraction=ExtractionConfig(timesteps=tuple(get("timesteps", e.timesteps)),
+                                    features=tuple(get("features", e.features)), state=get("state", e.state),
+                                    diffusion_size=get("diffusion_size", e.diffusion_size),
+                                    clip_size=get("clip_size", e.clip_size),
+                                    noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
+                                    aaclip_sha256=aaclip_sha256),
+        scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
+                              normalization=get("normalization", s.normalization),
+                              score_rule=get("score_rule", s.score_rule), topk=get("topk", s.topk),
+                              sigma=get("sigma", s.sigma), eval_size=get("eval_size", s.eval_size),
+                              language_min_resolution=get("min_resolution", s.language_min_resolution),
+                              clip_branch=get("clip_branch", s.clip_branch)),
+        batch_size=get("batch_size", 4),
     )
 
 
@@ -99,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
     from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult, evaluate
 
     spec = spec_from_args(args)
-    result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress)
+    extra = {"repair": True} if getattr(args, "repair", False) else {}
+    result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress,
+                      **extra)
     if not isinstance(result, EvaluationResult):
         i, n = args.shard
         print(f"shard {i}/{n}: {result}. When every shard is done, run the same command without --shard "
@@ -108,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     print((result.out_dir / "summary.md").read_text())
     if result.random_weights:
         print(f"note: {RANDOM_WEIGHTS_NOTE}")
+    print(f"store {result.store.path}: {result.extraction}")
     print(f"wrote {result.out_dir / 'results.csv'}, {result.out_dir / 'summary.md'}, {result.out_dir / 'run.json'}")
     return 0
 
@@ -116,6 +212,16 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate methods on a data set; writes CSV and Markdown tables",
                        description="Run CLIPFusion, PatchCLIP, MapDiff or WinCLIP zero-/few-shot on a data set. "
                                    "Model outputs are cached per image in a capture store, so re-runs, other "
-                                   "alphas and ablations never recompute them.")
-    add_run_arguments(p)
-    p.set_defaults(func=run)
+                                   "alphas and ablations never recompute them. Every setting, path, device and "
+                                   "model name is checked before any model loads.",
+                       epilog=EXAMPLES)
+    _defer(p, add_run_arguments)
+    p.set_defaults(func=run, cli_flags=FLAGS)
+
+
+def _defer(p: Any, build: Any) -> None:
+    """Add arguments when the parser is first used (a CommandParser), or now (a plain parser)."""
+    if hasattr(p, "defer"):
+        p.defer(build)
+    else:
+        build(p)

@@ -41,25 +41,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="tiny offline, full-size random, or pretrained weights (default: tiny)")
     models.add_argument("--clip-arch", default="ViT-L-14-336", help="open_clip architecture (paper: ViT-L-14-336)")
     models.add_argument("--clip-pretrained", default="openai", help="open_clip tag or checkpoint file")
-    models.add_argument("--device", default="cpu")
+    models.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     models.add_argument("--model-seed", type=int, default=0, help="seed of random CLIP weights (tiny/random)")
     ad = p.add_argument_group("adapters")
     ad.add_argument("--text-blocks", type=int, default=None, help="K_T (default: depth / 4; paper 3)")
     ad.add_argument("--image-blocks", type=int, default=None, help="K_I (default: depth / 4; paper 6)")
     ad.add_argument("--levels", type=int, nargs="+", default=None,
                     help="1-based vision blocks of the patch levels (default: 1/4..4/4 of the depth)")
-    ad.add_argument("--text-lambda", type=float, default=0.1)
-    ad.add_argument("--image-lambda", type=float, default=0.1)
-    ad.add_argument("--init", choices=("xavier", "clip"), default="xavier")
+    ad.add_argument("--text-lambda", type=float, default=0.1, help="residual weight of the text adapters")
+    ad.add_argument("--image-lambda", type=float, default=0.1, help="residual weight of the image adapters")
+    ad.add_argument("--init", choices=("xavier", "clip"), default="xavier", help="initialisation of the adapters")
     tr = p.add_argument_group("training")
-    tr.add_argument("--out", default="runs/aaclip", help="folder for checkpoints (default: runs/aaclip)")
-    tr.add_argument("--seed", type=int, default=t.seed)
-    tr.add_argument("--stage1-epochs", type=int, default=t.stage1_epochs)
-    tr.add_argument("--stage2-epochs", type=int, default=t.stage2_epochs)
-    tr.add_argument("--stage1-lr", type=float, default=t.stage1_lr)
-    tr.add_argument("--stage2-lr", type=float, default=t.stage2_lr)
-    tr.add_argument("--stage1-batch-size", type=int, default=t.stage1_batch_size)
-    tr.add_argument("--stage2-batch-size", type=int, default=t.stage2_batch_size)
+    tr.add_argument("--out", default="runs/aaclip", help="folder for checkpoints")
+    tr.add_argument("--seed", type=int, default=t.seed, help="seed of shuffling, augmentation and initialisation")
+    tr.add_argument("--stage1-epochs", type=int, default=t.stage1_epochs, help="epochs of the text-adapter stage")
+    tr.add_argument("--stage2-epochs", type=int, default=t.stage2_epochs, help="epochs of the image-adapter stage")
+    tr.add_argument("--stage1-lr", type=float, default=t.stage1_lr, help="learning rate of stage 1")
+    tr.add_argument("--stage2-lr", type=float, default=t.stage2_lr, help="learning rate of stage 2")
+    tr.add_argument("--stage1-batch-size", type=int, default=t.stage1_batch_size, help="batch size of stage 1")
+    tr.add_argument("--stage2-batch-size", type=int, default=t.stage2_batch_size, help="batch size of stage 2")
     tr.add_argument("--gamma", type=float, default=t.gamma, help="weight of the disentangle loss (paper: 0.1)")
     tr.add_argument("--stage1-cls-loss", action="store_true",
                     help="add the paper's image-level loss to stage 1 (the released code has none)")
@@ -68,7 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     tr.add_argument("--surgery-blocks", type=int, default=None,
                     help="stage-1 V-V attention in the last N vision blocks (default: all after the fifth)")
     tr.add_argument("--no-augment", action="store_true", help="no rotation/translation/flip augmentation")
-    tr.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    tr.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch, for smoke runs "
+                                                                  "(default: no cap)")
     tr.add_argument("--no-resume", action="store_true", help="refuse a folder that already holds checkpoints")
     tr.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -81,6 +82,36 @@ def _load_clip(args: argparse.Namespace) -> Any:
     if args.clip == "random":
         return models.random_clip(args.clip_arch, seed=args.model_seed, device=args.device)
     return models.load_clip(args.clip_arch, args.clip_pretrained, device=args.device)
+
+
+#: Setting -> flag, so that configuration errors name the flag.
+FLAGS: dict[str, str] = {"root": "--root", "dataset": "--dataset", "out_dir": "--out", "models.device": "--device",
+                         "models.clip": "--clip", "models.clip_arch": "--clip-arch",
+                         "models.clip_pretrained": "--clip-pretrained", "models.seed": "--model-seed"}
+
+EXAMPLES = """\
+examples:
+  # offline smoke run on the embedded textures (tiny random-weight CLIP)
+  cfviz train-aaclip --shots 2 --stage1-epochs 1 --stage2-epochs 1 --out runs/aaclip-smoke
+  # the paper's protocol: train on VisA, then evaluate zero-shot on MVTec-AD
+  cfviz train-aaclip --dataset visa --root /data/visa --clip pretrained --clip-arch ViT-L-14-336 \\
+      --clip-pretrained openai --device cuda --out runs/aaclip-visa
+  cfviz evaluate --dataset mvtec --root /data/mvtec_ad --clip pretrained --clip-arch ViT-L-14-336 \\
+      --clip-pretrained openai --aaclip runs/aaclip-visa/aaclip.safetensors --method aaclip clipfusion
+"""
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check the data folder, the output folder, the device and the CLIP before anything loads."""
+    from cfviz.experiments.config import ModelChoice, RunSpec
+    from cfviz.experiments.preflight import check_clip, check_data_root, check_device, check_writable_folder
+
+    choice = ModelChoice(clip=args.clip, clip_arch=args.clip_arch, clip_pretrained=args.clip_pretrained,
+                         device=args.device, seed=args.model_seed)
+    check_data_root(RunSpec(dataset=args.dataset, root=args.root, models=choice))
+    check_writable_folder(args.out, "out_dir")
+    check_device(args.device)
+    check_clip(choice)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
                         gamma=args.gamma, stage1_cls_loss=args.stage1_cls_loss, stage1_levels=args.stage1_levels,
                         surgery_blocks=args.surgery_blocks, augment=not args.no_augment,
                         max_batches=args.max_batches)
+    preflight(args)
     dataset = open_dataset(args.dataset, args.root, categories=args.categories, split="test")
     bundle = _load_clip(args)
     report = train_aaclip(bundle, dataset, args.out, config=config, train=train, resume=not args.no_resume,
@@ -109,25 +141,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
+    from cfviz.commands.evaluate import _defer
+
     p = sub.add_parser("train-aaclip", help="train AA-CLIP adapters (two stages) on an annotated data set",
                        description="Train AA-CLIP's text (stage 1) and vision (stage 2) adapters on the annotated "
                                    "test images of a data set; evaluate zero-shot on another with "
-                                   "`cfviz evaluate --aaclip OUT/aaclip.safetensors`.")
-    add_arguments(p)
-    p.set_defaults(func=run)
+                                   "`cfviz evaluate --aaclip OUT/aaclip.safetensors`. Checkpoints are written "
+                                   "after every epoch; rerunning the same command resumes after the last one.",
+                       epilog=EXAMPLES)
+    _defer(p, add_arguments)  # TrainConfig imports torch: only when this command is used
+    p.set_defaults(func=run, cli_flags=FLAGS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``train-aaclip`` on its own (as ``cfviz train-aaclip`` does), with cfviz's error handling."""
+    from cfviz.cli import HelpFormatter, cli_message
     from cfviz.errors import CfvizError
 
-    parser = argparse.ArgumentParser(prog="cfviz train-aaclip")
+    parser = argparse.ArgumentParser(prog="cfviz train-aaclip", formatter_class=HelpFormatter, epilog=EXAMPLES)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
     except CfvizError as exc:
-        print(f"cfviz train-aaclip: error: {exc}", file=sys.stderr)
+        print(f"cfviz train-aaclip: error: {cli_message(exc, FLAGS)}", file=sys.stderr)
         return 1
 
 

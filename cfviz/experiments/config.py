@@ -8,18 +8,93 @@
 * :class:`ScoringConfig` — everything computed afterwards from the store (fusion weights,
   normalisation, image-score rule, smoothing, which timesteps and blocks feed the maps). Changing
   it never re-runs a model.
+
+Every value is checked when a configuration is made (and again by :meth:`RunSpec.validate`),
+so a bad setting fails at once with a :class:`~cfviz.errors.ConfigError` naming it, before any
+data is read or model built:
+
+>>> ScoringConfig(alpha_seg=2.0)
+Traceback (most recent call last):
+...
+cfviz.errors.ConfigError: scoring.alpha_seg must be between 0 and 1 (the CLIP branch's weight in the fused map), got 2.0
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from cfviz.errors import ConfigError
 
 from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION
 from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
+CLIP_MODES = ("tiny", "random", "pretrained")
+DTYPES = ("float32", "float16", "bfloat16")
+NORMALIZATIONS = ("dataset", "image", "reference", "none")
+SCORE_RULES = ("max", "topk_mean", "mean")
+CLIP_BRANCHES = ("patchclip", "aaclip")
+INPAINT_MASKS = ("none", "full")
+#: Training timesteps of the Stable Diffusion noise schedules (valid timesteps are 0..999).
+NUM_TRAIN_TIMESTEPS = 1000
+#: Downsampling factor of the SD VAE: latents (and the finest cross-attention maps) are size / 8.
+VAE_FACTOR = 8
+#: Words of ``ExtractionConfig.state`` whose attention is not recorded.
+STOP_WORDS = ("and", "or", "a", "with", "of", "the")
+#: Methods that use MapDiff's language map (cross-attention) and visual map (UNet features).
+DIFFUSION_METHODS = ("clipfusion", "mapdiff")
+#: Methods whose maps are normalised with ``ScoringConfig.normalization``.
+NORMALIZED_METHODS = ("clipfusion", "patchclip", "mapdiff")
+
+
+# ---------------------------------------------------------------------------------------------
+# checks: each raises a ConfigError whose template marks the setting as {path}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(value: Any, path: str, *, minimum: int, why: str = "") -> None:
+    """``value`` must be an integer >= ``minimum``."""
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"{{{path}}} must be an integer >= {minimum}{why}, got {value!r}", path)
+
+
+def check_fraction(value: Any, path: str, *, why: str = "", open_low: bool = False) -> None:
+    """``value`` must be a finite number in [0, 1] (or (0, 1] with ``open_low``)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > 1 or value < 0 or (open_low and value == 0):
+        low = "above 0 and at most 1" if open_low else "between 0 and 1"
+        raise ConfigError(f"{{{path}}} must be {low}{why}, got {value!r}", path)
+
+
+def check_choice(value: Any, path: str, choices: Sequence[str]) -> None:
+    """``value`` must be one of ``choices`` (the message lists them and the closest one)."""
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{{{path}}} must be one of {', '.join(map(str, choices))}; got {value!r}{hint}", path)
+
+
+def check_ints(values: Any, path: str, *, minimum: int, maximum: int | None = None, what: str = "integers",
+               why: str = "", empty_ok: bool = False) -> None:
+    """``values`` must be a (non-empty) sequence of integers in [minimum, maximum)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(f"{{{path}}} must be a list of {what}, got {values!r}", path)
+    if not values and not empty_ok:
+        raise ConfigError(f"{{{path}}} must list at least one of the {what}, got none", path)
+    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum})"
+    bad = [v for v in values if not _is_int(v) or v < minimum or (maximum is not None and v >= maximum)]
+    if bad:
+        raise ConfigError(f"{{{path}}} must be {what} {bound}{why}, got {', '.join(map(repr, bad))}", path)
 
 
 @dataclass(frozen=True)
@@ -47,6 +122,19 @@ class ModelChoice:
     dtype: str = "float32"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_choice(self.clip, "models.clip", CLIP_MODES)
+        check_choice(self.dtype, "models.dtype", DTYPES)
+        check_int(self.seed, "models.seed", minimum=0)
+        for path, value in (("models.clip_arch", self.clip_arch), ("models.diffusion", self.diffusion),
+                            ("models.device", self.device)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{{{path}}} must be a non-empty string, got {value!r}", path)
+        if self.clip == "pretrained" and not (isinstance(self.clip_pretrained, str) and self.clip_pretrained.strip()):
+            raise ConfigError("{models.clip} 'pretrained' needs {models.clip_pretrained}: an open_clip "
+                              "pretrained tag (e.g. 'laion400m_e32') or a checkpoint file", "models.clip_pretrained",
+                              mentions=("models.clip",))
+
     @property
     def random_weights(self) -> bool:
         """True when any model has random weights (results show the pipeline works, not detection quality)."""
@@ -73,10 +161,45 @@ class ExtractionConfig:
     aaclip: str | None = None
     aaclip_sha256: str | None = None
 
+    def __post_init__(self) -> None:
+        check_int(self.clip_size, "extraction.clip_size", minimum=1)
+        if not _is_int(self.diffusion_size) or self.diffusion_size < VAE_FACTOR or self.diffusion_size % VAE_FACTOR:
+            near = ""
+            if _is_int(self.diffusion_size) and self.diffusion_size > VAE_FACTOR:
+                lo = self.diffusion_size // VAE_FACTOR * VAE_FACTOR
+                near = f"; e.g. {lo} or {lo + VAE_FACTOR}"
+            raise ConfigError(f"{{extraction.diffusion_size}} must be a positive multiple of {VAE_FACTOR} (the "
+                              f"VAE downsamples by {VAE_FACTOR}), got {self.diffusion_size!r}{near}",
+                              "extraction.diffusion_size")
+        check_ints(self.timesteps, "extraction.timesteps", minimum=0, maximum=NUM_TRAIN_TIMESTEPS,
+                   what="diffusion timesteps")
+        if len(set(self.timesteps)) != len(self.timesteps):
+            raise ConfigError(f"{{extraction.timesteps}} lists a timestep twice: {list(self.timesteps)}",
+                              "extraction.timesteps")
+        if not isinstance(self.state, str) or not self.state_tokens:
+            raise ConfigError(f"{{extraction.state}} {self.state!r} has no word left once {', '.join(STOP_WORDS)} "
+                              "are dropped; give the defect word(s) of the MapDiff prompt, e.g. 'damage'",
+                              "extraction.state")
+        if not isinstance(self.prompt_template, str) or "{state}" not in self.prompt_template:
+            raise ConfigError("{extraction.prompt_template} must contain {state} (and usually {object}), got "
+                              f"{self.prompt_template!r}", "extraction.prompt_template")
+        if isinstance(self.features, (str, bytes)) or not all(isinstance(f, str) and f for f in self.features):
+            raise ConfigError(f"{{extraction.features}} must be a list of UNet block names such as 'up_blocks.1', "
+                              f"got {self.features!r}", "extraction.features")
+        check_ints(self.scales, "extraction.scales", minimum=1, what="window sizes (in patches)")
+        check_int(self.stride, "extraction.stride", minimum=1)
+        check_int(self.noise_seed, "extraction.noise_seed", minimum=0)
+        check_choice(self.mask, "extraction.mask", INPAINT_MASKS)
+
     @property
     def state_tokens(self) -> list[str]:
         """Words of ``state`` whose cross-attention is recorded."""
-        return [w for w in self.state.split() if w.lower() not in {"and", "or", "a", "with", "of", "the"}]
+        return [w for w in str(self.state).split() if w.lower() not in STOP_WORDS]
+
+    @property
+    def finest_attention(self) -> int:
+        """Side of the finest cross-attention maps: the latent size, ``diffusion_size / 8``."""
+        return self.diffusion_size // VAE_FACTOR
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -130,6 +253,32 @@ class ScoringConfig:
     reference_block: str | None = None
     clip_branch: str = "patchclip"
 
+    def __post_init__(self) -> None:
+        check_fraction(self.alpha_seg, "scoring.alpha_seg", why=" (the CLIP branch's weight in the fused map)")
+        check_fraction(self.alpha_cls, "scoring.alpha_cls", why=" (the CLIP branch's weight in the image score)")
+        check_choice(self.normalization, "scoring.normalization", NORMALIZATIONS)
+        check_choice(self.score_rule, "scoring.score_rule", SCORE_RULES)
+        check_fraction(self.topk, "scoring.topk", why=" (the fraction of pixels averaged by 'topk_mean')",
+                       open_low=True)
+        ok = isinstance(self.sigma, numbers.Real) and not isinstance(self.sigma, bool) and math.isfinite(self.sigma)
+        if not ok or self.sigma < 0:
+            raise ConfigError(f"{{scoring.sigma}} must be >= 0 (Gaussian smoothing in pixels; 0 = none), "
+                              f"got {self.sigma!r}", "scoring.sigma")
+        check_int(self.eval_size, "scoring.eval_size", minimum=8,
+                  why=" (the side of the grid on which maps and masks are compared)")
+        if self.language_steps is not None:
+            check_ints(self.language_steps, "scoring.language_steps", minimum=0, maximum=NUM_TRAIN_TIMESTEPS,
+                       what="diffusion timesteps")
+        check_int(self.language_min_resolution, "scoring.language_min_resolution", minimum=1)
+        for path, t in (("scoring.visual_timestep", self.visual_timestep),
+                        ("scoring.reference_timestep", self.reference_timestep)):
+            if t is not None:
+                check_int(t, path, minimum=0)
+        for path, b in (("scoring.visual_block", self.visual_block), ("scoring.reference_block", self.reference_block)):
+            if b is not None and not (isinstance(b, str) and b):
+                raise ConfigError(f"{{{path}}} must be a UNet block name such as 'up_blocks.1', got {b!r}", path)
+        check_choice(self.clip_branch, "scoring.clip_branch", CLIP_BRANCHES)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -155,3 +304,85 @@ class RunSpec:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> RunSpec:
+        """Check every setting and how they fit together; return ``self``.
+
+        Raises :class:`~cfviz.errors.ConfigError` naming the setting (``field`` is its path, e.g.
+        ``"scoring.alpha_seg"``). Paths, devices and model names are checked by
+        :func:`cfviz.experiments.preflight.preflight`, which calls this first.
+
+        >>> RunSpec(shots=(-1,))
+        Traceback (most recent call last):
+        ...
+        cfviz.errors.ConfigError: shots must be integers >= 0 (k normal reference images per category), got -1
+        """
+        from cfviz.data import DATASET_KINDS
+
+        for path, value, kind in (("models", self.models, ModelChoice), ("extraction", self.extraction, ExtractionConfig),
+                                  ("scoring", self.scoring, ScoringConfig)):
+            if not isinstance(value, kind):
+                raise ConfigError(f"{{{path}}} must be a {kind.__name__}, got {type(value).__name__}", path)
+        check_choice(self.dataset, "dataset", sorted(DATASET_KINDS))
+        if self.root is not None and not isinstance(self.root, str):
+            self.root = str(self.root)  # a Path is fine
+        if not isinstance(self.dataset_options, dict):
+            raise ConfigError(f"{{dataset_options}} must be a dict of reader options, got {self.dataset_options!r}",
+                              "dataset_options")
+        if self.categories is not None and (isinstance(self.categories, str) or not self.categories
+                                            or not all(isinstance(c, str) and c for c in self.categories)):
+            raise ConfigError(f"{{categories}} must be a non-empty tuple of category names (or None for all), "
+                              f"got {self.categories!r}", "categories")
+        if isinstance(self.methods, str) or not self.methods:
+            raise ConfigError(f"{{methods}} must be a non-empty tuple of methods from {', '.join(METHODS)}, "
+                              f"got {self.methods!r}", "methods")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"unknown methods {bad} in {{methods}}; choose from {', '.join(METHODS)}", "methods")
+        check_ints(self.shots, "shots", minimum=0, why=" (k normal reference images per category)")
+        check_ints(self.seeds, "seeds", minimum=0, why=" (seeds of the k-shot reference draws)")
+        check_int(self.batch_size, "batch_size", minimum=1, why=" (images per model call)")
+        self._check_combination()
+        return self
+
+    def _check_combination(self) -> None:
+        """Settings that are valid alone but not together (each would fail only after extraction)."""
+        e, s, methods = self.extraction, self.scoring, set(self.methods)
+        if methods & set(DIFFUSION_METHODS) and e.finest_attention < s.language_min_resolution:
+            need = s.language_min_resolution * VAE_FACTOR
+            raise ConfigError(
+                f"{{extraction.diffusion_size}} {e.diffusion_size} gives cross-attention maps of at most "
+                f"{e.finest_attention}x{e.finest_attention}, all coarser than {{scoring.language_min_resolution}} "
+                f"{s.language_min_resolution}, so MapDiff's language map would be empty; raise "
+                f"{{extraction.diffusion_size}} to {need} or more, or lower {{scoring.language_min_resolution}} to "
+                f"{max(e.finest_attention, 1)}", "extraction.diffusion_size",
+                mentions=("scoring.language_min_resolution",))
+        if s.language_steps is not None and methods & set(DIFFUSION_METHODS):
+            bad = [t for t in s.language_steps if t not in e.timesteps]
+            if bad:
+                raise ConfigError(f"{{scoring.language_steps}} {bad} are not among the captured "
+                                  f"{{extraction.timesteps}} {list(e.timesteps)}", "scoring.language_steps",
+                                  mentions=("extraction.timesteps",))
+        if methods & set(DIFFUSION_METHODS) and max(self.shots) > 0:
+            for path, t in (("scoring.visual_timestep", s.visual_timestep),
+                            ("scoring.reference_timestep", s.reference_timestep)):
+                if t is not None and t not in e.timesteps:
+                    raise ConfigError(f"{{{path}}} {t} is not among the captured {{extraction.timesteps}} "
+                                      f"{list(e.timesteps)}", path, mentions=("extraction.timesteps",))
+            for path, b in (("scoring.visual_block", s.visual_block), ("scoring.reference_block", s.reference_block)):
+                if b is not None and b not in e.features:
+                    raise ConfigError(f"{{{path}}} {b!r} is not among the stored {{extraction.features}} "
+                                      f"{list(e.features)}; add it there (k-shot MapDiff compares its features)",
+                                      path, mentions=("extraction.features",))
+        if s.normalization == "reference" and methods & set(NORMALIZED_METHODS):
+            raise ConfigError("{scoring.normalization} 'reference' is not available in the evaluation runner (it "
+                              "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
+                              "'image' or 'none'", "scoring.normalization")
+        needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})
+        if needs_aaclip and not e.aaclip:
+            raise ConfigError("{methods} 'aaclip' and {scoring.clip_branch} 'aaclip' need {extraction.aaclip}: the "
+                              "adapters written by `cfviz train-aaclip` (OUT/aaclip.safetensors)", "extraction.aaclip",
+                              mentions=("methods", "scoring.clip_branch"))

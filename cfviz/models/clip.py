@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cfviz.errors import ModelUnavailableError
+from cfviz.errors import ConfigError, ModelUnavailableError
 from cfviz.models._config import model_config
 from cfviz.models._seeding import check_seed, seeded
 from cfviz.models.bundle import ClipBundle
@@ -27,6 +27,8 @@ CHECKPOINT_ENV = "CFVIZ_CLIP_CHECKPOINT"
 
 _CFVIZ_ARCHS = {TINY_CLIP: "tiny_clip"}
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+#: Largest safetensors header accepted (the format caps it at 100 MB).
+_MAX_HEADER = 100_000_000
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -119,7 +121,7 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | os.PathLike[str] | Non
 
     dtype = torch.float32 if dtype is None else dtype
     if pretrained is None:
-        raise ValueError("pretrained=None asks for no weights; use random_clip(name, seed=...) for random "
+        raise ConfigError("pretrained=None asks for no weights; use random_clip(name, seed=...) for random "
                          "weights, or pass a pretrained tag or a checkpoint file")
     pretrained = os.fspath(pretrained)
     _check_arch_name(name)
@@ -178,13 +180,20 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
 
     path = Path(path)
     metadata: dict[str, str] = {}
+    problem = checkpoint_problem(path)
+    if problem:
+        raise ModelUnavailableError(f"checkpoint {path} {problem}")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = dict(fh.metadata() or {})
-        obj: Any = load_file(str(path))
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                metadata = dict(fh.metadata() or {})
+            obj: Any = load_file(str(path))
+        except Exception as exc:  # SafetensorError (truncated data, bad offsets), OSError
+            raise ModelUnavailableError(f"checkpoint {path} cannot be read as safetensors ({_first_line(exc)}); "
+                                        "re-save the weights with safetensors.torch.save_file") from None
     elif path.suffix in _SUFFIXES:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -209,14 +218,83 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
 # helpers
 
 
+def looks_like_file(value: str) -> bool:
+    """Whether ``pretrained`` names a checkpoint file rather than an open_clip tag.
+
+    >>> looks_like_file("laion400m_e32"), looks_like_file("weights/clip.safetensors")
+    (False, True)
+    """
+    return _looks_like_file(value)
+
+
+def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be a CLIP checkpoint, as a clause (``None`` when its header reads).
+
+    Cheap: only the header is read. Safetensors files must start with a JSON header; ``.pt`` /
+    ``.pth`` / ``.bin`` files must be torch zip archives (or legacy torch pickles, which
+    :func:`read_state_dict` then reads with ``weights_only=True``).
+
+    >>> import tempfile, pathlib
+    >>> junk = pathlib.Path(tempfile.mkdtemp()) / "junk.safetensors"
+    >>> _ = junk.write_bytes(bytes(range(256)) * 4)
+    >>> checkpoint_problem(junk)
+    'is not a safetensors file (its first 8 bytes give a header of 506097522914230528 bytes)'
+    """
+    import json
+    import struct
+
+    p = Path(path)
+    if not p.exists():
+        return "does not exist"
+    if not p.is_file():
+        return "is not a file"
+    if p.suffix.lower() not in _SUFFIXES:
+        return "has an unsupported suffix; cfviz reads .safetensors files and .pt/.pth/.bin state dicts"
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+            size = os.fstat(fh.fileno()).st_size
+            if p.suffix.lower() != ".safetensors":
+                # torch.save writes a zip archive (PK..); very old files are pickles (protocol 2+: 0x80)
+                if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+                    return None
+                return "is not a torch checkpoint (neither a torch zip archive nor a torch pickle)"
+            if len(head) < 8:
+                return "is too short to be a safetensors file"
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or n > min(_MAX_HEADER, size - 8):
+                return f"is not a safetensors file (its first 8 bytes give a header of {n} bytes)"
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except OSError as exc:
+        return f"cannot be read ({(exc.strerror or type(exc).__name__).lower()})"
+    except (UnicodeDecodeError, ValueError):
+        return "is not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "is not a safetensors file (its header is not a JSON object)"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def _check_arch_name(name: str) -> None:
     if name in _CFVIZ_ARCHS:
         return
     import open_clip
 
-    if name not in open_clip.list_models():
-        raise ValueError(f"unknown CLIP architecture {name!r}; use an open_clip model name "
-                         f"(open_clip.list_models(), e.g. {DEFAULT_CLIP!r}) or {TINY_CLIP!r}")
+    models = open_clip.list_models()
+    if name not in models:
+        raise ConfigError(f"unknown CLIP architecture {name!r}{_closest(name, models)} (use an open_clip model "
+                          f"name from open_clip.list_models(), e.g. {DEFAULT_CLIP!r}, or {TINY_CLIP!r})")
 
 
 def _build_architecture(name: str, *, quick_gelu: bool = False) -> tuple[Any, Any, tuple, tuple]:
@@ -248,10 +326,10 @@ def _make_bundle(model: Any, tokenizer: Any, *, name: str, pretrained: str | Non
 
     visual = model.visual
     if not hasattr(visual, "grid_size"):
-        raise ValueError(f"{name} has no ViT patch grid (model.visual.grid_size); cfviz needs a ViT image tower")
+        raise ConfigError(f"{name} has no ViT patch grid (model.visual.grid_size); cfviz needs a ViT image tower")
     image_size, patch_size = _pair(visual.image_size), _pair(visual.patch_size)
     if image_size[0] != image_size[1] or patch_size[0] != patch_size[1]:
-        raise ValueError(f"{name} has a non-square input {image_size} or patch {patch_size}; cfviz expects square")
+        raise ConfigError(f"{name} has a non-square input {image_size} or patch {patch_size}; cfviz expects square")
     dev = torch.device(device)
     model = model.to(device=dev, dtype=dtype).eval()
     info = make_info(kind="clip", library="open_clip", name=name, revision=pretrained, weights=weights,
@@ -295,13 +373,13 @@ def _hub_checkpoint(name: str, tag: str, cache_dir: Any) -> tuple[Path, bool, An
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     if name in _CFVIZ_ARCHS:
-        raise ValueError(f"{name} has no published weights; pass a checkpoint file as pretrained=... "
-                         "or use tiny_clip() for random weights")
+        raise ConfigError(f"{name} has no published weights; pass a checkpoint file as pretrained=... "
+                          "or use tiny_clip() for random weights")
     cfg = get_pretrained_cfg(name, tag)
     tags = list_pretrained_tags_by_model(name)
     if not cfg:
-        raise ValueError(f"open_clip has no pretrained tag {tag!r} for {name}; known tags: {tags}, "
-                         "or pass a checkpoint file")
+        raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {name}{_closest(tag, tags)} (known tags: "
+                          f"{', '.join(tags) or 'none'}), or pass a checkpoint file")
     hf, url = cfg.get("hf_hub", ""), cfg.get("url", "")
     what = f"the {name} CLIP weights {tag!r}"
     repo_id, filename = os.path.split(hf) if hf else ("", "")

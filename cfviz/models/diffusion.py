@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cfviz.errors import ModelUnavailableError
+from cfviz.errors import ConfigError, ModelUnavailableError
 from cfviz.models._config import model_config
 from cfviz.models._seeding import check_seed, seeded
 from cfviz.models.info import make_info
@@ -250,7 +250,7 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
 
     dtype = torch.float32 if dtype is None else dtype
     if scheduler not in ("ddim", "checkpoint"):
-        raise ValueError(f"scheduler must be 'ddim' or 'checkpoint', got {scheduler!r}")
+        raise ConfigError(f"scheduler must be 'ddim' or 'checkpoint', got {scheduler!r}")
     model = os.fspath(model)
     env_folder = os.environ.get(PIPELINE_ENV, "").strip()
     from_env = bool(env_folder) and model == DEFAULT_SD_INPAINT
@@ -278,6 +278,26 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
     return pipe
 
 
+def looks_like_folder(value: str) -> bool:
+    """Whether ``model`` names a local folder rather than a hub id (``owner/name``).
+
+    >>> looks_like_folder("stabilityai/stable-diffusion-2-inpainting"), looks_like_folder("./weights/sd2")
+    (False, True)
+    """
+    return _looks_like_folder(value)
+
+
+def folder_problems(folder: Path) -> list[str]:
+    """What a local folder lacks to be a complete diffusers inpainting pipeline (empty: nothing).
+
+    Cheap: only file names are looked at (``model_index.json``, each component's config and weights).
+    """
+    missing = [p for p in ("model_index.json", *(f"{c}/config.json" for c in _WEIGHTED))
+               if not (folder / p).is_file()]
+    missing += [f"{c} weights" for c in _WEIGHTED if (folder / c).is_dir() and not _weights_in(folder / c)]
+    return missing
+
+
 def _looks_like_folder(value: str) -> bool:
     """Hub ids are ``owner/name``; anything else that looks like a path is a folder."""
     if Path(value).expanduser().exists():
@@ -294,9 +314,7 @@ def _check_folder(folder: Path, *, from_env: bool, hub_id: str | None = None) ->
                                     "to one, or pass a hub id such as "
                                     f"{DEFAULT_SD_INPAINT!r} to download it")
     what = f"the hub snapshot of {hub_id!r} ({folder})" if hub_id else f"folder {folder}{origin}"
-    missing = [p for p in ("model_index.json", *(f"{c}/config.json" for c in _WEIGHTED))
-               if not (folder / p).is_file()]
-    missing += [f"{c} weights" for c in _WEIGHTED if (folder / c).is_dir() and not _weights_in(folder / c)]
+    missing = folder_problems(folder)
     if missing:
         fix = ("run once with network access to complete the download (cfviz fetches only safetensors weights), "
                "or pass a local folder as model=..."
@@ -320,9 +338,16 @@ def _from_folder(folder: Path, dtype: Any) -> Any:
     # newer diffusers renamed torch_dtype to dtype (and warn on the old name)
     dtype_kw = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
     # without safetensors, diffusers and transformers fall back to torch.load(weights_only=True)
-    pipe = StableDiffusionInpaintPipeline.from_pretrained(
-        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        use_safetensors=has_safetensors or None, local_files_only=True,
-        low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None, **{dtype_kw: dtype})
+    try:
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(
+            str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            use_safetensors=has_safetensors or None, local_files_only=True,
+            low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None, **{dtype_kw: dtype})
+    except (ImportError, TypeError, AttributeError, NameError):  # our bugs or a broken install: keep the trace
+        raise
+    except Exception as exc:  # damaged files: SafetensorError, OSError, JSON errors, shape mismatches
+        text = " ".join(str(exc).split())[:300]
+        raise ModelUnavailableError(f"the diffusers pipeline in {folder} cannot be loaded ({type(exc).__name__}: "
+                                    f"{text}); re-save it with pipe.save_pretrained() or download it again") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe

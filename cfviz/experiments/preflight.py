@@ -1,0 +1,285 @@
+"""Check everything a run needs before any data is generated or any model is built.
+
+:func:`preflight` runs at the top of :func:`cfviz.experiments.evaluate`. It validates the
+:class:`~cfviz.experiments.config.RunSpec` (ranges, choices, settings that must fit together)
+and then what lies outside it: the data folder, the output and store folders, the device, the
+CLIP architecture, pretrained tag or checkpoint file, the diffusion folder and the AA-CLIP
+checkpoint. Each failure is one :class:`~cfviz.errors.ConfigError` whose ``field`` names the
+setting (``"models.device"``, ``"out_dir"``), so that the CLI can name its flag.
+
+It is cheap: file-system probes and header reads. Only a CLIP that is not the tiny one imports
+open_clip (seconds, once) to list architectures and tags; no model is built.
+
+>>> from cfviz.experiments.config import ModelChoice, RunSpec
+>>> preflight(RunSpec(models=ModelChoice(device="gpu")))
+Traceback (most recent call last):
+...
+cfviz.errors.ConfigError: models.device 'gpu' is not a torch device; use cpu, cuda, cuda:N or mps
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cfviz.errors import ConfigError, DataRootError
+from cfviz.experiments.config import ModelChoice, RunSpec
+
+def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
+              store_dir: str | os.PathLike[str] | None = None) -> None:
+    """Raise a :class:`~cfviz.errors.ConfigError` for the first setting or input a run cannot use.
+
+    ``out_dir`` and ``store_dir`` (when given) must be folders that can be written (or created).
+    """
+    spec.validate()
+    check_dataset_options(spec)
+    check_data_root(spec)
+    if out_dir is not None:
+        check_writable_folder(out_dir, "out_dir")
+    if store_dir is not None:
+        check_writable_folder(store_dir, "store_dir")
+    check_device(spec.models.device)
+    check_clip(spec.models, spec.extraction.clip_size)
+    check_diffusion(spec.models)
+    if spec.extraction.aaclip is not None and not Path(spec.extraction.aaclip).expanduser().is_file():
+        raise ConfigError(f"{{extraction.aaclip}} {spec.extraction.aaclip} is not a file; pass the adapters "
+                          "written by `cfviz train-aaclip` (OUT/aaclip.safetensors)", "extraction.aaclip")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def reader_options(kind: str) -> list[str]:
+    """The keyword options the data set reader of ``kind`` accepts (``dataset_options`` keys)."""
+    import importlib
+
+    from cfviz.data import DATASET_KINDS
+
+    module_name, cls_name, _ = DATASET_KINDS[kind]
+    module = importlib.import_module(module_name)
+    functions: list[Any] = [getattr(module, cls_name).__init__]
+    if kind == "textures":  # other keywords go on to the generator
+        functions.append(module.generate_textures)
+    names: list[str] = []
+    for fn in functions:
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in (
+                    "self", "root", "categories", "split") and p.name not in names:
+                names.append(p.name)
+    return names
+
+
+def check_dataset_options(spec: RunSpec) -> None:
+    """Every ``dataset_options`` key must be an option of the chosen reader."""
+    if not spec.dataset_options:
+        return
+    known = reader_options(spec.dataset)
+    for key in spec.dataset_options:
+        if key not in known:
+            path = f"dataset_options.{key}"
+            raise ConfigError(f"{{{path}}} does not apply to {{dataset}} {spec.dataset!r} (its reader takes "
+                              f"{', '.join(known)})", path, mentions=("dataset",))
+
+
+def check_data_root(spec: RunSpec) -> None:
+    """The data folder exists and can be read; a texture folder still to generate can be written."""
+    from cfviz.data import DATASET_KINDS
+
+    needs_root = DATASET_KINDS[spec.dataset][2]
+    if spec.dataset == "textures":
+        from cfviz.data.textures import default_textures_dir
+
+        root = Path(spec.root).expanduser() if spec.root else default_textures_dir()
+        if (root / "manifest.json").is_file() and os.access(root, os.R_OK | os.X_OK):
+            return  # generated already (regenerated only when other parameters are asked for)
+        try:
+            check_writable_folder(root, "root")
+        except ConfigError as exc:
+            raise DataRootError(exc.template + " (the texture data set is generated there on first use)",
+                                "root") from None
+        return
+    if spec.root is None:
+        if needs_root:
+            raise DataRootError(f"{{root}} is needed for {{dataset}} {spec.dataset!r}: the folder that holds the "
+                                "data set", "root", mentions=("dataset",))
+        return
+    root = Path(spec.root).expanduser()
+    if not root.exists():
+        raise DataRootError(f"{{root}} {root} does not exist; pass the folder that holds the {spec.dataset} "
+                            "data set", "root")
+    if not root.is_dir():
+        raise DataRootError(f"{{root}} {root} is a file, not a folder; pass the folder that holds the "
+                            f"{spec.dataset} data set", "root")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataRootError(f"{{root}} {root} cannot be read (permission denied); fix its permissions or "
+                            "copy the data set elsewhere", "root")
+
+
+# ---------------------------------------------------------------------------------------------
+# output folders
+
+
+def check_writable_folder(path: str | os.PathLike[str], field: str) -> None:
+    """``path`` is a folder that can be written, or one that can be created (nothing is left behind)."""
+    target = Path(path).expanduser()
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == target else f"lies under {probe}, which is a file"
+        raise ConfigError(f"{{{field}}} {target} {where}, not a folder; choose another folder", field)
+    try:  # os.access lies for root and for read-only mounts: try an actual write
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".cfviz-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        where = "it" if probe == target else f"{probe}, its nearest existing folder,"
+        raise ConfigError(f"{{{field}}} {target} cannot be written ({where} refuses new files: {reason}); choose a "
+                          "folder you can write to", field) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# device
+
+
+def check_device(device: str, field: str = "models.device") -> None:
+    """The torch device exists on this machine (``cpu`` needs no torch import)."""
+    name = str(device).strip()
+    if name == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{{{field}}} {name!r} is not a torch device; use cpu, cuda, cuda:N or mps", field) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise ConfigError(f"{{{field}}} {name!r} asks for a GPU, but torch {torch.__version__} ({built}) sees "
+                              "no CUDA device here; use cpu, or run where a GPU and a CUDA build of torch are",
+                              field)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{{{field}}} {name!r}: this machine has {count} CUDA device(s), numbered 0 to "
+                              f"{count - 1}", field)
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"{{{field}}} 'mps' asks for Apple's GPU, which torch does not see on this machine; "
+                              "use cpu", field)
+    elif dev.type != "cpu":
+        backend = getattr(torch, dev.type, None)
+        if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+            raise ConfigError(f"{{{field}}} {name!r}: torch has no usable {dev.type} device here; use cpu, cuda "
+                              "or mps", field)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def _closest(word: str, choices: Sequence[str], n: int = 3) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    if not close:
+        lower = {c.lower(): c for c in choices}
+        close = [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.5)]
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_clip_size(arch: str, vision: dict[str, Any], clip_size: int | None) -> None:
+    size = vision.get("image_size")
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    if clip_size is not None and isinstance(size, int) and size != clip_size:
+        raise ConfigError(f"{{models.clip_arch}} {arch!r} takes {size} px images, but {{extraction.clip_size}} is "
+                          f"{clip_size}; set {{extraction.clip_size}} to {size}", "extraction.clip_size",
+                          mentions=("models.clip_arch",))
+
+
+def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
+    """The CLIP architecture is known (and takes ``clip_size`` px images); its tag or checkpoint file is usable."""
+    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, TINY_CLIP, looks_like_file
+
+    if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
+        from cfviz.models._config import model_config
+
+        _check_clip_size(TINY_CLIP, model_config("tiny_clip")["vision_cfg"], clip_size)
+        if choice.clip == "tiny":
+            return
+    arch = choice.clip_arch
+    if arch != TINY_CLIP:
+        import open_clip
+
+        models = open_clip.list_models()
+        if arch not in models:
+            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture{_closest(arch, models)} "
+                              f"(open_clip.list_models() lists all {len(models)}; {TINY_CLIP!r} is the tiny one)",
+                              "models.clip_arch")
+        vision = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {})
+        if isinstance(vision.get("layers"), (list, tuple)):  # ModifiedResNet: no patch grid
+            raise ConfigError(f"{{models.clip_arch}} {arch!r} has a ResNet image tower; cfviz needs a ViT, e.g. "
+                              f"{DEFAULT_CLIP!r}", "models.clip_arch")
+        _check_clip_size(arch, vision, clip_size)
+    if choice.clip != "pretrained":
+        return
+    pretrained = str(choice.clip_pretrained)
+    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
+    if env_file and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
+        check_checkpoint_file(env_file, "models.clip_pretrained", origin=f" (from {CHECKPOINT_ENV})")
+        return
+    if looks_like_file(pretrained):
+        check_checkpoint_file(pretrained, "models.clip_pretrained")
+        return
+    if arch == TINY_CLIP:
+        raise ConfigError(f"{{models.clip_arch}} {TINY_CLIP!r} has no published weights; pass a checkpoint file as "
+                          "{models.clip_pretrained}", "models.clip_pretrained", mentions=("models.clip_arch",))
+    from open_clip.pretrained import list_pretrained_tags_by_model
+
+    tags = list_pretrained_tags_by_model(arch)
+    if pretrained.lower().replace("-", "_") not in tags:
+        if not tags:
+            raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r}: open_clip publishes no weights for {arch}; "
+                              "pass a checkpoint file", "models.clip_pretrained")
+        raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r} is not a pretrained tag of {arch}"
+                          f"{_closest(pretrained, tags)} (its tags: {', '.join(tags)}), or pass a checkpoint file",
+                          "models.clip_pretrained")
+
+
+def check_checkpoint_file(path: str | os.PathLike[str], field: str, *, origin: str = "") -> None:
+    """A weights file exists and its header parses: safetensors (JSON header) or a torch archive."""
+    from cfviz.models.clip import checkpoint_problem
+
+    p = Path(path).expanduser()
+    problem = checkpoint_problem(p)
+    if problem:
+        raise ConfigError(f"{{{field}}} {p}{origin} {problem}", field)
+
+
+def check_diffusion(choice: ModelChoice) -> None:
+    """A local diffusion folder holds a complete diffusers inpainting pipeline (hub ids are not probed)."""
+    if choice.diffusion in ("tiny", "random"):
+        return
+    from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, folder_problems, looks_like_folder
+
+    value, origin = choice.diffusion, ""
+    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
+    if env_folder and value == DEFAULT_SD_INPAINT:
+        value, origin = env_folder, f" (from {PIPELINE_ENV})"
+    if not looks_like_folder(value):
+        return  # a hub id: fetched (or found in the cache) when the models load, failing within seconds
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a folder; pass tiny, random, a diffusers "
+                          f"folder (with model_index.json) or a hub id such as {DEFAULT_SD_INPAINT!r}",
+                          "models.diffusion")
+    missing = folder_problems(folder)
+    if missing:
+        raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a complete diffusers inpainting pipeline "
+                          f"(missing {', '.join(missing)}); point it at a folder saved with pipe.save_pretrained() "
+                          "or at a hub id", "models.diffusion")
