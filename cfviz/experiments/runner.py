@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import METHODS, ModelChoice, RunSpec
+from cfviz.experiments.config import ModelChoice, RunSpec
 from cfviz.experiments.extraction import ExtractionReport, extract
 from cfviz.utils.env import library_versions
 from cfviz.utils.io import atomic_write_json, atomic_write_text, atomic_write_with
@@ -121,11 +121,10 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     """
     import pandas as pd
 
-    bad = [m for m in spec.methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
-    if any(k < 0 for k in spec.shots):
-        raise ValueError(f"shots must be >= 0, got {spec.shots}")
+    from cfviz.experiments.preflight import preflight
+
+    # every setting, path, device and model name, before any data is generated or model built
+    preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
     out = Path(out_dir)
     dataset = open_run_dataset(spec)
     categories = test_categories(dataset)
