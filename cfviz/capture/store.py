@@ -538,6 +538,8 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40,}", value):  # a digest: its head tells them apart
+        return f'"{value[:12]}..."'
     text = "(absent)" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
