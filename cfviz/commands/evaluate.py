@@ -18,7 +18,8 @@ FLAGS: dict[str, str] = {
     "models.diffusion": "--diffusion", "models.revision": "--revision", "models.device": "--device",
     "models.dtype": "--dtype", "models.seed": "--model-seed",
     "extraction.timesteps": "--timesteps", "extraction.features": "--features", "extraction.state": "--state",
-    "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size", "extraction.noise_seed": "--noise-seed",
+    "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size",
+    "extraction.noise_seed": "--noise-seed",
     "extraction.aaclip": "--aaclip",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
@@ -56,7 +57,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     models = p.add_argument_group("models")
     models.add_argument("--clip", choices=CLIP_MODES, default=m.clip,
                         help="tiny offline, full-size random, or pretrained weights")
-    models.add_argument("--clip-arch", default=m.clip_arch, help="open_clip architecture (with --clip random/pretrained)")
+    models.add_argument("--clip-arch", default=m.clip_arch,
+                        help="open_clip architecture (with --clip random/pretrained)")
     models.add_argument("--clip-size", type=int, default=ExtractionConfig().clip_size,
                         help="image side fed to CLIP: the architecture's input size (240 for ViT-B-16-plus-240 "
                              "and the tiny CLIP, 224 for most others)")

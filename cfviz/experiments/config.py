@@ -322,7 +322,8 @@ class RunSpec:
         """
         from cfviz.data import DATASET_KINDS
 
-        for path, value, kind in (("models", self.models, ModelChoice), ("extraction", self.extraction, ExtractionConfig),
+        for path, value, kind in (("models", self.models, ModelChoice),
+                                  ("extraction", self.extraction, ExtractionConfig),
                                   ("scoring", self.scoring, ScoringConfig)):
             if not isinstance(value, kind):
                 raise ConfigError(f"{{{path}}} must be a {kind.__name__}, got {type(value).__name__}", path)

@@ -10,7 +10,7 @@ setting (``"models.device"``, ``"out_dir"``), so that the CLI can name its flag.
 It is cheap: file-system probes and header reads. Only a CLIP that is not the tiny one imports
 open_clip (seconds, once) to list architectures and tags; no model is built.
 
->>> from cfviz.experiments.config import ModelChoice, RunSpec
+>>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int
 >>> preflight(RunSpec(models=ModelChoice(device="gpu")))
 Traceback (most recent call last):
 ...
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.errors import ConfigError, DataRootError
-from cfviz.experiments.config import ModelChoice, RunSpec
+from cfviz.experiments.config import ModelChoice, RunSpec, check_int
 
 def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
               store_dir: str | os.PathLike[str] | None = None) -> None:
@@ -85,6 +85,10 @@ def check_dataset_options(spec: RunSpec) -> None:
             path = f"dataset_options.{key}"
             raise ConfigError(f"{{{path}}} does not apply to {{dataset}} {spec.dataset!r} (its reader takes "
                               f"{', '.join(known)})", path, mentions=("dataset",))
+    limit = spec.dataset_options.get("limit_per_type")
+    if limit is not None:
+        check_int(limit, "dataset_options.limit_per_type", minimum=1,
+                  why=" (test images kept per category and defect type)")
 
 
 def check_data_root(spec: RunSpec) -> None:
