@@ -245,3 +245,60 @@ def test_an_images_batch_does_not_depend_on_what_else_a_run_asks_for() -> None:
     # shards take whole batches of the one plan, and together take all of it
     shards = [run_batches([rec(i) for i in tests + train], 4, shard=(k, 3)) for k in range(3)]
     assert sorted(b for s in shards for b in s) == sorted(full)
+
+
+def test_weights_identity_hashes_local_files_once_per_version(env, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import cfviz.models.fingerprint as fp
+    from cfviz.experiments.models import weights_identity
+
+    folder = tmp_path / "sd"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights v1")
+    choice = ModelChoice(diffusion=str(folder))
+    first = weights_identity(choice)["diffusion"]["sha256"]
+    assert sorted(first) == ["model_index.json", "unet/diffusion_pytorch_model.safetensors"]
+
+    hashed: list[str] = []
+    real = fp.sha256_file
+    monkeypatch.setattr(fp, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    assert weights_identity(choice)["diffusion"]["sha256"] == first and hashed == []  # cached: no file read
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    before = weights.stat()
+    weights.write_bytes(b"weights v2")  # same size, same inode
+    # a later write has a later time stamp; say so explicitly rather than wait for the clock to tick
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    second = weights_identity(choice)["diffusion"]["sha256"]
+    assert hashed == ["diffusion_pytorch_model.safetensors"]  # only the changed file is read again
+    assert second["model_index.json"] == first["model_index.json"]
+    assert second["unet/diffusion_pytorch_model.safetensors"] != first["unet/diffusion_pytorch_model.safetensors"]
+    # random weights are named by their seed; hub ids by id and revision (the commit is confirmed once loaded)
+    assert weights_identity(ModelChoice(seed=4))["clip"] == {"random_seed": 4}
+    assert weights_identity(ModelChoice(diffusion="org/model", revision="v2"))["diffusion"] == {
+        "hub": "org/model", "revision": "v2"}
+
+
+def test_hub_commit_is_recorded_with_the_first_entry_and_must_match(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from cfviz.capture.store import ClipScores
+    from cfviz.experiments.models import LoadedModels, resolved_weights
+
+    def loaded(commit: str) -> LoadedModels:
+        info = {"kind": "inpaint_pipeline", "name": "org/model", "source": "hub", "commit": commit}
+        pipe = SimpleNamespace(cfviz_info=info)
+        clip = SimpleNamespace(cfviz_info={"kind": "clip", "name": "tiny", "source": "config"})
+        return LoadedModels(clip=clip, pipe=pipe, choice=ModelChoice(diffusion="org/model"))
+
+    assert resolved_weights(loaded("abc")) == {"diffusion": {"commit": "abc"}}
+    store = CaptureStore(tmp_path / "s", {"m": 1})
+    store.confirm("weights_resolved", resolved_weights(loaded("abc")))
+    assert not (tmp_path / "s" / "store.json").exists()  # still nothing claimed
+    store.add("x/0", clip=ClipScores(image=0.5, patch=torch.zeros(2, 2)))
+    again = CaptureStore(tmp_path / "s", {"m": 1})
+    again.confirm("weights_resolved", resolved_weights(loaded("abc")))
+    with pytest.raises(StoreMismatchError, match=r'weights_resolved\.diffusion\.commit: "abc" -> "def"'):
+        again.confirm("weights_resolved", resolved_weights(loaded("def")))
