@@ -79,12 +79,17 @@ def check_dataset_options(spec: RunSpec) -> None:
     """Every ``dataset_options`` key must be an option of the chosen reader."""
     if not spec.dataset_options:
         return
+    from cfviz.data import DATASET_KINDS
+
     known = reader_options(spec.dataset)
     for key in spec.dataset_options:
         if key not in known:
             path = f"dataset_options.{key}"
-            raise ConfigError(f"{{{path}}} does not apply to {{dataset}} {spec.dataset!r} (its reader takes "
-                              f"{', '.join(known)})", path, mentions=("dataset",))
+            kinds = [k for k in sorted(DATASET_KINDS) if key in reader_options(k)]
+            where = (f"only to {', '.join(kinds)}" if kinds else
+                     f"no reader takes it; the {spec.dataset} reader takes {', '.join(known)}")
+            raise ConfigError(f"{{{path}}} does not apply to {{dataset}} {spec.dataset!r} ({where})", path,
+                              mentions=("dataset",))
     limit = spec.dataset_options.get("limit_per_type")
     if limit is not None:
         check_int(limit, "dataset_options.limit_per_type", minimum=1,
@@ -197,13 +202,14 @@ def _closest(word: str, choices: Sequence[str], n: int = 3) -> str:
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _check_clip_size(arch: str, vision: dict[str, Any], clip_size: int | None) -> None:
+def _check_clip_size(arch: str, vision: dict[str, Any], clip_size: int | None, *, tiny: bool = False) -> None:
     size = vision.get("image_size")
     size = size[0] if isinstance(size, (list, tuple)) else size
     if clip_size is not None and isinstance(size, int) and size != clip_size:
-        raise ConfigError(f"{{models.clip_arch}} {arch!r} takes {size} px images, but {{extraction.clip_size}} is "
-                          f"{clip_size}; set {{extraction.clip_size}} to {size}", "extraction.clip_size",
-                          mentions=("models.clip_arch",))
+        which = "{models.clip} 'tiny'" if tiny else f"{{models.clip_arch}} {arch!r}"
+        raise ConfigError(f"{which} takes {size} px images, but {{extraction.clip_size}} is {clip_size}; set "
+                          f"{{extraction.clip_size}} to {size}", "extraction.clip_size",
+                          mentions=("models.clip" if tiny else "models.clip_arch",))
 
 
 def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
@@ -213,10 +219,16 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
     if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
         from cfviz.models._config import model_config
 
-        _check_clip_size(TINY_CLIP, model_config("tiny_clip")["vision_cfg"], clip_size)
+        _check_clip_size(TINY_CLIP, model_config("tiny_clip")["vision_cfg"], clip_size, tiny=choice.clip == "tiny")
         if choice.clip == "tiny":
             return
     arch = choice.clip_arch
+    pretrained = str(choice.clip_pretrained)
+    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
+    from_env = bool(env_file) and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED
+    if choice.clip == "pretrained" and (from_env or looks_like_file(pretrained)):  # cheap: before open_clip
+        check_checkpoint_file(env_file if from_env else pretrained, "models.clip_pretrained",
+                              origin=f" (from {CHECKPOINT_ENV})" if from_env else "")
     if arch != TINY_CLIP:
         import open_clip
 
@@ -230,15 +242,7 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
             raise ConfigError(f"{{models.clip_arch}} {arch!r} has a ResNet image tower; cfviz needs a ViT, e.g. "
                               f"{DEFAULT_CLIP!r}", "models.clip_arch")
         _check_clip_size(arch, vision, clip_size)
-    if choice.clip != "pretrained":
-        return
-    pretrained = str(choice.clip_pretrained)
-    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
-    if env_file and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
-        check_checkpoint_file(env_file, "models.clip_pretrained", origin=f" (from {CHECKPOINT_ENV})")
-        return
-    if looks_like_file(pretrained):
-        check_checkpoint_file(pretrained, "models.clip_pretrained")
+    if choice.clip != "pretrained" or from_env or looks_like_file(pretrained):
         return
     if arch == TINY_CLIP:
         raise ConfigError(f"{{models.clip_arch}} {TINY_CLIP!r} has no published weights; pass a checkpoint file as "
