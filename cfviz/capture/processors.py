@@ -34,16 +34,21 @@ class RecordingProcessor:
         The layer's module path, e.g. ``up_blocks.1.attentions.0.transformer_blocks.0.attn2``.
     session:
         The capture session that receives the records.
+    kind:
+        ``"cross"`` (UNet/DiT cross-attention) or a joint kind of :mod:`cfviz.capture.joint`.
     """
 
     _signature: inspect.Signature
 
-    def __init__(self, inner: Any, name: str, session: CaptureSession) -> None:
+    def __init__(self, inner: Any, name: str, session: CaptureSession, kind: str = "cross") -> None:
         self.inner = inner
         self.name = name
         self.session = session
+        self.kind = kind
 
     def _call(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.kind != "cross":
+            return self._call_joint(attn, hidden_states, *args, **kwargs)
         # Borrow the query the original processor computes (a hook on ``attn.to_q`` for this call
         # only) instead of projecting it again: the projection is most of the recorder's cost.
         queries: list[Any] = []
@@ -66,6 +71,15 @@ class RecordingProcessor:
             )
         return out
 
+    def _call_joint(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        # joint layers: the output comes from the original processor untouched; the image-query x
+        # text-key block is recomputed from the same inputs (see cfviz.capture.joint)
+        out = self.inner(attn, hidden_states, *args, **kwargs)
+        bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
+        self.session.record_joint(self.name, attn, self.kind, hidden_states, bound.get("encoder_hidden_states"),
+                                  bound.get("image_rotary_emb"))
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(inner={self.inner!r}, name={self.name!r})"
 
@@ -86,7 +100,7 @@ def _processor_signature(processor: Any) -> inspect.Signature:
     return inspect.signature(func)
 
 
-def wrap_processor(processor: Any, name: str, session: CaptureSession) -> RecordingProcessor:
+def wrap_processor(processor: Any, name: str, session: CaptureSession, kind: str = "cross") -> RecordingProcessor:
     """Return a recording wrapper around ``processor`` with the same call signature."""
     cls = type(processor)
     wrapper_cls = _CLASS_CACHE.get(cls)
@@ -102,7 +116,7 @@ def wrap_processor(processor: Any, name: str, session: CaptureSession) -> Record
         wrapper_cls = type(f"Recording{cls.__name__}", (RecordingProcessor,),
                            {"__call__": __call__, "_signature": call_sig, "__module__": __name__})
         _CLASS_CACHE[cls] = wrapper_cls
-    return wrapper_cls(processor, name, session)
+    return wrapper_cls(processor, name, session, kind)
 
 
 def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,

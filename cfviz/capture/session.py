@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cfviz.capture.cache import CaptureCache, StepInfo
+from cfviz.capture.families import Family, denoiser_of, detect_family
+from cfviz.capture.joint import JointSoftmax, text_attention
 from cfviz.capture.naming import NamesFilter, select_names
 from cfviz.capture.processors import RecordingProcessor, attention_probabilities, wrap_processor
-from cfviz.capture.tokens import TokenSelection, TokenSpec, select_tokens
+from cfviz.capture.tokens import TokenSelection, TokenSpec, select_tokens, select_tokens_in_streams
 from cfviz.errors import CaptureError
 
 Rows = Literal["auto", "all", "cond", "uncond"] | Sequence[int]
 
-DEFAULT_ATTENTION: NamesFilter = "*attn2"
+#: Every layer that attends to text (UNet/PixArt ``attn2``, SD3/FLUX joint ``attn``).
+DEFAULT_ATTENTION: NamesFilter = None
 
 #: Declared classifier-free guidance of the UNet calls running now (None: not declared).
 _GUIDANCE: ContextVar[bool | None] = ContextVar("cfviz_classifier_free_guidance", default=None)
@@ -71,38 +74,40 @@ def _calling_pipeline(unet: Any) -> Any:
     while frame is not None:
         if frame.f_code.co_name == "__call__":
             owner = frame.f_locals.get("self")
-            if getattr(owner, "unet", None) is unet and hasattr(owner, "do_classifier_free_guidance"):
+            runs_it = getattr(owner, "unet", None) is unet or getattr(owner, "transformer", None) is unet
+            if runs_it and hasattr(owner, "do_classifier_free_guidance"):
                 return owner
         frame = frame.f_back
     return None
 
 
-def _unet_of(target: Any) -> tuple[Any, Any]:
-    """Return ``(unet, pipeline_or_None)`` for a pipeline or a bare UNet-like module."""
-    unet = getattr(target, "unet", None)
-    if unet is not None and hasattr(unet, "named_modules"):
-        return unet, target
-    if hasattr(target, "named_modules"):
-        return target, None
-    raise CaptureError(f"capture needs a diffusers pipeline with a .unet or a torch module, got "
-                       f"{type(target).__name__}")
+_unet_of = denoiser_of  # the name used before other denoiser families
 
 
-def _is_attention(module: Any) -> bool:
-    return hasattr(module, "get_processor") and hasattr(module, "set_processor") and hasattr(module, "to_q")
+def locate_text_attention(denoiser: Any, filt: NamesFilter = DEFAULT_ATTENTION,
+                          family: Family | None = None) -> dict[str, tuple[Any, str]]:
+    """Text-attending layers of ``denoiser`` selected by ``filt``: module path -> ``(module, kind)``.
+
+    The family adapter (:mod:`cfviz.capture.families`) decides what attends to text: UNet and
+    PixArt cross-attention (``attn2``), SD3 and FLUX joint attention, FLUX single-stream attention.
+    Self-attention layers never match.
+    """
+    family = family or detect_family(denoiser)
+    found = family.text_layers(denoiser)
+    if not found:
+        raise CaptureError(f"{type(denoiser).__name__} has no diffusers attention layers that attend to text "
+                           "(cross-attention or joint attention) to record")
+    what = "cross-attention layer" if all(k == "cross" for _, k in found.values()) else "text-attention layer"
+    return {n: found[n] for n in select_names(found, filt, what=what, argument="attention")}
 
 
 def locate_cross_attention(unet: Any, filt: NamesFilter = DEFAULT_ATTENTION) -> dict[str, Any]:
-    """Cross-attention modules of ``unet`` selected by ``filt``, by module path, in model order.
+    """Text-attending modules of a denoiser selected by ``filt``, by module path, in model order.
 
-    Only diffusers ``Attention`` modules that attend to ``encoder_hidden_states`` count
-    (``attn.is_cross_attention``); self-attention layers never match.
+    For UNets and PixArt these are the cross-attention (``attn2``) layers; for SD3 and FLUX the
+    joint (and single-stream) attention layers (see :func:`locate_text_attention`).
     """
-    found = {name: m for name, m in unet.named_modules()
-             if _is_attention(m) and getattr(m, "is_cross_attention", False)}
-    if not found:
-        raise CaptureError(f"{type(unet).__name__} has no diffusers cross-attention layers to record")
-    return {n: found[n] for n in select_names(found, filt, what="cross-attention layer", argument="attention")}
+    return {n: m for n, (m, _) in locate_text_attention(unet, filt).items()}
 
 
 def locate_modules(unet: Any, filt: NamesFilter) -> dict[str, Any]:
@@ -145,7 +150,11 @@ class CaptureSession:
     device: Any
     reduce_steps: Literal[None, "mean"]
     cache: CaptureCache
+    family: Family = field(default_factory=lambda: Family("cross"))
+    kinds: dict[str, str] = field(default_factory=dict)
+    joint_softmax: JointSoftmax = "joint"
     current: StepInfo | None = None
+    text_length: int | None = None  #: text tokens of the denoiser call running now
     _weights: dict[Any, Any] = field(default_factory=dict)
     _unattributed: int = 0
 
@@ -153,12 +162,10 @@ class CaptureSession:
     def on_unet_start(self, module: Any, args: tuple, kwargs: dict) -> None:
         import torch
 
-        sample = kwargs.get("sample", args[0] if args else None)
-        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        if sample is None or timestep is None:
-            raise CaptureError("the UNet was called without sample/timestep; cannot label the step")
+        call = self.family.call_inputs(args, kwargs)
+        timestep = call.timestep
         self._check_processors()
-        batch = int(sample.shape[0])
+        batch = call.batch
         rows = self._resolve_rows(batch)
         t = torch.as_tensor(timestep).detach().float().flatten().cpu()
         if t.numel() == 1:
@@ -169,11 +176,13 @@ class CaptureSession:
             kept = [float(t[r]) for r in rows]
             value = kept[0] if len(set(kept)) == 1 else kept
         self.current = StepInfo(step=len(self.cache.steps), timestep=value, rows=tuple(rows),
-                                batch_size=batch, sample_size=(int(sample.shape[-2]), int(sample.shape[-1])))
+                                batch_size=batch, sample_size=call.sample_size)
+        self.text_length = call.text_length
         self.cache.steps.append(self.current)
 
     def on_unet_end(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         self.current = None
+        self.text_length = None
 
     def _resolve_rows(self, batch: int) -> list[int]:
         rows = self.rows
@@ -228,13 +237,10 @@ class CaptureSession:
         sel = self.tokens
         if sel is None:
             return None
-        if sel.sequence_length != key_length:
-            raise CaptureError(f"the prompt was tokenised to {sel.sequence_length} tokens but the layer "
-                               f"attends to {key_length}; pass the tokenizer the text encoder uses")
-        key = (str(device), n_rows)
+        key = (str(device), n_rows, key_length)
         w = self._weights.get(key)
         if w is None:
-            w = sel.weights(device)
+            w = sel.weights(device, length=key_length)
             if w.shape[0] == 1:
                 w = w.expand(n_rows, -1, -1)
             elif w.shape[0] != n_rows:
@@ -254,18 +260,48 @@ class CaptureSession:
         with torch.no_grad():
             probs, hw = attention_probabilities(attn, hidden_states, encoder_hidden_states,
                                                 attention_mask, temb, rows=list(step.rows), query=query)
-            b, n_heads, n_q, n_k = probs.shape
             if hw is None:
+                hw = _downsample_shape(step.sample_size, probs.shape[2])
+            self._reduce_and_add(name, step, probs, hw)
+
+    def record_joint(self, name: str, attn: Any, kind: str, hidden_states: Any, encoder_hidden_states: Any,
+                     image_rotary_emb: Any) -> None:
+        """Record the image-query x text-key block of a joint attention call (SD3, FLUX)."""
+        import torch
+
+        step = self.current
+        if step is None:
+            self._unattributed += 1
+            return
+        if kind == "flux_single" and self.text_length is None:
+            raise CaptureError(f"{name}: a FLUX single-stream layer ran in a call without encoder_hidden_states; "
+                               "cannot tell its text tokens from its image tokens")
+        with torch.no_grad():
+            probs = text_attention(attn, kind, hidden_states, encoder_hidden_states,  # type: ignore[arg-type]
+                                   text_length=self.text_length, image_rotary_emb=image_rotary_emb,
+                                   rows=list(step.rows), softmax=self.joint_softmax)
+            h, w = step.sample_size
+            n_q = probs.shape[2]
+            if h * w < n_q:  # FLUX Kontext appends reference-image tokens after the image's own
+                probs, hw = probs[:, :, :h * w], (h, w)
+            else:  # SD3 patchifies the latent (patch 2: half the grid)
                 hw = _downsample_shape(step.sample_size, n_q)
-            w = self._token_weights(probs.device, b, n_k)
-            if self.heads == "mean":
-                maps = probs.mean(dim=1)  # (b, q, keys), fp32 head mean
-                maps = maps if w is None else torch.bmm(maps, w)  # (b, q, K)
-                maps = maps.transpose(1, 2).reshape(b, -1, *hw)
-            else:
-                maps = probs if w is None else torch.matmul(probs, w[:, None])  # (b, H, q, K)
-                maps = maps.transpose(2, 3).reshape(b, n_heads, -1, *hw)
-            self.cache._add_attention(name, step.step, self._store(maps), reduce=self.reduce_steps)
+            self._reduce_and_add(name, step, probs, hw)
+
+    def _reduce_and_add(self, name: str, step: StepInfo, probs: Any, hw: tuple[int, int]) -> None:
+        """Token selection, head mean, reshape to maps and store: shared by every layer kind."""
+        import torch
+
+        b, n_heads, _, n_k = probs.shape
+        w = self._token_weights(probs.device, b, n_k)
+        if self.heads == "mean":
+            maps = probs.mean(dim=1)  # (b, q, keys), fp32 head mean
+            maps = maps if w is None else torch.bmm(maps, w)  # (b, q, K)
+            maps = maps.transpose(1, 2).reshape(b, -1, *hw)
+        else:
+            maps = probs if w is None else torch.matmul(probs, w[:, None])  # (b, H, q, K)
+            maps = maps.transpose(2, 3).reshape(b, n_heads, -1, *hw)
+        self.cache._add_attention(name, step.step, self._store(maps), reduce=self.reduce_steps)
 
     def record_feature(self, name: str, output: Any) -> None:
         import torch
@@ -325,7 +361,7 @@ class Capture:
         try:
             for name, attn in s.layers.items():
                 original = attn.get_processor()
-                recorder = wrap_processor(original, name, s)
+                recorder = wrap_processor(original, name, s, s.kinds.get(name, "cross"))
                 attn.set_processor(recorder)
                 self._installed.append((attn, original, recorder))
             self._handles.append(s.unet.register_forward_pre_hook(s.on_unet_start, with_kwargs=True))
@@ -390,25 +426,33 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
             prompt: str | Sequence[str] | None = None, tokenizer: Any = None,
             heads: Literal["mean", "all"] = "mean", rows: Rows = "auto", dtype: Any = None,
             device: Any = "cpu", reduce_steps: Literal[None, "mean"] = None,
-            metadata: dict[str, Any] | None = None) -> Capture:
-    """Record cross-attention probabilities and feature maps from a diffusers UNet.
+            metadata: dict[str, Any] | None = None, joint_softmax: JointSoftmax = "joint") -> Capture:
+    """Record text-attention probabilities and feature maps from a diffusers denoiser.
+
+    One API for every family (:mod:`cfviz.capture.families`): SD 1.x/2.x and SDXL UNets (plain
+    and inpainting), SD3's MMDiT, FLUX (incl. Fill) and PixArt. Each denoiser call is one step.
 
     Parameters
     ----------
     target:
-        A diffusers pipeline (its ``.unet`` is used) or the UNet itself.
+        A diffusers pipeline (its ``.unet`` or ``.transformer`` is used) or the denoiser itself.
     attention:
-        Which cross-attention (``attn2``) layers to record: a name, glob, regex, list or predicate
-        over module paths (default: every cross-attention layer). ``False`` records none.
+        Which text-attending layers to record: a name, glob, regex, list or predicate over module
+        paths (default: all of them — ``attn2`` cross-attention in UNets and PixArt, joint
+        ``attn`` in SD3 and FLUX, also FLUX's single-stream blocks). ``False`` records none.
     features:
         Modules whose outputs are recorded as feature maps (e.g. ``["up_blocks.1", "up_blocks.2"]``);
         ``None`` records none.
     tokens:
         Words (sub-word aware, all occurrences averaged) or integer positions (0 = start token) to
-        keep; ``None`` keeps all positions. Words need ``prompt``.
+        keep; ``None`` keeps all positions. Words need ``prompt``. Families with several text
+        streams (SD3: CLIP then T5) look a word up in each and average every occurrence;
+        ``"t5:word"`` / ``"clip:word"`` restricts it to one stream, and ``cache.tokens.streams``
+        says where each label was found.
     prompt, tokenizer:
         The prompt(s) given to the text encoder — one, or one per kept batch row — and the
-        tokenizer (default: the pipeline's).
+        tokenizer (default: the pipeline's; for a bare SD3 transformer a mapping
+        ``{"clip": ..., "t5": ...}``).
     heads:
         ``"mean"`` averages over heads as maps are computed; ``"all"`` keeps every head.
     rows:
@@ -424,6 +468,10 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
         ``None`` keeps every step; ``"mean"`` keeps a float32 running mean over steps (constant memory).
     metadata:
         Free-form JSON-able facts stored with the cache (e.g. seed, image id).
+    joint_softmax:
+        SD3/FLUX joint attention: ``"joint"`` keeps the layer's own probabilities (softmax over
+        image and text keys, text columns kept); ``"text"`` renormalises them over the text keys.
+        See :mod:`cfviz.capture.joint` for why ``"joint"`` is the default.
 
     Returns
     -------
@@ -443,8 +491,11 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
     """
     import torch
 
-    unet, pipeline = _unet_of(target)
-    layers = {} if attention is False else locate_cross_attention(unet, attention)
+    unet, pipeline = denoiser_of(target)
+    family = detect_family(unet)
+    located = {} if attention is False else locate_text_attention(unet, attention, family)
+    layers = {n: m for n, (m, _) in located.items()}
+    kinds = {n: k for n, (_, k) in located.items()}
     blocks = {} if features is None else locate_modules(unet, features)
     if not layers and not blocks:
         raise CaptureError("nothing to record: pass attention=... and/or features=...")
@@ -452,16 +503,22 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
         raise CaptureError(f"heads must be 'mean' or 'all', got {heads!r}")
     if reduce_steps not in (None, "mean"):
         raise CaptureError(f"reduce_steps must be None or 'mean', got {reduce_steps!r}")
+    if joint_softmax not in ("joint", "text"):
+        raise CaptureError(f"joint_softmax must be 'joint' or 'text', got {joint_softmax!r}")
     selection = None
     if layers and (tokens is not None or prompt is not None):
-        tok = tokenizer if tokenizer is not None else getattr(pipeline, "tokenizer", None)
-        if tok is None:
-            raise CaptureError("token selection needs a tokenizer: pass tokenizer=pipe.tokenizer")
+        streams = family.text_streams(pipeline, tokenizer)
+        if not streams:
+            raise CaptureError("token selection needs a tokenizer: pass tokenizer=pipe.tokenizer (for SD3: "
+                               "tokenizer={'clip': pipe.tokenizer, 't5': pipe.tokenizer_3})")
         if prompt is None:
             if any(isinstance(t, str) for t in tokens or ()):
                 raise CaptureError("tokens given as words need prompt=...: the prompt(s) given to the text encoder")
             prompt = ""
-        selection = select_tokens(tok, prompt, tokens)
+        if family.name in ("sd", "sdxl", "cross"):  # one CLIP stream: the labels of earlier versions
+            selection = select_tokens(streams[0].tokenizer, prompt, tokens)
+        else:
+            selection = select_tokens_in_streams(streams, prompt, tokens)
     dtype = torch.float16 if dtype is None else dtype
     cache = CaptureCache(
         layers=list(layers), blocks=list(blocks), tokens=selection, heads=heads,
@@ -471,7 +528,12 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
                   "dtype": str(dtype).replace("torch.", ""), "reduce_steps": reduce_steps},
         metadata=dict(metadata or {}),
     )
+    if family.name != "sd":  # SD1/SD2 settings stay as they were (store identities do not change)
+        cache.settings["family"] = family.name
+    if any(k != "cross" for k in kinds.values()):
+        cache.settings["joint_softmax"] = joint_softmax
     session = CaptureSession(unet=unet, pipeline=pipeline, layers=layers, blocks=blocks, tokens=selection,
                              heads=heads, rows=rows, dtype=dtype, device=torch.device(device),
-                             reduce_steps=reduce_steps, cache=cache)
+                             reduce_steps=reduce_steps, cache=cache, family=family, kinds=kinds,
+                             joint_softmax=joint_softmax)
     return Capture(session)

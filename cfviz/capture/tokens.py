@@ -34,6 +34,9 @@ class TokenSelection:
         ``columns[p][k]``: the sequence positions that label ``k`` occupies in prompt ``p``.
     sequence_length:
         Length of the tokenised sequence (the key length of cross-attention, 77 for SD).
+    streams:
+        Several text streams (SD3: CLIP then T5; FLUX, PixArt: T5): for each label, the names of
+        the streams it was found in. ``None`` for a single CLIP stream (SD, SDXL).
     """
 
     labels: tuple[str, ...]
@@ -41,22 +44,42 @@ class TokenSelection:
     token_ids: tuple[tuple[int, ...], ...]
     columns: tuple[tuple[tuple[int, ...], ...], ...]
     sequence_length: int
+    streams: tuple[tuple[str, ...], ...] | None = None
 
-    def weights(self, device: Any = None) -> Any:
-        """Averaging matrix of shape ``(P, L, K)``: ``maps = probs @ W`` keeps and merges columns."""
+    def weights(self, device: Any = None, length: int | None = None) -> Any:
+        """Averaging matrix of shape ``(P, L, K)``: ``maps = probs @ W`` keeps and merges columns.
+
+        ``length`` is the key length of the layer when it differs from :attr:`sequence_length`
+        (a T5 stream padded to the pipeline's ``max_sequence_length``, which only pads or trims
+        the end): chosen columns must lie inside it; every-position selections must match it.
+        """
         import torch
 
-        w = torch.zeros(len(self.prompts), self.sequence_length, len(self.labels), dtype=torch.float32)
+        from cfviz.errors import CaptureError
+
+        n = self.sequence_length if length is None else int(length)
+        if n != self.sequence_length:
+            top = max((c for per in self.columns for cols in per for c in cols), default=-1)
+            every = len(self.labels) == self.sequence_length and all(
+                cols == tuple((i,) for i in range(self.sequence_length)) for cols in self.columns)
+            if every or top >= n:
+                raise CaptureError(f"the prompt was tokenised to {self.sequence_length} tokens but the layer "
+                                   f"attends to {n}; pass the tokenizer the text encoder uses (with its "
+                                   "model_max_length), or choose tokens inside the sequence")
+        w = torch.zeros(len(self.prompts), n, len(self.labels), dtype=torch.float32)
         for p, cols_per_label in enumerate(self.columns):
             for k, cols in enumerate(cols_per_label):
                 w[p, list(cols), k] = 1.0 / len(cols)
         return w.to(device) if device is not None else w
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "prompts": list(self.prompts),
-                "token_ids": [list(t) for t in self.token_ids],
-                "columns": [[list(c) for c in cols] for cols in self.columns],
-                "sequence_length": self.sequence_length}
+        out = {"labels": list(self.labels), "prompts": list(self.prompts),
+               "token_ids": [list(t) for t in self.token_ids],
+               "columns": [[list(c) for c in cols] for cols in self.columns],
+               "sequence_length": self.sequence_length}
+        if self.streams is not None:  # single-stream selections serialise as before
+            out["streams"] = [list(s) for s in self.streams]
+        return out
 
 
 def _token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -263,3 +286,96 @@ def select_tokens(tokenizer: Any, prompts: str | Sequence[str], tokens: Sequence
             per_prompt[p].append(tuple(sorted(set(hits))))
     return TokenSelection(tuple(labels), tuple(prompt_list), tuple(tuple(i) for i in id_lists),
                           tuple(tuple(c) for c in per_prompt), length)
+
+
+def _stream_tokenizer(stream: Any) -> Any:
+    """The stream's tokenizer, padding to the stream's length when that is fixed (SD3's CLIP: 77)."""
+    tok = stream.tokenizer
+    if stream.length is not None and int(getattr(tok, "model_max_length", stream.length)) != stream.length:
+        import copy
+
+        tok = copy.copy(tok)
+        tok.model_max_length = int(stream.length)
+    return tok
+
+
+def select_tokens_in_streams(streams: Sequence[Any], prompts: str | Sequence[str],
+                             tokens: Sequence[TokenSpec] | None) -> TokenSelection:
+    """Resolve words or positions against several text streams concatenated in the key sequence.
+
+    ``streams`` are :class:`cfviz.capture.families.TextStream` (name, tokenizer, offset, length),
+    in key order (SD3: CLIP at 0..76, then T5 from 77). A word is looked up in every stream and
+    all its occurrences are averaged (the prompt goes to every text encoder); ``"<stream>:<word>"``
+    (``"t5:damage"``) looks in that stream only and keeps that label. Integer positions count in
+    the concatenated sequence. ``selection.streams[k]`` names the streams label ``k`` was found in.
+
+    Raises
+    ------
+    TokenNotFoundError
+        A word is in no stream (the message is the first stream's, naming its words and tokens).
+    """
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompt_list:
+        raise TokenNotFoundError("prompts is empty: pass the prompt(s) given to the text encoder")
+    names = [st.name for st in streams]
+    per_stream: list[TokenSelection] = []
+    offsets: list[int] = []
+    toks = [_stream_tokenizer(st) for st in streams]
+    for tok in toks:  # the streams follow each other in the key sequence
+        offsets.append(sum(s.sequence_length for s in per_stream))
+        per_stream.append(select_tokens(tok, prompt_list, None))
+    total = offsets[-1] + per_stream[-1].sequence_length
+    ids = tuple(tuple(i for sel in per_stream for i in sel.token_ids[p]) for p in range(len(prompt_list)))
+
+    def position_label(pos: int) -> tuple[str, str]:
+        for st, off, sel in zip(streams, offsets, per_stream):
+            if off <= pos < off + sel.sequence_length:
+                return f"#{pos}:{sel.labels[pos - off].split(':', 1)[1]}", st.name
+        raise TokenNotFoundError(f"token position {pos} is outside the text sequence of length {total}")
+
+    if tokens is None:
+        pairs = [position_label(i) for i in range(total)]
+        columns = tuple(tuple((i,) for i in range(total)) for _ in prompt_list)
+        return TokenSelection(tuple(lab for lab, _ in pairs), tuple(prompt_list), ids, columns, total,
+                              tuple((name,) for _, name in pairs))
+    if isinstance(tokens, (str, int)):
+        tokens = [tokens]
+    labels: list[str] = []
+    found_in: list[tuple[str, ...]] = []
+    per_prompt: list[list[tuple[int, ...]]] = [[] for _ in prompt_list]
+    for spec in tokens:
+        if isinstance(spec, bool) or not isinstance(spec, (str, int)):
+            raise TypeError(f"tokens must hold words (str) or positions (int), got {spec!r}")
+        if isinstance(spec, int):
+            label, name = position_label(spec)
+            labels.append(label)
+            found_in.append((name,))
+            for cols in per_prompt:
+                cols.append((spec,))
+            continue
+        head, sep, rest = spec.partition(":")
+        only = head if sep and head in names else None
+        word = rest if only else spec
+        hits: list[list[int]] = [[] for _ in prompt_list]
+        where: list[str] = []
+        first_error: TokenNotFoundError | None = None
+        for st, tok, off in zip(streams, toks, offsets):
+            if only is not None and st.name != only:
+                continue
+            try:
+                sel = select_tokens(tok, prompt_list, [word])
+            except TokenNotFoundError as exc:
+                first_error = first_error or exc
+                continue
+            for p in range(len(prompt_list)):
+                hits[p].extend(off + c for c in sel.columns[p][0])
+            where.append(st.name)
+        if not where:
+            assert first_error is not None
+            raise TokenNotFoundError(f"{first_error} (looked in text streams {names if only is None else [only]})")
+        labels.append(spec)
+        found_in.append(tuple(where))
+        for p in range(len(prompt_list)):
+            per_prompt[p].append(tuple(sorted(set(hits[p]))))
+    return TokenSelection(tuple(labels), tuple(prompt_list), ids, tuple(tuple(c) for c in per_prompt), total,
+                          tuple(found_in))

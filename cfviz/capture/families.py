@@ -1,0 +1,209 @@
+"""Denoiser families behind one capture API: a small adapter per family.
+
+An adapter says, for one family of diffusers denoisers,
+
+* which modules attend to text and how (:meth:`Family.text_layers`: module path -> layer kind);
+* how to read a denoiser call (:meth:`Family.call_inputs`: batch, timestep, spatial grid, text length);
+* which tokenizers label the text tokens the layers attend to (:meth:`Family.text_streams`).
+
+The capture engine, cache, store and viz never look at the family. Families:
+
+========  =====================================  ====================================================
+name      denoiser                               text attention
+========  =====================================  ====================================================
+``sd``    ``UNet2DConditionModel`` (SD 1.x/2.x,  ``attn2`` cross-attention; CLIP (77 tokens)
+          inpainting when ``in_channels == 9``)
+``sdxl``  ``UNet2DConditionModel`` with          ``attn2``; CLIP (the two text encoders share token
+          ``addition_embed_type="text_time"``    positions: their states are concatenated per token)
+``sd3``   ``SD3Transformer2DModel`` (MMDiT)      joint ``transformer_blocks.i.attn``: image queries x
+                                                 text keys; CLIP (77) then T5 (``max_sequence_length``)
+``flux``  ``FluxTransformer2DModel`` (FLUX.1,    joint ``transformer_blocks.i.attn`` and single-stream
+          Fill when ``in_channels == 384``)      ``single_transformer_blocks.i.attn``; T5 only (FLUX's
+                                                 CLIP gives the pooled vector, never attended to)
+``pixart`` ``PixArtTransformer2DModel``          ``attn2`` cross-attention; T5
+``cross`` any other module with diffusers        ``attn2``-style cross-attention; the caller's tokenizer
+          cross-attention (UNet-style call)
+========  =====================================  ====================================================
+
+Example
+-------
+>>> from cfviz.models import tiny_inpaint_pipeline
+>>> fam = detect_family(tiny_inpaint_pipeline(seed=0))
+>>> fam.name, fam.inpainting
+('sd', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cfviz.capture.joint import LayerKind
+from cfviz.errors import CaptureError
+
+#: Pipeline attributes that hold the denoiser, in the order they are tried.
+_DENOISER_ATTRS = ("unet", "transformer")
+
+
+@dataclass(frozen=True)
+class CallInputs:
+    """What the capture needs from one denoiser call."""
+
+    batch: int
+    timestep: Any  #: the ``timestep`` argument as given (SD3: sigma*1000, FLUX: sigma)
+    sample_size: tuple[int, int]  #: latent (h, w); FLUX: the packed token grid of ``img_ids``
+    text_length: int | None  #: text tokens of ``encoder_hidden_states`` (None when absent)
+
+
+@dataclass(frozen=True)
+class TextStream:
+    """One tokenised text sequence inside the key set of the text-attending layers.
+
+    ``offset`` is where the stream starts in the attended text sequence; ``length`` its number of
+    positions (``None``: the tokenizer's ``model_max_length``; T5 streams follow the pipeline's
+    ``max_sequence_length``, which only pads or trims the end).
+    """
+
+    name: str
+    tokenizer: Any
+    offset: int = 0
+    length: int | None = None
+
+
+def _arg(args: tuple, kwargs: dict, name: str, index: int) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else None
+
+
+@dataclass(frozen=True)
+class Family:
+    """Adapter for one denoiser family (see the module docstring)."""
+
+    name: str
+    inpainting: bool = False
+
+    # ------------------------------------------------------------------ layers
+    def text_layers(self, denoiser: Any) -> dict[str, tuple[Any, LayerKind]]:
+        """Every module of ``denoiser`` that attends to text, by module path, in model order."""
+        found: dict[str, tuple[Any, LayerKind]] = {}
+        for name, m in denoiser.named_modules():
+            if not _is_attention(m):
+                continue
+            if self.name == "sd3":
+                # joint attention has added K/V projections for the text; SD3.5's attn2 is image-only
+                if getattr(m, "add_k_proj", None) is not None:
+                    found[name] = (m, "sd3_joint")
+            elif self.name == "flux":
+                if getattr(m, "add_k_proj", None) is not None:
+                    found[name] = (m, "flux_joint")
+                elif name.startswith("single_transformer_blocks."):
+                    found[name] = (m, "flux_single")
+            elif getattr(m, "is_cross_attention", False):
+                found[name] = (m, "cross")
+        return found
+
+    # ------------------------------------------------------------------ calls
+    def call_inputs(self, args: tuple, kwargs: dict) -> CallInputs:
+        """Batch, timestep, spatial grid and text length of a denoiser call ``(args, kwargs)``."""
+        if self.name in ("sd", "sdxl", "cross"):
+            sample = _arg(args, kwargs, "sample", 0)
+            timestep = _arg(args, kwargs, "timestep", 1)
+            text = _arg(args, kwargs, "encoder_hidden_states", 2)
+        else:
+            sample = _arg(args, kwargs, "hidden_states", 0)
+            text = _arg(args, kwargs, "encoder_hidden_states", 1)
+            timestep = _arg(args, kwargs, "timestep", {"pixart": 2}.get(self.name, 3))
+        if sample is None or timestep is None:
+            raise CaptureError(f"the {self.name} denoiser was called without its sample/timestep; "
+                               "cannot label the step")
+        if self.name == "flux":
+            hw = _flux_grid(_arg(args, kwargs, "img_ids", 4), int(sample.shape[1]))
+        else:
+            hw = (int(sample.shape[-2]), int(sample.shape[-1]))
+        text_length = int(text.shape[1]) if getattr(text, "ndim", 0) == 3 else None
+        return CallInputs(int(sample.shape[0]), timestep, hw, text_length)
+
+    # ------------------------------------------------------------------ tokens
+    def text_streams(self, pipeline: Any, tokenizer: Any = None) -> list[TextStream]:
+        """The tokenizers whose tokens the text-attending layers see, in key order.
+
+        ``tokenizer`` overrides the pipeline's: one tokenizer (for a one-stream family), or a
+        mapping from stream name (``"clip"``, ``"t5"``) to tokenizer.
+        """
+        if self.name == "sd3":
+            names = [("clip", "tokenizer", 0, 77), ("t5", "tokenizer_3", 77, None)]
+        elif self.name == "flux":
+            names = [("t5", "tokenizer_2", 0, None)]
+        elif self.name == "pixart":
+            names = [("t5", "tokenizer", 0, None)]
+        else:
+            names = [("clip", "tokenizer", 0, None)]
+        if tokenizer is not None and not isinstance(tokenizer, Mapping):
+            if len(names) > 1:
+                raise CaptureError(f"a {self.name} denoiser attends to several text streams "
+                                   f"({', '.join(n for n, *_ in names)}): pass tokenizer={{'clip': ..., 't5': ...}}")
+            tokenizer = {names[0][0]: tokenizer}
+        if isinstance(tokenizer, Mapping):
+            unknown = set(tokenizer) - {n for n, *_ in names}
+            if unknown:
+                raise CaptureError(f"tokenizer streams {sorted(unknown)} are not text streams of a {self.name} "
+                                   f"denoiser; its streams are {[n for n, *_ in names]}")
+        streams = []
+        for stream, attr, offset, length in names:
+            tok = tokenizer.get(stream) if isinstance(tokenizer, Mapping) else getattr(pipeline, attr, None)
+            if tok is not None:
+                streams.append(TextStream(stream, tok, offset, length))
+        return streams
+
+
+def _flux_grid(img_ids: Any, n_tokens: int) -> tuple[int, int]:
+    """The ``(h, w)`` token grid of FLUX's packed latents from ``img_ids`` ``(N, 3)``: (index, row, col)."""
+    if img_ids is None:
+        raise CaptureError("the FLUX transformer was called without img_ids; cannot place its image tokens")
+    ids = img_ids[0] if img_ids.ndim == 3 else img_ids
+    ids = ids[ids[:, 0] == ids[0, 0]]  # the generated image (Kontext appends reference images)
+    h, w = int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1
+    if h * w > n_tokens:
+        raise CaptureError(f"img_ids describe a {h}x{w} grid but the call has {n_tokens} image tokens")
+    return h, w
+
+
+def _is_attention(module: Any) -> bool:
+    return hasattr(module, "get_processor") and hasattr(module, "set_processor") and hasattr(module, "to_q")
+
+
+def denoiser_of(target: Any) -> tuple[Any, Any]:
+    """``(denoiser, pipeline_or_None)`` for a pipeline (its ``.unet`` or ``.transformer``) or a bare module."""
+    for attr in _DENOISER_ATTRS:
+        den = getattr(target, attr, None)
+        if den is not None and hasattr(den, "named_modules"):
+            return den, target
+    if hasattr(target, "named_modules"):
+        return target, None
+    raise CaptureError(f"capture needs a diffusers pipeline (with a .unet or .transformer) or a torch module, "
+                       f"got {type(target).__name__}")
+
+
+def detect_family(target: Any) -> Family:
+    """The :class:`Family` of a pipeline or a bare denoiser (by class and config)."""
+    den, _ = denoiser_of(target)
+    cls = type(den).__name__
+    config = getattr(den, "config", None) or {}
+    get = config.get if isinstance(config, Mapping) else (lambda k, d=None: getattr(config, k, d))
+    in_channels = get("in_channels", None)
+    if cls == "UNet2DConditionModel":
+        name = "sdxl" if get("addition_embed_type", None) == "text_time" else "sd"
+        return Family(name, inpainting=in_channels == 9)
+    if cls == "SD3Transformer2DModel":
+        return Family("sd3")
+    if cls == "FluxTransformer2DModel":
+        return Family("flux", inpainting=in_channels == 384)  # Fill: latents 64 + masked 64 + mask 256
+    if cls == "PixArtTransformer2DModel":
+        return Family("pixart")
+    return Family("cross")
+
+
+#: Names of the supported families, for messages and docs.
+FAMILIES: tuple[str, ...] = ("sd", "sdxl", "sd3", "flux", "pixart", "cross")
