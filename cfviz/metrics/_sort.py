@@ -5,13 +5,16 @@ pixel metrics. NumPy's quicksort releases the GIL, so the array is sorted as ``n
 in threads and kept as that many sorted *runs*: every count the metrics need ("how many normal
 scores are below u") is a sum over the runs, so the runs never have to be merged (a merge
 costs another full pass; :func:`merge_runs` does it only when a full curve is asked for).
-Everything is exact: splitting the work changes no result.
+:func:`start_sorted_runs` also picks the values out of the full pixel array (chunk by chunk,
+without a full-size boolean temporary) inside the sorting threads, so the caller can label
+defect regions meanwhile. Everything is exact: splitting the work changes no result.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 
@@ -51,6 +54,56 @@ def sorted_runs(values: np.ndarray, n_jobs: int | None = None) -> tuple[np.ndarr
     return tuple(parts)
 
 
+# pixels per extraction step: the boolean mask and the picked scores stay cache-sized
+_CHUNK = 1 << 20
+
+
+def _extract_into(out: np.ndarray, scores: np.ndarray, drop: np.ndarray) -> None:
+    """Write ``scores[~drop]`` (1-D) into ``out`` in steps of ``_CHUNK`` (no full-size temporary)."""
+    o = 0
+    for lo in range(0, scores.size, _CHUNK):
+        picked = scores[lo:lo + _CHUNK][~drop[lo:lo + _CHUNK]]
+        out[o:o + picked.size] = picked
+        o += picked.size
+    if o != out.size:  # pragma: no cover - the plan counted these pixels
+        raise AssertionError(f"extracted {o} values into a buffer of {out.size}")
+
+
+def _extract_and_sort(out: np.ndarray, scores: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    _extract_into(out, scores, drop)
+    out.sort()  # NumPy's sort releases the GIL: the slices sort in parallel
+    return out
+
+
+def start_sorted_runs(scores: np.ndarray, drop: np.ndarray, n_jobs: int | None = None,
+                      pool: Executor | None = None) -> Callable[[], tuple[np.ndarray, ...]]:
+    """Begin sorting ``scores[~drop]`` as sorted runs; return a function that waits for them.
+
+    ``scores`` and ``drop`` (bool) are 1-D and of equal size; neither is modified. The kept
+    values go into one new buffer, cut into up to ``n_jobs`` slices of consecutive input
+    positions; each slice is filled and sorted by one task of ``pool`` (or right away when
+    ``pool`` is ``None``), so the caller can do other work meanwhile. Splitting changes no count
+    over the runs (see :func:`count_below`).
+
+    >>> scores, drop = np.array([3.0, 9.0, -1.0, 2.0]), np.array([False, True, False, False])
+    >>> start_sorted_runs(scores, drop, n_jobs=1)()
+    (array([-1.,  2.,  3.]),)
+    """
+    n = scores.size
+    jobs = min(resolve_n_jobs(n_jobs), max(1, n // _PARALLEL_MIN))
+    bounds = [n * j // jobs for j in range(jobs + 1)]
+    kept = [(hi - lo) - int(np.count_nonzero(drop[lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    offsets = np.concatenate(([0], np.cumsum(kept))).tolist()
+    buffer = np.empty(int(offsets[-1]), dtype=scores.dtype)
+    tasks = [(buffer[offsets[j]:offsets[j + 1]], scores[bounds[j]:bounds[j + 1]], drop[bounds[j]:bounds[j + 1]])
+             for j in range(jobs) if kept[j] > 0]
+    if pool is None or len(tasks) <= 1:
+        runs = tuple(_extract_and_sort(*task) for task in tasks) or (buffer,)
+        return lambda: runs
+    futures = [pool.submit(_extract_and_sort, *task) for task in tasks]
+    return lambda: tuple(f.result() for f in futures)
+
+
 def merge_runs(runs: tuple[np.ndarray, ...]) -> np.ndarray:
     """One ascending array from sorted runs (NumPy's stable sort merges runs in linear time).
 
@@ -88,10 +141,23 @@ def searchsorted_ascending(haystack: np.ndarray, queries: np.ndarray, side: str 
     return out
 
 
-def count_below(runs: tuple[np.ndarray, ...] | np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _count_in_run(run: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    below = searchsorted_ascending(run, queries, "left")
+    equal = np.zeros(queries.shape, dtype=np.int64)
+    inside = np.flatnonzero(below < run.size)
+    hit = inside[run[below[inside]] == queries[inside]]
+    if hit.size:
+        equal[hit] = searchsorted_ascending(run, queries[hit], "right") - below[hit]
+    return below, equal
+
+
+def count_below(runs: tuple[np.ndarray, ...] | np.ndarray, queries: np.ndarray,
+                pool: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For ascending ``queries``: how many values of the sorted runs are ``< q`` and ``== q``.
 
-    Ties are checked only for the queries whose value occurs in a run at all.
+    Ties are checked only for the queries whose value occurs in a run at all. With ``pool``
+    the runs are searched in its threads (``searchsorted`` releases the GIL); the integer
+    sums are the same.
 
     >>> count_below(np.array([1, 2, 2, 5]), np.array([0, 2, 3, 5, 9]))
     (array([0, 1, 3, 3, 4]), array([0, 2, 0, 1, 0]))
@@ -100,13 +166,13 @@ def count_below(runs: tuple[np.ndarray, ...] | np.ndarray, queries: np.ndarray) 
         runs = (runs,)
     below = np.zeros(queries.shape, dtype=np.int64)
     equal = np.zeros(queries.shape, dtype=np.int64)
-    for run in runs:
-        b = searchsorted_ascending(run, queries, "left")
+    if pool is not None and len(runs) > 1:
+        parts = list(pool.map(lambda run: _count_in_run(run, queries), runs))
+    else:
+        parts = [_count_in_run(run, queries) for run in runs]
+    for b, e in parts:
         below += b
-        inside = np.flatnonzero(b < run.size)
-        hit = inside[run[b[inside]] == queries[inside]]
-        if hit.size:
-            equal[hit] += searchsorted_ascending(run, queries[hit], "right") - b[hit]
+        equal += e
     return below, equal
 
 

@@ -47,9 +47,17 @@ def region_weights(masks: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
     parts: list[np.ndarray] = []
     n_regions = 0
-    for i in np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1)):  # empty masks: no regions
-        labels, k = ndimage.label(masks[i], structure=structure)
-        ids = labels[masks[i]]
+    # Label only the bounding box of each image's defects (empty masks: nothing). Outside it the
+    # mask is all False, and C order inside the box is C order of the image, so the weights and
+    # their order are those of labelling the whole image, at a fraction of the cost.
+    rows_hit = masks.any(axis=2)
+    for i in np.flatnonzero(rows_hit.any(axis=1)):
+        rows = np.flatnonzero(rows_hit[i])
+        band = masks[i, rows[0]:rows[-1] + 1]
+        cols = np.flatnonzero(band.any(axis=0))
+        box = band[:, cols[0]:cols[-1] + 1]
+        labels, k = ndimage.label(box, structure=structure)
+        ids = labels[box]
         inverse_size = 1.0 / np.bincount(ids, minlength=k + 1)[1:]
         parts.append(inverse_size[ids - 1])
         n_regions += int(k)

@@ -1,21 +1,24 @@
 """Pixel-level metrics sharing one sort: :class:`PixelCurves`.
 
 Building a :class:`PixelCurves` does the expensive work once: validate the masks and maps,
-split pixels into normal and defect ones, sort the normal scores (in threads for large sets),
-sort the defect scores with their region weights, and count how they interleave. Pixel AUROC,
+pick and sort the normal scores (in threads for large sets, while the defect regions are
+labelled), sort the defect scores with their region weights, and count how they interleave. Pixel AUROC,
 AP, F1-max, AUPRO (for any FPR limit) and the PRO curve are then cheap reads of it.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cfviz.metrics.aupro import aupro_from_stats, pro_curve_from_stats, region_weights
+from cfviz.metrics._sort import count_below, resolve_n_jobs, start_sorted_runs
 from cfviz.metrics._validate import MetricInputError, as_binary, as_map_stack, as_scores, check_fpr_limit
-from cfviz.metrics.ranking import RankingStats
+from cfviz.metrics.aupro import aupro_from_stats, pro_curve_from_stats, region_weights
+from cfviz.metrics.ranking import RankingStats, distinct_positives
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,9 +73,16 @@ class PixelCurves:
         if m.shape != a.shape:
             raise MetricInputError(f"masks have shape {m.shape} but maps have shape {a.shape}; give one map per "
                                    "mask at the mask's resolution (resize the maps first, e.g. cfviz.fusion.upsample)")
-        weights, n_regions = region_weights(m, connectivity)
-        negatives = a[~m]  # a fresh copy: sorted in place below
-        stats = RankingStats.from_split(negatives, a[m], weights, n_jobs=n_jobs)
+        jobs = resolve_n_jobs(n_jobs)
+        flat_scores, flat_masks = a.reshape(-1), m.reshape(-1)  # views when contiguous
+        with ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else nullcontext() as pool:
+            # the normal pixels are picked and sorted in the pool's threads (NumPy releases the
+            # GIL) while this thread labels the regions and sorts the few defect pixels
+            runs = start_sorted_runs(flat_scores, flat_masks, jobs, pool)
+            weights, n_regions = region_weights(m, connectivity)
+            values, counts, summed = distinct_positives(a[m], weights)
+            n_below, n_equal = count_below(runs(), values, pool)
+            stats = RankingStats(runs(), values, counts, n_below, n_equal, summed)
         return cls(stats, n_regions, int(m.shape[0]), int(connectivity))
 
     @property

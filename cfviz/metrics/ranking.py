@@ -85,25 +85,7 @@ class RankingStats:
         ``n_jobs`` threads sort the negatives (``None``: all CPUs); results do not depend on it.
         """
         runs = (negatives,) if negatives_sorted else sorted_runs(negatives, n_jobs)
-        if positive_weights is None:
-            pos = np.sort(positives)
-            w_sorted = None
-        else:
-            if len(positive_weights) != positives.size:
-                raise MetricInputError(f"positive_weights has {len(positive_weights)} values but there are "
-                                       f"{positives.size} positives; give one weight per positive")
-            order = np.argsort(positives)
-            pos = positives[order]
-            w_sorted = np.asarray(positive_weights, dtype=np.float64)[order]
-        if pos.size:
-            starts = np.flatnonzero(np.concatenate(([True], pos[1:] != pos[:-1])))
-        else:
-            starts = np.zeros(0, dtype=np.intp)
-        values = pos[starts]
-        counts = np.diff(np.append(starts, pos.size)).astype(np.int64)
-        weights = None
-        if w_sorted is not None:
-            weights = np.add.reduceat(w_sorted, starts) if pos.size else np.zeros(0)
+        values, counts, weights = distinct_positives(positives, positive_weights)
         n_below, n_equal = count_below(runs, values)
         return cls(runs, values, counts, n_below, n_equal, weights)
 
@@ -164,6 +146,38 @@ class RankingStats:
         f1 = 2 * tp / (tp + self.fp_at() + n_pos)
         best = f1.size - 1 - int(np.argmax(f1[::-1]))  # last maximum = largest threshold
         return float(f1[best]), float(self.values[best])
+
+
+def distinct_positives(positives: np.ndarray, positive_weights: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The distinct positive scores (ascending), how often each occurs, and their summed weights.
+
+    ``positive_weights`` (one per positive, or ``None``) are summed per distinct value in the
+    order of a quicksort of ``positives`` (so the float sums are reproducible).
+
+    >>> distinct_positives(np.array([0.5, 0.2, 0.5]), np.array([1.0, 2.0, 3.0]))
+    (array([0.2, 0.5]), array([1, 2]), array([2., 4.]))
+    """
+    if positive_weights is None:
+        pos = np.sort(positives)
+        w_sorted = None
+    else:
+        if len(positive_weights) != positives.size:
+            raise MetricInputError(f"positive_weights has {len(positive_weights)} values but there are "
+                                   f"{positives.size} positives; give one weight per positive")
+        order = np.argsort(positives)
+        pos = positives[order]
+        w_sorted = np.asarray(positive_weights, dtype=np.float64)[order]
+    if pos.size:
+        starts = np.flatnonzero(np.concatenate(([True], pos[1:] != pos[:-1])))
+    else:
+        starts = np.zeros(0, dtype=np.intp)
+    values = pos[starts]
+    counts = np.diff(np.append(starts, pos.size)).astype(np.int64)
+    weights = None
+    if w_sorted is not None:
+        weights = np.add.reduceat(w_sorted, starts) if pos.size else np.zeros(0)
+    return values, counts, weights
 
 
 def auroc(y: Any, s: Any) -> float:
