@@ -160,8 +160,12 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
              diffusion_model: str = "tiny", dataset: str = "textures", data_root: str | Path | None = None,
              categories: Sequence[str] | None = ("brick",), shots: Sequence[int] = (0, 1),
              seeds: Sequence[int] = (0,), timesteps: Sequence[int] | None = None,
-             blocks: Sequence[str] = NOTEBOOK_BLOCKS, run_dir: str | Path = "runs/notebooks") -> Any:
+             blocks: Sequence[str] = NOTEBOOK_BLOCKS, run_dir: str | Path = "runs/notebooks",
+             state: str | None = None) -> Any:
     """The :class:`~cfviz.experiments.config.RunSpec` of a notebook's parameters.
+
+    ``state``: the defect word(s) of the prompt whose cross-attention is stored (default ``"damage"``;
+    ``"crack damage"`` stores two tokens for the explorer's token menu).
 
     ``smoke=True`` forces tiny offline models and a small texture set generated under
     ``run_dir/textures-smoke`` (or ``data_root``), whatever the model and data set parameters say.
@@ -176,7 +180,8 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
     if not shots or any(int(k) < 0 for k in shots):
         raise ValueError(f"shots must be a non-empty list of k >= 0 (e.g. [0, 1]), got {shots!r}")
     extraction = ExtractionConfig(features=tuple(blocks),
-                                  **({"timesteps": tuple(int(t) for t in timesteps)} if timesteps else {}))
+                                  **({"timesteps": tuple(int(t) for t in timesteps)} if timesteps else {}),
+                                  **({"state": str(state)} if state else {}))
     if smoke:
         from cfviz.data.textures import TEXTURE_CATEGORIES, ensure_textures
 
@@ -200,23 +205,34 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
 
 
 def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures_dir: str | Path = "figures",
-          progress: bool = False, **params: Any) -> NotebookSession:
+          progress: bool = True, **params: Any) -> NotebookSession:
     """Open the data set, fill the capture store (models run only for missing images), score.
 
     ``params`` are those of :func:`run_spec`. Relative folders are taken from the project root
     (:func:`project_root`). Notebooks sharing ``run_dir`` share the store: the first one runs the
-    models, the others only read it.
+    models, the others only read it. With ``progress`` (the default) a line says what is being
+    built and where, progress bars follow the extraction and the scoring (a widget in Jupyter,
+    text elsewhere), and a last line says how long it took: the first cell is never silent.
     """
     from cfviz.experiments.runner import evaluate, open_run_dataset, test_categories
 
+    t0 = time.perf_counter()
     root = project_root()
     run = _resolve(run_dir, root)
     if params.get("data_root") is not None:
         params["data_root"] = _resolve(params["data_root"], root)
     spec = run_spec(smoke=smoke, run_dir=run, **params)
     tag = "smoke" if smoke else f"{spec.dataset}-{spec.models.clip}-{Path(str(spec.models.diffusion)).name}"
+    if params.get("state") and spec.extraction.state != "damage":
+        tag += "-" + "-".join(spec.extraction.state_tokens)  # other prompt words: another store, not a refusal
+    if progress:
+        print(f"capture store {run / tag / 'store'}: running the models for images it lacks (the first notebook "
+              f"of a run; {'about a minute on CPU in smoke mode' if smoke else 'minutes to hours'}), then scoring "
+              f"{', '.join(map(str, spec.categories or ['every category']))} ...", flush=True)
     result = evaluate(spec, run / tag, store_dir=run / tag / "store", progress=progress)
     dataset = open_run_dataset(spec)
+    if progress:
+        print(f"ready in {time.perf_counter() - t0:.0f} s: {len(result.store)} images in the store", flush=True)
     from cfviz.viz.style import OFFLINE_NOTE
 
     return NotebookSession(spec=spec, result=result, dataset=dataset, figures_dir=_resolve(figures_dir, root),
@@ -275,21 +291,60 @@ def json_safe_repr(value: Any) -> str:
     return text
 
 
+def _cell_summary(source: str, width: int = 60) -> str:
+    """The first line of a cell that is not a comment, cut to ``width`` characters."""
+    lines = [ln.strip() for ln in source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    first = lines[0] if lines else "(comments only)"
+    return first if len(first) <= width else first[:width - 3] + "..."
+
+
+def _streaming_client(nb: Any, log: Any, **kwargs: Any) -> Any:
+    """An nbclient NotebookClient that reports each code cell as it finishes and forwards the kernel's
+    printed lines (``log(text)`` per line) while the cell runs."""
+    from nbclient import NotebookClient
+
+    n_code = sum(c.cell_type == "code" for c in nb.cells)
+    started: dict[int, float] = {}
+    done = [0]
+
+    class Client(NotebookClient):  # type: ignore[misc]
+        def output(self, outs: Any, msg: Any, display_id: Any, cell_index: int) -> Any:
+            if msg.get("msg_type") == "stream":
+                for line in str(msg["content"].get("text", "")).replace("\r", "\n").splitlines():
+                    if line.strip():
+                        log(f"    | {line.rstrip()}")
+            return super().output(outs, msg, display_id, cell_index)
+
+    def start(cell: Any, cell_index: int, **_: Any) -> None:
+        started[cell_index] = time.perf_counter()
+
+    def complete(cell: Any, cell_index: int, **_: Any) -> None:
+        if cell.cell_type != "code":
+            return
+        done[0] += 1
+        dt = time.perf_counter() - started.get(cell_index, time.perf_counter())
+        log(f"  cell {done[0]}/{n_code} done in {dt:.1f} s: {_cell_summary(cell.source)}")
+
+    return Client(nb, on_cell_start=start, on_cell_executed=complete, **kwargs)
+
+
 def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None, *, output: str | Path | None = None,
-                 timeout: int = 600, kernel_name: str = "python3", cwd: str | Path | None = None) -> Any:
+                 timeout: int = 600, kernel_name: str = "python3", cwd: str | Path | None = None,
+                 log: Any = None) -> Any:
     """Execute a notebook (parameters injected) and return the executed notebook node.
 
     ``output``: also write the executed notebook there (never over the source: committed
-    notebooks carry no outputs). Errors raise ``nbclient.exceptions.CellExecutionError`` naming
-    the failing cell.
+    notebooks carry no outputs). ``log``: called with one line per finished code cell and per
+    line the kernel prints (e.g. ``print``; the store build says what it does), as it happens.
+    Errors raise ``nbclient.exceptions.CellExecutionError`` naming the failing cell.
     """
     import nbformat
     from nbclient import NotebookClient
 
     path = Path(path)
     nb = inject_parameters(nbformat.read(path, as_version=4), parameters or {})
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(cwd or path.parent)}})
+    kwargs = {"timeout": timeout, "kernel_name": kernel_name, "resources": {"metadata": {"path": str(cwd or path.parent)}}}
+    client = NotebookClient(nb, **kwargs) if log is None else _streaming_client(nb, log, **kwargs)
     client.execute()
     if output is not None:
         if Path(output).resolve() == path.resolve():
@@ -299,16 +354,25 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None, 
     return nb
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # a pipe (CI log, `| tee`) shows each line when it happens
+
+
 def run_notebooks(folder: str | Path, names: Sequence[str] = (), *, parameters: Mapping[str, Any] | None = None,
                   executed_dir: str | Path | None = None, timeout: int = 600,
-                  log: Any = print) -> dict[str, float]:
-    """Run the chosen notebooks in order; return ``{stem: seconds}``. Stops at the first failure."""
+                  log: Any = None) -> dict[str, float]:
+    """Run the chosen notebooks in order; return ``{stem: seconds}``. Stops at the first failure.
+
+    ``log`` (default: print, flushed at once) gets a line per notebook, per finished cell and per line
+    the kernel prints, while they run (see :func:`run_notebook`).
+    """
+    log = log or _say
     times: dict[str, float] = {}
     for nb_path in find_notebooks(folder, names):
         t0 = time.perf_counter()
         log(f"running {nb_path.name} ...")
         out = None if executed_dir is None else Path(executed_dir) / nb_path.name
-        run_notebook(nb_path, parameters, output=out, timeout=timeout)
+        run_notebook(nb_path, parameters, output=out, timeout=timeout, log=log)
         times[nb_path.stem] = time.perf_counter() - t0
         log(f"  done in {times[nb_path.stem]:.1f} s")
     return times

@@ -38,7 +38,8 @@ class ImageData:
 
     ``attention`` maps each layer name to ``(timestep, token, h, w)`` float32; ``components``
     holds the image's normalised branch maps (from :class:`~cfviz.experiments.scoring.Predictions`)
-    and ``component_scores`` its branch image scores (``clip``, ``diff``).
+    and ``component_scores`` its branch image scores (``clip``, ``diff``); ``prediction`` is the
+    method's final map of the image (``Predictions.maps``), thresholded for the predicted mask.
     """
 
     image_id: str
@@ -52,6 +53,7 @@ class ImageData:
     clip: Any = None
     components: dict[str, np.ndarray] = field(default_factory=dict)
     component_scores: dict[str, float] = field(default_factory=dict)
+    prediction: np.ndarray | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -104,16 +106,20 @@ def load_image_data(store: Any, dataset: Any, image_id: str, predictions: Any = 
         clip = None
     comps: dict[str, np.ndarray] = {}
     comp_scores: dict[str, float] = {}
+    prediction = None
     if predictions is not None:
         if image_id not in predictions.image_ids:
             raise KeyError(f"image_id {image_id!r} is not among the predictions' images")
         i = predictions.image_ids.index(image_id)
         comps = {k: np.asarray(v[i], np.float32) for k, v in predictions.components.items()}
         comp_scores = {k: float(v[i]) for k, v in predictions.component_scores.items()}
+        maps = getattr(predictions, "maps", None)
+        prediction = None if maps is None else np.asarray(maps[i], np.float32)
     mask = None if sample.mask is None else np.asarray(sample.mask)
     return ImageData(image_id=image_id, image=np.asarray(sample.image), mask=mask, label=int(rec.label),
                      defect_type=str(rec.defect_type), timesteps=[float(t) for t in entry.timesteps],
-                     tokens=tokens, attention=attention, clip=clip, components=comps, component_scores=comp_scores)
+                     tokens=tokens, attention=attention, clip=clip, components=comps, component_scores=comp_scores,
+                     prediction=prediction)
 
 
 def attention_map(data: ImageData, layer: str, step: int, token: str | int = 0) -> np.ndarray:
@@ -214,6 +220,7 @@ def attention_figure(data: ImageData, *, layer: str = ALL_LAYERS, step: int = 0,
             scales = sorted(data.clip.windows)
             s = clip_scale if clip_scale in scales else scales[0]
             plot_window_scores(axes[1], data.image, data.clip.window_boxes[s], data.clip.windows[s], top_k=3,
+                               grid=window_grid(data.clip),
                                alpha=opacity, mask=data.mask if show_mask else None, legend=False,
                                title=f"CLIP windows {s}x{s}")
         fig.suptitle(f"{data.image_id} ({data.defect_type})")
@@ -293,3 +300,123 @@ def attention_blocks(store: Any, image_id: str, *, token: str | int = 0, size: i
     sel = maps.isel(batch=0)
     sel = sel.sel(block=unet_order(sel.coords["block"]))  # columns in UNet order: down, mid, up
     return sel.sel(token=token) if isinstance(token, str) else sel.isel(token=int(token))
+
+
+# ---------------------------------------------------------------------------------- array views
+# What the interactive explorer shows, as arrays (cfviz.viz.render draws and encodes them in a few
+# milliseconds); the figures above show the same maps with matplotlib for export.
+
+def window_grid(clip: Any) -> tuple[int, int]:
+    """The ViT patch grid the image's windows live on (the stored patch map's shape, else 15x15)."""
+    from cfviz.viz.clipviz import DEFAULT_GRID
+
+    patch = getattr(clip, "patch", None)
+    if patch is not None and len(getattr(patch, "shape", ())) == 2:
+        return int(patch.shape[0]), int(patch.shape[1])
+    return DEFAULT_GRID, DEFAULT_GRID
+
+
+def window_scales(data: ImageData) -> list[int]:
+    """The window sides (in patches) stored for the image, smallest first (empty without CLIP scores)."""
+    return sorted(int(s) for s in data.clip.windows) if data.clip is not None and data.clip.windows else []
+
+
+def top_windows(data: ImageData, scale: int, top_k: int = 3) -> list[dict[str, Any]]:
+    """The ``top_k`` highest-scoring windows of side ``scale``: rank (1 = best), score and box
+    ``(row, col, height, width)`` in patches, best first (ties keep the stored order)."""
+    from cfviz.viz.clipviz import windows_and_scores
+
+    boxes, scores = windows_and_scores(data.clip.window_boxes[scale], data.clip.windows[scale])
+    finite = np.flatnonzero(np.isfinite(scores))
+    order = finite[np.argsort(-scores[finite], kind="stable")][:top_k]
+    return [{"rank": r + 1, "score": float(scores[i]), "box": tuple(int(v) for v in boxes[i])}
+            for r, i in enumerate(order)]
+
+
+def window_map(data: ImageData, scale: int) -> np.ndarray:
+    """Per patch, the mean score of the windows of side ``scale`` covering it (NaN where none does)."""
+    from cfviz.viz.clipviz import window_scores_to_map
+
+    return window_scores_to_map(data.clip.window_boxes[scale], data.clip.windows[scale], window_grid(data.clip),
+                                how="mean")
+
+
+def prediction_threshold(predictions: Any) -> float:
+    """The pixel F1-max threshold of the category's maps (``predictions.maps`` against ``.masks``): the
+    threshold at which anomalib draws a predicted mask. A pixel scoring ``>=`` it is predicted anomalous."""
+    from cfviz.metrics import f1_max
+
+    masks = getattr(predictions, "masks", None)
+    if masks is None or not np.asarray(masks).any():
+        raise ValueError("the predictions carry no ground-truth masks with a defect: no pixel threshold")
+    return float(f1_max(np.asarray(masks).ravel() > 0, np.asarray(predictions.maps, np.float64).ravel())[1])
+
+
+def image_threshold(predictions: Any) -> float:
+    """The image-score F1-max threshold (as :func:`cfviz.experiments.failures.rank_failures` uses; the
+    median score when only one class is present)."""
+    labels, scores = np.asarray(predictions.labels), np.asarray(predictions.scores, np.float64)
+    if len(set(labels.tolist())) < 2:
+        return float(np.median(scores))
+    from cfviz.metrics import f1_max
+
+    return float(f1_max(labels, scores)[1])
+
+
+def outcomes(predictions: Any, threshold: float | None = None) -> list[str]:
+    """Per image: ``"TP"``, ``"TN"``, ``"FP"`` or ``"FN"`` at the image threshold (F1-max by default).
+
+    >>> class P: labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.5, 0.9])
+    >>> outcomes(P(), threshold=0.55)
+    ['TN', 'FP', 'FN', 'TP']
+    """
+    thr = image_threshold(predictions) if threshold is None else float(threshold)
+    return [("T" if (s >= thr) == bool(y) else "F") + ("P" if s >= thr else "N")
+            for y, s in zip(np.asarray(predictions.labels).tolist(), np.asarray(predictions.scores).tolist())]
+
+
+#: How the failure browser can order the images.
+SORTS = {"score, high to low": "score-", "score, low to high": "score+", "image id": "id"}
+
+
+def browse_choices(predictions: Any | Sequence[Any], *, sort: str = "score-", show: str = "all",
+                   threshold: float | None = None) -> list[tuple[str, tuple[int, int]]]:
+    """The image menu of the failure browser: options ``(label, (which predictions, index))``.
+
+    ``show``: ``"all"``, ``"wrong"`` (false positives and negatives at the image F1-max threshold),
+    ``"FP"``, ``"FN"``, ``"anomalous"``, ``"normal"`` or ``"defect:<type>"``; ``sort``: ``"score-"``
+    (high to low), ``"score+"`` or ``"id"``. Each label says the defect type, score and outcome.
+    """
+    preds = [predictions] if hasattr(predictions, "image_ids") else list(predictions)
+    rows = []
+    for j, p in enumerate(preds):
+        has_scores = getattr(p, "scores", None) is not None
+        outs = outcomes(p, threshold) if has_scores else [""] * len(p.image_ids)
+        scores = np.asarray(p.scores if has_scores else np.zeros(len(p.image_ids)), np.float64)
+        for i, image_id in enumerate(p.image_ids):
+            kind = p.defect_types[i] if p.defect_types else ("anomalous" if p.labels[i] else "normal")
+            rows.append((image_id, kind, float(scores[i]), outs[i], int(p.labels[i]), (j, i)))
+    keep = {"all": lambda r: True, "wrong": lambda r: r[3] in ("FP", "FN"), "FP": lambda r: r[3] == "FP",
+            "FN": lambda r: r[3] == "FN", "anomalous": lambda r: r[4] == 1, "normal": lambda r: r[4] == 0}
+    if show.startswith("defect:"):
+        rows = [r for r in rows if r[1] == show[len("defect:"):]]
+    elif show in keep:
+        rows = [r for r in rows if keep[show](r)]
+    else:
+        raise ValueError(f"show must be one of {sorted(keep)} or 'defect:<type>', got {show!r}")
+    if sort not in SORTS.values():
+        raise ValueError(f"sort must be one of {list(SORTS.values())}, got {sort!r}")
+    if sort == "id":
+        rows.sort(key=lambda r: r[0])
+    else:
+        rows.sort(key=lambda r: (-r[2] if sort == "score-" else r[2], r[0]))
+    return [(f"{r[0]} · {r[1]} · score {r[2]:.3f} · {r[3]}" if r[3] else f"{r[0]} · {r[1]}", r[5]) for r in rows]
+
+
+def filter_options(predictions: Any | Sequence[Any]) -> list[tuple[str, str]]:
+    """The failure browser's "show" menu: every subset :func:`browse_choices` takes, defect types last."""
+    preds = [predictions] if hasattr(predictions, "image_ids") else list(predictions)
+    kinds = sorted({d for p in preds for d in (p.defect_types or [])})
+    return [("all images", "all"), ("misclassified (FP + FN)", "wrong"), ("false positives", "FP"),
+            ("false negatives", "FN"), ("anomalous", "anomalous"), ("normal", "normal"),
+            *[(f"defect type: {d}", f"defect:{d}") for d in kinds]]

@@ -71,24 +71,72 @@ def test_image_choices_lists_every_prediction() -> None:
                                             ("b [hole]", (1, 1))]
 
 
-def test_explorer_widgets_redraw_without_rereading(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clip(scores_by_scale: dict[int, np.ndarray] | None = None):  # type: ignore[no-untyped-def]
+    """CLIP scores on a 4x4 patch grid: windows of side 1 and 2 (one per position)."""
+    from types import SimpleNamespace
+
+    boxes = {s: np.array([[r, c, s, s] for r in range(5 - s) for c in range(5 - s)]) for s in (1, 2)}
+    rng = np.random.default_rng(1)
+    scores = scores_by_scale or {s: rng.random(len(b)) for s, b in boxes.items()}
+    return SimpleNamespace(windows=scores, window_boxes=boxes, patch=np.zeros((4, 4)), image=0.5, maps={})
+
+
+def _rich(image_id: str = "cat/test/hole/000", label: int = 1) -> ed.ImageData:
+    """Everything the explorer can show: attention, CLIP windows, branch maps, a final map."""
+    import zlib
+
+    d = _data(label)
+    d.image_id = image_id
+    rng = np.random.default_rng(zlib.crc32(image_id.encode()))  # each image looks different
+    d.image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    d.components = {k: v + rng.random(v.shape).astype(np.float32) for k, v in d.components.items()}
+    d.clip = _clip()
+    d.prediction = np.random.default_rng(3).random((32, 32)).astype(np.float32)
+    d.prediction[10:20, 10:20] += 3.0  # overlaps the defect (8:16): TP, FP and FN pixels
+    return d
+
+
+class _P:
+    method, category, shots, seed = "clipfusion", "cat", 1, 7
+    image_ids = ["cat/test/hole/000", "cat/test/good/000", "cat/test/cut/000"]
+    defect_types = ["hole", "good", "cut"]
+    labels = np.array([1, 0, 1])
+    scores = np.array([0.9, 0.6, 0.3])
+    component_scores = {"clip": np.array([0.8, 0.1, 0.4]), "diff": np.array([0.2, 0.3, 0.1])}
+
+    def __init__(self) -> None:
+        d = _rich()
+        self.maps = np.stack([d.prediction] * 3)
+        self.masks = np.stack([d.mask, np.zeros_like(d.mask), d.mask])
+
+
+def _explorer(monkeypatch: pytest.MonkeyPatch, calls: list[str] | None = None, **kwargs):  # type: ignore[no-untyped-def]
     pytest.importorskip("ipywidgets")
     from cfviz.viz import explorer as ex
 
+    def load(store, dataset, image_id, predictions):  # type: ignore[no-untyped-def]
+        if calls is not None:
+            calls.append(image_id)
+        return _rich(image_id, label=int("good" not in image_id))
+
+    monkeypatch.setattr(ex.ed, "load_image_data", load)
+    kwargs.setdefault("prefetch", False)
+    return ex.AttentionExplorer(store=None, dataset=None, predictions=_P(), note="offline", **kwargs)
+
+
+def _views(e) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    panels = {"attention": e.attention_panel, "clip": e.clip_panel, "image": e.image_panel, "gt": e.gt_panel,
+              "fused": e.fused_panel, "prediction": e.pred_panel, **e.branch_panels}
+    return {k: bytes(p.image.value) for k, p in panels.items()}
+
+
+def _changed(before: dict[str, bytes], after: dict[str, bytes]) -> set[str]:
+    return {k for k in before if before[k] != after[k]}
+
+
+def test_explorer_redraws_without_rereading_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-
-    def fake_load(store, dataset, image_id, predictions):  # type: ignore[no-untyped-def]
-        calls.append(image_id)
-        return _data()
-
-    class P:
-        image_ids = ["cat/test/hole/000", "cat/test/good/000"]
-        defect_types = ["hole", "good"]
-        labels = np.array([1, 0])
-        component_scores = {"clip": np.array([0.8, 0.1]), "diff": np.array([0.2, 0.3])}
-
-    monkeypatch.setattr(ex.ed, "load_image_data", fake_load)
-    e = ex.AttentionExplorer(store=None, dataset=None, predictions=P(), note="offline")
+    e = _explorer(monkeypatch, calls)
     first = e.attention_view.value
     e.timestep.value = 2
     assert e.attention_view.value != first
@@ -100,28 +148,147 @@ def test_explorer_widgets_redraw_without_rereading(monkeypatch: pytest.MonkeyPat
     assert calls[-1] == "cat/test/good/000"
 
 
-def test_explorer_reuses_views_it_has_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Moving a slider back shows the earlier view again without drawing a figure."""
-    pytest.importorskip("ipywidgets")
-    from cfviz.viz import explorer as ex
+def test_every_control_changes_what_it_should_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each control redraws its panels (and only those): the view always shows the controls' state."""
+    e = _explorer(monkeypatch)
+    expect = {
+        (e.timestep, 1): {"attention"},
+        (e.layer, "up.attn"): {"attention"},
+        (e.token, "damage"): {"attention"},
+        (e.clip_scale, 2): {"clip"},
+        (e.alpha, 0.7): {"fused"},
+        (e.opacity, 0.3): {"attention", "clip", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
+        (e.show_mask, False): {"attention", "clip", "gt", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
+        (e.image, (0, 2)): {"attention", "clip", "image", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
+    }
+    for (control, value), panels in expect.items():
+        before = _views(e)
+        control.value = value
+        assert _changed(before, _views(e)) == panels, control.description
+    # the ground-truth panel keeps its place and size when hidden (no re-layout of the row)
+    assert "hidden" in e.gt_panel.title.value
+    assert (e.gt_panel.image.layout.width, e.gt_panel.image.layout.height) == (f"{ex_small()}px", f"{ex_small()}px")
 
-    class P:
-        image_ids = ["cat/test/hole/000"]
-        defect_types = ["hole"]
-        labels = np.array([1])
-        component_scores = {"clip": np.array([0.8]), "diff": np.array([0.2])}
 
-    monkeypatch.setattr(ex.ed, "load_image_data", lambda *a, **k: _data())
-    drawn: list[str] = []
-    real_attention, real_fusion = ex.ed.attention_figure, ex.ed.fusion_figure
-    monkeypatch.setattr(ex.ed, "attention_figure", lambda *a, **k: drawn.append("a") or real_attention(*a, **k))
-    monkeypatch.setattr(ex.ed, "fusion_figure", lambda *a, **k: drawn.append("f") or real_fusion(*a, **k))
-    e = ex.AttentionExplorer(store=None, dataset=None, predictions=P(), note="offline")
+def ex_small() -> int:
+    from cfviz.viz.explorer import SMALL
+
+    return SMALL
+
+
+def test_views_are_drawn_from_arrays_not_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new view costs a few ms of numpy and an image encode; matplotlib (0.2-0.5 s a figure) is never used."""
+    import matplotlib.figure
+
+    def refuse(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the interactive view drew a matplotlib figure")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", refuse)
+    monkeypatch.setattr(matplotlib.figure.Figure, "__init__", refuse)
+    e = _explorer(monkeypatch)
+    for control, value in ((e.timestep, 2), (e.layer, "down.attn"), (e.opacity, 0.2), (e.alpha, 0.55),
+                           (e.show_mask, False), (e.clip_scale, 2), (e.image, (0, 1))):
+        control.value = value
+    assert e.draws > 10
+    assert bytes(e.attention_view.value)[:3] == b"\xff\xd8\xff"  # JPEG
+
+
+def test_views_seen_before_are_not_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = _explorer(monkeypatch)
     first, fused = e.attention_view.value, e.fusion_view.value
     e.timestep.value = 1
     e.alpha.value = 0.9
-    assert drawn == ["a", "f", "a", "f"]
+    drawn = e.draws
     e.timestep.value = 0
     e.alpha.value = 0.25
-    assert drawn == ["a", "f", "a", "f"]  # both were seen before: nothing drawn again
+    assert e.draws == drawn  # both were on screen before: served from the render cache
     assert e.attention_view.value == first and e.fusion_view.value == fused
+
+
+def test_neighbouring_steps_layers_and_images_are_prepared_in_the_background(monkeypatch) -> None:
+    import time
+
+    calls: list[str] = []
+    e = _explorer(monkeypatch, calls, prefetch=True)
+    deadline = time.monotonic() + 20
+    while (e._pending or e._wake.is_set()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    keys = set(e._layers)
+    d = e.data
+    assert ("att", d.image_id, ed.ALL_LAYERS, 1, "crack") in keys  # the next timestep
+    assert ("att", d.image_id, "down.attn", 0, "crack") in keys  # the next layer in the menu
+    assert len(set(calls)) == 2  # the next image in the menu was read too
+    computed: list[int] = []
+    real = ed.attention_map
+    monkeypatch.setattr(ed, "attention_map", lambda *a, **k: computed.append(1) or real(*a, **k))
+    e._prefetch = False
+    e.timestep.value = 1
+    assert computed == []  # the map was ready
+
+
+def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cfviz.viz.explorer import HELP
+
+    e = _explorer(monkeypatch)
+    line = e.on_screen.value
+    assert "k = 1" in line and "seed 7" in line and "alpha = 0.25" in line and "min-max" in line
+    e.alpha.value = 0.6
+    assert "alpha = 0.60" in e.on_screen.value
+    assert e.metrics.value.count("pixel AUROC") == 1  # metrics once, not also in a title
+    # the top windows are listed with their colours and scores, best first
+    legend = e.window_legend.value
+    assert legend.index("#1:") < legend.index("#2:") < legend.index("#3:") and "ground truth" in legend
+    # one help line per control, as a tooltip and on screen; descriptions are never cut short
+    for ctl in e._controls:
+        assert ctl.tooltip.startswith(HELP[ctl.description]), ctl.description
+        assert ctl.style.description_width == "initial"
+    shown = " ".join(c.value for c in e.widget.children if hasattr(c, "value") and isinstance(c.value, str))
+    shown += " ".join(c.value for box in e.widget.children for c in getattr(box, "children", ())
+                      if isinstance(getattr(c, "value", None), str))
+    assert all(f"<b>{name}</b>" in shown for name in HELP)
+
+
+def test_predicted_mask_colours_true_false_positives_and_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """anomalib's view: the final map thresholded at the pixel F1-max threshold, TP/FP/FN coloured."""
+    import io
+
+    from PIL import Image
+
+    from cfviz.viz import explorer as ex
+    from cfviz.viz import render as rd
+
+    e = _explorer(monkeypatch)
+    e.opacity.value = 1.0
+    p = e.predictions[0]
+    thr = ed.prediction_threshold(p)
+    pixels = np.asarray(Image.open(io.BytesIO(bytes(e.pred_panel.image.value))).convert("RGB")).astype(int)
+    shape = pixels.shape[:2]
+    d = e.data
+    pred = rd.resize_map(d.prediction, shape) >= thr
+    truth = rd.resize_map(d.mask.astype(np.float32), shape, nearest=True) > 0.5
+    for name, where in {"TP": pred & truth, "FP": pred & ~truth, "FN": ~pred & truth}.items():
+        assert where.sum() > 20, name
+        inner = where.copy()  # away from edges, where JPEG mixes neighbours
+        inner[1:-1, 1:-1] &= where[:-2, 1:-1] & where[2:, 1:-1] & where[1:-1, :-2] & where[1:-1, 2:]
+        got = np.median(pixels[inner], axis=0)
+        assert np.abs(got - rd.hex_rgb(ex.OUTCOME_COLORS[name])).max() < 30, (name, got)
+    assert "TP" in e.outcome_legend.value and "FN" in e.outcome_legend.value
+
+
+def test_failure_browser_filters_sorts_and_jumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _P()
+    assert ed.outcomes(p, threshold=0.5) == ["TP", "FP", "FN"]
+    ids = [label.split(" ")[0] for label, _ in ed.browse_choices(p, sort="score+")]
+    assert ids == ["cat/test/cut/000", "cat/test/good/000", "cat/test/hole/000"]
+    assert [v for _, v in ed.browse_choices(p, show="wrong", threshold=0.5)] == [(0, 1), (0, 2)]
+    assert [v for _, v in ed.browse_choices(p, show="defect:cut")] == [(0, 2)]
+    with pytest.raises(ValueError, match="show must be"):
+        ed.browse_choices(p, show="bogus")
+    e = _explorer(monkeypatch)
+    e.show.value = "normal"
+    assert [v for _, v in e.image.options] == [(0, 1)] and e.state["image_id"] == "cat/test/good/000"
+    e.go({"image_id": "cat/test/cut/000", "case": "false negative #1"})  # a rank_failures row
+    assert e.state["image_id"] == "cat/test/cut/000" and e.show.value == "all"
+    with pytest.raises(KeyError, match="not among"):
+        e.go("nope")

@@ -77,3 +77,65 @@ def test_render_maps_row_on_a_generated_texture(capture, defect, tmp_path, figs,
                                note=viz.OFFLINE_NOTE)
     _check_png(viz.save_figure(fig, "qualitative", tmp_path, formats=("png",))[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps_row.png", "qualitative.png"]  # no temp files left
+
+
+# ---------------------------------------------------------------------------- array rendering (explorer)
+def test_colour_table_is_matplotlibs_colour_map() -> None:
+    import matplotlib
+
+    from cfviz.viz import render as rd
+
+    lut = rd.colormap_lut("inferno")
+    expected = np.round(matplotlib.colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255)
+    np.testing.assert_array_equal(lut, expected)
+    assert rd.css_gradient("inferno").startswith("linear-gradient(to top, #000004 0.0%")
+    with pytest.raises(ValueError, match="'nope'"):
+        rd.colormap_lut("nope")
+
+
+def test_heat_colors_blend_and_outline() -> None:
+    from cfviz.viz import render as rd
+    from cfviz.viz._common import resize_bilinear
+
+    heat = np.array([[0.0, 1.0], [2.0, np.nan]])
+    colors, lo, hi = rd.heat_colors(heat, (8, 8), nearest=True)
+    lut = rd.colormap_lut("inferno")
+    assert (lo, hi) == (0.0, 2.0)
+    np.testing.assert_array_equal(colors[0, 0, :3], lut[0])
+    np.testing.assert_array_equal(colors[4, 0, :3], lut[255])
+    assert colors[7, 7, 3] == 0 and colors[0, 0, 3] == 255  # NaN: transparent (no window covers it)
+    smooth = np.random.default_rng(0).random((4, 4))
+    np.testing.assert_allclose(rd.resize_map(smooth, (16, 16)), resize_bilinear(smooth, 16), atol=1e-5)
+
+    base = np.full((8, 8, 3), 100, np.uint8)
+    np.testing.assert_array_equal(rd.blend(base, colors, 0.0), base)
+    full = rd.blend(base, colors, 1.0)
+    assert abs(int(full[4, 0, 0]) - int(lut[255, 0])) <= 1
+    np.testing.assert_array_equal(full[7, 7], base[7, 7])  # a hole keeps the image
+    with pytest.raises(ValueError, match="opacity"):
+        rd.blend(base, colors, 1.5)
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    ring = rd.mask_outline(mask, (8, 8), width=1)
+    assert ring.sum() == 12 and not ring[3:5, 3:5].any() and ring[2, 2:6].all()
+
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    rd.draw_box(rgb, 2, 2, 8, 8, "#ffffff", width=1)
+    assert (rgb[2, 2:8] == 255).all() and (rgb[5, 5] == 0).all() and (rgb[1, 1:9] == 0).all()
+
+
+def test_encode_writes_jpeg_or_lossless_png() -> None:
+    import io
+
+    from PIL import Image
+
+    from cfviz.viz import render as rd
+
+    rgb = (np.random.default_rng(0).random((12, 16, 3)) * 255).astype(np.uint8)
+    assert rd.encode(rgb)[:3] == b"\xff\xd8\xff"
+    png = rd.encode(rgb, "png")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), rgb)
+    with pytest.raises(ValueError, match="fmt"):
+        rd.encode(rgb, "gif")
+    assert rd.panel_shape((300, 600), 200) == (100, 200) and rd.fit_image(rgb, (6, 8)).shape == (6, 8, 3)
