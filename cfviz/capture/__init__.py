@@ -1,4 +1,5 @@
-"""Capture engine: per-timestep, per-layer cross-attention maps and feature maps from a UNet.
+"""Capture engine: per-timestep, per-layer text-attention maps and feature maps from a denoiser
+(SD 1.x/2.x/XL UNets, SD3, FLUX, PixArt: see ``families``).
 
 ``cfviz.capture(...)`` starts a capture (this module is callable, so ``cfviz.capture`` works both
 as the function and as the package that holds :class:`CaptureCache`, :class:`CaptureStore`, ...):
@@ -9,8 +10,8 @@ as the function and as the package that holds :class:`CaptureCache`, :class:`Cap
 ...     pipe.unet(x, t, encoder_hidden_states=emb)                    # doctest: +SKIP
 >>> cap.cache.attention_maps(size=64)                                # doctest: +SKIP
 
-Submodules: ``naming`` (filters), ``tokens`` (token selection), ``processors`` (the recording
-processor), ``session`` (lifecycle), ``cache`` (in-memory results), ``labelled`` (labelled maps),
+Submodules: ``naming`` (filters), ``tokens`` (token selection), ``families`` (one adapter per
+denoiser family), ``joint`` (SD3/FLUX joint attention), ``processors`` (the recording processor), ``session`` (lifecycle), ``cache`` (in-memory results), ``labelled`` (labelled maps),
 ``store`` (the on-disk capture store).
 """
 
@@ -23,13 +24,22 @@ from typing import Any
 from cfviz.capture.cache import CaptureCache, StepInfo
 from cfviz.capture.labelled import LabelledMaps, resize_maps
 from cfviz.capture.naming import NamesFilter, block_of, compile_filter, select_names
-from cfviz.capture.session import Capture, capture, locate_cross_attention, locate_modules
+from cfviz.capture.families import Family, detect_family
+from cfviz.capture.session import (
+    Capture,
+    capture,
+    classifier_free_guidance,
+    locate_cross_attention,
+    locate_modules,
+    locate_text_attention,
+)
 from cfviz.capture.tokens import TokenSelection, select_tokens
 
 __all__ = [
-    "Capture", "CaptureCache", "CaptureStore", "LabelledMaps", "NamesFilter", "StepInfo", "StoreEntry",
-    "TokenSelection", "block_of", "capture", "compile_filter", "locate_cross_attention", "locate_modules",
-    "resize_maps", "select_names", "select_tokens",
+    "Capture", "CaptureCache", "CaptureStore", "Family", "LabelledMaps", "NamesFilter", "StepInfo", "StoreEntry",
+    "TokenSelection", "block_of", "capture", "classifier_free_guidance", "compile_filter", "detect_family",
+    "locate_cross_attention", "locate_modules", "locate_text_attention", "resize_maps", "select_names",
+    "select_tokens",
 ]
 
 
