@@ -266,14 +266,20 @@ class ScoringConfig:
                               f"got {self.sigma!r}", "scoring.sigma")
         check_int(self.eval_size, "scoring.eval_size", minimum=8,
                   why=" (the side of the grid on which maps and masks are compared)")
-        if self.language_steps is not None:
-            check_ints(self.language_steps, "scoring.language_steps", minimum=0, maximum=NUM_TRAIN_TIMESTEPS,
-                       what="diffusion timesteps")
+        # timesteps read back from a store may be floats (100.0): any whole number is a timestep
+        steps = [("scoring.language_steps", t) for t in (self.language_steps or ())]
+        if self.language_steps is not None and (isinstance(self.language_steps, (str, bytes))
+                                                or not isinstance(self.language_steps, Sequence)):
+            raise ConfigError(f"{{scoring.language_steps}} must be a list of timesteps or None, got "
+                              f"{self.language_steps!r}", "scoring.language_steps")
+        steps += [("scoring.visual_timestep", self.visual_timestep), ("scoring.reference_timestep",
+                                                                         self.reference_timestep)]
+        for path, t in steps:
+            whole = isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and t == int(t)
+            if t is not None and not (whole and 0 <= t < NUM_TRAIN_TIMESTEPS):
+                raise ConfigError(f"{{{path}}} must be a diffusion timestep in [0, {NUM_TRAIN_TIMESTEPS}), got {t!r}",
+                                  path)
         check_int(self.language_min_resolution, "scoring.language_min_resolution", minimum=1)
-        for path, t in (("scoring.visual_timestep", self.visual_timestep),
-                        ("scoring.reference_timestep", self.reference_timestep)):
-            if t is not None:
-                check_int(t, path, minimum=0)
         for path, b in (("scoring.visual_block", self.visual_block), ("scoring.reference_block", self.reference_block)):
             if b is not None and not (isinstance(b, str) and b):
                 raise ConfigError(f"{{{path}}} must be a UNet block name such as 'up_blocks.1', got {b!r}", path)
