@@ -119,11 +119,16 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     labelled with its timestep. The calls are declared unguided, so ``rows="auto"`` keeps every
     image even after a guided ``pipe()`` call on the same pipeline.
 
+    Every other supported family (SD 1.x/2.x text-to-image, SDXL and its inpainting variant,
+    SD3, FLUX and FLUX Fill, PixArt) is handed to :func:`cfviz.diffusion.families.family_forward`
+    with the same arguments: ``timesteps`` are on the same 0..1000 scale (flow-matching models:
+    ``sigma = t / 1000``), and ``mask`` goes where the model takes inpainting inputs.
+
     Parameters
     ----------
     pipe:
         A diffusers ``StableDiffusionInpaintPipeline`` (or any object with vae, unet, tokenizer,
-        text_encoder and scheduler).
+        text_encoder and scheduler whose UNet takes 9 channels), or a pipeline of another family.
     images:
         ``(B, 3, H, W)`` in [-1, 1] (see :func:`cfviz.data.transforms.diffusion_transform`).
     prompts:
@@ -149,8 +154,15 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     """
     import torch
 
+    from cfviz.capture.families import detect_family
     from cfviz.capture.session import classifier_free_guidance
 
+    family = detect_family(pipe)
+    # other known families have their own inputs; SD2-style inpainting (and unknown UNet-likes) stay here
+    if family.name != "cross" and not (family.name == "sd" and family.inpainting):
+        from cfviz.diffusion.families import family_forward
+
+        return family_forward(pipe, images, prompts, timesteps=timesteps, seed=seed, mask=mask)
     b = images.shape[0]
     prompt_list = [prompts] * b if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != b:

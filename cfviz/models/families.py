@@ -128,3 +128,79 @@ def tiny_t5_tokenizer(model_max_length: int = 16) -> Any:
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                                    model_max_length=int(model_max_length), padding_side="right")
+
+
+#: Tiny pipelines: name -> (tiny denoiser, diffusers pipeline class).
+TINY_PIPELINES: dict[str, tuple[str, str]] = {
+    "sd1": ("sd1", "StableDiffusionPipeline"),
+    "sdxl": ("sdxl", "StableDiffusionXLPipeline"),
+    "sdxl-inpaint": ("sdxl-inpaint", "StableDiffusionXLInpaintPipeline"),
+    "sd3": ("sd3", "StableDiffusion3Pipeline"),
+    "flux": ("flux", "FluxPipeline"),
+    "flux-fill": ("flux-fill", "FluxFillPipeline"),
+    "pixart": ("pixart", "PixArtAlphaPipeline"),
+}
+
+
+def _clip_text(hidden: int, projection: int | None = None) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(**{**model_config("tiny_text_encoder"), "hidden_size": hidden,
+                            "projection_dim": projection or hidden})
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
+
+
+def _t5_text(vocab: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    cfg = T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return T5EncoderModel(cfg).eval()
+
+
+def tiny_family_pipeline(name: str, seed: int = 0) -> Any:
+    """A tiny diffusers pipeline of family ``name`` (see :data:`TINY_PIPELINES`), built offline.
+
+    The denoiser of :func:`tiny_denoiser`, a tiny VAE (16 latent channels with SD3/FLUX's shift
+    and scale for those families), tiny CLIP text encoders with cfviz's offline CLIP tokenizer and
+    tiny T5 encoders with :func:`tiny_t5_tokenizer` (16 tokens). Schedulers: SD2's DDIM schedule
+    for the DDPM families, ``FlowMatchEulerDiscreteScheduler`` for SD3/FLUX.
+
+    >>> pipe = tiny_family_pipeline("sd3")
+    >>> type(pipe).__name__, pipe.tokenizer_3.model_max_length
+    ('StableDiffusion3Pipeline', 16)
+    """
+    import diffusers
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+
+    from cfviz.models.diffusion import ddim_scheduler
+    from cfviz.models.tokenizer import clip_tokenizer
+
+    if name not in TINY_PIPELINES:
+        raise ConfigError(f"tiny pipeline {name!r} is unknown; choose one of {sorted(TINY_PIPELINES)}")
+    denoiser_name, cls = TINY_PIPELINES[name]
+    check_seed(seed)
+    denoiser = tiny_denoiser(denoiser_name, seed=seed)
+    t5_tok = tiny_t5_tokenizer()
+    with seeded(seed + 1):
+        flow = name.startswith(("sd3", "flux"))
+        vae = AutoencoderKL.from_config(model_config("tiny_vae16" if flow else "tiny_vae")).eval()
+        if name == "sd1":
+            parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip_tokenizer(),
+                     "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+        elif name.startswith("sdxl"):
+            parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip_tokenizer(),
+                     "text_encoder_2": _clip_text(32, 32), "tokenizer_2": clip_tokenizer()}
+        elif name == "sd3":
+            parts = {"transformer": denoiser, "text_encoder": _clip_text(16, 32), "tokenizer": clip_tokenizer(),
+                     "text_encoder_2": _clip_text(16, 32), "tokenizer_2": clip_tokenizer(),
+                     "text_encoder_3": _t5_text(len(t5_tok)), "tokenizer_3": t5_tok}
+        elif name.startswith("flux"):
+            parts = {"transformer": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip_tokenizer(),
+                     "text_encoder_2": _t5_text(len(t5_tok)), "tokenizer_2": t5_tok}
+        else:
+            parts = {"transformer": denoiser, "text_encoder": _t5_text(len(t5_tok)), "tokenizer": t5_tok}
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0) if flow else ddim_scheduler()
+    pipe = getattr(diffusers, cls)(vae=vae, scheduler=scheduler, **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
