@@ -19,7 +19,9 @@ from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, Sco
 
 @pytest.fixture
 def guarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No model may load and no data set may open or be generated; work in an empty folder."""
+    """No model may load and no data set may open or be generated; work in an empty folder, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     def refuse(what: str):
         def fail(*args, **kwargs):
             raise AssertionError(f"{what} although the input was invalid")
@@ -87,6 +89,9 @@ CASES = [
     ("missing-masks-textures", ["--missing-masks", "warn"], "--missing-masks", ["--dataset 'textures'"]),
     ("limit-per-type", ["--limit-per-type", "0"], "--limit-per-type", [">= 1"]),
     ("diffusion-folder", ["--diffusion", _not_a_pipeline], "--diffusion", ["model_index.json"]),
+    ("diffusion-not-cached", ["--diffusion", "acme/not-cached-inpainting"], "--diffusion",
+     ["HF_HUB_OFFLINE", "cache"]),
+    ("diffusion-bad-id", ["--diffusion", "acme/"], "--diffusion", ["hub id"]),
     ("aaclip-branch", ["--clip-branch", "aaclip"], "--aaclip", ["train-aaclip"]),
 ]
 

@@ -280,7 +280,8 @@ def check_diffusion(choice: ModelChoice) -> None:
     if env_folder and value == DEFAULT_SD_INPAINT:
         value, origin = env_folder, f" (from {PIPELINE_ENV})"
     if not looks_like_folder(value):
-        return  # a hub id: fetched (or found in the cache) when the models load, failing within seconds
+        _check_hub_id(value, choice.revision)
+        return
     folder = Path(value).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a folder; pass tiny, random, a diffusers "
@@ -291,3 +292,30 @@ def check_diffusion(choice: ModelChoice) -> None:
         raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a complete diffusers inpainting pipeline "
                           f"(missing {', '.join(missing)}); point it at a folder saved with pipe.save_pretrained() "
                           "or at a hub id", "models.diffusion")
+
+
+def _check_hub_id(repo_id: str, revision: str | None = None) -> None:
+    """A hub id is ``owner/name``; offline, its snapshot must already be in the cache.
+
+    Online, the weights are fetched when the models load (a missing repository fails within
+    seconds there); offline that can be known now, without a network call.
+    """
+    import re
+
+    from cfviz.models.hub import hub_cache_dir, hub_offline
+
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id):
+        raise ConfigError(f"{{models.diffusion}} {repo_id!r} is neither tiny, random, a hub id (owner/name) nor an "
+                          "existing folder", "models.diffusion")
+    if not hub_offline():
+        return
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True,
+                          allow_patterns=["model_index.json"])
+    except Exception:  # LocalEntryNotFoundError and friends: not cached
+        at = f" at revision {revision}" if revision else ""
+        raise ConfigError(f"{{models.diffusion}} {repo_id!r}{at} is not in the Hugging Face cache ({hub_cache_dir()}) "
+                          "and HF_HUB_OFFLINE is set; run once with network access, or pass a local diffusers "
+                          "folder", "models.diffusion") from None
