@@ -55,6 +55,7 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("--dataset mvtec, --root missing", ["--dataset", "mvtec", "--root", str(tmp / "nowhere")]),
         ("--missing-masks with textures", ["--missing-masks", "warn"]),
         ("--diffusion folder without model_index.json", ["--diffusion", str(tmp / "sd-folder")]),
+        ("--diffusion hub id not in the cache (offline)", ["--diffusion", "acme/not-cached-inpainting"]),
         ("--clip-size 224 with the 240 px CLIP", ["--clip-size", "224"]),
         ("--normalization reference (argparse)", ["--normalization", "reference"]),
     ]

@@ -212,6 +212,18 @@ def test_train_aaclip_checks_before_loading(args, flag, guarded: Path, capsys: p
     assert code == 1 and len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err
 
 
+def test_os_errors_on_user_paths_are_one_sentence(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/data/results.csv")
+
+    monkeypatch.setattr("cfviz.commands.evaluate.run", denied)
+    assert main(["evaluate"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("cfviz evaluate: error: /data/results.csv: permission denied; check the path and its "
+                           "permissions")
+
+
 def test_cli_message_translates_python_idioms() -> None:
     from cfviz.errors import DatasetError
 
