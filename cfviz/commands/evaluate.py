@@ -13,7 +13,7 @@ FLAGS: dict[str, str] = {
     "dataset_options.missing_masks": "--missing-masks", "dataset_options.mask_suffix": "--mask-suffix",
     "dataset_options.limit_per_type": "--limit-per-type",
     "methods": "--method", "shots": "--shots", "seeds": "--seeds", "out_dir": "--out", "store_dir": "--store",
-    "batch_size": "--batch-size",
+    "batch_size": "--batch-size", "shard": "--shard", "distributed": "--distributed",
     "models.clip": "--clip", "models.clip_arch": "--clip-arch", "models.clip_pretrained": "--clip-pretrained",
     "models.diffusion": "--diffusion", "models.revision": "--revision", "models.device": "--device",
     "models.dtype": "--dtype", "models.seed": "--model-seed",
@@ -101,6 +101,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--store", help="capture store folder, reused across runs (default: OUT/store)")
     run.add_argument("--shard", type=_shard, help="i/n: run the models for shard i of n only, then merge by "
                                                  "running again without --shard (default: everything)")
+    run.add_argument("--distributed", choices=("auto", "off"), default="auto",
+                     help="auto: under `accelerate launch` with several processes, each extracts its share "
+                          "of the batches (as --shard rank/world_size would) and the main one scores; "
+                          "off: every process runs the whole job")
     run.add_argument("--batch-size", type=int, default=4, help="images per model call (part of the store's "
                                                               "identity)")
     run.add_argument("--repair", action="store_true",
@@ -196,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     extra = {"repair": True} if getattr(args, "repair", False) else {}
     result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress,
-                      **extra)
+                      distributed=getattr(args, "distributed", "auto"), **extra)
+    if not isinstance(result, EvaluationResult) and args.shard is None:
+        return 0  # a launched process other than the main one: the main one scores and prints
     if not isinstance(result, EvaluationResult):
         i, n = args.shard
         print(f"shard {i}/{n}: {result}. When every shard is done, run the same command without --shard "

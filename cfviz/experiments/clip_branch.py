@@ -143,16 +143,27 @@ def winclip(store: CaptureStore, ids: Sequence[str], emb: dict[str, Any] | None,
     map = mean of zero- and few-shot maps, image score = mean of the zero-shot score and the
     few-shot map's max.
     """
-    import torch
+    return winclip_from(stored_winclip(store, ids), emb, ref_emb, extraction)
 
-    from cfviz.clip.scores import arithmetic_mean
+
+def stored_winclip(store: CaptureStore, ids: Sequence[str]) -> tuple[Any, Any]:
+    """WinCLIP's zero-shot maps ``(N, gh, gw)`` and image scores ``(N,)`` stored at extraction (tensors)."""
+    import torch
 
     zs_maps, zs_img = [], []
     for image_id in ids:
         t = store[image_id].load(["winclip/map/zero_shot", "winclip/map/zero_shot_image"])
         zs_maps.append(t["winclip/map/zero_shot"].float())
         zs_img.append(t["winclip/map/zero_shot_image"].float().reshape(()))
-    zs_map, zs_image = torch.stack(zs_maps), torch.stack(zs_img)
+    return torch.stack(zs_maps), torch.stack(zs_img)
+
+
+def winclip_from(zero_shot: tuple[Any, Any], emb: dict[str, Any] | None, ref_emb: dict[str, Any] | None,
+                 extraction: ExtractionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`winclip` from the stored zero-shot maps and scores (:func:`stored_winclip`)."""
+    from cfviz.clip.scores import arithmetic_mean
+
+    zs_map, zs_image = zero_shot
     if ref_emb is None:
         return zs_map.numpy(), zs_image.numpy()
     if emb is None:

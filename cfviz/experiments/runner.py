@@ -13,7 +13,9 @@ library versions, the store, and the reference images drawn for every category a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,7 @@ def test_categories(dataset: Any) -> list[str]:
 
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
              shard: tuple[int, int] | None = None, progress: bool = True,
-             repair: bool = False) -> EvaluationResult | ExtractionReport:
+             repair: bool = False, distributed: str = "auto") -> EvaluationResult | ExtractionReport:
     """Run (or resume) an evaluation and write its tables.
 
     Parameters
@@ -115,32 +117,53 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     repair:
         Delete damaged store entries (an unreadable tensors or JSON file) and recompute them,
         instead of stopping with an error that names them.
+    distributed:
+        ``"auto"``: when this process is one of several started by ``accelerate launch``
+        (``WORLD_SIZE`` > 1), extract process ``p``'s share of the batches (``shard=(p, n)``),
+        wait for every process, then score on the main process only; the others return their
+        extraction report. ``"off"``: ignore the launcher. See :mod:`cfviz.experiments.distributed`.
 
     The result (or, with ``shard``, the report itself) carries the
     :class:`~cfviz.experiments.extraction.ExtractionReport`: N new, M already stored, K in all.
     """
     import pandas as pd
 
+    from cfviz.experiments.distributed import processes
     from cfviz.experiments.preflight import preflight
 
-    # every setting, path, device and model name, before any data is generated or model built
-    preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
-    out = Path(out_dir)
-    dataset = open_run_dataset(spec)
-    categories = test_categories(dataset)
-    refs = references_needed(dataset, spec)
-    records = [r for r in dataset.records if r.split == "test" and r.category in categories]
-    seen = {r.image_id for r in records}
-    for per_seed in refs.values():  # k-shot references join the extraction, each once
-        for rec in (r for recs in per_seed.values() for r in recs):
-            if rec.image_id not in seen:
-                seen.add(rec.image_id)
-                records.append(rec)
+    procs = processes(distributed, shard, spec.models.device)  # None unless launched by accelerate
+    if procs is not None:
+        spec, shard = procs.place(spec), procs.shard
+    started = time.perf_counter()
+    # launched: the main process first (it may generate the data set, or repair the store), then the others
+    with procs.main_first() if procs is not None else contextlib.nullcontext():
+        # every setting, path, device and model name, before any data is generated or model built
+        preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
+        out = Path(out_dir)
+        dataset = open_run_dataset(spec)
+        categories = test_categories(dataset)
+        refs = references_needed(dataset, spec)
+        records = [r for r in dataset.records if r.split == "test" and r.category in categories]
+        seen = {r.image_id for r in records}
+        for per_seed in refs.values():  # k-shot references join the extraction, each once
+            for rec in (r for recs in per_seed.values() for r in recs):
+                if rec.image_id not in seen:
+                    seen.add(rec.image_id)
+                    records.append(rec)
+        # the header is written with the first entry: a run that fails before it leaves no store
+        store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
+        missing_at_start = len(store.missing([r.image_id for r in records]))
 
-    # the header is written with the first entry: a run that fails before it leaves no store
-    store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
     report = _extract_if_needed(dataset, records, spec, store, shard, progress)
-    if shard is not None:
+    if procs is not None:  # the reduce step: one process scores the merged store
+        procs.wait()
+        if not procs.is_main:
+            procs.close()
+            return report
+        store.refresh()  # entries the other processes wrote
+        report = ExtractionReport(total=len(records), already=len(records) - missing_at_start,
+                                  new=missing_at_start, seconds=time.perf_counter() - started)
+    elif shard is not None:
         return report
 
     rows = _score(store, dataset, categories, spec, progress)
@@ -150,6 +173,8 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     result = EvaluationResult(frame=frame, summary=summary, out_dir=out, store=store, extraction=report,
                               references=references, random_weights=spec.models.random_weights, spec=spec)
     write_outputs(result, spec)
+    if procs is not None:
+        procs.close()
     return result
 
 
@@ -168,8 +193,15 @@ def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: C
                    progress=progress)
 
 
-def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSpec, progress: bool) -> list[dict]:
-    from cfviz.experiments.scoring import load_masks, predict
+def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSpec, progress: bool, *,
+           cache: bool = True) -> list[dict]:
+    """Metric rows of every (category, method, shots, seed).
+
+    With ``cache`` (the default) a category's store entries are read, and each branch map
+    computed, once for all its settings (:class:`~cfviz.experiments.scoring.BranchCache`, dropped
+    before the next category); ``cache=False`` recomputes them per setting (same rows, slower).
+    """
+    from cfviz.experiments.scoring import BranchCache, load_masks, predict
     from cfviz.metrics import image_metrics, pixel_metrics
     from cfviz.utils.progress import progress_bar
 
@@ -180,9 +212,10 @@ def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSp
         for category in categories:
             tests = [r for r in dataset.records if r.category == category and r.split == "test"]
             masks = load_masks(dataset, tests, spec.scoring.eval_size) if dataset.has_masks else None
+            branches = BranchCache() if cache else None  # one category's maps at a time in memory
             for method, shots, seed in settings:
                 p = predict(store, dataset, category, method, shots=shots, seed=seed, scoring=spec.scoring,
-                            extraction=spec.extraction, masks=masks)
+                            extraction=spec.extraction, masks=masks, cache=branches)
                 values: dict[str, Any] = dict(image_metrics(p.labels, p.scores))
                 if p.masks is not None and p.masks.any():
                     values.update(pixel_metrics(p.masks, p.maps))

@@ -82,6 +82,48 @@ def extraction_of(store: CaptureStore) -> ExtractionConfig:
     return ExtractionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
 
 
+class BranchCache:
+    """What :func:`predict` reads from the store and computes from it, for one category, kept once.
+
+    The runner scores every (method, shots, seed) of a category with one cache: each test image's
+    entry is read once, M_diff_L and the CLIP language maps are computed once, query features and
+    embeddings are read once for every reference draw, and a branch map that two methods share
+    (M_diff_V of clipfusion and mapdiff) is computed once per draw. Values are exactly what the
+    uncached code computes (the same functions on the same inputs). NumPy maps are handed out as
+    copies (they are small), so a caller that changes a prediction's arrays cannot change the next
+    setting's; tensors (features, embeddings) are shared and only read. ``computed`` counts the
+    computations by kind (the tests check "once per category").
+
+    >>> cache = BranchCache()
+    >>> a = cache.get("x", ("a",), lambda: np.zeros(2))
+    >>> a += 1
+    >>> cache.get("x", ("a",), lambda: 1 / 0), dict(cache.computed)
+    (array([0., 0.]), {'x': 1})
+    """
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self._memo: dict[tuple[str, Any], Any] = {}
+        self.computed: Counter[str] = Counter()
+
+    def get(self, kind: str, key: Any, compute: Any) -> Any:
+        """``compute()`` the first time ``(kind, key)`` is asked for, the kept value afterwards."""
+        k = (kind, key)
+        if k not in self._memo:
+            self._memo[k] = compute()
+            self.computed[kind] += 1
+        value = self._memo[k]
+        if isinstance(value, tuple):
+            return tuple(v.copy() if isinstance(v, np.ndarray) else v for v in value)
+        return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _memo(cache: BranchCache | None) -> Any:
+    """``cache.get``, or a pass-through that computes every time (no cache)."""
+    return cache.get if cache is not None else (lambda kind, key, compute: compute())
+
+
 # ---------------------------------------------------------------------------------- raw branch maps
 def _default_visual_timestep(timesteps: Sequence[Any]) -> Any:
     ordered = list(timesteps)
@@ -127,21 +169,24 @@ def diffusion_features(store: CaptureStore, ids: Sequence[str], block: str, time
 
 
 def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequence[str], scoring: ScoringConfig,
-                          extraction: ExtractionConfig) -> np.ndarray:
+                          extraction: ExtractionConfig, cache: BranchCache | None = None) -> np.ndarray:
     """M_diff_V: ``(N, h, w)`` nearest-neighbour distance to the references' features.
 
     Query and reference timestep/block default to matched; set ``reference_timestep`` /
     ``reference_block`` (and ``visual_timestep`` / ``visual_block``) for the matching ablation.
+    With a ``cache``, the query features are read once for every reference draw.
     """
     from cfviz.diffusion.mapdiff import visual_map
 
+    memo = _memo(cache)
     t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
         _default_visual_timestep(extraction.timesteps)
     t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
     b_q = scoring.visual_block
     b_r = scoring.reference_block or b_q
     refs = diffusion_features(store, ref_ids, b_r, t_r)
-    return visual_map(diffusion_features(store, ids, b_q, t_q), refs).numpy()
+    query = memo("diff_features", (tuple(ids), b_q, float(t_q)), lambda: diffusion_features(store, ids, b_q, t_q))
+    return visual_map(query, refs).numpy()
 
 
 def clip_embeddings(store: CaptureStore, ids: Sequence[str]) -> dict[str, Any]:
@@ -164,7 +209,7 @@ def _norm(x: np.ndarray, scoring: ScoringConfig, reference: np.ndarray | None = 
 
 def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, shots: int = 0, seed: int = 0,
             scoring: ScoringConfig | None = None, extraction: ExtractionConfig | None = None,
-            masks: np.ndarray | None = None) -> Predictions:
+            masks: np.ndarray | None = None, cache: BranchCache | None = None) -> Predictions:
     """Maps and image scores of ``method`` on the test images of ``category``, from the store.
 
     Parameters
@@ -177,6 +222,10 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         k normal references drawn with :func:`cfviz.data.samples.sample_references`.
     masks:
         Ground-truth masks on the ``eval_size`` grid (loaded from the data set when ``None``).
+    cache:
+        A :class:`BranchCache` shared by every call for this category (and these scoring and
+        extraction settings): store reads and branch maps are then computed once, not once per
+        method, shots and seed. The results are the same with or without it.
     """
     from cfviz.data.samples import sample_references
     from cfviz.experiments import aaclip_branch, clip_branch
@@ -206,33 +255,43 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     need_clip = method in ("clipfusion", "patchclip")
     need_diff = method in ("clipfusion", "mapdiff")
     emb = ref_emb = None
+    memo = _memo(cache)
+    key, ref_key = tuple(ids), tuple(refs)
     if method == "winclip" or (need_clip and shots):
-        emb = clip_embeddings(store, ids)
-        ref_emb = clip_embeddings(store, refs) if shots else None
+        emb = memo("clip_embeddings", key, lambda: clip_embeddings(store, ids))
+        ref_emb = memo("clip_embeddings", ref_key, lambda: clip_embeddings(store, refs)) if shots else None
     if need_clip:
         if scoring.clip_branch == "aaclip":
-            lang, det = aaclip_branch.stored(store, ids)
+            lang, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
             img = aaclip_branch.image_scores(lang, det)
         else:
-            lang, img = clip_branch.stored_language(store, ids)
+            lang, img = memo("clip_language", key, lambda: clip_branch.stored_language(store, ids))
         comps["clip_language"] = _norm(upsample(lang, size), scoring)
         clip_score = img
         if shots:
-            vis, vis_img = clip_branch.visual(emb, ref_emb, extraction)
+            vis, vis_img = memo("clip_visual", (key, ref_key, extraction.scales),
+                                lambda: clip_branch.visual(emb, ref_emb, extraction))
             comps["clip_visual"] = _norm(upsample(vis, size), scoring)
             clip_score = clip_branch.combine_image_scores(img, vis_img)
         comp_scores["clip"] = _norm(clip_score, scoring)
     if need_diff:
-        comps["diff_language"] = _norm(upsample(diffusion_language_maps(store, ids, scoring), size), scoring)
+        lang_key = (key, scoring.language_steps, scoring.language_min_resolution)
+        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring))
+        comps["diff_language"] = _norm(upsample(diff_lang, size), scoring)
         if shots:
-            comps["diff_visual"] = _norm(upsample(diffusion_visual_maps(store, ids, refs, scoring, extraction), size),
-                                         scoring)
+            vis_key = (key, ref_key, scoring.visual_timestep, scoring.reference_timestep, scoring.visual_block,
+                       scoring.reference_block, extraction.timesteps)
+            diff_vis = memo("diff_visual", vis_key,
+                            lambda: diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
+            comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring)
         diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
         comp_scores["diff"] = _norm(image_scores(smooth(diff_total, scoring.sigma), scoring.score_rule,  # type: ignore[arg-type]
                                                  topk=scoring.topk), scoring)
 
     if method == "winclip":
-        wmap, wscore = clip_branch.winclip(store, ids, emb, ref_emb, extraction)
+        zero_shot = memo("winclip_zero_shot", key, lambda: clip_branch.stored_winclip(store, ids))
+        wmap, wscore = memo("winclip", (key, ref_key, extraction.scales),
+                            lambda: clip_branch.winclip_from(zero_shot, emb, ref_emb, extraction))
         comps["winclip"] = upsample(wmap, size)
         maps, scores = comps["winclip"], wscore
     elif method == "clipfusion":
@@ -241,7 +300,7 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), scoring.sigma)
         scores = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
     elif method == "aaclip":
-        amap, det = aaclip_branch.stored(store, ids)
+        amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
         comps["aaclip"] = upsample(amap, size)
         maps, scores = comps["aaclip"], aaclip_branch.image_scores(amap, det)
     elif method == "patchclip":
