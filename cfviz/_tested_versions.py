@@ -24,4 +24,5 @@ TESTED: dict[str, tuple[str, str]] = {
     'jupyterlab': ('4.0', '4.6.6'),
     'ipywidgets': ('8.1', '8.1.9'),
     'conformal-clip-data': ('0.1.4', '0.1.4'),
+    'accelerate': ('0.30', '1.15.0'),
 }
