@@ -13,7 +13,7 @@ TESTED: dict[str, tuple[str, str]] = {
     'huggingface-hub': ('0.23.2', '2.4.0'),
     'safetensors': ('0.4.1', '0.8.0'),
     'numpy': ('1.26', '2.4.6'),
-    'scipy': ('1.11', '1.17.1'),
+    'scipy': ('1.11.1', '1.17.1'),
     'pillow': ('10.0', '13.0.0'),
     'scikit-image': ('0.22', '0.26.0'),
     'scikit-learn': ('1.4', '1.9.1'),

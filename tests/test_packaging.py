@@ -121,3 +121,6 @@ def test_make_test_oldest_runs_the_model_facing_tests_in_its_own_venv() -> None:
     for folder in ("tests/models", "tests/capture", "tests/clip", "tests/diffusion", "tests/metrics"):
         assert folder in makefile, f"make test-oldest must run {folder}"
     assert "OLDEST" in recipe and "oldest.txt" in makefile
+    commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert commands.index("make test-oldest") > commands.index("make test"), "CI runs make test-oldest after make test"
