@@ -35,8 +35,10 @@ TINY_DENOISERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "pixart": ("tiny_pixart_transformer", "PixArtTransformer2DModel", {}),
 }
 
-_T5_WORDS = ("a close-up cropped png photo of with damage bottle scratch scratches crack hole metal nut "
-             "screw cable good broken contamination flawless perfect object the an on in and").split()
+#: The tiny T5's whole words: MapDiff's prompt template, MVTec-AD's objects and a few states.
+_T5_WORDS = ("a close-up cropped png photo of with damage the an on in and object good broken flawless perfect "
+             "scratch scratches crack hole contamination bottle cable capsule carpet grid hazelnut leather metal "
+             "nut pill screw tile toothbrush transistor wood zipper").split()
 
 
 def tiny_denoiser(name: str, seed: int = 0) -> Any:
