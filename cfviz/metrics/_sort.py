@@ -5,15 +5,14 @@ pixel metrics. NumPy's quicksort releases the GIL, so the array is sorted as ``n
 in threads and kept as that many sorted *runs*: every count the metrics need ("how many normal
 scores are below u") is a sum over the runs, so the runs never have to be merged (a merge
 costs another full pass; :func:`merge_runs` does it only when a full curve is asked for).
-:func:`start_sorted_runs` also picks the values out of the full pixel array (chunk by chunk,
-without a full-size boolean temporary) inside the sorting threads, so the caller can label
-defect regions meanwhile. Everything is exact: splitting the work changes no result.
+:func:`kept_values` picks the values out of the full pixel array in threads (chunk by chunk,
+without a full-size boolean temporary), and :func:`sort_in_place` sorts them as *one* run:
+``np.partition`` into value stretches, then the stretches in threads. Everything is exact: splitting the work changes no result.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
@@ -69,39 +68,55 @@ def _extract_into(out: np.ndarray, scores: np.ndarray, drop: np.ndarray) -> None
         raise AssertionError(f"extracted {o} values into a buffer of {out.size}")
 
 
-def _extract_and_sort(out: np.ndarray, scores: np.ndarray, drop: np.ndarray) -> np.ndarray:
-    _extract_into(out, scores, drop)
-    out.sort()  # NumPy's sort releases the GIL: the slices sort in parallel
-    return out
+def kept_values(scores: np.ndarray, drop: np.ndarray, n_jobs: int | None = None,
+                pool: Executor | None = None) -> np.ndarray:
+    """``scores[~drop]`` (1-D, equal sizes; neither modified) as a new array, picked in threads.
 
+    The input is cut into up to ``n_jobs`` stretches of consecutive positions; each task of
+    ``pool`` (or this thread when ``pool`` is ``None``) picks its stretch into its own slice of
+    the result, so the order is that of ``scores[~drop]``.
 
-def start_sorted_runs(scores: np.ndarray, drop: np.ndarray, n_jobs: int | None = None,
-                      pool: Executor | None = None) -> Callable[[], tuple[np.ndarray, ...]]:
-    """Begin sorting ``scores[~drop]`` as sorted runs; return a function that waits for them.
-
-    ``scores`` and ``drop`` (bool) are 1-D and of equal size; neither is modified. The kept
-    values go into one new buffer, cut into up to ``n_jobs`` slices of consecutive input
-    positions; each slice is filled and sorted by one task of ``pool`` (or right away when
-    ``pool`` is ``None``), so the caller can do other work meanwhile. Splitting changes no count
-    over the runs (see :func:`count_below`).
-
-    >>> scores, drop = np.array([3.0, 9.0, -1.0, 2.0]), np.array([False, True, False, False])
-    >>> start_sorted_runs(scores, drop, n_jobs=1)()
-    (array([-1.,  2.,  3.]),)
+    >>> kept_values(np.array([3.0, 9.0, -1.0, 2.0]), np.array([False, True, False, False]))
+    array([ 3., -1.,  2.])
     """
     n = scores.size
     jobs = min(resolve_n_jobs(n_jobs), max(1, n // _PARALLEL_MIN))
     bounds = [n * j // jobs for j in range(jobs + 1)]
     kept = [(hi - lo) - int(np.count_nonzero(drop[lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    offsets = np.concatenate(([0], np.cumsum(kept))).tolist()
-    buffer = np.empty(int(offsets[-1]), dtype=scores.dtype)
-    tasks = [(buffer[offsets[j]:offsets[j + 1]], scores[bounds[j]:bounds[j + 1]], drop[bounds[j]:bounds[j + 1]])
-             for j in range(jobs) if kept[j] > 0]
-    if pool is None or len(tasks) <= 1:
-        runs = tuple(_extract_and_sort(*task) for task in tasks) or (buffer,)
-        return lambda: runs
-    futures = [pool.submit(_extract_and_sort, *task) for task in tasks]
-    return lambda: tuple(f.result() for f in futures)
+    offsets = np.concatenate(([0], np.cumsum(kept))).astype(int).tolist()
+    out = np.empty(offsets[-1], dtype=scores.dtype)
+    tasks = [(out[offsets[j]:offsets[j + 1]], scores[bounds[j]:bounds[j + 1]], drop[bounds[j]:bounds[j + 1]])
+             for j in range(jobs)]
+    if pool is None or jobs == 1:
+        for task in tasks:
+            _extract_into(*task)
+    else:
+        for f in [pool.submit(_extract_into, *task) for task in tasks]:
+            f.result()
+    return out
+
+
+def sort_in_place(values: np.ndarray, n_jobs: int | None = None, pool: Executor | None = None) -> np.ndarray:
+    """Sort a 1-D array in place, in ``n_jobs`` threads of ``pool``; return it (one sorted run).
+
+    ``np.partition`` first puts the values into ``n_jobs`` stretches, each holding only values
+    no smaller than the stretch before it (a linear-time pass, ~6x cheaper than the sort); the
+    stretches are then sorted in parallel (NumPy releases the GIL). The result is the one fully
+    sorted array, so counts against it need one search per query, not one per run.
+
+    >>> sort_in_place(np.array([3.0, -1.0, 2.0, 0.5]), n_jobs=1)
+    array([-1. ,  0.5,  2. ,  3. ])
+    """
+    n = values.size
+    jobs = min(resolve_n_jobs(n_jobs), max(1, n // _PARALLEL_MIN))
+    if pool is None or jobs == 1:
+        values.sort()
+        return values
+    cuts = [n * j // jobs for j in range(jobs + 1)]
+    values.partition(cuts[1:-1])  # each cut lands in its sorted place, smaller values before it
+    for f in [pool.submit(np.ndarray.sort, values[lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:])]:
+        f.result()
+    return values
 
 
 def merge_runs(runs: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -152,12 +167,12 @@ def _count_in_run(run: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def count_below(runs: tuple[np.ndarray, ...] | np.ndarray, queries: np.ndarray,
-                pool: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                pool: Executor | None = None, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """For ascending ``queries``: how many values of the sorted runs are ``< q`` and ``== q``.
 
     Ties are checked only for the queries whose value occurs in a run at all. With ``pool``
-    the runs are searched in its threads (``searchsorted`` releases the GIL); the integer
-    sums are the same.
+    the work is shared by its threads (``searchsorted`` releases the GIL): one run per thread,
+    or, for a single run, ``n_jobs`` stretches of the queries. The integer counts are the same.
 
     >>> count_below(np.array([1, 2, 2, 5]), np.array([0, 2, 3, 5, 9]))
     (array([0, 1, 3, 3, 4]), array([0, 2, 0, 1, 0]))
@@ -166,6 +181,15 @@ def count_below(runs: tuple[np.ndarray, ...] | np.ndarray, queries: np.ndarray,
         runs = (runs,)
     below = np.zeros(queries.shape, dtype=np.int64)
     equal = np.zeros(queries.shape, dtype=np.int64)
+    if pool is not None and len(runs) == 1 and n_jobs > 1 and queries.size >= 8 * _BLOCK:
+        # one run: each thread searches its stretch of the (ascending) queries
+        cuts = [queries.size * j // n_jobs for j in range(n_jobs + 1)]
+        spans = list(zip(cuts[:-1], cuts[1:]))
+        found = pool.map(lambda span: _count_in_run(runs[0], queries[span[0]:span[1]]), spans)
+        for (lo, hi), (b, e) in zip(spans, found):
+            below[lo:hi] = b
+            equal[lo:hi] = e
+        return below, equal
     if pool is not None and len(runs) > 1:
         parts = list(pool.map(lambda run: _count_in_run(run, queries), runs))
     else:

@@ -1,8 +1,9 @@
 """Pixel-level metrics sharing one sort: :class:`PixelCurves`.
 
 Building a :class:`PixelCurves` does the expensive work once: validate the masks and maps,
-pick and sort the normal scores (in threads for large sets, while the defect regions are
-labelled), sort the defect scores with their region weights, and count how they interleave. Pixel AUROC,
+pick and sort the normal scores (in threads for large sets, while another thread labels the
+defect regions and sorts the defect scores with their region weights), and count how they
+interleave. Pixel AUROC,
 AP, F1-max, AUPRO (for any FPR limit) and the PRO curve are then cheap reads of it.
 """
 
@@ -15,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from cfviz.metrics._sort import count_below, resolve_n_jobs, start_sorted_runs
-from cfviz.metrics._validate import MetricInputError, as_binary, as_map_stack, as_scores, check_fpr_limit
+from cfviz.metrics._sort import count_below, kept_values, resolve_n_jobs, sort_in_place
+from cfviz.metrics._validate import (MetricInputError, as_binary, as_map_stack, as_scores, check_connectivity,
+                                     check_fpr_limit)
 from cfviz.metrics.aupro import aupro_from_stats, pro_curve_from_stats, region_weights
 from cfviz.metrics.ranking import RankingStats, distinct_positives
 
@@ -73,16 +75,18 @@ class PixelCurves:
         if m.shape != a.shape:
             raise MetricInputError(f"masks have shape {m.shape} but maps have shape {a.shape}; give one map per "
                                    "mask at the mask's resolution (resize the maps first, e.g. cfviz.fusion.upsample)")
+        connectivity = check_connectivity(connectivity)
         jobs = resolve_n_jobs(n_jobs)
         flat_scores, flat_masks = a.reshape(-1), m.reshape(-1)  # views when contiguous
-        with ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else nullcontext() as pool:
-            # the normal pixels are picked and sorted in the pool's threads (NumPy releases the
-            # GIL) while this thread labels the regions and sorts the few defect pixels
-            runs = start_sorted_runs(flat_scores, flat_masks, jobs, pool)
-            weights, n_regions = region_weights(m, connectivity)
-            values, counts, summed = distinct_positives(a[m], weights)
-            n_below, n_equal = count_below(runs(), values, pool)
-            stats = RankingStats(runs(), values, counts, n_below, n_equal, summed)
+        with ThreadPoolExecutor(max_workers=jobs + 1) if jobs > 1 else nullcontext() as pool:
+            # one thread labels the regions and sorts the few defect scores (mostly holding the
+            # GIL) while the others pick and sort the normal scores (NumPy releases the GIL)
+            defects = pool.submit(_defect_stats, m, a, connectivity) if pool is not None else None
+            negatives = sort_in_place(kept_values(flat_scores, flat_masks, jobs, pool), jobs, pool)
+            (values, counts, summed), n_regions = (defects.result() if defects is not None
+                                                   else _defect_stats(m, a, connectivity))
+            n_below, n_equal = count_below((negatives,), values, pool, jobs)
+        stats = RankingStats((negatives,), values, counts, n_below, n_equal, summed)
         return cls(stats, n_regions, int(m.shape[0]), int(connectivity))
 
     @property
@@ -127,3 +131,10 @@ class PixelCurves:
             "n_anomalous_pixels": self.stats.n_pos,
             "n_regions": self.n_regions,
         }
+
+
+def _defect_stats(masks: np.ndarray, maps: np.ndarray, connectivity: int
+                  ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None], int]:
+    """Distinct defect scores with their counts and summed 1/|region| weights; the region count."""
+    weights, n_regions = region_weights(masks, connectivity)
+    return distinct_positives(maps[masks], weights), n_regions

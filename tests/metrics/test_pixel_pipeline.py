@@ -1,8 +1,9 @@
 """The pixel-metric pipeline's parts (issue 12, pixel metrics at the floor of their sort).
 
-``PixelCurves.from_maps`` picks the normal scores chunk by chunk into one buffer, sorts its
-slices in threads while the defect regions are labelled on their bounding boxes, and counts
-in threads. Each part must give exactly what the plain computation gives.
+``PixelCurves.from_maps`` picks the normal scores chunk by chunk into one buffer in threads,
+sorts it as one run (np.partition into value stretches, the stretches in threads) while another
+thread labels the defect regions on their bounding boxes, and counts in threads. Each part must
+give exactly what the plain computation gives.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from scipy import ndimage
 
 from cfviz.metrics import PixelCurves, region_weights
-from cfviz.metrics._sort import count_below, merge_runs, start_sorted_runs
+from cfviz.metrics._sort import count_below, kept_values, sort_in_place
 from cfviz.metrics.ranking import RankingStats, distinct_positives
 
 from . import _reference as ref
@@ -49,32 +50,38 @@ def test_bounding_box_labelling_equals_whole_image_labelling(connectivity):
 
 
 @pytest.mark.parametrize("jobs", [1, 2, 3, 7])
-def test_start_sorted_runs_sorts_exactly_the_kept_values(monkeypatch, jobs):
+def test_kept_values_and_parallel_sort_give_numpy_results(monkeypatch, jobs):
     import cfviz.metrics._sort as sort_mod
 
     monkeypatch.setattr(sort_mod, "_PARALLEL_MIN", 50)
     monkeypatch.setattr(sort_mod, "_CHUNK", 37)  # many extraction steps on a small array
+    monkeypatch.setattr(sort_mod, "_BLOCK", 4)  # the blocked search, split over threads
     rng = np.random.default_rng(jobs)
-    scores = np.round(rng.normal(size=1001), 1).astype(np.float32)  # ties
+    scores = np.round(rng.normal(size=1001), 1).astype(np.float32)  # many ties
     drop = rng.random(1001) < 0.3
     drop[:120] = True  # a leading stretch with nothing kept
     before = scores.copy(), drop.copy()
+    queries = np.unique(np.concatenate((scores[drop], [-9.0, 9.0]))).astype(np.float32)
+    expected_below = [(scores[~drop] < q).sum() for q in queries]
+    expected_equal = [(scores[~drop] == q).sum() for q in queries]
     with ThreadPoolExecutor(jobs) as pool:
         for p in (None, pool):
-            runs = start_sorted_runs(scores, drop, jobs, p)()
-            assert all(np.all(r[1:] >= r[:-1]) for r in runs) and len(runs) <= jobs
-            np.testing.assert_array_equal(merge_runs(runs), np.sort(scores[~drop]))
-            queries = np.unique(scores[drop])
-            got = count_below(runs, queries, p)
-            np.testing.assert_array_equal(got[0], [(scores[~drop] < q).sum() for q in queries])
-            np.testing.assert_array_equal(got[1], [(scores[~drop] == q).sum() for q in queries])
+            kept = kept_values(scores, drop, jobs, p)
+            np.testing.assert_array_equal(kept, scores[~drop])  # same values, same order
+            run = sort_in_place(kept, jobs, p)
+            assert run is kept
+            np.testing.assert_array_equal(run, np.sort(scores[~drop]))
+            below, equal = count_below((run,), queries, p, jobs)
+            np.testing.assert_array_equal(below, expected_below)
+            np.testing.assert_array_equal(equal, expected_equal)
     np.testing.assert_array_equal(scores, before[0])
     np.testing.assert_array_equal(drop, before[1])
 
 
-def test_start_sorted_runs_with_nothing_kept():
-    runs = start_sorted_runs(np.arange(5.0), np.ones(5, bool), 2)()
-    assert sum(r.size for r in runs) == 0 and runs[0].dtype == np.float64
+def test_kept_values_with_nothing_kept():
+    kept = kept_values(np.arange(5.0), np.ones(5, bool), 2)
+    assert kept.size == 0 and kept.dtype == np.float64
+    assert sort_in_place(kept, 2).size == 0
 
 
 def test_distinct_positives_sums_weights_per_value():
@@ -95,8 +102,10 @@ def test_from_maps_equals_the_plain_split(monkeypatch):
     plain = RankingStats.from_split(maps[~masks], maps[masks], weights, n_jobs=1)
     monkeypatch.setattr(sort_mod, "_PARALLEL_MIN", 500)
     monkeypatch.setattr(sort_mod, "_CHUNK", 100)
-    for jobs in (1, 4):
+    monkeypatch.setattr(sort_mod, "_BLOCK", 4)
+    for jobs in (1, 2, 4):
         curves = PixelCurves.from_maps(masks, maps, n_jobs=jobs)
+        assert len(curves.stats.runs) == 1
         for name in ("values", "counts", "n_below", "n_equal", "weights"):
             np.testing.assert_array_equal(getattr(curves.stats, name), getattr(plain, name))
         np.testing.assert_array_equal(curves.stats.negatives, plain.negatives)
