@@ -16,7 +16,8 @@ Batches are a fixed function of the sorted image ids and the batch size
 (:func:`plan_batches`: batch k holds images k*B .. k*B+B-1). CPU and GPU kernels give slightly
 different numbers for an image depending on its batch, so every pass computes whole planned
 batches: an interrupted run recomputes each batch that has a missing image (and writes only the
-missing entries), and ``shard=(i, n)`` takes batches i, i+n, i+2n, ... (:func:`batches_for_shard`).
+missing entries), and ``shard=(i, n)`` takes batches i, i+n, i+2n, ... (:func:`batches_for_shard`);
+process i of n under ``accelerate launch`` is shard ``(i, n)`` (:mod:`cfviz.experiments.distributed`).
 Whichever way a run is cut, every entry is computed in the batch a single run would use, so the
 store is byte-identical.
 
