@@ -1,9 +1,11 @@
 """Latency of the attention explorer's interactions (smoke-mode store, tiny models), CPU.
 
-What a researcher feels when moving a control of ``AttentionExplorer``: the time from a widget
-value change to the new PNG in the view. Cold = a view state not seen before (the figure is
-drawn); warm = a state seen before (served from the render cache). The store is read once per
-image; no model runs.
+The kernel's share of what a researcher feels when moving a control of ``AttentionExplorer``: the
+time from a widget value change to the new images in the view (drawn from arrays: colour table,
+blend, JPEG). Cold = a view state not seen before; warm = a state seen before (served from the
+render cache). The store is read once per image; no model runs. Prefetching is off here, so every
+cold number includes all the work; the browser benchmark (bench_explorer_browser.py) measures
+input to image in chromium with prefetching on.
 
 Run:  .venv/bin/python benchmarks/bench_explorer.py
 Writes benchmarks/results/explorer.md.
@@ -25,7 +27,7 @@ def main() -> None:
 
     t_setup, s = timed(lambda: setup(smoke=True))
     preds = [s.predict(c) for c in s.categories]
-    t_open, ex = timed(lambda: AttentionExplorer(s.store, s.dataset, preds, note=s.note))
+    t_open, ex = timed(lambda: AttentionExplorer(s.store, s.dataset, preds, note=s.note, prefetch=False))
     n_steps = len(ex.timestep.options)
     rows = []
 
@@ -40,15 +42,22 @@ def main() -> None:
     warm_a = [move(ex.alpha, a) for a in alphas]
     layers = [v for _, v in ex.layer.options] if isinstance(ex.layer.options[0], tuple) else list(ex.layer.options)
     cold_l = [move(ex.layer, v) for v in layers[1:4]]
+    cold_o = [move(ex.opacity, round(o * 0.05, 2)) for o in range(4, 12) if round(o * 0.05, 2) != ex.opacity.value]
+    cold_g = []
+    for o in (0.65, 0.7, 0.75):
+        ex.opacity.value = o
+        cold_g.append(move(ex.show_mask, not ex.show_mask.value))
     choices = [v for _, v in ex.image.options]
-    t_image = move(ex.image, choices[1]) if len(choices) > 1 else float("nan")
+    images = [move(ex.image, v) for v in choices if v != ex.image.value]
     rows += [
         ("timestep slider, new state (attention view redrawn)", cold_t),
         ("timestep slider, state seen before (render cache)", warm_t),
         ("alpha slider, new value (fused map, metrics, fusion view)", cold_a),
         ("alpha slider, value seen before", warm_a),
         ("layer selector, new layer", cold_l),
-        ("image picker, new image (store read + both views)", [t_image]),
+        ("opacity slider, new value (7 heat-map panels)", cold_o),
+        ("ground-truth toggle, new state (8 panels)", cold_g),
+        ("image picker, new image (store read + every panel)", images),
     ]
     lines = [
         "# Attention explorer: interaction latency",
@@ -59,15 +68,15 @@ def main() -> None:
         "",
         f"Store: the notebooks' smoke store (tiny models, {len(s.store)} images, {n_steps} timesteps). "
         f"Opening the session {t_setup:.1f} s (store already filled), building the explorer "
-        f"{t_open:.2f} s. Times are from a widget value change to the new PNG, in the kernel (no browser).",
+        f"{t_open:.2f} s. Times are from a widget value change to the new images, in the kernel (no browser, prefetching off).",
         "",
         "| interaction | median (s) | max (s) | n |",
         "|---|---:|---:|---:|",
         *[f"| {name} | {median(v):.3f} | {max(v):.3f} | {len(v)} |" for name, v in rows],
         "",
-        "Reading: a new view costs one matplotlib figure (a few tenths of a second on this CPU); any state "
-        "seen before is served from the render cache in well under a millisecond. No interaction reads a "
-        "model; only the image picker reads the store.",
+        "Reading: a new view is numpy on arrays plus a JPEG encode per changed panel (no matplotlib); any "
+        "state seen before is served from the render cache. No interaction runs a model; only the image "
+        "picker reads the store. Before (commit a7b1f9a, one matplotlib figure per view): 0.23-0.63 s.",
     ]
     path = write_results("explorer.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -62,6 +62,8 @@ _CSS = """<style>
 .cfviz-explorer .cfviz-title {font-size: 12px; line-height: 1.25; text-align: center; overflow-wrap: anywhere;}
 .cfviz-explorer .cfviz-help {font-size: 11px; color: #555; line-height: 1.3;}
 .cfviz-explorer img {object-fit: contain;}
+.cfviz-explorer .widget-html-content {line-height: 1.35;}
+.cfviz-explorer .cfviz-legend {font-size: 11px; color: #333; line-height: 1.5; white-space: nowrap;}
 .cfviz-explorer .widget-label {min-width: max-content;}
 </style>"""
 
@@ -80,7 +82,9 @@ class _Panel:
         self.key: Any = None
 
     def set_title(self, text: str, tooltip: str = "") -> None:
-        value = f'<div class="cfviz-title" title="{html.escape(tooltip)}">{text}</div>'
+        # bottom-aligned in a fixed-height box: one- and two-line titles sit right on their panel
+        value = (f'<div class="cfviz-title" title="{html.escape(tooltip)}" style="height:34px;display:flex;'
+                 f'flex-direction:column;justify-content:flex-end"><span>{text}</span></div>')
         if self.title.value != value:
             self.title.value = value
 
@@ -142,6 +146,7 @@ class AttentionExplorer:
         self._render_cache_size = render_cache_size
         self._layers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # colour layers and base images
         self._metrics: dict[tuple[Any, ...], dict[str, float]] = {}
+        self._blends: OrderedDict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._thresholds: dict[int, float | None] = {}
         self._prefetch = prefetch
         self._pending: list[Callable[[], Any]] = []
@@ -178,6 +183,7 @@ class AttentionExplorer:
                                    layout=w.Layout(width="300px"), **tip("alpha"))
 
         self.header = w.HTML()
+        self.error = w.HTML()
         self.on_screen = w.HTML()
         self.on_screen.add_class("cfviz-help")
         self.metrics = w.HTML(layout=w.Layout(min_height="20px"))
@@ -186,7 +192,7 @@ class AttentionExplorer:
         self.attention_panel = _Panel(w, BIG, "cfviz-attention-view")
         self.clip_panel = _Panel(w, BIG, "cfviz-clip-view")
         self.attention_bar, self.clip_bar = w.HTML(), w.HTML()
-        self.window_legend = w.HTML(layout=w.Layout(width="190px", margin="34px 0 0 6px"))
+        self.window_legend = w.HTML(layout=w.Layout(width="200px", margin="34px 0 0 8px"))
         self.image_panel = _Panel(w, SMALL, "cfviz-image-view")
         self.gt_panel = _Panel(w, SMALL, "cfviz-gt-view")
         self.fused_panel = _Panel(w, SMALL, "cfviz-fusion-view")
@@ -194,7 +200,7 @@ class AttentionExplorer:
         self.branch_panels = {k: _Panel(w, SMALL, f"cfviz-branch-view-{k.replace('_', '-')}")
                               for k in (*ed.CLIP_KEYS, *ed.DIFF_KEYS)}
         self.fusion_bar, self.branch_bar = w.HTML(), w.HTML()
-        self.outcome_legend = w.HTML(layout=w.Layout(width="170px", margin="34px 0 0 6px"))
+        self.outcome_legend = w.HTML(layout=w.Layout(width="170px", margin="34px 0 0 8px"))
         # the views as before (tests, notebooks): the attention map and the fused map
         self.attention_view, self.fusion_view = self.attention_panel.image, self.fused_panel.image
 
@@ -214,14 +220,16 @@ class AttentionExplorer:
             w.HBox([self.timestep, self.layer, self.token, self.clip_scale]),
             w.HBox([self.opacity, self.show_mask]),
             help_line("timestep", "layer", "token", "CLIP window", "opacity", "ground truth"),
+            self.error,
             self.header,
             w.HBox([self.attention_panel.box, self.attention_bar, w.HTML(layout=w.Layout(width="34px")),
                     self.clip_panel.box, self.clip_bar, self.window_legend]),
             self.caption,
             w.HBox([self.alpha, help_line("alpha")]),
-            w.HBox([self.image_panel.box, self.gt_panel.box, self.fused_panel.box, self.pred_panel.box,
-                    self.fusion_bar, self.outcome_legend]),
-            w.HBox([*(p.box for p in self.branch_panels.values()), self.branch_bar]),
+            w.HBox([self.image_panel.box, self.gt_panel.box, self.fused_panel.box, self.fusion_bar,
+                    w.HTML(layout=w.Layout(width="24px")), self.pred_panel.box, self.outcome_legend]),
+            w.HBox([*(p.box for p in self.branch_panels.values()), self.branch_bar],
+                   layout=w.Layout(margin="10px 0 4px 0")),
             self.metrics,
             self.on_screen,
         ])
@@ -294,10 +302,21 @@ class AttentionExplorer:
     def live_metrics(self) -> dict[str, float]:
         """The current image's numbers at the current alpha (cached per image and alpha)."""
         p, i = self.current
-        key = (p.image_ids[i], float(self.alpha.value))
+        return self._metrics_for(p, self.data, float(self.alpha.value))
+
+    def _metrics_for(self, p: Any, d: ed.ImageData, alpha: float) -> dict[str, float]:
+        key = (d.image_id, alpha)
         if key not in self._metrics:
-            self._metrics[key] = ed.live_metrics(self.data, self.alpha.value, sigma=self.sigma, predictions=p)
+            both = all(k in d.components for k in ed.CLIP_KEYS + ed.DIFF_KEYS)
+            fused = self._fused(d, alpha) if both else None
+            self._metrics[key] = ed.live_metrics(d, alpha, sigma=self.sigma, predictions=p, fused=fused)
         return self._metrics[key]
+
+    def _fused(self, d: ed.ImageData, alpha: float) -> np.ndarray:
+        """The fused map at ``alpha`` from the image's smoothed branch sums (smoothed once per image)."""
+        clip, diff = self._cached(("fusion-parts", d.image_id, self.sigma),
+                                  lambda: ed.fusion_parts(d.components, self.sigma))
+        return float(alpha) * clip + (1.0 - float(alpha)) * diff
 
     # ------------------------------------------------------------------ array rendering
     def _cached(self, key: tuple[Any, ...], make: Callable[[], Any], limit: int = 160) -> Any:
@@ -330,10 +349,33 @@ class AttentionExplorer:
         return self._cached(("att", data.image_id, layer, int(step), token),
                             lambda: rd.heat_colors(ed.attention_map(data, layer, step, token), shape))
 
+    def _branch_colors(self, d: ed.ImageData, k: str) -> np.ndarray:
+        shape = self._shape(d, SMALL)
+        return self._cached(("branch", d.image_id, k), lambda: rd.heat_colors(d.components[k], shape)[0])
+
+    def _fused_colors(self, d: ed.ImageData, alpha: float) -> np.ndarray:
+        shape = self._shape(d, SMALL)
+        return self._cached(("fused", d.image_id, alpha), lambda: rd.heat_colors(self._fused(d, alpha), shape)[0])
+
+    def _window_colors(self, d: ed.ImageData, scale: int) -> Any:
+        shape = self._shape(d, BIG)
+        return self._cached(("win", d.image_id, scale),
+                            lambda: rd.heat_colors(ed.window_map(d, scale), shape, nearest=True))
+
     def _compose(self, data: ed.ImageData, css: int, colors: np.ndarray | None, opacity: float,
                  show_mask: bool) -> np.ndarray:
         base = self._base(data, css)
-        rgb = base.copy() if colors is None else rd.blend(base, colors, opacity)
+        if colors is None:
+            rgb = base.copy()
+        else:  # the blend is kept: toggling the ground truth then only repaints the outline
+            key = (id(colors), float(opacity))
+            hit = self._blends.get(key)
+            if hit is None or hit[0] is not colors:  # the array itself is kept with it, so its id is not reused
+                hit = (colors, rd.blend(base, colors, opacity))
+                self._blends[key] = hit
+                while len(self._blends) > 24:
+                    self._blends.popitem(last=False)
+            rgb = hit[1].copy()
         outline = self._outline(data, css) if show_mask else None
         if outline is not None:
             rd.paint(rgb, outline, MASK_COLOR)
@@ -407,8 +449,7 @@ class AttentionExplorer:
             return
         s = st["clip_scale"] if st["clip_scale"] in scales else scales[0]
         shape = self._shape(d, BIG)
-        colors, lo, hi = self._cached(("win", d.image_id, s),
-                                      lambda: rd.heat_colors(ed.window_map(d, s), shape, nearest=True))
+        colors, lo, hi = self._window_colors(d, s)
         tops = ed.top_windows(d, s, TOP_K)
 
         def draw() -> np.ndarray:
@@ -424,12 +465,12 @@ class AttentionExplorer:
         self.clip_panel.set_title(f"CLIP windows {s}x{s} patches<br>mean window score per patch")
         self.clip_bar.value = _colorbar(self._css_height(d, BIG), f"{hi:.3g}", f"{lo:.3g}", "window score")
         rows = [f"{_swatch(RANK_COLORS[(t['rank'] - 1) % len(RANK_COLORS)])}#{t['rank']}: {t['score']:.3g} "
-                f"({t['box'][2]}x{t['box'][3]} at row {t['box'][0]}, col {t['box'][1]})" for t in tops]
+                f"at row {t['box'][0]}, col {t['box'][1]}" for t in tops]
         if gt and d.mask is not None:
             rows.append(f'<span style="display:inline-block;width:13px;border-top:2px solid {MASK_COLOR};'
                         f'margin-right:4px;vertical-align:middle"></span>ground truth')
-        self.window_legend.value = (f'<div class="cfviz-help"><b>top {len(tops)} windows</b> (patches)<br>'
-                                    + "<br>".join(rows) + "</div>")
+        self.window_legend.value = (f'<div class="cfviz-legend"><b>top {len(tops)} windows</b> ({s}x{s} patches)'
+                                    "<br>" + "<br>".join(rows) + "</div>")
 
     def _fusion_views(self, p: Any, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool, has_gt: bool) -> None:
         alpha = st["alpha"]
@@ -452,12 +493,11 @@ class AttentionExplorer:
                 self._show(panel, ("branch-none", shape), lambda: rd.placeholder(shape))
                 panel.set_title(f"{ed.COMPONENT_TITLES[k]} (not stored)")
                 continue
-            colors = self._cached(("branch", d.image_id, k), lambda k=k: rd.heat_colors(d.components[k], shape)[0])
+            colors = self._branch_colors(d, k)
             self._show(panel, ("branch", d.image_id, k, op, gt), lambda c=colors: self._compose(d, SMALL, c, op, gt))
             panel.set_title(ed.COMPONENT_TITLES[k])
         if all(k in d.components for k in ed.CLIP_KEYS + ed.DIFF_KEYS):
-            fused = self._cached(("fused", d.image_id, alpha), lambda: rd.heat_colors(
-                ed.fused_map(d.components, alpha, self.sigma), shape)[0])
+            fused = self._fused_colors(d, alpha)
             self._show(self.fused_panel, ("fused", d.image_id, alpha, op, gt),
                        lambda: self._compose(d, SMALL, fused, op, gt))
             self.fused_panel.set_title(f"fused, alpha = {alpha:.2f}<br>(eq. 4, sigma = {self.sigma:g})")
@@ -503,13 +543,13 @@ class AttentionExplorer:
             return rd.blend(rgb, colors, max(op, 0.5))  # the mask stays visible at a low heat-map opacity
 
         self._show(self.pred_panel, ("pred", d.image_id, has_gt, max(op, 0.5)), draw)
-        self.pred_panel.set_title(f"predicted mask<br>(map >= {thr:.3g}, pixel F1-max)")
+        self.pred_panel.set_title(f"predicted mask<br>map &ge; {thr:.3g} (F1-max)")
         if has_gt:
-            self.outcome_legend.value = ('<div class="cfviz-help"><b>predicted mask</b><br>' + "<br>".join(
+            self.outcome_legend.value = ('<div class="cfviz-legend"><b>predicted mask</b><br>' + "<br>".join(
                 f"{_swatch(c, box=False)}{n} ({desc})" for (n, c), desc in zip(
                     OUTCOME_COLORS.items(), ("defect found", "false alarm", "defect missed"))) + "</div>")
         else:
-            self.outcome_legend.value = (f'<div class="cfviz-help"><b>predicted mask</b><br>'
+            self.outcome_legend.value = (f'<div class="cfviz-legend"><b>predicted mask</b><br>'
                                          f"{_swatch(PREDICTED_COLOR, box=False)}predicted anomalous<br>"
                                          "(TP/FP/FN with the ground truth on)</div>")
 
@@ -521,11 +561,20 @@ class AttentionExplorer:
     def _changed(self, change: Any) -> None:
         if self._quiet:
             return
-        if change["owner"] in (self.show, self.sort):
-            self._update_image_menu()
-        if change["owner"] is self.image:
-            self._image_changed()
-        self.refresh()
+        try:
+            if change["owner"] in (self.show, self.sort):
+                self._update_image_menu()
+            if change["owner"] is self.image:
+                self._image_changed()
+            self.refresh()
+        except Exception as exc:  # noqa: BLE001 - a widget callback's error is invisible in JupyterLab otherwise
+            import traceback
+
+            self.error.value = (f'<pre style="color:#b00;font-size:11px">{html.escape(repr(exc))}\n'
+                                f"{html.escape(traceback.format_exc(limit=-3))}</pre>")
+            raise
+        if self.error.value:
+            self.error.value = ""
 
     def _update_image_menu(self) -> None:
         options = ed.browse_choices(self.predictions, sort=self.sort.value, show=self.show.value)
@@ -591,6 +640,8 @@ class AttentionExplorer:
             self._worker.start()
 
     def _prepare_image(self, j: int, i: int, st: dict[str, Any]) -> None:
+        """Read a neighbouring image and compute every colour layer its views need at the current
+        settings (what is left when it is picked: blend, outline, encode)."""
         d = self._load(j, i)
         for css in (BIG, SMALL):
             self._base(d, css)
@@ -598,6 +649,15 @@ class AttentionExplorer:
         layer = st["layer"] if st["layer"] == ed.ALL_LAYERS or st["layer"] in d.attention else ed.ALL_LAYERS
         if d.attention and (not d.tokens or st["token"] in d.tokens):
             self._attention_colors(d, layer, min(st["step"], len(d.timesteps) - 1), st["token"])
+        scales = ed.window_scales(d)
+        if scales:
+            self._window_colors(d, st["clip_scale"] if st["clip_scale"] in scales else scales[0])
+        for k in d.components:
+            if k in ed.COMPONENT_TITLES:
+                self._branch_colors(d, k)
+        if all(k in d.components for k in ed.CLIP_KEYS + ed.DIFF_KEYS):
+            self._fused_colors(d, st["alpha"])
+            self._metrics_for(self.predictions[j], d, st["alpha"])
 
     def _work(self) -> None:
         while True:

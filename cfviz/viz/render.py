@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cfviz.viz._common import as_mask, as_rgb, bilinear_weights, finite_range
+from cfviz.viz._common import as_mask, as_rgb, finite_range
 
 #: Image formats :func:`encode` writes (what ``ipywidgets.Image(format=...)`` is told).
 FORMATS = ("jpeg", "png")
@@ -54,6 +54,7 @@ def colormap_lut(name: str = "inferno") -> np.ndarray:
     return lut
 
 
+@functools.lru_cache(maxsize=32)
 def css_gradient(name: str = "inferno", stops: int = 17, direction: str = "to top") -> str:
     """A CSS ``linear-gradient`` through the colour map (an HTML colour bar, crisp at any zoom)."""
     lut = colormap_lut(name)
@@ -92,14 +93,21 @@ def resize_map(heat: np.ndarray, shape: tuple[int, int], *, nearest: bool = Fals
         rows = np.minimum((np.arange(shape[0]) * heat.shape[0]) // shape[0], heat.shape[0] - 1)
         cols = np.minimum((np.arange(shape[1]) * heat.shape[1]) // shape[1], heat.shape[1] - 1)
         return heat[rows][:, cols]
-    wr = _weights(heat.shape[0], shape[0])
-    wc = _weights(heat.shape[1], shape[1])
-    return wr @ heat @ wc.T
+    # two taps per output row and column (a gather, not a dense matrix product: ~1 ms for 512 px)
+    r0, r1, fr = _taps(heat.shape[0], shape[0])
+    c0, c1, fc = _taps(heat.shape[1], shape[1])
+    rows = heat[r0] * (1 - fr)[:, None] + heat[r1] * fr[:, None]
+    return rows[:, c0] * (1 - fc) + rows[:, c1] * fc
 
 
 @functools.lru_cache(maxsize=64)
-def _weights(n_in: int, n_out: int) -> np.ndarray:
-    return bilinear_weights(n_in, n_out).astype(np.float32)
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two source indices and the weight of the second, per output pixel: the same sampling as
+    :func:`cfviz.viz._common.bilinear_weights` (half-pixel centres, clamped at the borders)."""
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, None)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
 
 
 def heat_colors(heat: Any, shape: tuple[int, int], *, cmap: str = "inferno", vmin: float | None = None,
@@ -117,13 +125,23 @@ def heat_colors(heat: Any, shape: tuple[int, int], *, cmap: str = "inferno", vmi
     hi = hi if vmax is None else float(vmax)
     if hi <= lo:
         raise ValueError(f"vmax ({hi}) must be larger than vmin ({lo})")
-    big = resize_map(arr, shape, nearest=nearest)
-    finite = np.isfinite(big)
-    scaled = np.clip((np.where(finite, big, lo) - lo) * (255.0 / (hi - lo)), 0, 255)
-    out = np.empty((*shape, 4), np.uint8)
-    out[..., :3] = colormap_lut(cmap)[scaled.astype(np.uint8)]
-    out[..., 3] = np.where(finite, 255, 0)
+    finite = np.isfinite(arr)
+    holes = not finite.all()
+    big = resize_map(np.where(finite, arr, lo) if holes else arr, shape, nearest=nearest)
+    big = big - np.float32(lo)  # a new array: ``arr`` may be the caller's
+    big *= np.float32(255.0 / (hi - lo))
+    np.clip(big, 0, 255, out=big)
+    # one gather of packed RGBA words (4x faster than indexing a (256, 3) table)
+    out = _packed_lut(cmap)[big.astype(np.uint8, order="C")].view(np.uint8).reshape(*shape, 4)
+    if holes:
+        out[..., 3] = np.where(resize_map(finite.astype(np.float32), shape, nearest=True) > 0.5, 255, 0)
     return out, lo, hi
+
+
+@functools.lru_cache(maxsize=16)
+def _packed_lut(name: str) -> np.ndarray:
+    rgba = np.concatenate([colormap_lut(name), np.full((256, 1), 255, np.uint8)], axis=1)
+    return np.ascontiguousarray(rgba).view(np.uint32).ravel()
 
 
 def blend(base: np.ndarray, colors: np.ndarray, opacity: float) -> np.ndarray:

@@ -4,7 +4,7 @@
 built beforehand (two prompt words, so the token menu has two entries); :func:`serve` starts
 JupyterLab on 127.0.0.1; :func:`open_explorer` runs every cell in chromium and waits for the
 explorer; :func:`act` changes one control *inside the page* and returns how long, from the input
-event to the new images decoded and painted, the view took (``performance.now()`` in the page).
+event to the new images decoded and in the next frame, the view took (``performance.now()`` in the page).
 Nothing is downloaded.
 """
 
@@ -183,7 +183,7 @@ async ([kind, label, arg, targets, timeout]) => {
     h.dispatchEvent(new KeyboardEvent('keydown', {key: arg, bubbles: true, cancelable: true}));
   } else if (kind === 'select') {
     const sel = find('.widget-dropdown').querySelector('select');
-    const idx = [...sel.options].findIndex(o => o.textContent === arg);
+    const idx = [...sel.options].findIndex(o => o.textContent.replace(/\u00a0/g, ' ') === arg);
     if (idx < 0) throw new Error(`${label}: no option ${arg}`);
     t0 = performance.now();
     sel.selectedIndex = idx;
@@ -195,7 +195,7 @@ async ([kind, label, arg, targets, timeout]) => {
   } else { throw new Error('unknown control kind ' + kind); }
   const t1 = await done;
   await Promise.all(imgs.map(i => i.decode().catch(() => null)));
-  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  await new Promise(r => requestAnimationFrame(r));  // the frame that paints them
   return {src_ms: t1 - t0, shown_ms: performance.now() - t0};
 }
 """
@@ -211,13 +211,13 @@ def options(page: Any, label: str) -> list[str]:
     """The option texts of the dropdown labelled ``label``."""
     return page.evaluate("""(label) => { const w = [...document.querySelectorAll('.cfviz-explorer .widget-dropdown')]
         .find(w => [...w.querySelectorAll('.widget-label, label')].some(l => l.textContent.trim() === label));
-        return [...w.querySelector('select').options].map(o => o.textContent); }""", label)
+        return [...w.querySelector('select').options].map(o => o.textContent.replace(/\u00a0/g, ' ')); }""", label)
 
 
 def selected(page: Any, label: str) -> str:
     return page.evaluate("""(label) => { const w = [...document.querySelectorAll('.cfviz-explorer .widget-dropdown')]
         .find(w => [...w.querySelectorAll('.widget-label, label')].some(l => l.textContent.trim() === label));
-        const s = w.querySelector('select'); return s.options[s.selectedIndex].textContent; }""", label)
+        const s = w.querySelector('select'); return s.options[s.selectedIndex].textContent.replace(/\u00a0/g, ' '); }""", label)
 
 
 def readout(page: Any, label: str) -> str:

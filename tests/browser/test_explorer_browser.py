@@ -87,7 +87,7 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         order = lablib.options(page, "image")
         page.evaluate("""() => { const w = [...document.querySelectorAll('.cfviz-explorer .widget-dropdown')]
             .find(w => w.textContent.includes('sort')); const s = w.querySelector('select');
-            s.selectedIndex = [...s.options].findIndex(o => o.textContent === 'score, low to high');
+            s.selectedIndex = [...s.options].findIndex(o => o.textContent.replace(/\u00a0/g, ' ') === 'score, low to high');
             s.dispatchEvent(new Event('change', {bubbles: true})); }""")
         page.wait_for_function("(old) => { const w = [...document.querySelectorAll('.cfviz-explorer "
                                ".widget-dropdown')].find(w => w.textContent.includes('image'));"
