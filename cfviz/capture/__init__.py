@@ -11,8 +11,9 @@ as the function and as the package that holds :class:`CaptureCache`, :class:`Cap
 >>> cap.cache.attention_maps(size=64)                                # doctest: +SKIP
 
 Submodules: ``naming`` (filters), ``tokens`` (token selection), ``families`` (one adapter per
-denoiser family), ``joint`` (SD3/FLUX joint attention), ``processors`` (the recording processor), ``session`` (lifecycle), ``cache`` (in-memory results), ``labelled`` (labelled maps),
-``store`` (the on-disk capture store).
+denoiser family), ``joint`` (SD3/FLUX joint attention), ``processors`` (the recording processor),
+``session`` (lifecycle), ``cache`` (in-memory results), ``labelled`` (labelled maps), ``store``
+(the on-disk capture store).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import types
 from typing import Any
 
 from cfviz.capture.cache import CaptureCache, StepInfo
+from cfviz.capture.families import Family, detect_family
 from cfviz.capture.labelled import LabelledMaps, resize_maps
 from cfviz.capture.naming import NamesFilter, block_of, compile_filter, select_names
-from cfviz.capture.families import Family, detect_family
 from cfviz.capture.session import (
     Capture,
     capture,

@@ -65,10 +65,13 @@ def classifier_free_guidance(enabled: bool) -> Iterator[None]:
         _GUIDANCE.reset(token)
 
 
-def _calling_pipeline(unet: Any) -> Any:
-    """The pipeline whose ``__call__`` is running ``unet`` now (innermost on the call stack), or None.
+def _calling_pipeline_guidance(unet: Any) -> bool | None:
+    """Whether the pipeline ``__call__`` running ``unet`` now (innermost on the stack) uses guidance.
 
-    Any pipeline built on this UNet counts (``pipe``, or another built from ``pipe.components``).
+    Any pipeline built on this denoiser (``.unet`` or ``.transformer``) counts (``pipe``, or
+    another built from ``pipe.components``). Most pipelines say so in their
+    ``do_classifier_free_guidance`` property; PixArt's keep it in a local variable of ``__call__``.
+    ``None``: no pipeline call is running this denoiser.
     """
     frame = sys._getframe(1)
     while frame is not None:
@@ -76,12 +79,11 @@ def _calling_pipeline(unet: Any) -> Any:
             owner = frame.f_locals.get("self")
             runs_it = getattr(owner, "unet", None) is unet or getattr(owner, "transformer", None) is unet
             if runs_it and hasattr(owner, "do_classifier_free_guidance"):
-                return owner
+                return bool(owner.do_classifier_free_guidance)
+            if runs_it and "do_classifier_free_guidance" in frame.f_locals:
+                return bool(frame.f_locals["do_classifier_free_guidance"])
         frame = frame.f_back
     return None
-
-
-_unet_of = denoiser_of  # the name used before other denoiser families
 
 
 def locate_text_attention(denoiser: Any, filt: NamesFilter = DEFAULT_ATTENTION,
@@ -212,8 +214,7 @@ class CaptureSession:
             return declared
         # a pipeline sets its flag at the start of each pipe() call and keeps it afterwards: it
         # speaks for this UNet call only when the call is made by that pipe() call
-        pipeline = _calling_pipeline(self.unet)
-        return False if pipeline is None else bool(pipeline.do_classifier_free_guidance)
+        return bool(_calling_pipeline_guidance(self.unet))
 
     def _check_processors(self) -> None:
         for name, attn in self.layers.items():

@@ -5,8 +5,8 @@ Built from ``cfviz/models/configs/tiny_*.json`` without any download, like
 
 * :func:`tiny_denoiser` - ``"sd1"`` (SD 1.x-shaped text-to-image UNet), ``"sdxl"`` (added
   text/time conditioning), ``"sdxl-inpaint"`` (9 input channels), ``"sd3"`` (MMDiT, joint
-  attention), ``"flux"`` (joint + single-stream blocks), ``"flux-fill"`` (384 input channels),
-  ``"pixart"`` (cross-attention DiT).
+  attention), ``"sd35"`` (SD3.5: Q/K norms, dual attention), ``"flux"`` (joint + single-stream
+  blocks), ``"flux-fill"`` (384 input channels), ``"pixart"`` (cross-attention DiT).
 * :func:`denoiser_inputs` - seeded keyword arguments for one call of such a denoiser.
 * :func:`tiny_t5_tokenizer` - a T5-like SentencePiece-style tokenizer (no start token, ``</s>``
   after the text, ``<pad>`` = 0) over a small word list, built with the ``tokenizers`` library,
@@ -30,6 +30,9 @@ TINY_DENOISERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "sdxl": ("tiny_sdxl_unet", "UNet2DConditionModel", {}),
     "sdxl-inpaint": ("tiny_sdxl_unet", "UNet2DConditionModel", {"in_channels": 9}),
     "sd3": ("tiny_sd3_transformer", "SD3Transformer2DModel", {}),
+    # SD3.5: an extra image-only self-attention (attn2) in the first block and RMS Q/K norms
+    "sd35": ("tiny_sd3_transformer", "SD3Transformer2DModel",
+             {"dual_attention_layers": [0], "qk_norm": "rms_norm"}),
     "flux": ("tiny_flux_transformer", "FluxTransformer2DModel", {}),
     "flux-fill": ("tiny_flux_transformer", "FluxTransformer2DModel", {"in_channels": 384}),
     "pixart": ("tiny_pixart_transformer", "PixArtTransformer2DModel", {}),
@@ -85,10 +88,11 @@ def denoiser_inputs(name: str, model: Any, *, batch: int = 2, size: int = 16, te
                                        "time_ids": torch.tensor([[size * 8, size * 8, 0, 0, size * 8, size * 8]]
                                                                 * batch, dtype=torch.float32)}
         return kw
-    if name == "sd3":
+    if name in ("sd3", "sd35"):
         return {"hidden_states": randn(batch, cfg.in_channels, size, size),
                 "encoder_hidden_states": randn(batch, text_length, cfg.joint_attention_dim),
-                "pooled_projections": randn(batch, cfg.pooled_projection_dim), "timestep": torch.tensor([400.0] * batch)}
+                "pooled_projections": randn(batch, cfg.pooled_projection_dim),
+                "timestep": torch.tensor([400.0] * batch)}
     if name.startswith("flux"):
         h = w = size // 2  # FLUX packs 2x2 latent patches into one token
         img_ids = torch.zeros(h, w, 3)

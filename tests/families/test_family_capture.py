@@ -18,8 +18,8 @@ from cfviz.models.families import denoiser_inputs
 
 #: tiny denoiser -> (its name, text tokens of a call: SD3 = CLIP 77 + T5 16)
 FAMILY_CASES = {"sd1": ("sd1", 77), "sdxl": ("sdxl", 77), "sdxl-inpaint": ("sdxl-inpaint", 77),
-                "sd3": ("sd3", 77 + 16), "flux": ("flux", 16), "flux-fill": ("flux-fill", 16),
-                "pixart": ("pixart", 16)}
+                "sd3": ("sd3", 77 + 16), "sd35": ("sd35", 77 + 16), "flux": ("flux", 16),
+                "flux-fill": ("flux-fill", 16), "pixart": ("pixart", 16)}
 CASES = list(FAMILY_CASES)
 
 
@@ -34,7 +34,7 @@ def _processors(model):
 
 @pytest.mark.parametrize("case,family,inpainting,n_layers", [
     ("sd1", "sd", False, 4), ("sdxl", "sdxl", False, 8), ("sdxl-inpaint", "sdxl", True, 8),
-    ("sd3", "sd3", False, 2), ("flux", "flux", False, 3), ("flux-fill", "flux", True, 3),
+    ("sd3", "sd3", False, 2), ("sd35", "sd3", False, 2), ("flux", "flux", False, 3), ("flux-fill", "flux", True, 3),
     ("pixart", "pixart", False, 2)])
 def test_family_detected_and_text_layers_located(tiny_models, case, family, inpainting, n_layers):
     model = tiny_models[case]
@@ -135,7 +135,7 @@ def test_recorded_maps_equal_attention_recomputed_from_the_layer_inputs(tiny_mod
         torch.testing.assert_close(rec.flatten(3).transpose(2, 3), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["sd3", "flux"])
+@pytest.mark.parametrize("case", ["sd3", "sd35", "flux"])
 def test_joint_softmax_text_renormalises_over_text_keys(tiny_models, case):
     model = tiny_models[case]
     kw = _inputs(case, model)
@@ -173,7 +173,7 @@ def _tokenizers(case):
     from cfviz.models.families import tiny_t5_tokenizer
     from cfviz.models.tokenizer import clip_tokenizer
 
-    if case == "sd3":
+    if case.startswith("sd3"):
         return {"clip": clip_tokenizer(), "t5": tiny_t5_tokenizer()}
     if case.startswith(("flux", "pixart")):
         return tiny_t5_tokenizer()
@@ -210,6 +210,6 @@ def test_timestep_and_grid_are_read_from_each_family_call(tiny_models):
             model(**kw)
         step = cap.cache.steps[0]
         assert step.batch_size == 2 and step.rows == (0, 1)
-        expected_t = {"sd3": 400.0, "pixart": 400.0}.get(case, 0.4 if case.startswith("flux") else 400.0)
+        expected_t = {"sd3": 400.0, "sd35": 400.0, "pixart": 400.0}.get(case, 0.4 if case.startswith("flux") else 400.0)
         assert step.timestep == pytest.approx(expected_t)
         assert step.sample_size == ((8, 8) if case.startswith("flux") else (16, 16))

@@ -125,3 +125,18 @@ def test_mapdiff_forward_serves_every_family(pipes, name):
     a = mapdiff_forward(pipe, _images(), PROMPT, timesteps=[261])
     b = family_forward(pipe, _images(), PROMPT, timesteps=[261])
     assert torch.equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("name,guided", [("sd3", True), ("pixart", True), ("flux", False)])
+def test_rows_auto_follows_each_family_pipeline_call(pipes, name, guided):
+    """pipe() of SD3 and PixArt (guidance in a local variable) doubles the batch: the conditional half is kept."""
+    pipe = _pipe(pipes, name)
+    kw = {"num_inference_steps": 1, "height": 32, "width": 32, "output_type": "latent"}
+    if guided:
+        kw["guidance_scale"] = 5.0
+    if name == "pixart":
+        kw["use_resolution_binning"] = False
+    with cfviz.capture(pipe, tokens=["damage"], prompt=PROMPT) as cap:
+        pipe(PROMPT, **kw)
+    step = cap.cache.steps[0]
+    assert (step.batch_size, step.rows) == ((2, (1,)) if guided else (1, (0,)))
