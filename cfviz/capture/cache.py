@@ -25,20 +25,21 @@ from cfviz.errors import CaptureError
 
 @dataclass(frozen=True)
 class StepInfo:
-    """One UNet call inside a capture.
+    """One denoiser call (UNet or transformer) inside a capture.
 
     Attributes
     ----------
     step:
         Index of the UNet call within the capture (0, 1, ...), not a count of layer calls.
     timestep:
-        The ``timestep`` argument of that call (a list when kept rows had different values).
+        The ``timestep`` argument of that call (a list when kept rows had different values); as
+        the family's pipeline passes it: SD3 ``sigma * 1000``, FLUX ``sigma``.
     rows:
         Batch rows of the call that were kept.
     batch_size:
         Rows in the call.
     sample_size:
-        Spatial size ``(h, w)`` of the UNet input.
+        Spatial size ``(h, w)`` of the denoiser input (FLUX: the token grid of its packed latents).
     """
 
     step: int
@@ -312,7 +313,8 @@ class CaptureCache:
         if tokens is not None and len(tokens.prompts) > 1:
             tokens = TokenSelection(tokens.labels, tuple(tokens.prompts[i] for i in idx),
                                     tuple(tokens.token_ids[i] for i in idx),
-                                    tuple(tokens.columns[i] for i in idx), tokens.sequence_length)
+                                    tuple(tokens.columns[i] for i in idx), tokens.sequence_length,
+                                    tokens.streams)
         return CaptureCache(
             layers=list(self.layers), blocks=list(self.blocks), tokens=tokens, heads=self.heads,
             settings=dict(self.settings), metadata=dict(self.metadata), steps=list(self.steps),

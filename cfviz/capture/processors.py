@@ -3,7 +3,8 @@
 The wrapper calls the original processor for the layer's output (so SDPA, LoRA, IP-Adapter and
 other processors keep working and outputs stay bit-identical) and computes only what it records:
 ``softmax(Q K^T * attn.scale)`` in float32 for the kept batch rows, reduced at once to the chosen
-tokens and averaged over heads.
+tokens and averaged over heads. Joint-attention layers (SD3, FLUX) are wrapped the same way; their
+image-query x text-key block comes from :mod:`cfviz.capture.joint`.
 
 ``Attention.forward`` in diffusers drops keyword arguments that the processor's ``__call__`` does
 not name, so each wrapper class carries the exact signature of the processor it wraps: wrapping is

@@ -87,3 +87,14 @@ def test_token_errors_name_the_streams_and_the_fix(tiny_models):
         cfviz.capture(model, tokens=["damage"], prompt=PROMPT, tokenizer={"t5": toks["t5"], "umt5": toks["t5"]})
     with pytest.raises(CaptureError, match="needs a tokenizer"):
         cfviz.capture(model, tokens=["damage"], prompt=PROMPT)
+
+
+def test_stream_labels_survive_selecting_rows(tiny_models):
+    model = tiny_models["sd3"]
+    kw = denoiser_inputs("sd3", model, text_length=77 + 16)
+    toks = {"clip": clip_tokenizer(), "t5": tiny_t5_tokenizer()}
+    with torch.no_grad(), cfviz.capture(model, tokens=["damage"], prompt=[PROMPT, "damage"], tokenizer=toks) as cap:
+        model(**kw)
+    one = cap.cache.select_rows(1)
+    assert one.tokens.streams == (("clip", "t5"),) and one.tokens.prompts == ("damage",)
+    assert one.tokens.columns[0][0] == (1, 77)
