@@ -160,7 +160,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         if not procs.is_main:
             procs.close()
             return report
-        store.refresh()  # entries the other processes wrote
+        _await_entries(store, [r.image_id for r in records])  # entries the other processes wrote
         report = ExtractionReport(total=len(records), already=len(records) - missing_at_start,
                                   new=missing_at_start, seconds=time.perf_counter() - started)
     elif shard is not None:
@@ -176,6 +176,20 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     if procs is not None:
         procs.close()
     return result
+
+
+#: After the barrier, how long the main process waits for entries that other machines wrote to
+#: appear in its view of a shared folder (NFS caches directory listings for up to a minute).
+SHARED_FOLDER_WAIT_S = 180.0
+
+
+def _await_entries(store: CaptureStore, ids: list[str], timeout: float = SHARED_FOLDER_WAIT_S) -> None:
+    """Re-scan the store until every id is in it (or ``timeout`` passes; scoring then names what is missing)."""
+    deadline = time.monotonic() + timeout
+    store.refresh()
+    while store.missing(ids) and time.monotonic() < deadline:
+        time.sleep(2.0)
+        store.refresh()
 
 
 def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: CaptureStore,
