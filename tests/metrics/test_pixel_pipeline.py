@@ -43,6 +43,10 @@ def test_bounding_box_labelling_equals_whole_image_labelling(connectivity):
     masks[3] = False
     masks[3, 5, 7] = True  # a single pixel: a 1x1 box
     masks[4] = np.eye(19, 23, dtype=bool)  # a diagonal: one region (8) or 19 (4)
+    masks[5] = False
+    masks[5, 18, 3:9] = True  # on the last row
+    masks[6] = False
+    masks[6, 0, 3:5] = True  # on the first row
     weights, n_regions = region_weights(masks, connectivity)
     expected, n_expected = _whole_image_weights(masks, connectivity)
     assert n_regions == n_expected
