@@ -107,7 +107,8 @@ def main() -> None:
                     if option != lab.selected(page, "image"):
                         rec.act("image", "select", option, ["image", *heat])
             load2 = os.getloadavg()
-            page.locator(".cfviz-explorer").first.screenshot(path=str(HERE / "results" / "explorer_browser.png"))
+            shot = Path(os.environ.get("CFVIZ_SCREENSHOT_DIR", tempfile.gettempdir())) / "explorer_browser.png"
+            page.locator(".cfviz-explorer").first.screenshot(path=str(shot))
     order = ["timestep", "layer", "token", "CLIP window", "opacity", "ground truth", "alpha", "image"]
     lines = [
         "# Attention explorer in the browser: input-to-image latency",
@@ -148,7 +149,8 @@ def main() -> None:
         "",
         f"Worst median for a new view: {worst:.0f} ms ({'within' if worst <= GOAL_MS else 'over'} the "
         f"{GOAL_MS:.0f} ms goal). Before (matplotlib figure per view, commit a7b1f9a): 640-930 ms, 1.4-1.6 s for "
-        "opacity, image and ground truth. The explorer's final state is in `explorer_browser.png`.",
+        "opacity, image and ground truth. A screenshot of the final state goes to `$CFVIZ_SCREENSHOT_DIR` "
+        "(default: the temp folder) as `explorer_browser.png`.",
         "",
         f"Total benchmark time {time.perf_counter() - t_start:.0f} s.",
     ]

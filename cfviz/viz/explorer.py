@@ -385,19 +385,9 @@ class AttentionExplorer:
         """Put the panel for ``key`` on screen: from the render cache, or drawn and encoded now."""
         if panel.key == key:
             return
-        with self._lock:
-            png = self._renders.get(key)
-            if png is not None:
-                self._renders.move_to_end(key)
-        if png is None:
-            png = rd.encode(draw())
-            self.draws += 1
-            with self._lock:
-                self._renders[key] = png
-                while len(self._renders) > self._render_cache_size:
-                    self._renders.popitem(last=False)
+        data = self._encoded(key, draw)
         panel.key = key
-        panel.image.value = png
+        panel.image.value = data
 
     def refresh(self) -> None:
         """Bring every panel, title and text up to date with the controls (only what changed is drawn)."""
@@ -433,8 +423,7 @@ class AttentionExplorer:
         layer, step, token = st["layer"], st["step"], st["token"]
         colors, lo, hi = self._attention_colors(d, layer, step, token)
         tok = token if isinstance(token, str) else d.tokens[int(token)] if d.tokens else f"#{token}"
-        self._show(self.attention_panel, ("att", d.image_id, layer, step, token, op, gt),
-                   lambda: self._compose(d, BIG, colors, op, gt))
+        self._show(self.attention_panel, *self._attention_job(d, st, op, gt))
         self.attention_panel.set_title(f"attention to '{html.escape(str(tok))}', t = {d.timesteps[step]:g}<br>"
                                        f"{html.escape(ed.layer_label(layer))}", ed.layer_caption(layer))
         self.layer.tooltip = f"{HELP['layer']}; {ed.layer_caption(layer)}"
@@ -448,25 +437,14 @@ class AttentionExplorer:
             self.clip_bar.value, self.window_legend.value = "", ""
             return
         s = st["clip_scale"] if st["clip_scale"] in scales else scales[0]
-        shape = self._shape(d, BIG)
-        colors, lo, hi = self._window_colors(d, s)
+        _, lo, hi = self._window_colors(d, s)
         tops = ed.top_windows(d, s, TOP_K)
-
-        def draw() -> np.ndarray:
-            rgb = self._compose(d, BIG, colors, op, gt)
-            gh, gw = ed.window_grid(d.clip)
-            ph, pw = shape[0] / gh, shape[1] / gw
-            for t in reversed(tops):  # the best window last, on top
-                r, c, h, w_ = t["box"]
-                rd.draw_box(rgb, round(r * ph), round(c * pw), round((r + h) * ph), round((c + w_) * pw),
-                            RANK_COLORS[(t["rank"] - 1) % len(RANK_COLORS)], width=2 * HIDPI if t["rank"] == 1 else HIDPI)
-            return rgb
-        self._show(self.clip_panel, ("win", d.image_id, s, op, gt), draw)
+        self._show(self.clip_panel, *self._clip_job(d, s, op, gt))
         self.clip_panel.set_title(f"CLIP windows {s}x{s} patches<br>mean window score per patch")
         self.clip_bar.value = _colorbar(self._css_height(d, BIG), f"{hi:.3g}", f"{lo:.3g}", "window score")
         rows = [f"{_swatch(RANK_COLORS[(t['rank'] - 1) % len(RANK_COLORS)])}#{t['rank']}: {t['score']:.3g} "
                 f"at row {t['box'][0]}, col {t['box'][1]}" for t in tops]
-        if gt and d.mask is not None:
+        if gt and d.mask is not None and np.asarray(d.mask).any():
             rows.append(f'<span style="display:inline-block;width:13px;border-top:2px solid {MASK_COLOR};'
                         f'margin-right:4px;vertical-align:middle"></span>ground truth')
         self.window_legend.value = (f'<div class="cfviz-legend"><b>top {len(tops)} windows</b> ({s}x{s} patches)'
@@ -475,15 +453,13 @@ class AttentionExplorer:
     def _fusion_views(self, p: Any, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool, has_gt: bool) -> None:
         alpha = st["alpha"]
         shape = self._shape(d, SMALL)
-        self._show(self.image_panel, ("img", d.image_id), lambda: self._base(d, SMALL).copy())
+        self._show(self.image_panel, *self._image_job(d))
         self.image_panel.set_title("image")
         if d.mask is None:
             self._show(self.gt_panel, ("gt-none", shape), lambda: rd.placeholder(shape))
             self.gt_panel.set_title("no ground truth")
         elif gt:
-            self._show(self.gt_panel, ("gt", d.image_id), lambda: np.repeat(
-                (rd.resize_map(d.mask.astype(np.float32), shape, nearest=True) > 0.5)[..., None] * np.uint8(255),
-                3, axis=2))
+            self._show(self.gt_panel, *self._gt_job(d))
             self.gt_panel.set_title("ground truth")
         else:
             self._show(self.gt_panel, ("gt-hidden", shape), lambda: rd.placeholder(shape))
@@ -493,13 +469,10 @@ class AttentionExplorer:
                 self._show(panel, ("branch-none", shape), lambda: rd.placeholder(shape))
                 panel.set_title(f"{ed.COMPONENT_TITLES[k]} (not stored)")
                 continue
-            colors = self._branch_colors(d, k)
-            self._show(panel, ("branch", d.image_id, k, op, gt), lambda c=colors: self._compose(d, SMALL, c, op, gt))
+            self._show(panel, *self._branch_job(d, k, op, gt))
             panel.set_title(ed.COMPONENT_TITLES[k])
         if all(k in d.components for k in ed.CLIP_KEYS + ed.DIFF_KEYS):
-            fused = self._fused_colors(d, alpha)
-            self._show(self.fused_panel, ("fused", d.image_id, alpha, op, gt),
-                       lambda: self._compose(d, SMALL, fused, op, gt))
+            self._show(self.fused_panel, *self._fused_job(d, alpha, op, gt))
             self.fused_panel.set_title(f"fused, alpha = {alpha:.2f}<br>(eq. 4, sigma = {self.sigma:g})")
         else:
             self._show(self.fused_panel, ("fused-none", shape), lambda: rd.placeholder(shape))
@@ -527,22 +500,7 @@ class AttentionExplorer:
             self.outcome_legend.value = ""
             return
 
-        def draw() -> np.ndarray:
-            pred = rd.resize_map(d.prediction, shape) >= thr
-            base = self._base(d, SMALL)
-            rgb = base.copy()
-            colors = np.zeros((*shape, 4), np.uint8)
-            if has_gt:
-                truth = rd.resize_map(d.mask.astype(np.float32), shape, nearest=True) > 0.5
-                parts = {"TP": pred & truth, "FP": pred & ~truth, "FN": ~pred & truth}
-            else:
-                parts = {"predicted": pred}
-            for name, where in parts.items():
-                colors[where, :3] = rd.hex_rgb(OUTCOME_COLORS.get(name, PREDICTED_COLOR))
-                colors[where, 3] = 255
-            return rd.blend(rgb, colors, max(op, 0.5))  # the mask stays visible at a low heat-map opacity
-
-        self._show(self.pred_panel, ("pred", d.image_id, has_gt, max(op, 0.5)), draw)
+        self._show(self.pred_panel, *self._pred_job(d, thr, op, has_gt))
         self.pred_panel.set_title(f"predicted mask<br>map &ge; {thr:.3g} (F1-max)")
         if has_gt:
             self.outcome_legend.value = ('<div class="cfviz-legend"><b>predicted mask</b><br>' + "<br>".join(
@@ -552,6 +510,78 @@ class AttentionExplorer:
             self.outcome_legend.value = (f'<div class="cfviz-legend"><b>predicted mask</b><br>'
                                          f"{_swatch(PREDICTED_COLOR, box=False)}predicted anomalous<br>"
                                          "(TP/FP/FN with the ground truth on)</div>")
+
+    # ------------------------------------------------------------------ panels: (render-cache key, draw)
+    # One place decides each panel's key and pixels: the views and the prefetch of neighbouring
+    # images use the same jobs, so a prepared panel is found under the key the view asks for.
+    def _attention_job(self, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool) -> tuple[Any, Any]:
+        layer, step, token = st["layer"], st["step"], st["token"]
+        colors = self._attention_colors(d, layer, step, token)[0]
+        return ("att", d.image_id, layer, step, token, op, gt), lambda: self._compose(d, BIG, colors, op, gt)
+
+    def _clip_job(self, d: ed.ImageData, s: int, op: float, gt: bool) -> tuple[Any, Any]:
+        shape = self._shape(d, BIG)
+        colors = self._window_colors(d, s)[0]
+        tops = ed.top_windows(d, s, TOP_K)
+
+        def draw() -> np.ndarray:
+            rgb = self._compose(d, BIG, colors, op, gt)
+            gh, gw = ed.window_grid(d.clip)
+            ph, pw = shape[0] / gh, shape[1] / gw
+            for t in reversed(tops):  # the best window last, on top
+                r, c, h, w_ = t["box"]
+                rd.draw_box(rgb, round(r * ph), round(c * pw), round((r + h) * ph), round((c + w_) * pw),
+                            RANK_COLORS[(t["rank"] - 1) % len(RANK_COLORS)], width=2 * HIDPI if t["rank"] == 1 else HIDPI)
+            return rgb
+        return ("win", d.image_id, s, op, gt), draw
+
+    def _image_job(self, d: ed.ImageData) -> tuple[Any, Any]:
+        return ("img", d.image_id), lambda: self._base(d, SMALL).copy()
+
+    def _gt_job(self, d: ed.ImageData) -> tuple[Any, Any]:
+        shape = self._shape(d, SMALL)
+        return ("gt", d.image_id), lambda: np.repeat(
+            (rd.resize_map(d.mask.astype(np.float32), shape, nearest=True) > 0.5)[..., None] * np.uint8(255), 3, axis=2)
+
+    def _branch_job(self, d: ed.ImageData, k: str, op: float, gt: bool) -> tuple[Any, Any]:
+        colors = self._branch_colors(d, k)
+        return ("branch", d.image_id, k, op, gt), lambda: self._compose(d, SMALL, colors, op, gt)
+
+    def _fused_job(self, d: ed.ImageData, alpha: float, op: float, gt: bool) -> tuple[Any, Any]:
+        colors = self._fused_colors(d, alpha)
+        return ("fused", d.image_id, alpha, op, gt), lambda: self._compose(d, SMALL, colors, op, gt)
+
+    def _pred_job(self, d: ed.ImageData, thr: float, op: float, has_gt: bool) -> tuple[Any, Any]:
+        shape = self._shape(d, SMALL)
+
+        def draw() -> np.ndarray:
+            pred = rd.resize_map(d.prediction, shape) >= thr
+            colors = np.zeros((*shape, 4), np.uint8)
+            if has_gt:
+                truth = rd.resize_map(d.mask.astype(np.float32), shape, nearest=True) > 0.5
+                parts = {"TP": pred & truth, "FP": pred & ~truth, "FN": ~pred & truth}
+            else:
+                parts = {"predicted": pred}
+            for name, where in parts.items():
+                colors[where, :3] = rd.hex_rgb(OUTCOME_COLORS.get(name, PREDICTED_COLOR))
+                colors[where, 3] = 255
+            return rd.blend(self._base(d, SMALL), colors, max(op, 0.5))  # visible at a low heat-map opacity
+        return ("pred", d.image_id, has_gt, max(op, 0.5)), draw
+
+    def _encoded(self, key: tuple[Any, ...], draw: Callable[[], np.ndarray]) -> bytes:
+        """The panel's image bytes from the render cache, or drawn and encoded now (and kept)."""
+        with self._lock:
+            data = self._renders.get(key)
+            if data is not None:
+                self._renders.move_to_end(key)
+                return data
+        data = rd.encode(draw())
+        with self._lock:
+            self.draws += 1
+            self._renders[key] = data
+            while len(self._renders) > self._render_cache_size:
+                self._renders.popitem(last=False)
+        return data
 
     def _css_height(self, d: ed.ImageData, css: int) -> int:
         h, w = d.image.shape[:2]
@@ -621,17 +651,18 @@ class AttentionExplorer:
         layers = [v for _, v in self.layer.options]
         li = layers.index(st["layer"]) if st["layer"] in layers else 0
         jobs: list[Callable[[], Any]] = []
+        # the next and previous image first: a new image is the costliest view (every panel changes)
+        values = [v for _, v in self.image.options]
+        at = values.index(self.image.value) if self.image.value in values else 0
+        for k in (at + 1, at - 1):
+            if 0 <= k < len(values):
+                jobs.append(lambda v=values[k]: self._prepare_image(*v, st))
         for step in (st["step"] + 1, st["step"] - 1):
             if 0 <= step < n:
                 jobs.append(lambda step=step: self._attention_colors(d, st["layer"], step, st["token"]))
         for k in (li + 1, li - 1):
             if 0 <= k < len(layers):
                 jobs.append(lambda k=k: self._attention_colors(d, layers[k], st["step"], st["token"]))
-        values = [v for _, v in self.image.options]
-        at = values.index(self.image.value) if self.image.value in values else 0
-        for k in (at + 1, at - 1):
-            if 0 <= k < len(values):
-                jobs.append(lambda v=values[k]: self._prepare_image(*v, st))
         with self._lock:
             self._pending = jobs
         self._wake.set()
@@ -640,24 +671,27 @@ class AttentionExplorer:
             self._worker.start()
 
     def _prepare_image(self, j: int, i: int, st: dict[str, Any]) -> None:
-        """Read a neighbouring image and compute every colour layer its views need at the current
-        settings (what is left when it is picked: blend, outline, encode)."""
+        """Read a neighbouring image and draw and encode its panels at the current settings: picking
+        it then only sends bytes that are ready."""
         d = self._load(j, i)
-        for css in (BIG, SMALL):
-            self._base(d, css)
-            self._outline(d, css)
         layer = st["layer"] if st["layer"] == ed.ALL_LAYERS or st["layer"] in d.attention else ed.ALL_LAYERS
-        if d.attention and (not d.tokens or st["token"] in d.tokens):
-            self._attention_colors(d, layer, min(st["step"], len(d.timesteps) - 1), st["token"])
         scales = ed.window_scales(d)
-        if scales:
-            self._window_colors(d, st["clip_scale"] if st["clip_scale"] in scales else scales[0])
-        for k in d.components:
-            if k in ed.COMPONENT_TITLES:
-                self._branch_colors(d, k)
+        op, gt = st["opacity"], st["show_mask"]
+        has_gt = gt and d.mask is not None
+        jobs = [self._image_job(d)] + ([self._gt_job(d)] if has_gt else [])
+        if d.attention and (not d.tokens or st["token"] in d.tokens) and layer == st["layer"]:
+            jobs.append(self._attention_job(d, {**st, "step": min(st["step"], len(d.timesteps) - 1)}, op, gt))
+        if scales and st["clip_scale"] in scales:
+            jobs.append(self._clip_job(d, st["clip_scale"], op, gt))
+        jobs += [self._branch_job(d, k, op, gt) for k in d.components if k in ed.COMPONENT_TITLES]
         if all(k in d.components for k in ed.CLIP_KEYS + ed.DIFF_KEYS):
-            self._fused_colors(d, st["alpha"])
             self._metrics_for(self.predictions[j], d, st["alpha"])
+            jobs.append(self._fused_job(d, st["alpha"], op, gt))
+        thr = self._pixel_threshold(self.predictions[j])
+        if d.prediction is not None and thr is not None:
+            jobs.append(self._pred_job(d, thr, op, has_gt))
+        for key, draw in jobs:  # encoded now: picking this image then only sends the bytes
+            self._encoded(key, draw)
 
     def _work(self) -> None:
         while True:

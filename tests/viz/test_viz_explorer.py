@@ -219,6 +219,11 @@ def test_neighbouring_steps_layers_and_images_are_prepared_in_the_background(mon
     assert ("att", d.image_id, ed.ALL_LAYERS, 1, "crack") in keys  # the next timestep
     assert ("att", d.image_id, "down.attn", 0, "crack") in keys  # the next layer in the menu
     assert len(set(calls)) == 2  # the next image in the menu was read too
+    drawn = e.draws
+    e._prefetch = False
+    e.image.value = e.image.options[1][1]
+    assert e.draws == drawn  # its panels were drawn and encoded in the background: nothing left to draw
+    e.image.value = e.image.options[0][1]
     computed: list[int] = []
     real = ed.attention_map
     monkeypatch.setattr(ed, "attention_map", lambda *a, **k: computed.append(1) or real(*a, **k))

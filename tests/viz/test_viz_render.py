@@ -139,3 +139,12 @@ def test_encode_writes_jpeg_or_lossless_png() -> None:
     with pytest.raises(ValueError, match="fmt"):
         rd.encode(rgb, "gif")
     assert rd.panel_shape((300, 600), 200) == (100, 200) and rd.fit_image(rgb, (6, 8)).shape == (6, 8, 3)
+
+
+def test_render_docstring_examples_run() -> None:
+    import doctest
+
+    from cfviz.viz import render as rd
+
+    result = doctest.testmod(rd, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
