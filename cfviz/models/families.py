@@ -188,21 +188,22 @@ def tiny_family_pipeline(name: str, seed: int = 0) -> Any:
     check_seed(seed)
     denoiser = tiny_denoiser(denoiser_name, seed=seed)
     t5_tok = tiny_t5_tokenizer()
+    clip = clip_tokenizer() if not name.startswith("pixart") else None  # one object for every CLIP stream
     with seeded(seed + 1):
         flow = name.startswith(("sd3", "flux"))
         vae = AutoencoderKL.from_config(model_config("tiny_vae16" if flow else "tiny_vae")).eval()
         if name == "sd1":
-            parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip_tokenizer(),
+            parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip,
                      "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
         elif name.startswith("sdxl"):
-            parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip_tokenizer(),
-                     "text_encoder_2": _clip_text(32, 32), "tokenizer_2": clip_tokenizer()}
+            parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip,
+                     "text_encoder_2": _clip_text(32, 32), "tokenizer_2": clip}
         elif name == "sd3":
-            parts = {"transformer": denoiser, "text_encoder": _clip_text(16, 32), "tokenizer": clip_tokenizer(),
-                     "text_encoder_2": _clip_text(16, 32), "tokenizer_2": clip_tokenizer(),
+            parts = {"transformer": denoiser, "text_encoder": _clip_text(16, 32), "tokenizer": clip,
+                     "text_encoder_2": _clip_text(16, 32), "tokenizer_2": clip,
                      "text_encoder_3": _t5_text(len(t5_tok)), "tokenizer_3": t5_tok}
         elif name.startswith("flux"):
-            parts = {"transformer": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip_tokenizer(),
+            parts = {"transformer": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip,
                      "text_encoder_2": _t5_text(len(t5_tok)), "tokenizer_2": t5_tok}
         else:
             parts = {"transformer": denoiser, "text_encoder": _t5_text(len(t5_tok)), "tokenizer": t5_tok}
