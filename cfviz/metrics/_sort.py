@@ -5,9 +5,10 @@ pixel metrics. NumPy's quicksort releases the GIL, so the array is sorted as ``n
 in threads and kept as that many sorted *runs*: every count the metrics need ("how many normal
 scores are below u") is a sum over the runs, so the runs never have to be merged (a merge
 costs another full pass; :func:`merge_runs` does it only when a full curve is asked for).
-:func:`kept_values` picks the values out of the full pixel array in threads (chunk by chunk,
-without a full-size boolean temporary), and :func:`sort_in_place` sorts them as *one* run:
-``np.partition`` into value stretches, then the stretches in threads. Everything is exact: splitting the work changes no result.
+The pixel metrics use :func:`kept_values`, which picks the values out of the full pixel array
+in threads (chunk by chunk, without a full-size boolean temporary), and :func:`sort_in_place`,
+which sorts them as *one* run (``np.partition`` into value stretches, then the stretches in
+threads), so each count is one search. Everything is exact: splitting the work changes no result.
 """
 
 from __future__ import annotations
