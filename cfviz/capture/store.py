@@ -188,9 +188,7 @@ class StoreEntry:
         tensors = self.load([f"attn/{n}" for n in layers] + [f"feat/{n}" for n in blocks])
         steps = self.steps
         tok = self.meta.get("tokens")
-        tokens = None if tok is None else TokenSelection(
-            tuple(tok["labels"]), tuple(tok["prompts"]), tuple(tuple(t) for t in tok["token_ids"]),
-            tuple(tuple(tuple(c) for c in cols) for cols in tok["columns"]), int(tok["sequence_length"]))
+        tokens = None if tok is None else TokenSelection.from_json(tok)
         settings = dict(self.meta.get("capture", {}))
 
         def per_step(t: Any) -> dict[int, Any]:

@@ -81,6 +81,14 @@ class TokenSelection:
             out["streams"] = [list(s) for s in self.streams]
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenSelection:
+        """The inverse of :meth:`to_json` (stream labels included when they were written)."""
+        streams = data.get("streams")
+        return cls(tuple(data["labels"]), tuple(data["prompts"]), tuple(tuple(t) for t in data["token_ids"]),
+                   tuple(tuple(tuple(c) for c in cols) for cols in data["columns"]), int(data["sequence_length"]),
+                   streams=None if streams is None else tuple(tuple(s) for s in streams))
+
 
 def _token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]

@@ -52,7 +52,8 @@ def test_store_round_trip_tensors_and_metadata(tmp_path, captured):
     assert torch.equal(second.attention[captured.layers[0]][0][0], captured.attention[captured.layers[0]][0][1])
     frame = again.index()
     assert list(frame["label"]) == [0, 0, 1] and list(frame["n_steps"]) == [2, 2, 2]
-    assert again.header["library_versions"]["torch"] == torch.__version__.split("+")[0] or True
+    import importlib.metadata
+    assert again.header["library_versions"]["torch"] == importlib.metadata.version("torch")
     assert again.config == config
 
 
@@ -215,3 +216,16 @@ def test_temporary_files_of_killed_writers_are_removed(tmp_path, captured):
         assert list(entries.glob(".*.tmp")) == [live]
     assert not list(entries.glob(".*.tmp"))
     CaptureStore(tmp_path / "s", readonly=True)  # read-only opens never delete
+
+
+def test_reopened_entry_keeps_the_text_stream_labels(tmp_path, captured):
+    """SD3/FLUX selections record which text stream (CLIP, T5) each word came from; a store keeps it."""
+    from dataclasses import replace
+
+    row = captured.select_rows(0)
+    labelled = replace(row, tokens=replace(row.tokens, streams=(("clip", "t5"),)))
+    store = CaptureStore(tmp_path / "s", {"model": "x"})
+    store.add("gravel/test/hole/000", labelled)
+    tokens = CaptureStore(tmp_path / "s", readonly=True)["gravel/test/hole/000"].cache().tokens
+    assert tokens.streams == (("clip", "t5"),)
+    assert tokens == labelled.tokens
