@@ -42,7 +42,7 @@ def main() -> None:
     from cfviz.models import random_clip, random_inpaint_pipeline
 
     torch.set_grad_enabled(False)
-    ext, sc = ExtractionConfig(), ScoringConfig()
+    ext, sc = ExtractionConfig(clip_size=240), ScoringConfig()  # ViT-B-16-plus-240 takes 240 px
     t_clip_build, clip = timed(lambda: random_clip("ViT-B-16-plus-240", seed=0))
     t_pipe_build, pipe = timed(lambda: random_inpaint_pipeline(seed=0))
 

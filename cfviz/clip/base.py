@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cfviz.clip.scores import TEMPERATURE, check_temperature, class_scores, visual_association_score
+from cfviz.clip.fewshot import PATCH_FEATURES, association_scores, memory_banks, patch_features
+from cfviz.clip.scores import TEMPERATURE, check_temperature, class_scores
 from cfviz.clip.text import text_anchors
 from cfviz.clip.windows import DEFAULT_CHUNK, VisualEmbeddings, WindowEncoder, check_choice, check_images
 from cfviz.errors import CfvizError
 
-#: Patch features a memory bank can hold: the projected patch embeddings (joint space) or the
-#: ``ln_post`` patch tokens before projection (what anomalib's WinCLIP+ stores).
-PATCH_FEATURES = ("embeds", "tokens")
+__all__ = ["PATCH_FEATURES", "NotFittedError", "WindowClipModel", "cpu_copy"]  # PATCH_FEATURES: see fewshot.py
 
 
 class NotFittedError(CfvizError, RuntimeError):
@@ -117,7 +116,7 @@ class WindowClipModel:
         return self.encoder(images)
 
     def _patch_bank_features(self, emb: VisualEmbeddings) -> Any:
-        return emb.patch_tokens if self.patch_features == "tokens" else emb.patches
+        return patch_features(emb, self.patch_features)
 
     # ------------------------------------------------------------------ few-shot
     def fit(self, reference_images: Any = None, *, batch_size: int = 8) -> WindowClipModel:
@@ -128,8 +127,6 @@ class WindowClipModel:
         ``batch_size`` images at a time. Returns ``self``.
         """
         import torch
-
-        from cfviz.memory import MemoryBank
 
         if reference_images is None:
             self._banks, self.k_shot = {}, 0
@@ -144,8 +141,8 @@ class WindowClipModel:
             parts["patch"].append(feats.reshape(-1, feats.shape[-1]))
             for s in self.scales:
                 parts[s].append(emb.windows[s].reshape(-1, emb.windows[s].shape[-1]))
-        device = torch.device(self.bundle.device)
-        self._banks = {key: MemoryBank(torch.cat(v), device=device) for key, v in parts.items()}
+        windows = {s: torch.cat(parts[s]) for s in self.scales}
+        self._banks = memory_banks(torch.cat(parts["patch"]), windows, device=torch.device(self.bundle.device))
         self.k_shot = int(refs.shape[0])
         return self
 
@@ -168,10 +165,8 @@ class WindowClipModel:
     def association_scores(self, emb: VisualEmbeddings) -> tuple[Any, dict[int, Any]]:
         """Visual association scores: patch ``(B, gh, gw)`` and per scale window ``(B, n)``."""
         self._require_fit("association_scores")
-        gh, gw = emb.grid
-        patch = visual_association_score(self._banks["patch"], self._patch_bank_features(emb))
-        windows = {s: visual_association_score(self._banks[s], emb.windows[s]) for s in self.scales}
-        return patch.reshape(-1, gh, gw), windows
+        return association_scores(self._banks, self._patch_bank_features(emb),
+                                  {s: emb.windows[s] for s in self.scales}, emb.grid)
 
     def _few_shot_flag(self, few_shot: bool | None, what: str) -> bool:
         if few_shot is None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cfviz.clip.base import WindowClipModel, cpu_copy
+from cfviz.clip.fewshot import few_shot_maps
 from cfviz.clip.scores import MEANS, TEMPERATURE, upsample
 from cfviz.clip.windows import AGGREGATIONS, DEFAULT_CHUNK, aggregate, check_choice
 
@@ -196,10 +197,13 @@ class PatchCLIP(WindowClipModel):
                                  meta={"k_shot": self.k_shot if use_refs else 0, "method": self.method,
                                        "class_name": self.class_name})
         if use_refs:
-            patch_d, window_d = self.association_scores(emb)
-            d_maps = {s: aggregate(window_d[s], emb.boxes[s], grid, self.aggregation) for s in self.scales}
-            result.visual_map = self._merge(patch_d, d_maps)
-            result.patch_distance, result.window_distance, result.window_distance_maps = patch_d, window_d, d_maps
+            self._require_fit("predict(few_shot=True)")
+            fs = few_shot_maps(self._banks, self._patch_bank_features(emb), {s: emb.windows[s] for s in self.scales},
+                               emb.boxes, grid, aggregation=self.aggregation, combine=self.combine,
+                               use_patches=self.use_patches)
+            result.visual_map = fs.map
+            result.patch_distance, result.window_distance, result.window_distance_maps = fs.patch, fs.windows, \
+                fs.window_maps
             if self.image_from_visual:
                 result.image_score = (zs_image + result.visual_map.flatten(1).amax(dim=1)) / 2
         return result

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cfviz.clip.base import WindowClipModel, cpu_copy
-from cfviz.clip.scores import TEMPERATURE, arithmetic_mean, harmonic_mean, upsample
+from cfviz.clip.fewshot import few_shot_maps
+from cfviz.clip.scores import TEMPERATURE, harmonic_mean, upsample
 from cfviz.clip.windows import DEFAULT_CHUNK, check_choice, harmonic_aggregation
 
 #: How WinCLIP+ merges the zero-shot and few-shot maps (see the module doc).
@@ -194,11 +195,12 @@ class WinCLIP(WindowClipModel):
                                patch_scores=patch_scores, boxes=dict(emb.boxes),
                                meta={"k_shot": self.k_shot if use_refs else 0, **self._meta()})
         if use_refs:
-            patch_vas, window_vas = self.association_scores(emb)
-            vas_maps = {s: harmonic_aggregation(window_vas[s], emb.boxes[s], grid) for s in self.scales}
-            fs_map = arithmetic_mean([patch_vas, *vas_maps.values()])
-            result.few_shot_map, result.patch_vas = fs_map, patch_vas
-            result.window_vas, result.window_vas_maps = window_vas, vas_maps
+            self._require_fit("predict(few_shot=True)")
+            fs = few_shot_maps(self._banks, self._patch_bank_features(emb), {s: emb.windows[s] for s in self.scales},
+                               emb.boxes, grid)  # harmonic window aggregation, mean of patch and scale maps
+            fs_map = fs.map
+            result.few_shot_map, result.patch_vas = fs_map, fs.patch
+            result.window_vas, result.window_vas_maps = fs.windows, fs.window_maps
             result.anomaly_map = combine_maps(zs_map, fs_map, self.combination)
             result.image_score = (zs_image + fs_map.flatten(1).amax(dim=1)) / 2
         return result

@@ -20,7 +20,8 @@ FLAGS: dict[str, str] = {
     "extraction.timesteps": "--timesteps", "extraction.features": "--features", "extraction.state": "--state",
     "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size",
     "extraction.noise_seed": "--noise-seed",
-    "extraction.aaclip": "--aaclip",
+    "extraction.aaclip": "--aaclip", "extraction.winclip_prompts": "--winclip-prompts",
+    "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
     "scoring.sigma": "--sigma", "scoring.eval_size": "--eval-size",
@@ -58,10 +59,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     models.add_argument("--clip", choices=CLIP_MODES, default=m.clip,
                         help="tiny offline, full-size random, or pretrained weights")
     models.add_argument("--clip-arch", default=m.clip_arch,
-                        help="open_clip architecture (with --clip random/pretrained)")
+                        help="open_clip architecture (with --clip random/pretrained; --clip tiny takes its input "
+                             "size and patch size)")
     models.add_argument("--clip-size", type=int, default=ExtractionConfig().clip_size,
-                        help="image side fed to CLIP: the architecture's input size (240 for ViT-B-16-plus-240 "
-                             "and the tiny CLIP, 224 for most others)")
+                        help="image side fed to CLIP; must be the architecture's input size, which is the default "
+                             "(240 for ViT-B-16-plus-240 as in the paper, 224 for ViT-B-32, 336 for ViT-L-14-336; "
+                             "--clip tiny takes --clip-arch's size)")
     models.add_argument("--clip-pretrained", default=m.clip_pretrained,
                         help="open_clip pretrained tag or a .safetensors/.pt checkpoint file (with --clip pretrained)")
     models.add_argument("--diffusion", default=m.diffusion,
@@ -77,7 +80,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES
-    from cfviz.experiments.config import METHODS, SCORE_RULES, ExtractionConfig, ScoringConfig
+    from cfviz.experiments.config import (MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES, ExtractionConfig,
+                                          ScoringConfig)
 
     e, s = ExtractionConfig(), ScoringConfig()
     data = p.add_argument_group("data")
@@ -122,6 +126,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--aaclip", metavar="CHECKPOINT", default=None,
                      help="AA-CLIP adapters from `cfviz train-aaclip` (OUT/aaclip.safetensors): needed by "
                           "--method aaclip and --clip-branch aaclip (default: none)")
+    ext.add_argument("--winclip-prompts", choices=PROMPT_AVERAGES, default=e.winclip_prompts,
+                     help="WinCLIP's text anchors: mean of unit-normalised prompt embeddings, or of raw ones "
+                          "(anomalib)")
     sc = p.add_argument_group("scoring (cheap: recomputed from the store)")
     sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg, help="CLIP weight in the fused map (0-1)")
     sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls, help="CLIP weight in the image score (0-1)")
@@ -136,6 +143,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                     help="coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8)")
     sc.add_argument("--clip-branch", choices=("patchclip", "aaclip"), default=s.clip_branch,
                     help="CLIP language map fused by clipfusion/patchclip (aaclip needs --aaclip)")
+    sc.add_argument("--patchclip-language", choices=MAP_SOURCES, default=s.patchclip_language,
+                    help="PatchCLIP's language map: mean of patch and window maps, patch tokens only, or windows "
+                         "only")
+    sc.add_argument("--patchclip-visual", choices=MAP_SOURCES, default=s.patchclip_visual,
+                    help="PatchCLIP's k-shot visual map: mean of patch and window maps, patches only, or windows "
+                         "only")
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,13 +196,16 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     diffusion_size=get("diffusion_size", e.diffusion_size),
                                     clip_size=get("clip_size", e.clip_size),
                                     noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
-                                    aaclip_sha256=aaclip_sha256),
+                                    aaclip_sha256=aaclip_sha256,
+                                    winclip_prompts=get("winclip_prompts", e.winclip_prompts)),
         scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
                               normalization=get("normalization", s.normalization),
                               score_rule=get("score_rule", s.score_rule), topk=get("topk", s.topk),
                               sigma=get("sigma", s.sigma), eval_size=get("eval_size", s.eval_size),
                               language_min_resolution=get("min_resolution", s.language_min_resolution),
-                              clip_branch=get("clip_branch", s.clip_branch)),
+                              clip_branch=get("clip_branch", s.clip_branch),
+                              patchclip_language=get("patchclip_language", s.patchclip_language),
+                              patchclip_visual=get("patchclip_visual", s.patchclip_visual)),
         batch_size=get("batch_size", 4),
     )
 

@@ -78,7 +78,7 @@ def _load_clip(args: argparse.Namespace) -> Any:
     from cfviz import models
 
     if args.clip == "tiny":
-        return models.tiny_clip(seed=args.model_seed, device=args.device)
+        return models.tiny_clip(seed=args.model_seed, device=args.device, like=args.clip_arch)  # its geometry
     if args.clip == "random":
         return models.random_clip(args.clip_arch, seed=args.model_seed, device=args.device)
     return models.load_clip(args.clip_arch, args.clip_pretrained, device=args.device)

@@ -39,7 +39,8 @@ def _models(bundle: Any, category: str, extraction: ExtractionConfig) -> tuple[A
 
     name = category.replace("_", " ")
     kw = {"class_name": name, "scales": extraction.scales, "stride": extraction.stride}
-    return PatchCLIP(bundle, **kw), WinCLIP(bundle, **kw)
+    normalized = getattr(extraction, "winclip_prompts", "normalized") == "normalized"
+    return PatchCLIP(bundle, **kw), WinCLIP(bundle, normalize_prompts=normalized, **kw)
 
 
 def embed(bundle: Any, images: Any, extraction: ExtractionConfig) -> dict[str, Any]:
@@ -84,48 +85,62 @@ def zero_shot_scores(bundle: Any, arrays: dict[str, Any], category: str,
 
 
 # ---------------------------------------------------------------------------------- from the store
-def stored_language(store: CaptureStore, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``M_clip_L`` ``(N, gh, gw)`` and the zero-shot image scores ``(N,)`` stored at extraction."""
+def stored_language(store: CaptureStore, ids: Sequence[str], form: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """``M_clip_L`` ``(N, gh, gw)`` and the zero-shot image scores ``(N,)`` stored at extraction.
+
+    ``form`` (``ScoringConfig.patchclip_language``): ``"mean"`` the stored map (mean of the patch
+    map and the window maps, PatchCLIP's default), ``"patches"`` the patch-token class map alone,
+    ``"windows"`` the mean of the per-scale window maps alone.
+    """
     maps, scores = [], []
     for image_id in ids:
-        t = store[image_id].load(["clip/map/language", "clip/image"])
-        maps.append(t["clip/map/language"].float().numpy())
+        entry = store[image_id]
+        if form == "mean":
+            names = ["clip/map/language"]
+        elif form == "patches":
+            names = ["clip/patch"]
+        elif form == "windows":
+            names = sorted(n for n in entry.names if n.startswith("clip/map/language_window_"))
+        else:
+            raise ValueError(f"form must be 'mean', 'patches' or 'windows', got {form!r}")
+        t = entry.load([*names, "clip/image"])
+        parts = [t[n].float().numpy() for n in names]
+        grid = parts[0].shape if form != "patches" else _square(parts[0].size)
+        maps.append(np.mean([m.reshape(grid) for m in parts], axis=0).astype(np.float32))
         scores.append(float(t["clip/image"].reshape(-1)[0]))
     return np.stack(maps), np.asarray(scores, dtype=np.float32)
 
 
-def _banks(ref: Any, patch_kind: str, scales: Sequence[int]) -> dict[Any, Any]:
-    from cfviz.memory import MemoryBank
-
-    feats = ref.patch_tokens if patch_kind == "tokens" else ref.patches
-    banks = {"patch": MemoryBank(feats.reshape(-1, feats.shape[-1]))}
-    banks.update({s: MemoryBank(ref.windows[s].reshape(-1, ref.windows[s].shape[-1])) for s in scales})
-    return banks
+def _square(n: int) -> tuple[int, int]:
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise ValueError(f"{n} stored patch scores do not form a square grid")
+    return side, side
 
 
-def _vas_maps(query: Any, ref: Any, patch_kind: str, scales: Sequence[int], aggregation: str) -> tuple[Any, dict]:
-    from cfviz.clip.scores import visual_association_score
-    from cfviz.clip.windows import aggregate
+def _few_shot(query: Any, ref: Any, patch_kind: str, scales: Sequence[int], aggregation: str = "harmonic",
+              combine: str = "mean", use_patches: bool = True) -> Any:
+    """:func:`cfviz.clip.fewshot.few_shot_maps` of stored query embeddings against stored references."""
+    from cfviz.clip.fewshot import few_shot_maps, memory_banks, patch_features
 
-    banks = _banks(ref, patch_kind, scales)
-    feats = query.patch_tokens if patch_kind == "tokens" else query.patches
-    patch = visual_association_score(banks["patch"], feats).reshape(-1, *query.grid)
-    windows = {s: aggregate(visual_association_score(banks[s], query.windows[s]), query.boxes[s], query.grid,
-                            aggregation) for s in scales}
-    return patch, windows
+    banks = memory_banks(patch_features(ref, patch_kind), {s: ref.windows[s] for s in scales})
+    return few_shot_maps(banks, patch_features(query, patch_kind), {s: query.windows[s] for s in scales},
+                         query.boxes, query.grid, aggregation=aggregation, combine=combine, use_patches=use_patches)
 
 
-def visual(emb: dict[str, Any], ref_emb: dict[str, Any], extraction: ExtractionConfig) -> tuple[np.ndarray, np.ndarray]:
+def visual(emb: dict[str, Any], ref_emb: dict[str, Any], extraction: ExtractionConfig,
+           form: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """PatchCLIP's ``M_clip_V`` ``(N, gh, gw)`` and its image score (the map's max) ``(N,)``.
 
     Patch memory of projected patch embeddings, window memory per scale, harmonic aggregation
     of window distances, arithmetic mean of the patch and scale maps (PatchCLIP's defaults).
+    ``form`` (``ScoringConfig.patchclip_visual``): ``"mean"`` of both, ``"patches"`` or ``"windows"`` only.
     """
-    from cfviz.clip.scores import arithmetic_mean
-
+    if form not in ("mean", "patches", "windows"):
+        raise ValueError(f"form must be 'mean', 'patches' or 'windows', got {form!r}")
     q, r = as_visual_embeddings(emb, extraction), as_visual_embeddings(ref_emb, extraction)
-    patch, windows = _vas_maps(q, r, "embeds", extraction.scales, "harmonic")
-    vmap = arithmetic_mean([patch, *windows.values()])
+    scales = () if form == "patches" else extraction.scales
+    vmap = _few_shot(q, r, "embeds", scales, use_patches=form != "windows").map
     return vmap.numpy(), vmap.flatten(1).amax(dim=1).numpy()
 
 
@@ -161,14 +176,11 @@ def stored_winclip(store: CaptureStore, ids: Sequence[str]) -> tuple[Any, Any]:
 def winclip_from(zero_shot: tuple[Any, Any], emb: dict[str, Any] | None, ref_emb: dict[str, Any] | None,
                  extraction: ExtractionConfig) -> tuple[np.ndarray, np.ndarray]:
     """:func:`winclip` from the stored zero-shot maps and scores (:func:`stored_winclip`)."""
-    from cfviz.clip.scores import arithmetic_mean
-
     zs_map, zs_image = zero_shot
     if ref_emb is None:
         return zs_map.numpy(), zs_image.numpy()
     if emb is None:
         raise ValueError("WinCLIP+ needs the query embeddings as well as the references'")
     q, r = as_visual_embeddings(emb, extraction), as_visual_embeddings(ref_emb, extraction)
-    patch, windows = _vas_maps(q, r, "tokens", extraction.scales, "harmonic")
-    fs_map = arithmetic_mean([patch, *windows.values()])
+    fs_map = _few_shot(q, r, "tokens", extraction.scales).map
     return ((zs_map + fs_map) / 2).numpy(), ((zs_image + fs_map.flatten(1).amax(dim=1)) / 2).numpy()

@@ -40,6 +40,10 @@ NORMALIZATIONS = ("dataset", "image", "reference", "none")
 SCORE_RULES = ("max", "topk_mean", "mean")
 CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
+#: Which PatchCLIP score maps are merged into a map: patch tokens only, windows only, or the mean of both.
+MAP_SOURCES = ("mean", "patches", "windows")
+#: How WinCLIP's prompt embeddings are averaged into the two text anchors (see cfviz.clip.text).
+PROMPT_AVERAGES = ("normalized", "raw")
 #: Training timesteps of the Stable Diffusion noise schedules (valid timesteps are 0..999).
 NUM_TRAIN_TIMESTEPS = 1000
 #: Downsampling factor of the SD VAE: latents (and the finest cross-attention maps) are size / 8.
@@ -143,9 +147,18 @@ class ModelChoice:
 
 @dataclass(frozen=True)
 class ExtractionConfig:
-    """What the models compute per image (the capture store's configuration)."""
+    """What the models compute per image (the capture store's configuration).
 
-    clip_size: int = 240
+    Attributes
+    ----------
+    clip_size:
+        Side of the images fed to CLIP. ``None`` (the default) = the model's own input size
+        (``visual.image_size``): 240 for ViT-B-16-plus-240 (the paper's 240 px), 224 for ViT-B-32,
+        336 for ViT-L-14-336. A given size must be the model's (refused before any model loads);
+        the store records the resolved size (:func:`resolve_clip_size`).
+    """
+
+    clip_size: int | None = None
     diffusion_size: int = 512
     timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS
     prompt_template: str = PROMPT_TEMPLATE
@@ -160,9 +173,15 @@ class ExtractionConfig:
     #: (so that a store written with other adapters, or none, is refused); see aaclip_branch.py
     aaclip: str | None = None
     aaclip_sha256: str | None = None
+    #: WinCLIP's text anchors: the mean of unit-normalised prompt embeddings (``"normalized"``,
+    #: ours: every prompt weighs the same) or of the raw ones (``"raw"``, as anomalib's WinCLIP
+    #: does). Changes WinCLIP's stored zero-shot maps and scores (PatchCLIP keeps normalised ones).
+    winclip_prompts: str = "normalized"
 
     def __post_init__(self) -> None:
-        check_int(self.clip_size, "extraction.clip_size", minimum=1)
+        if self.clip_size is not None:
+            check_int(self.clip_size, "extraction.clip_size", minimum=1,
+                      why=" (the CLIP input side; leave it unset for the model's own size)")
         if not _is_int(self.diffusion_size) or self.diffusion_size < VAE_FACTOR or self.diffusion_size % VAE_FACTOR:
             near = ""
             if _is_int(self.diffusion_size) and self.diffusion_size > VAE_FACTOR:
@@ -190,6 +209,7 @@ class ExtractionConfig:
         check_int(self.stride, "extraction.stride", minimum=1)
         check_int(self.noise_seed, "extraction.noise_seed", minimum=0)
         check_choice(self.mask, "extraction.mask", INPAINT_MASKS)
+        check_choice(self.winclip_prompts, "extraction.winclip_prompts", PROMPT_AVERAGES)
 
     @property
     def state_tokens(self) -> list[str]:
@@ -205,7 +225,65 @@ class ExtractionConfig:
         out = asdict(self)
         if self.aaclip is None:  # stores written before AA-CLIP existed keep matching
             out.pop("aaclip"), out.pop("aaclip_sha256")
+        for name in _LATER_FIELDS:  # settings added later: left out at their default, so older stores match
+            if out[name] == _LATER_FIELDS[name]:
+                out.pop(name)
         return out
+
+
+#: ExtractionConfig fields added after stores were first written, with their defaults: left out of
+#: the store's identity at the default, so a store written before they existed still matches.
+_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized"}
+
+
+def clip_input_size(choice: ModelChoice) -> int:
+    """The input side of the CLIP a :class:`ModelChoice` builds, read from its configuration (no model built).
+
+    The tiny CLIP takes the geometry of ``clip_arch`` (:func:`cfviz.models.clip.tiny_geometry`).
+
+    >>> clip_input_size(ModelChoice()), clip_input_size(ModelChoice(clip="tiny", clip_arch="ViT-L-14-336"))
+    (240, 336)
+    """
+    from cfviz.models.clip import TINY_CLIP, tiny_geometry
+
+    if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
+        return tiny_geometry(None if choice.clip_arch == TINY_CLIP else choice.clip_arch)[0]
+    import open_clip
+
+    size = ((open_clip.get_model_config(choice.clip_arch) or {}).get("vision_cfg") or {}).get("image_size")
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    if not _is_int(size):
+        raise ConfigError(f"{{models.clip_arch}} {choice.clip_arch!r} has no ViT input size in its open_clip "
+                          "configuration; choose a ViT architecture", "models.clip_arch")
+    return int(size)
+
+
+def resolve_clip_size(spec: RunSpec) -> RunSpec:
+    """``spec`` with ``extraction.clip_size`` set to the CLIP's input size (the store records it).
+
+    ``None`` becomes the model's size; a given size that is not the model's is refused with a
+    :class:`~cfviz.errors.ConfigError` naming ``extraction.clip_size`` (before any model loads).
+
+    >>> resolve_clip_size(RunSpec(models=ModelChoice(clip_arch="ViT-B-32"))).extraction.clip_size
+    224
+    >>> resolve_clip_size(RunSpec(models=ModelChoice(clip_arch="ViT-B-32"), extraction=ExtractionConfig(clip_size=240)))
+    Traceback (most recent call last):
+    ...
+    cfviz.errors.ConfigError: models.clip 'tiny' like models.clip_arch 'ViT-B-32' takes 224 px images, but extraction.clip_size is 240; set extraction.clip_size to 224 or leave it unset
+    """
+    from dataclasses import replace
+
+    size = clip_input_size(spec.models)
+    given = spec.extraction.clip_size
+    if given is not None and given != size:
+        which = (f"{{models.clip}} 'tiny' like {{models.clip_arch}} {spec.models.clip_arch!r}"
+                 if spec.models.clip == "tiny" else f"{{models.clip_arch}} {spec.models.clip_arch!r}")
+        raise ConfigError(f"{which} takes {size} px images, but {{extraction.clip_size}} is {given}; set "
+                          f"{{extraction.clip_size}} to {size} or leave it unset", "extraction.clip_size",
+                          mentions=("models.clip", "models.clip_arch"))
+    if given == size:
+        return spec
+    return replace(spec, extraction=replace(spec.extraction, clip_size=size))
 
 
 @dataclass(frozen=True)
@@ -217,7 +295,9 @@ class ScoringConfig:
     alpha_seg, alpha_cls:
         CLIP-branch weights for segmentation (0.25) and classification (0.75), paper eqs. 4 and 9.
     normalization:
-        How maps are made comparable before fusion (see :func:`cfviz.fusion.normalize_maps`).
+        How maps are made comparable before fusion (see :func:`cfviz.fusion.normalize_maps`):
+        ``"dataset"`` (default, ours: min-max over the category's test images), ``"image"``
+        (min-max per map; image scores stay min-max over the category), ``"none"``.
     score_rule, topk:
         How an image score is taken from a map (see :func:`cfviz.fusion.image_scores`).
     sigma:
@@ -236,6 +316,16 @@ class ScoringConfig:
     clip_branch:
         Which stored CLIP language map feeds CLIPFusion/PatchCLIP: ``"patchclip"`` (default) or
         ``"aaclip"`` (needs a store extracted with ``ExtractionConfig.aaclip``).
+    patchclip_language:
+        PatchCLIP's language map ``M_clip_L`` (for clipfusion and patchclip): ``"mean"`` (default,
+        ours: mean of the patch-token class map and the per-scale window maps), ``"patches"``
+        (patch tokens only: one forward pass, the cheap form the method's name suggests) or
+        ``"windows"`` (window maps only, as WinCLIP's language map). The paper does not say.
+        Read from the store: no model runs.
+    patchclip_visual:
+        PatchCLIP's visual map ``M_clip_V`` (k-shot): ``"mean"`` (default, ours, following
+        WinCLIP+'s few-shot map: mean of the patch and window association maps), ``"patches"`` or
+        ``"windows"``. From stored embeddings: no model runs.
     """
 
     alpha_seg: float = ALPHA_SEGMENTATION
@@ -252,6 +342,8 @@ class ScoringConfig:
     reference_timestep: int | None = None
     reference_block: str | None = None
     clip_branch: str = "patchclip"
+    patchclip_language: str = "mean"
+    patchclip_visual: str = "mean"
 
     def __post_init__(self) -> None:
         check_fraction(self.alpha_seg, "scoring.alpha_seg", why=" (the CLIP branch's weight in the fused map)")
@@ -284,6 +376,8 @@ class ScoringConfig:
             if b is not None and not (isinstance(b, str) and b):
                 raise ConfigError(f"{{{path}}} must be a UNet block name such as 'up_blocks.1', got {b!r}", path)
         check_choice(self.clip_branch, "scoring.clip_branch", CLIP_BRANCHES)
+        check_choice(self.patchclip_language, "scoring.patchclip_language", MAP_SOURCES)
+        check_choice(self.patchclip_visual, "scoring.patchclip_visual", MAP_SOURCES)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

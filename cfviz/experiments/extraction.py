@@ -179,6 +179,12 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     bar = progress_bar(total=len(todo_ids), desc="models", unit="img", disable=not progress)
     device = models.pipe.unet.device
     aaclip = aaclip_branch.load(models.clip, extraction) if todo else None  # None unless extraction.aaclip
+    clip_size = extraction.clip_size or int(models.clip.image_size)  # None: the model's own input size
+    if clip_size != models.clip.image_size:
+        from cfviz.errors import ConfigError
+
+        raise ConfigError(f"{{extraction.clip_size}} is {clip_size} but {models.clip.name} takes "
+                          f"{models.clip.image_size} px images; leave it unset", "extraction.clip_size")
     root = getattr(dataset, "root", None)
     try:
         for batch in todo:
@@ -186,7 +192,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
             prompts = [build_prompt(object_name(s.category), extraction.state, extraction.prompt_template)
                        for s in samples]
             with torch.inference_mode():
-                clip_images = clip_batch([s.image for s in samples], extraction.clip_size)
+                clip_images = clip_batch([s.image for s in samples], clip_size)
                 embeddings = clip_branch.embed(models.clip, clip_images, extraction)
                 scores = [clip_branch.zero_shot_scores(models.clip, {k: v[i:i + 1] for k, v in embeddings.items()},
                                                        s.category, extraction) for i, s in enumerate(samples)]

@@ -40,7 +40,7 @@ def load_models(choice: ModelChoice) -> LoadedModels:
 
     dtype = getattr(torch, choice.dtype)
     if choice.clip == "tiny":
-        clip = models.tiny_clip(seed=choice.seed, device=choice.device)
+        clip = models.tiny_clip(seed=choice.seed, device=choice.device, like=choice.clip_arch)  # its geometry
     elif choice.clip == "random":
         clip = models.random_clip(choice.clip_arch, seed=choice.seed, device=choice.device, dtype=dtype)
     elif choice.clip == "pretrained":

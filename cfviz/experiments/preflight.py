@@ -216,7 +216,9 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
     """The CLIP architecture is known (and takes ``clip_size`` px images); its tag or checkpoint file is usable."""
     from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, TINY_CLIP, looks_like_file
 
-    if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
+    # the tiny CLIP takes clip_arch's input geometry (cfviz.models.clip.tiny_geometry): check that arch below
+    tiny_like = choice.clip == "tiny" and choice.clip_arch not in (TINY_CLIP, DEFAULT_CLIP)
+    if (choice.clip == "tiny" or choice.clip_arch == TINY_CLIP) and not tiny_like:
         from cfviz.models._config import model_config
 
         _check_clip_size(TINY_CLIP, model_config("tiny_clip")["vision_cfg"], clip_size, tiny=choice.clip == "tiny")
@@ -242,7 +244,7 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
             raise ConfigError(f"{{models.clip_arch}} {arch!r} has a ResNet image tower; cfviz needs a ViT, e.g. "
                               f"{DEFAULT_CLIP!r}", "models.clip_arch")
         _check_clip_size(arch, vision, clip_size)
-    if choice.clip != "pretrained" or from_env or looks_like_file(pretrained):
+    if tiny_like or choice.clip != "pretrained" or from_env or looks_like_file(pretrained):
         return
     if arch == TINY_CLIP:
         raise ConfigError(f"{{models.clip_arch}} {TINY_CLIP!r} has no published weights; pass a checkpoint file as "

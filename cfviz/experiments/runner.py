@@ -129,6 +129,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     import pandas as pd
 
     from cfviz.experiments.distributed import processes
+    from cfviz.experiments.config import resolve_clip_size
     from cfviz.experiments.preflight import preflight
 
     procs = processes(distributed, shard, spec.models.device)  # None unless launched by accelerate
@@ -139,6 +140,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     with procs.main_first() if procs is not None else contextlib.nullcontext():
         # every setting, path, device and model name, before any data is generated or model built
         preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
+        spec = resolve_clip_size(spec)  # the CLIP's own input size, recorded in the store's identity
         out = Path(out_dir)
         dataset = open_run_dataset(spec)
         categories = test_categories(dataset)

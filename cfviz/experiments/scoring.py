@@ -204,7 +204,10 @@ def clip_embeddings(store: CaptureStore, ids: Sequence[str]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- predictions
 def _norm(x: np.ndarray, scoring: ScoringConfig, reference: np.ndarray | None = None) -> np.ndarray:
-    return normalize_maps(x, scoring.normalization, reference=reference)  # type: ignore[arg-type]
+    method = scoring.normalization
+    if method == "image" and np.ndim(x) < 2:  # an image score has no pixels of its own: min-max over the set
+        method = "dataset"
+    return normalize_maps(x, method, reference=reference)  # type: ignore[arg-type]
 
 
 def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, shots: int = 0, seed: int = 0,
@@ -265,12 +268,13 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
             lang, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
             img = aaclip_branch.image_scores(lang, det)
         else:
-            lang, img = memo("clip_language", key, lambda: clip_branch.stored_language(store, ids))
+            form = scoring.patchclip_language
+            lang, img = memo("clip_language", (key, form), lambda: clip_branch.stored_language(store, ids, form))
         comps["clip_language"] = _norm(upsample(lang, size), scoring)
         clip_score = img
         if shots:
-            vis, vis_img = memo("clip_visual", (key, ref_key, extraction.scales),
-                                lambda: clip_branch.visual(emb, ref_emb, extraction))
+            vis, vis_img = memo("clip_visual", (key, ref_key, extraction.scales, scoring.patchclip_visual),
+                                lambda: clip_branch.visual(emb, ref_emb, extraction, scoring.patchclip_visual))
             comps["clip_visual"] = _norm(upsample(vis, size), scoring)
             clip_score = clip_branch.combine_image_scores(img, vis_img)
         comp_scores["clip"] = _norm(clip_score, scoring)

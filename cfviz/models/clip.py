@@ -42,12 +42,20 @@ def _fix(cache: str = "the Hugging Face cache (HF_HOME / HF_HUB_CACHE)") -> str:
 # public loaders
 
 
-def tiny_clip(seed: int = 0, device: Any = "cpu", dtype: Any = None) -> ClipBundle:
+def tiny_clip(seed: int = 0, device: Any = "cpu", dtype: Any = None, *, like: str | None = None) -> ClipBundle:
     """A tiny open_clip ``CLIP`` with seeded random weights, for tests and offline demos.
 
     Same input geometry as ``ViT-B-16-plus-240`` (240 px, 16 px patches, a 15x15 grid) and the
     same tokenizer, but width 64, 4 layers and a 32-d embedding, so it runs in milliseconds.
     Its outputs show that code runs, not how well a method works.
+
+    ``like`` (an open_clip architecture) gives it that architecture's input size and patch size
+    instead (``like="ViT-L-14-336"``: 336 px, 14 px patches, 24x24 grid; named
+    ``cfviz-tiny-clip-336-p14``): the offline stand-in for a CLIP of another resolution. With
+    ``like`` left out, or an architecture of the default geometry, it is the same model.
+
+    >>> tiny_clip(like="ViT-B-32").image_size
+    224
 
     >>> import torch
     >>> b = tiny_clip(seed=0)
@@ -56,7 +64,46 @@ def tiny_clip(seed: int = 0, device: Any = "cpu", dtype: Any = None) -> ClipBund
     >>> b.tokenizer(["a photo of a scratch"]).shape
     torch.Size([1, 77])
     """
-    return random_clip(TINY_CLIP, seed=seed, device=device, dtype=dtype)
+    size, patch = tiny_geometry(like)
+    base = model_config(_CFVIZ_ARCHS[TINY_CLIP])["vision_cfg"]
+    if (size, patch) == (base["image_size"], base["patch_size"]):
+        return random_clip(TINY_CLIP, seed=seed, device=device, dtype=dtype)
+    import torch
+    from open_clip.model import CLIP
+    from open_clip.tokenizer import SimpleTokenizer
+
+    check_seed(seed)
+    cfg = model_config(_CFVIZ_ARCHS[TINY_CLIP])
+    cfg["vision_cfg"] = {**cfg["vision_cfg"], "image_size": size, "patch_size": patch}
+    with seeded(seed):
+        model = CLIP(**cfg)
+    tokenizer = SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+    return _make_bundle(model, tokenizer, name=f"{TINY_CLIP}-{size}-p{patch}", pretrained=None, weights="random",
+                        seed=seed, mean=_OPENAI_MEAN, std=_OPENAI_STD, device=device,
+                        dtype=torch.float32 if dtype is None else dtype, source="config")
+
+
+def tiny_geometry(like: str | None = None) -> tuple[int, int]:
+    """``(image_size, patch_size)`` of the tiny CLIP made ``like`` an architecture (default: 240, 16).
+
+    Read from the architecture's configuration (no model is built).
+
+    >>> tiny_geometry("ViT-L-14-336")
+    (336, 14)
+    """
+    vision = model_config(_CFVIZ_ARCHS[TINY_CLIP])["vision_cfg"]
+    if like is not None and like not in _CFVIZ_ARCHS and like != DEFAULT_CLIP:
+        _check_arch_name(like)
+        import open_clip
+
+        vision = (open_clip.get_model_config(like) or {}).get("vision_cfg", {})
+    size, patch = vision.get("image_size"), vision.get("patch_size")
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    if not (isinstance(size, int) and isinstance(patch, int)):
+        raise ConfigError(f"{like!r} has no ViT input size and patch size in its configuration; cfviz needs a ViT, "
+                          f"e.g. {DEFAULT_CLIP!r}")
+    return size, patch
 
 
 def random_clip(name: str = DEFAULT_CLIP, seed: int = 0, *, device: Any = "cpu", dtype: Any = None) -> ClipBundle:
