@@ -26,6 +26,10 @@ _LAZY: dict[str, str] = {
     "load_models": "cfviz.experiments.models",
     "predict": "cfviz.experiments.scoring",
     "Predictions": "cfviz.experiments.scoring",
+    "compare_results": "cfviz.experiments.compare",
+    "load_results": "cfviz.experiments.compare",
+    "results_table": "cfviz.experiments.export",
+    "matching_export": "cfviz.experiments.export",
 }
 
 __all__ = sorted(_LAZY)
