@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size",
     "extraction.noise_seed": "--noise-seed",
     "extraction.aaclip": "--aaclip", "extraction.winclip_prompts": "--winclip-prompts",
+    "extraction.language_tokens": "--language-tokens",
     "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
@@ -80,8 +81,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES
-    from cfviz.experiments.config import (MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES, ExtractionConfig,
-                                          ScoringConfig)
+    from cfviz.experiments.config import (LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
+                                          ExtractionConfig, ScoringConfig)
 
     e, s = ExtractionConfig(), ScoringConfig()
     data = p.add_argument_group("data")
@@ -129,6 +130,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--winclip-prompts", choices=PROMPT_AVERAGES, default=e.winclip_prompts,
                      help="WinCLIP's text anchors: mean of unit-normalised prompt embeddings, or of raw ones "
                           "(anomalib)")
+    ext.add_argument("--language-tokens", choices=LANGUAGE_TOKENS, default=e.language_tokens,
+                     help="words whose cross-attention M_diff_L averages: the [state] word(s) (paper), the [object] "
+                          "word(s), or every word of the prompt")
     sc = p.add_argument_group("scoring (cheap: recomputed from the store)")
     sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg, help="CLIP weight in the fused map (0-1)")
     sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls, help="CLIP weight in the image score (0-1)")
@@ -197,7 +201,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     clip_size=get("clip_size", e.clip_size),
                                     noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
                                     aaclip_sha256=aaclip_sha256,
-                                    winclip_prompts=get("winclip_prompts", e.winclip_prompts)),
+                                    winclip_prompts=get("winclip_prompts", e.winclip_prompts),
+                                    language_tokens=get("language_tokens", e.language_tokens)),
         scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
                               normalization=get("normalization", s.normalization),
                               score_rule=get("score_rule", s.score_rule), topk=get("topk", s.topk),

@@ -42,6 +42,8 @@ CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
 #: Which PatchCLIP score maps are merged into a map: patch tokens only, windows only, or the mean of both.
 MAP_SOURCES = ("mean", "patches", "windows")
+#: Which words' cross-attention M_diff_L averages: the [state] word(s), the [object] word(s), or every word.
+LANGUAGE_TOKENS = ("state", "object", "all")
 #: How WinCLIP's prompt embeddings are averaged into the two text anchors (see cfviz.clip.text).
 PROMPT_AVERAGES = ("normalized", "raw")
 #: Training timesteps of the Stable Diffusion noise schedules (valid timesteps are 0..999).
@@ -177,6 +179,11 @@ class ExtractionConfig:
     #: ours: every prompt weighs the same) or of the raw ones (``"raw"``, as anomalib's WinCLIP
     #: does). Changes WinCLIP's stored zero-shot maps and scores (PatchCLIP keeps normalised ones).
     winclip_prompts: str = "normalized"
+    #: Words whose cross-attention is recorded and averaged into M_diff_L: ``"state"`` (default; the
+    #: paper's M_diff_L reads the [state] token, e.g. "damage"), ``"object"`` (the category's
+    #: words, e.g. "metal nut") or ``"all"`` (every word of the prompt); stop words are left out.
+    #: Ours to vary; changes only the stored attention (``attn/*``).
+    language_tokens: str = "state"
 
     def __post_init__(self) -> None:
         if self.clip_size is not None:
@@ -210,11 +217,27 @@ class ExtractionConfig:
         check_int(self.noise_seed, "extraction.noise_seed", minimum=0)
         check_choice(self.mask, "extraction.mask", INPAINT_MASKS)
         check_choice(self.winclip_prompts, "extraction.winclip_prompts", PROMPT_AVERAGES)
+        check_choice(self.language_tokens, "extraction.language_tokens", LANGUAGE_TOKENS)
 
     @property
     def state_tokens(self) -> list[str]:
         """Words of ``state`` whose cross-attention is recorded."""
         return [w for w in str(self.state).split() if w.lower() not in STOP_WORDS]
+
+    def tokens_for(self, category: str) -> list[str]:
+        """The words whose attention is recorded for images of ``category`` (``language_tokens``).
+
+        >>> ExtractionConfig(language_tokens="object").tokens_for("metal_nut")
+        ['metal', 'nut']
+        >>> ExtractionConfig(language_tokens="all").tokens_for("bottle")
+        ['close-up', 'cropped', 'png', 'photo', 'bottle', 'damage']
+        """
+        if self.language_tokens == "state":
+            return self.state_tokens
+        words = str(category).replace("_", " ").split()
+        if self.language_tokens == "all":
+            words = self.prompt_template.format(object=" ".join(words), state=self.state).split()
+        return [w for w in words if w.lower() not in STOP_WORDS]
 
     @property
     def finest_attention(self) -> int:
@@ -233,7 +256,7 @@ class ExtractionConfig:
 
 #: ExtractionConfig fields added after stores were first written, with their defaults: left out of
 #: the store's identity at the default, so a store written before they existed still matches.
-_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized"}
+_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state"}
 
 
 def clip_input_size(choice: ModelChoice) -> int:

@@ -141,6 +141,15 @@ def relative_path(path: Any, root: Any) -> str | None:
     return p.as_posix()
 
 
+def _tokens(extraction: ExtractionConfig, samples: Sequence[Any]) -> list[str]:
+    """The words recorded for a batch (``extraction.language_tokens``); a planned batch is one category."""
+    words = {tuple(extraction.tokens_for(s.category)) for s in samples}
+    if len(words) != 1:
+        raise ValueError(f"language_tokens={extraction.language_tokens!r} needs one category per batch, got "
+                         f"{sorted({s.category for s in samples})}")
+    return list(words.pop())
+
+
 def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extraction: ExtractionConfig,
             store: CaptureStore, *, batch_size: int = 4, shard: tuple[int, int] | None = None,
             progress: bool = True) -> ExtractionReport:
@@ -199,7 +208,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                 aa = None if aaclip is None else aaclip_branch.arrays(aaclip, clip_images, [s.category for s in samples])
                 images = diffusion_batch([s.image for s in samples], extraction.diffusion_size).to(device)
                 with capture(models.pipe, attention=extraction.attention, features=list(extraction.features),
-                             tokens=extraction.state_tokens, prompt=prompts) as cap:
+                             tokens=_tokens(extraction, samples), prompt=prompts) as cap:
                     mapdiff_forward(models.pipe, images, prompts, timesteps=extraction.timesteps,
                                     seed=extraction.noise_seed, mask=extraction.mask)
             for i, s in enumerate(samples):

@@ -137,6 +137,28 @@ def test_winclip_prompt_averaging_is_an_extraction_setting_that_changes_only_win
     assert differ and all(k.startswith("winclip/") for k in differ), differ
 
 
+@pytest.mark.parametrize("words", ["object", "all"])
+def test_language_tokens_change_only_the_stored_attention_and_the_diffusion_methods(
+        base: EvaluationResult, spec: RunSpec, tmp_path: Path, words: str) -> None:
+    other = evaluate(replace(spec, extraction=replace(spec.extraction, language_tokens=words)), tmp_path,
+                     progress=False)
+    image_id = base.store.ids[0]
+    old, new = base.store[image_id], other.store[image_id]
+    recorded = set(new.cache(blocks=[]).tokens.labels)
+    assert "brick" in recorded and ("damage" in recorded) == (words == "all")
+    assert set(old.cache(blocks=[]).tokens.labels) == {"damage"}
+    a_t, b_t = old.load(), new.load()
+    assert a_t.keys() == b_t.keys()
+    differ = sorted(k for k in a_t if a_t[k].shape != b_t[k].shape
+                    or not np.array_equal(a_t[k].float().numpy(), b_t[k].float().numpy()))
+    assert differ and all(k.startswith("attn/") for k in differ), differ
+    a, b = _rows(base.frame), _rows(other.frame)
+    methods = a.index.get_level_values("method")
+    clip_only = methods.isin(["patchclip", "winclip"])
+    assert np.array_equal(a[clip_only].values, b[clip_only].values)
+    assert not np.array_equal(a[methods == "mapdiff"].values, b[methods == "mapdiff"].values)
+
+
 def test_the_cli_sets_each_knob() -> None:
     import argparse
 
@@ -145,10 +167,11 @@ def test_the_cli_sets_each_knob() -> None:
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     s = spec_from_args(p.parse_args(["--patchclip-language", "patches", "--patchclip-visual", "windows",
-                                     "--winclip-prompts", "raw"]))
-    assert (s.scoring.patchclip_language, s.scoring.patchclip_visual, s.extraction.winclip_prompts) == \
-        ("patches", "windows", "raw")
-    for path in ("scoring.patchclip_language", "scoring.patchclip_visual", "extraction.winclip_prompts"):
+                                     "--winclip-prompts", "raw", "--language-tokens", "object"]))
+    assert (s.scoring.patchclip_language, s.scoring.patchclip_visual, s.extraction.winclip_prompts,
+            s.extraction.language_tokens) == ("patches", "windows", "raw", "object")
+    for path in ("scoring.patchclip_language", "scoring.patchclip_visual", "extraction.winclip_prompts",
+                 "extraction.language_tokens"):
         assert path in FLAGS
     from cfviz.errors import ConfigError
 
