@@ -14,6 +14,7 @@ Writes benchmarks/results/explorer.md.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,7 +26,9 @@ def main() -> None:
     from cfviz.notebooks import setup
     from cfviz.viz.explorer import AttentionExplorer
 
-    t_setup, s = timed(lambda: setup(smoke=True))
+    run_dir = Path(tempfile.mkdtemp(prefix="cfviz-bench-explorer-"))  # its own store: never races a notebook run
+    setup(smoke=True, run_dir=run_dir, figures_dir=run_dir / "figures", progress=False)  # fill the store
+    t_setup, s = timed(lambda: setup(smoke=True, run_dir=run_dir, figures_dir=run_dir / "figures", progress=False))
     preds = [s.predict(c) for c in s.categories]
     t_open, ex = timed(lambda: AttentionExplorer(s.store, s.dataset, preds, note=s.note, prefetch=False))
     n_steps = len(ex.timestep.options)
