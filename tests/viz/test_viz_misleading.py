@@ -150,8 +150,6 @@ def test_explorer_opens_on_the_highest_scoring_anomalous_image(monkeypatch) -> N
 
 
 def test_explorer_copy_is_the_current_view(monkeypatch, figs) -> None:
-    from cfviz.viz import explore_data as ed
-
     e = _explorer(monkeypatch)
     up = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
     e.timestep.value = 2
@@ -167,10 +165,11 @@ def test_explorer_copy_is_the_current_view(monkeypatch, figs) -> None:
     assert "t=400" in ax.get_title() and "'damage'" in ax.get_title() and "up1.attn0" in ax.get_title()
     assert figs.heatmaps(ax)[0].get_alpha() == pytest.approx(0.3)
     assert not any(c.get_gid() == "cfviz-mask-contour" for c in ax.collections)
-    assert ed.figure_png(fig) == e.attention_view.value  # the copy is the view, pixel for pixel
+    # the on-screen panel (drawn from arrays, not matplotlib) shows the same state as the copy
+    assert e.attention_panel.key == ("att", "cat/test/cut/000", up, 2, "damage", 0.3, False)
     fusion = e.fusion_figure()
     assert any("alpha=0.80" in a.get_title() for a in figs.panels(fusion))
-    assert ed.figure_png(fusion) == e.fusion_view.value
+    assert e.fused_panel.key == ("fused", "cat/test/cut/000", 0.8, 0.3, False)
 
 
 # ---------------------------------------------------------------------------- one name per block
