@@ -239,3 +239,70 @@ def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") 
     mean = per_cat.groupby(list(by), as_index=False)["value"].mean()
     mean["category"] = label
     return pd.concat([per_cat, mean], ignore_index=True)
+
+
+#: Scoring-side design choices swept by :func:`design_choices`: setting -> alternatives, the
+#: default first. Each is a :class:`~cfviz.experiments.config.ScoringConfig` field (see the
+#: README's "Choices" for where every default comes from); none re-runs a model.
+DESIGN_KNOBS: dict[str, tuple[Any, ...]] = {
+    "patchclip_language": ("mean", "patches", "windows"),
+    "patchclip_visual": ("mean", "patches", "windows"),
+    "normalization": ("dataset", "image", "none"),
+    "score_rule": ("max", "topk_mean", "mean"),
+    "sigma": (4.0, 0.0, 8.0),
+}
+
+
+def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequence[Any]] | None = None,
+                   methods: Sequence[str] = ("clipfusion",), categories: Sequence[str] | None = None,
+                   shots: Sequence[int] = (0, 1), seeds: Sequence[int] = (0,), scoring: ScoringConfig | None = None,
+                   extraction: ExtractionConfig | None = None, metrics: Sequence[str] = DEFAULT_METRICS) -> Any:
+    """Metrics of every alternative of each scoring-side choice next to the default, from the store.
+
+    One setting is changed at a time from ``scoring`` (default :class:`ScoringConfig`); its
+    value there is the default of the row set. The branch maps of a category are read and
+    computed once (:class:`~cfviz.experiments.scoring.BranchCache`) and reused by every knob
+    that changes only what is done with them. Knobs whose alternatives do not apply to a
+    setting (``patchclip_visual`` in zero-shot) are skipped there.
+
+    Returns
+    -------
+    DataFrame with columns knob, setting, default (bool), method, category, shots, seed, metric, value.
+
+    >>> from cfviz.notebooks import setup                                 # doctest: +SKIP
+    >>> s = setup(smoke=True)                                             # doctest: +SKIP
+    >>> design_choices(s.store, s.dataset, shots=[1]).knob.unique()       # doctest: +SKIP
+    array(['patchclip_language', 'patchclip_visual', 'normalization', 'score_rule', 'sigma'], dtype=object)
+    """
+    import pandas as pd
+
+    from cfviz.experiments.scoring import BranchCache, load_masks, predict
+
+    base = scoring or ScoringConfig()
+    knobs = dict(DESIGN_KNOBS if knobs is None else knobs)
+    for name in knobs:
+        if not hasattr(base, name):
+            raise ValueError(f"{name!r} is not a ScoringConfig setting; knobs are ScoringConfig fields such as "
+                             f"{', '.join(DESIGN_KNOBS)}")
+    settings = {name: [replace(base, **{name: v}) for v in dict.fromkeys([getattr(base, name), *values])]
+                for name, values in knobs.items()}
+    rows: list[dict[str, Any]] = []
+    for category in _categories(dataset, categories):
+        tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+        masks = load_masks(dataset, tests, base.eval_size) if dataset.has_masks else None
+        cache = BranchCache()  # raw branch maps once per category, for every knob and setting
+        for k in shots:
+            for seed in (seeds if k else seeds[:1]):
+                for name, configs in settings.items():
+                    if name == "patchclip_visual" and not k:
+                        continue  # no visual map in zero-shot
+                    for cfg in configs:
+                        for method in methods:
+                            p = predict(store, dataset, category, method, shots=k, seed=seed, scoring=cfg,
+                                        extraction=extraction, masks=masks, cache=cache)
+                            for metric, value in metric_values(p.labels, p.scores, masks, p.maps, metrics).items():
+                                rows.append({"knob": name, "setting": str(getattr(cfg, name)),
+                                             "default": getattr(cfg, name) == getattr(base, name), "method": method,
+                                             "category": category, "shots": k, "seed": seed, "metric": metric,
+                                             "value": value})
+    return pd.DataFrame(rows)

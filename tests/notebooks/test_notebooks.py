@@ -17,7 +17,7 @@ from cfviz import notebooks as nbs
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 MINE = ["01_quickstart", "02_attention_explorer", "03_timestep_block_matching", "04_alpha_sensitivity",
-        "05_qualitative_figures", "06_failure_cases"]
+        "05_qualitative_figures", "06_failure_cases", "08_design_choices"]
 #: figures each notebook must write (stems; PNG and PDF)
 FIGURES = {
     "01_quickstart": ["quickstart_brick_002"],
@@ -26,6 +26,7 @@ FIGURES = {
     "04_alpha_sensitivity": ["alpha_sensitivity_k0", "alpha_sensitivity_k1", "alpha_sensitivity_shots"],
     "05_qualitative_figures": ["qualitative_brick"],
     "06_failure_cases": ["failures_brick", "failures_by_defect_type", "disagreement_brick"],
+    "08_design_choices": ["design_choices"],
 }
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
