@@ -22,6 +22,7 @@ FLAGS: dict[str, str] = {
     "extraction.noise_seed": "--noise-seed",
     "extraction.aaclip": "--aaclip", "extraction.winclip_prompts": "--winclip-prompts",
     "extraction.language_tokens": "--language-tokens",
+    "extraction.mask": "--inpaint-mask",
     "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
@@ -81,7 +82,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES
-    from cfviz.experiments.config import (LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
+    from cfviz.experiments.config import (INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
                                           ExtractionConfig, ScoringConfig)
 
     e, s = ExtractionConfig(), ScoringConfig()
@@ -130,6 +131,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--winclip-prompts", choices=PROMPT_AVERAGES, default=e.winclip_prompts,
                      help="WinCLIP's text anchors: mean of unit-normalised prompt embeddings, or of raw ones "
                           "(anomalib)")
+    ext.add_argument("--inpaint-mask", choices=INPAINT_MASKS, default=e.mask,
+                     help="mask given to the inpainting UNet: none (nothing to repaint) or full (everything)")
     ext.add_argument("--language-tokens", choices=LANGUAGE_TOKENS, default=e.language_tokens,
                      help="words whose cross-attention M_diff_L averages: the [state] word(s) (paper), the [object] "
                           "word(s), or every word of the prompt")
@@ -202,7 +205,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
                                     aaclip_sha256=aaclip_sha256,
                                     winclip_prompts=get("winclip_prompts", e.winclip_prompts),
-                                    language_tokens=get("language_tokens", e.language_tokens)),
+                                    language_tokens=get("language_tokens", e.language_tokens),
+                                    mask=get("inpaint_mask", e.mask)),
         scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
                               normalization=get("normalization", s.normalization),
                               score_rule=get("score_rule", s.score_rule), topk=get("topk", s.topk),

@@ -137,26 +137,49 @@ def test_winclip_prompt_averaging_is_an_extraction_setting_that_changes_only_win
     assert differ and all(k.startswith("winclip/") for k in differ), differ
 
 
-@pytest.mark.parametrize("words", ["object", "all"])
-def test_language_tokens_change_only_the_stored_attention_and_the_diffusion_methods(
-        base: EvaluationResult, spec: RunSpec, tmp_path: Path, words: str) -> None:
-    other = evaluate(replace(spec, extraction=replace(spec.extraction, language_tokens=words)), tmp_path,
-                     progress=False)
+DIFFUSION_KNOBS = [("language_tokens", "object", ("attn/",)), ("language_tokens", "all", ("attn/",)),
+                   ("mask", "full", ("attn/", "feat/"))]
+
+
+@pytest.mark.parametrize("name, value, prefixes", DIFFUSION_KNOBS, ids=[f"{n}={v}" for n, v, _ in DIFFUSION_KNOBS])
+def test_a_diffusion_extraction_knob_changes_only_the_diffusion_outputs(
+        base: EvaluationResult, spec: RunSpec, tmp_path: Path, name: str, value: str,
+        prefixes: tuple[str, ...]) -> None:
+    other = evaluate(replace(spec, extraction=replace(spec.extraction, **{name: value})), tmp_path, progress=False)
     image_id = base.store.ids[0]
     old, new = base.store[image_id], other.store[image_id]
-    recorded = set(new.cache(blocks=[]).tokens.labels)
-    assert "brick" in recorded and ("damage" in recorded) == (words == "all")
-    assert set(old.cache(blocks=[]).tokens.labels) == {"damage"}
+    if name == "language_tokens":
+        recorded = set(new.cache(blocks=[]).tokens.labels)
+        assert "brick" in recorded and ("damage" in recorded) == (value == "all")
+        assert set(old.cache(blocks=[]).tokens.labels) == {"damage"}
     a_t, b_t = old.load(), new.load()
     assert a_t.keys() == b_t.keys()
     differ = sorted(k for k in a_t if a_t[k].shape != b_t[k].shape
                     or not np.array_equal(a_t[k].float().numpy(), b_t[k].float().numpy()))
-    assert differ and all(k.startswith("attn/") for k in differ), differ
+    assert differ and all(k.startswith(prefixes) for k in differ), differ
     a, b = _rows(base.frame), _rows(other.frame)
     methods = a.index.get_level_values("method")
     clip_only = methods.isin(["patchclip", "winclip"])
     assert np.array_equal(a[clip_only].values, b[clip_only].values)
     assert not np.array_equal(a[methods == "mapdiff"].values, b[methods == "mapdiff"].values)
+
+
+def test_design_choices_defaults_are_the_runs_rows(base: EvaluationResult, spec: RunSpec) -> None:
+    from cfviz.experiments.ablations import design_choices
+
+    t = design_choices(base.store, open_dataset(spec), shots=(0, 1), seeds=(0,), scoring=spec.scoring,
+                       metrics=("image_auroc", "pixel_auroc"))
+    assert set(t.knob) == {"patchclip_language", "patchclip_visual", "normalization", "score_rule", "sigma"}
+    assert not (t[t.knob == "patchclip_visual"].shots == 0).any()
+    ran = _rows(base.frame)
+    for _, row in t[t.default].iterrows():  # a knob at its default is the run itself
+        assert row.value == pytest.approx(ran.loc[(row.category, row.method, row.shots, row.seed, row.metric)])
+
+
+def open_dataset(spec: RunSpec):  # the run's data set (the same reader the runner opens)
+    from cfviz.experiments.runner import open_run_dataset
+
+    return open_run_dataset(spec)
 
 
 def test_the_cli_sets_each_knob() -> None:
@@ -167,11 +190,12 @@ def test_the_cli_sets_each_knob() -> None:
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     s = spec_from_args(p.parse_args(["--patchclip-language", "patches", "--patchclip-visual", "windows",
-                                     "--winclip-prompts", "raw", "--language-tokens", "object"]))
+                                     "--winclip-prompts", "raw", "--language-tokens", "object",
+                                     "--inpaint-mask", "full"]))
     assert (s.scoring.patchclip_language, s.scoring.patchclip_visual, s.extraction.winclip_prompts,
-            s.extraction.language_tokens) == ("patches", "windows", "raw", "object")
+            s.extraction.language_tokens, s.extraction.mask) == ("patches", "windows", "raw", "object", "full")
     for path in ("scoring.patchclip_language", "scoring.patchclip_visual", "extraction.winclip_prompts",
-                 "extraction.language_tokens"):
+                 "extraction.language_tokens", "extraction.mask"):
         assert path in FLAGS
     from cfviz.errors import ConfigError
 
