@@ -21,7 +21,7 @@ FLAGS: dict[str, str] = {
     "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size",
     "extraction.noise_seed": "--noise-seed",
     "extraction.aaclip": "--aaclip", "extraction.winclip_prompts": "--winclip-prompts",
-    "extraction.language_tokens": "--language-tokens",
+    "extraction.language_tokens": "--language-tokens", "extraction.tokens": "--tokens",
     "extraction.mask": "--inpaint-mask",
     "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
@@ -83,7 +83,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES
     from cfviz.experiments.config import (INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
-                                          ExtractionConfig, ScoringConfig)
+                                          TOKEN_MODES, ExtractionConfig, ScoringConfig)
 
     e, s = ExtractionConfig(), ScoringConfig()
     data = p.add_argument_group("data")
@@ -136,6 +136,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--language-tokens", choices=LANGUAGE_TOKENS, default=e.language_tokens,
                      help="words whose cross-attention M_diff_L averages: the [state] word(s) (paper), the [object] "
                           "word(s), or every word of the prompt")
+    ext.add_argument("--tokens", choices=TOKEN_MODES, default=e.tokens,
+                     help="tokens whose cross-attention the store keeps: the --language-tokens words, or those and "
+                          "every token of the prompt, <start> to <end> (per-word figures, the explorer's token "
+                          "menu; M_diff_L is unchanged)")
     sc = p.add_argument_group("scoring (cheap: recomputed from the store)")
     sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg, help="CLIP weight in the fused map (0-1)")
     sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls, help="CLIP weight in the image score (0-1)")
@@ -206,7 +210,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     aaclip_sha256=aaclip_sha256,
                                     winclip_prompts=get("winclip_prompts", e.winclip_prompts),
                                     language_tokens=get("language_tokens", e.language_tokens),
-                                    mask=get("inpaint_mask", e.mask)),
+                                    mask=get("inpaint_mask", e.mask),
+                                    tokens=get("tokens", e.tokens)),
         scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
                               normalization=get("normalization", s.normalization),
                               score_rule=get("score_rule", s.score_rule), topk=get("topk", s.topk),

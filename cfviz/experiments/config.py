@@ -44,6 +44,8 @@ INPAINT_MASKS = ("none", "full")
 MAP_SOURCES = ("mean", "patches", "windows")
 #: Which words' cross-attention M_diff_L averages: the [state] word(s), the [object] word(s), or every word.
 LANGUAGE_TOKENS = ("state", "object", "all")
+#: Which prompt tokens the store keeps: the language words only, or every token of the prompt too.
+TOKEN_MODES = ("language", "all")
 #: How WinCLIP's prompt embeddings are averaged into the two text anchors (see cfviz.clip.text).
 PROMPT_AVERAGES = ("normalized", "raw")
 #: Training timesteps of the Stable Diffusion noise schedules (valid timesteps are 0..999).
@@ -184,6 +186,11 @@ class ExtractionConfig:
     #: words, e.g. "metal nut") or ``"all"`` (every word of the prompt); stop words are left out.
     #: Ours to vary; changes only the stored attention (``attn/*``).
     language_tokens: str = "state"
+    #: Tokens whose cross-attention is stored: ``"language"`` (default: the ``language_tokens``
+    #: words only) or ``"all"``: those, then every token of the prompt from ``"<start>"`` to
+    #: ``"<end>"`` (per-word figures, the explorer's token menu); M_diff_L still reads the
+    #: language words. See :mod:`cfviz.experiments.prompt_tokens`.
+    tokens: str = "language"
 
     def __post_init__(self) -> None:
         if self.clip_size is not None:
@@ -218,6 +225,7 @@ class ExtractionConfig:
         check_choice(self.mask, "extraction.mask", INPAINT_MASKS)
         check_choice(self.winclip_prompts, "extraction.winclip_prompts", PROMPT_AVERAGES)
         check_choice(self.language_tokens, "extraction.language_tokens", LANGUAGE_TOKENS)
+        check_choice(self.tokens, "extraction.tokens", TOKEN_MODES)
 
     @property
     def state_tokens(self) -> list[str]:
@@ -256,7 +264,7 @@ class ExtractionConfig:
 
 #: ExtractionConfig fields added after stores were first written, with their defaults: left out of
 #: the store's identity at the default, so a store written before they existed still matches.
-_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state"}
+_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state", "tokens": "language"}
 
 
 def clip_input_size(choice: ModelChoice) -> int:

@@ -177,6 +177,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.data.transforms import clip_batch, diffusion_batch
     from cfviz.diffusion.forward import build_prompt, mapdiff_forward
     from cfviz.experiments import aaclip_branch, clip_branch
+    from cfviz.experiments.prompt_tokens import label_prompt_tokens, token_specs
     from cfviz.utils.progress import progress_bar
 
     by_id = {r.image_id: r for r in records}
@@ -207,10 +208,14 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                                                        s.category, extraction) for i, s in enumerate(samples)]
                 aa = None if aaclip is None else aaclip_branch.arrays(aaclip, clip_images, [s.category for s in samples])
                 images = diffusion_batch([s.image for s in samples], extraction.diffusion_size).to(device)
+                words = _tokens(extraction, samples)  # tokens="all": then every prompt token (prompt_tokens.py)
                 with capture(models.pipe, attention=extraction.attention, features=list(extraction.features),
-                             tokens=_tokens(extraction, samples), prompt=prompts) as cap:
+                             tokens=token_specs(models.pipe.tokenizer, prompts, words, extraction.tokens),
+                             prompt=prompts) as cap:
                     mapdiff_forward(models.pipe, images, prompts, timesteps=extraction.timesteps,
                                     seed=extraction.noise_seed, mask=extraction.mask)
+                if extraction.tokens == "all":
+                    label_prompt_tokens(cap.cache, words, models.pipe.tokenizer)
             for i, s in enumerate(samples):
                 if s.image_id not in todo_ids:  # computed only to keep the batch whole
                     continue

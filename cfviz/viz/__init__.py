@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "overlay": ".overlays", "maps_row": ".overlays", "resize_bilinear": "._common",
     # grids
     "timestep_block_grid": ".grids", "token_grid": ".grids", "short_name": ".grids", "module_path": "cfviz.capture.naming", "timestep_label": ".grids",
+    "word_timestep_grid": ".grids", "word_block_grid": ".grids",
     # clip
     "window_scores_to_map": ".clipviz", "plot_window_scores": ".clipviz", "plot_patch_scores": ".clipviz",
     "clip_scores_figure": ".clipviz",

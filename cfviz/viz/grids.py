@@ -5,6 +5,9 @@
 timestep, labelled with the timestep value, and one column per block or layer, labelled with a
 short name (``up_blocks.1.attentions.0.transformer_blocks.0.attn2`` -> ``up1.attn0``). All panels
 share one colour scale, with one colour bar, so rows and columns can be compared by colour.
+:func:`word_timestep_grid` and :func:`word_block_grid` draw a capture's or store entry's words x
+timesteps and words x blocks (DAAM / prompt-to-prompt style), also on one shared scale; a store
+written with ``ExtractionConfig(tokens="all")`` has every prompt token, ``<start>`` to ``<end>``.
 
 Example
 -------
@@ -293,3 +296,112 @@ def token_grid(maps: Any, *, tokens: Sequence[str] | None = None, rows: Sequence
         return _map_grid(data, row_labels, col_labels, image=image, mask=mask, alpha=alpha, cmap=cmap,
                          vmin=vmin, vmax=vmax, robust=robust, scale=scale, label=label, title=title,
                          row_title=row_title, col_title="token", note=note, panel_size=panel_size)
+
+
+# ---------------------------------------------------------------------------------- per-word grids
+def _word_label(label: Any) -> str:
+    """A token label as a row name: ``"#5:bottle</w>"`` -> ``"bottle (5)"``, ``"<start>"`` kept."""
+    from cfviz.experiments.prompt_tokens import display_label
+
+    text = display_label(str(label))
+    if text.startswith("#") and ":" in text:
+        pos, word = text[1:].split(":", 1)
+        return f"{word} ({pos})"
+    return text
+
+
+def _word_cache(source: Any) -> Any:
+    """A CaptureCache from a cache or a store entry (only its attention is read)."""
+    if hasattr(source, "attention_maps") and hasattr(source, "labels"):
+        return source
+    if hasattr(source, "cache") and hasattr(source, "image_id"):
+        return source.cache(blocks=[])
+    raise TypeError(f"pass a CaptureCache (cap.cache) or a store entry (store[image_id]), got {type(source).__name__}")
+
+
+def _word_maps(source: Any, tokens: Any, size: Any, batch: int, by: str, steps: Any) -> Any:
+    """``(token, step|block, h, w)`` maps (layers averaged), on the finest recorded grid by default."""
+    cache = _word_cache(source)
+    from cfviz.experiments.prompt_tokens import START_LABEL
+
+    labels = list(cache.labels)
+    if tokens is None and START_LABEL in labels:  # every prompt token stored: show the prompt, not the
+        tokens = labels[labels.index(START_LABEL):]  # language words stored again before it
+    if size is None:  # the finest grid any layer has: coarse layers are upsampled, never the reverse
+        size = max((cache.resolution(n) for n in cache.attention), key=lambda hw: hw[0] * hw[1])
+    if by == "step":
+        maps = cache.attention_maps(steps=steps, tokens=tokens, size=size)
+        maps = maps.mean([d for d in ("layer", "head") if d in maps.dims])
+    else:
+        maps = cache.blocks_average(steps=steps, tokens=tokens, size=size).mean("step")
+    if not 0 <= batch < maps.shape["batch"]:
+        raise ValueError(f"batch is {batch} but the capture holds {maps.shape['batch']} rows")
+    return maps.isel(batch=batch).transpose("token", by, "h", "w")
+
+
+def _word_grid(maps: Any, col_labels: Sequence[str], col_title: str, *, image: Any, mask: Any, alpha: float,
+               cmap: Any, vmin: float | None, vmax: float | None, robust: bool, label: str,
+               title: str | None, note: str | None, panel_size: float) -> Any:
+    rows = [_word_label(t) for t in maps.coords["token"]]
+    fig = _map_grid(maps.numpy(), rows, col_labels, image=image, mask=mask, alpha=alpha, cmap=cmap, vmin=vmin,
+                    vmax=vmax, robust=robust, scale="shared", label=label, title=title, row_title="word",
+                    col_title=col_title, note=note, panel_size=panel_size)
+    for ax in fig.axes:  # words read across, like the prompt (rotated labels of long words overlap)
+        if ax.get_label() != "<colorbar>" and ax.get_ylabel():
+            ax.set_ylabel(ax.get_ylabel(), rotation=0, ha="right", va="center")
+    return fig
+
+
+def word_timestep_grid(source: Any, *, tokens: Any = None, steps: Any = None, size: Any = None, batch: int = 0,
+                       image: Any = None, mask: Any = None, alpha: float = 0.6, cmap: Any = None,
+                       vmin: float | None = None, vmax: float | None = None, robust: bool = False,
+                       label: str = "cross-attention", title: str | None = None, note: str | None = None,
+                       panel_size: float = 0.9) -> Any:
+    """Words x timesteps (DAAM / prompt-to-prompt style): each word's cross-attention per timestep.
+
+    Rows are the recorded tokens (a store written with ``ExtractionConfig(tokens="all")`` has every
+    prompt token, ``<start>`` to ``<end>``), columns the captured timesteps; layers are averaged
+    (on the finest grid). Every panel shares one colour scale and one colour bar, so words and
+    timesteps compare by colour; the start token usually takes most of the attention, so leave
+    it out (``tokens=[...]``) or pass ``robust=True`` to see the words.
+
+    Parameters
+    ----------
+    source:
+        A :class:`~cfviz.capture.cache.CaptureCache` (``cap.cache``) or a store entry (``store[id]``).
+    tokens, steps:
+        Token labels (or positions) and step indices to show (default: all recorded).
+    size, batch:
+        Grid the layers are resampled to (default: the finest recorded) and the batch row.
+
+    Other parameters are as in :func:`timestep_block_grid`.
+    """
+    with style_context():
+        maps = _word_maps(source, tokens, size, batch, "step", steps)
+        ts = dict(maps.aux).get("timestep", (None, [None] * maps.shape["step"]))[1]
+        cols = [timestep_label(t, s) for t, s in zip(ts, maps.coords["step"])]
+        return _word_grid(maps, cols, "timestep", image=image, mask=mask, alpha=alpha, cmap=cmap, vmin=vmin,
+                          vmax=vmax, robust=robust, label=label, title=title, note=note, panel_size=panel_size)
+
+
+def word_block_grid(source: Any, *, tokens: Any = None, steps: Any = None, size: Any = None, batch: int = 0,
+                    image: Any = None, mask: Any = None, alpha: float = 0.6, cmap: Any = None,
+                    vmin: float | None = None, vmax: float | None = None, robust: bool = False,
+                    label: str = "cross-attention", title: str | None = None, note: str | None = None,
+                    panel_size: float = 0.9) -> Any:
+    """Words x UNet blocks: each word's cross-attention per block (layers of a block and steps averaged).
+
+    Columns are named by short block names (``up1``); the caption keys them to module paths. One
+    shared colour scale, as in :func:`word_timestep_grid` (whose parameters these are).
+    """
+    with style_context():
+        maps = _word_maps(source, tokens, size, batch, "block", steps)
+        from cfviz.capture.naming import unet_order
+
+        order = unet_order([str(b) for b in maps.coords["block"]])  # down, mid, up: as data flows
+        maps = maps.sel(block=order)
+        full = [str(b) for b in maps.coords["block"]]
+        short = short_names(full)
+        note = _names_key(short, full, note)
+        return _word_grid(maps, short, "UNet block", image=image, mask=mask, alpha=alpha, cmap=cmap, vmin=vmin,
+                          vmax=vmax, robust=robust, label=label, title=title, note=note, panel_size=panel_size)
