@@ -37,6 +37,8 @@ _LAZY: dict[str, str] = {
     # grids
     "timestep_block_grid": ".grids", "token_grid": ".grids", "short_name": ".grids", "module_path": "cfviz.capture.naming", "timestep_label": ".grids",
     "word_timestep_grid": ".grids", "word_block_grid": ".grids",
+    # two runs side by side
+    "compare_maps": ".compare", "compare_store_maps": ".compare",
     # clip
     "window_scores_to_map": ".clipviz", "plot_window_scores": ".clipviz", "plot_patch_scores": ".clipviz",
     "clip_scores_figure": ".clipviz",

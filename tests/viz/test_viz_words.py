@@ -125,3 +125,46 @@ def test_the_cli_flag_and_a_bad_value() -> None:
     with pytest.raises(ConfigError) as err:
         ExtractionConfig(tokens="every")
     assert err.value.field == "extraction.tokens" and "language, all" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------- two runs side by side
+def test_compare_maps_one_shared_scale_and_the_difference() -> None:
+    from cfviz.viz.compare import compare_maps
+
+    rng = np.random.default_rng(0)
+    a = {"t = 100": rng.random((8, 8)), "t = 400": rng.random((8, 8))}
+    b = {"t = 100": 3 * rng.random((8, 8)), "t = 400": rng.random((16, 16))}  # another scale and size
+    fig = compare_maps(a, b, labels=("k = 0", "k = 1"), mask=np.eye(16))
+    maps = _heatmaps(fig)
+    assert len(maps) == 4
+    limits = {(im.norm.vmin, im.norm.vmax) for im in maps}
+    assert len(limits) == 1
+    lo, hi = limits.pop()
+    assert lo == pytest.approx(min(float(np.min(im.get_array())) for im in maps))
+    assert hi == pytest.approx(max(float(np.max(im.get_array())) for im in maps))
+    diffs = [im for ax in fig.axes for im in ax.get_images() if im.get_gid() == "cfviz-difference"]
+    assert len(diffs) == 2
+    np.testing.assert_allclose(diffs[0].get_array(), maps[1].get_array() - maps[0].get_array())
+    assert diffs[0].norm.vmin == -diffs[0].norm.vmax and diffs[0].norm.vcenter == 0
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["k = 0", "k = 1", "k = 1 − k = 0"]
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2
+    fig.savefig("/tmp/cfviz_g_compare_maps.png", dpi=150)
+    with pytest.raises(ValueError, match="same rows"):
+        compare_maps(a, {"t = 100": a["t = 100"]})
+
+
+def test_compare_store_maps_reads_the_same_image_from_two_stores(runs) -> None:
+    from cfviz.viz.compare import compare_store_maps
+
+    language, every = runs
+    image_id = language.store.ids[-1]
+    fig = compare_store_maps(language.store, every.store, image_id)
+    a, b = (np.asarray(im.get_array()) for im in _heatmaps(fig))
+    np.testing.assert_allclose(a, b, atol=1e-3)  # every token stored: M_diff_L is the same map
+    titles = [ax.get_title() for ax in fig.axes[:2]]
+    assert titles[0] != titles[1]  # the two stores are told apart by their folders
+    fig.savefig("/tmp/cfviz_g_compare_stores.png", dpi=150)
+    fig = compare_store_maps(language.store, every.store, image_id, what="clip/map/language", labels=("x", "y"))
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["x", "y", "y − x"]
+    with pytest.raises(KeyError, match="not in store a"):
+        compare_store_maps(language.store, every.store, "nope/test/good/999")
