@@ -7,9 +7,10 @@ layout, labelled colour bars. Figure-level functions take ``note=``: a small cap
 figure, e.g. :data:`~cfviz.viz.style.OFFLINE_NOTE` for numbers from the offline tiny models.
 
 Modules: ``style`` (style, captions, saving), ``overlays`` (map over image, a row of maps),
-``grids`` (timestep x block and token grids), ``clipviz`` (CLIP window and patch scores),
+``grids`` (timestep x block, token, and words x timesteps/blocks grids), ``clipviz`` (CLIP window and patch scores),
 ``ablation`` (heat maps, alpha curves, bars), ``gallery`` (image galleries, qualitative grid),
-``failures`` (ranked failure cases, their attention, branch disagreement).
+``failures`` (ranked failure cases, their attention, branch disagreement), ``compare`` (two
+runs' maps of one image side by side on one colour scale).
 
 Importing :mod:`cfviz.viz` does not import matplotlib: names resolve on first use.
 

@@ -72,7 +72,7 @@ def _heatmaps(fig):
 
 
 @pytest.mark.parametrize("kind", ["timestep", "block"])
-def test_word_grids_share_one_colour_scale(runs, kind: str) -> None:
+def test_word_grids_share_one_colour_scale(runs, kind: str, figs) -> None:
     _, every = runs
     entry = every.store[every.store.ids[-1]]
     draw = word_timestep_grid if kind == "timestep" else word_block_grid
@@ -96,6 +96,7 @@ def test_word_grids_share_one_colour_scale(runs, kind: str) -> None:
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == (["t = 100", "t = 400"] if kind == "timestep" else blocks)
     assert kind == "timestep" or (blocks[0], blocks[-1]) == ("down0", "up2")  # in UNet order
+    assert figs.overlapping_text(fig) == []
     fig.savefig(f"/tmp/cfviz_g_word_{kind}.png", dpi=150)
 
 
@@ -128,7 +129,7 @@ def test_the_cli_flag_and_a_bad_value() -> None:
 
 
 # ---------------------------------------------------------------------------------- two runs side by side
-def test_compare_maps_one_shared_scale_and_the_difference() -> None:
+def test_compare_maps_one_shared_scale_and_the_difference(figs) -> None:
     from cfviz.viz.compare import compare_maps
 
     rng = np.random.default_rng(0)
@@ -148,12 +149,13 @@ def test_compare_maps_one_shared_scale_and_the_difference() -> None:
     assert diffs[0].norm.vmin == -diffs[0].norm.vmax and diffs[0].norm.vcenter == 0
     assert [ax.get_title() for ax in fig.axes[:3]] == ["k = 0", "k = 1", "k = 1 − k = 0"]
     assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2
+    assert figs.overlapping_text(fig) == []
     fig.savefig("/tmp/cfviz_g_compare_maps.png", dpi=150)
     with pytest.raises(ValueError, match="same rows"):
         compare_maps(a, {"t = 100": a["t = 100"]})
 
 
-def test_compare_store_maps_reads_the_same_image_from_two_stores(runs) -> None:
+def test_compare_store_maps_reads_the_same_image_from_two_stores(runs, figs) -> None:
     from cfviz.viz.compare import compare_store_maps
 
     language, every = runs
@@ -163,6 +165,7 @@ def test_compare_store_maps_reads_the_same_image_from_two_stores(runs) -> None:
     np.testing.assert_allclose(a, b, atol=1e-3)  # every token stored: M_diff_L is the same map
     titles = [ax.get_title() for ax in fig.axes[:2]]
     assert titles[0] != titles[1]  # the two stores are told apart by their folders
+    assert figs.overlapping_text(fig) == []
     fig.savefig("/tmp/cfviz_g_compare_stores.png", dpi=150)
     fig = compare_store_maps(language.store, every.store, image_id, what="clip/map/language", labels=("x", "y"))
     assert [ax.get_title() for ax in fig.axes[:3]] == ["x", "y", "y − x"]
