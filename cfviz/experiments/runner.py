@@ -66,8 +66,10 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     SHA-256 of local files; hub commits are added once the models load), the extraction settings
     and the batch size (kernels give batch-dependent numbers; batches are planned from it).
     """
+    from cfviz.experiments.config import resolve_clip_size
     from cfviz.experiments.models import weights_identity
 
+    spec = resolve_clip_size(spec)  # the CLIP input size it resolves to (None = the model's), as stored
     return {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
             "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
 

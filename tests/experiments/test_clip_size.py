@@ -39,6 +39,11 @@ def test_the_default_size_is_the_models_own() -> None:
     assert clip_input_size(ModelChoice(clip="random", clip_arch="ViT-B-32")) == 224
     assert resolve_clip_size(RunSpec()).extraction.clip_size == 240
     assert resolve_clip_size(RunSpec(models=ModelChoice(clip_arch="ViT-L-14-336"))).extraction.clip_size == 336
+    from cfviz.experiments.runner import store_identity
+
+    # the store records the resolved size: unset and the model's own size are the same store
+    assert store_identity(RunSpec())["extraction"]["clip_size"] == 240
+    assert store_identity(RunSpec()) == store_identity(RunSpec(extraction=ExtractionConfig(clip_size=240)))
 
 
 def test_a_tiny_clip_takes_the_geometry_of_its_arch() -> None:
