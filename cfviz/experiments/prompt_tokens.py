@@ -11,8 +11,8 @@ Labels of the extra tokens: ``"<start>"`` and ``"<end>"`` for CLIP's start- and 
 tokens, ``"#<position>:<token>"`` for the others (``"#5:bottle"``; the position keeps a word
 that occurs twice, such as "a", apart, and 0 is the start token as in
 :func:`cfviz.capture.tokens.select_tokens`). Categories have prompts of different lengths, so
-the store's capture settings record ``[*language words, "<every prompt token>"]`` rather than each
-entry's labels; each entry keeps its own labels with its token selection.
+the store's capture settings record ``["<every prompt token>"]`` rather than each entry's labels;
+each entry keeps its own labels (language words first) with its token selection.
 """
 
 from __future__ import annotations
@@ -95,5 +95,20 @@ def label_prompt_tokens(cache: Any, words: Sequence[str], tokenizer: Any = None)
             seen_end = True
         labels.append(shown)
     cache.tokens = dataclasses.replace(sel, labels=tuple(labels))
-    cache.settings["tokens"] = [*words, EVERY_TOKEN]
+    # one value for every category (their language words may differ: language_tokens="object"),
+    # so that the store's capture settings match across categories
+    cache.settings["tokens"] = [EVERY_TOKEN]
     return cache
+
+
+def language_words(entry: Any) -> list[str] | None:
+    """The language words of a store entry written with ``tokens="all"`` (the labels before
+    ``"<start>"``), ``None`` for any other entry (whose recorded tokens are all language words).
+
+    M_diff_L averages these (:func:`cfviz.experiments.scoring.diffusion_language_maps`).
+    """
+    recorded = list((entry.meta.get("capture") or {}).get("tokens") or [])
+    if EVERY_TOKEN not in recorded:
+        return None
+    labels = list((entry.meta.get("tokens") or {}).get("labels") or [])
+    return labels[:labels.index(START_LABEL)] if START_LABEL in labels else [t for t in recorded if t != EVERY_TOKEN]

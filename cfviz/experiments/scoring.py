@@ -140,7 +140,7 @@ def _step_index(entry: Any, timestep: Any) -> int:
 def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: ScoringConfig) -> np.ndarray:
     """M_diff_L for each image: ``(N, h, w)`` at the finest resolution used."""
     from cfviz.diffusion.mapdiff import language_map
-    from cfviz.experiments.prompt_tokens import EVERY_TOKEN
+    from cfviz.experiments.prompt_tokens import language_words
 
     out = []
     for image_id in ids:
@@ -151,10 +151,8 @@ def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: Sc
             steps = [_step_index(entry, t) for t in scoring.language_steps]
         # a store with every prompt token (extraction.tokens="all") lists the language words first:
         # M_diff_L averages those only, as a store of the language words alone does
-        recorded = list((entry.meta.get("capture") or {}).get("tokens") or [])
-        words = [t for t in recorded if t != EVERY_TOKEN] if EVERY_TOKEN in recorded else None
-        out.append(language_map(cache, tokens=words, min_resolution=scoring.language_min_resolution,
-                                steps=steps)[0].numpy())
+        out.append(language_map(cache, tokens=language_words(entry),
+                                min_resolution=scoring.language_min_resolution, steps=steps)[0].numpy())
     return np.stack(out)
 
 

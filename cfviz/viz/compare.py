@@ -130,12 +130,11 @@ def _store_map(store: Any, image_id: str, what: str, tokens: Any, steps: Any, si
         arr = np.asarray(entry[what].float().numpy() if hasattr(entry[what], "float") else entry[what], float)
         return as_map(arr, f"{side}: {what}")
     from cfviz.diffusion.mapdiff import language_map
-    from cfviz.experiments.prompt_tokens import EVERY_TOKEN
+    from cfviz.experiments.prompt_tokens import language_words
 
     cache = entry.cache(blocks=[])
     if tokens is None:  # the words scoring averages (a tokens="all" store lists them before every token)
-        recorded = list((entry.meta.get("capture") or {}).get("tokens") or [])
-        tokens = [t for t in recorded if t != EVERY_TOKEN] if EVERY_TOKEN in recorded else None
+        tokens = language_words(entry)
     try:
         return language_map(cache, tokens=tokens, steps=steps, min_resolution=1)[0].float().numpy()
     except KeyError as exc:

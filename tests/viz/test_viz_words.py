@@ -51,7 +51,7 @@ def test_tokens_all_stores_every_prompt_token_with_start_and_end_labels(runs) ->
     assert every.store.config["extraction"]["tokens"] == "all"
     assert "tokens" not in language.store.config["extraction"]  # the default keeps older stores' identity
     assert every.store.config != language.store.config
-    assert every.store.header["capture"]["tokens"] == ["damage", EVERY_TOKEN]
+    assert every.store.header["capture"]["tokens"] == [EVERY_TOKEN]  # the same for every category
 
 
 def test_tokens_all_leaves_m_diff_l_and_the_scores_alone(runs) -> None:
@@ -171,3 +171,20 @@ def test_compare_store_maps_reads_the_same_image_from_two_stores(runs, figs) -> 
     assert [ax.get_title() for ax in fig.axes[:3]] == ["x", "y", "y − x"]
     with pytest.raises(KeyError, match="not in store a"):
         compare_store_maps(language.store, every.store, "nope/test/good/999")
+
+
+def test_tokens_all_with_object_words_over_two_categories(runs, tmp_path: Path) -> None:
+    """Categories' language words differ (language_tokens="object"); one store still takes both."""
+    from cfviz.experiments.prompt_tokens import language_words
+
+    _, every = runs
+    spec = every.spec
+    spec = replace(spec, extraction=replace(spec.extraction, timesteps=(100,), language_tokens="object"))
+    result = evaluate(spec, tmp_path, progress=False)
+    for image_id in result.store.ids:
+        entry = result.store[image_id]
+        category = entry.metadata["category"]
+        assert language_words(entry) == [category]
+        labels = entry.cache(blocks=[]).tokens.labels
+        assert labels[:2] == (category, START_LABEL) and labels[-1] == END_LABEL
+    assert set(result.frame["category"]) == {"brick", "grass"}
