@@ -216,6 +216,10 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                                     seed=extraction.noise_seed, mask=extraction.mask)
                 if extraction.tokens == "all":
                     label_prompt_tokens(cap.cache, words, models.pipe.tokenizer)
+                elif extraction.language_tokens != "state":
+                    # the words differ per category (e.g. its name): the store's capture settings get
+                    # one value for all categories; each entry keeps its own labels (M_diff_L reads those)
+                    cap.cache.settings["tokens"] = [f"<{extraction.language_tokens} words of each category>"]
             for i, s in enumerate(samples):
                 if s.image_id not in todo_ids:  # computed only to keep the batch whole
                     continue

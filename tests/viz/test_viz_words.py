@@ -188,3 +188,16 @@ def test_tokens_all_with_object_words_over_two_categories(runs, tmp_path: Path) 
         labels = entry.cache(blocks=[]).tokens.labels
         assert labels[:2] == (category, START_LABEL) and labels[-1] == END_LABEL
     assert set(result.frame["category"]) == {"brick", "grass"}
+
+
+def test_object_words_over_two_categories_share_one_store(runs, tmp_path: Path) -> None:
+    """language_tokens="object" records each category's own words; one store takes every category."""
+    language, _ = runs
+    spec = replace(language.spec, extraction=replace(language.spec.extraction, timesteps=(100,),
+                                                     language_tokens="object"))
+    result = evaluate(spec, tmp_path, progress=False)
+    for image_id in result.store.ids:
+        entry = result.store[image_id]
+        assert entry.cache(blocks=[]).tokens.labels == (entry.metadata["category"],)
+    assert set(result.frame["category"]) == {"brick", "grass"}
+    assert result.store.header["capture"]["tokens"] == ["<object words of each category>"]
