@@ -70,8 +70,34 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     from cfviz.experiments.models import weights_identity
 
     spec = resolve_clip_size(spec)  # the CLIP input size it resolves to (None = the model's), as stored
-    return {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
-            "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
+    identity = {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
+                "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
+    subset = subset_options(spec.dataset_options)
+    if subset:  # absent when every test image is used, so stores written without it keep matching
+        identity["test_subset"] = subset
+    return identity
+
+
+#: Reader options that drop test images (and so change which images share a planned batch).
+SUBSET_OPTIONS: dict[str, Any] = {"limit_per_type": None, "missing_masks": "skip"}
+
+
+def subset_options(dataset_options: dict[str, Any]) -> dict[str, Any]:
+    """The reader options of a run that take a subset of each category's test images.
+
+    Batches are planned per category (:func:`cfviz.experiments.extraction.run_batches`), so a
+    subset gives an image other batch neighbours, and CPU kernels give batch-dependent numbers:
+    such runs need their own store.
+
+    >>> subset_options({"limit_per_type": 2, "missing_masks": "warn", "mask_suffix": "_mask"})
+    {'limit_per_type': 2}
+    """
+    out = {}
+    for name, dropping in SUBSET_OPTIONS.items():
+        value = dataset_options.get(name)
+        if value is not None and (dropping is None or value == dropping):
+            out[name] = value
+    return out
 
 
 def open_run_dataset(spec: RunSpec) -> Any:

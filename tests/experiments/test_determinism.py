@@ -162,6 +162,18 @@ def test_other_batch_size_is_refused_naming_only_it(spec: RunSpec, reference: Ev
     assert "--store" in message
 
 
+def test_a_subset_of_test_images_needs_its_own_store(spec: RunSpec, reference: EvaluationResult,
+                                                    tmp_path: Path) -> None:
+    """--limit-per-type drops images, so the others get other batch neighbours: never mixed."""
+    with pytest.raises(StoreMismatchError) as err:
+        evaluate(replace(spec, dataset_options={"limit_per_type": 1}), tmp_path, store_dir=reference.store.path,
+                 progress=False)
+    assert "test_subset" in str(err.value) and "limit_per_type" in str(err.value)
+    # options that keep every image leave the identity alone
+    assert store_identity(replace(spec, dataset_options={"missing_masks": "warn"})) == \
+        store_identity(spec)
+
+
 def test_run_failing_before_its_first_entry_leaves_no_store(spec: RunSpec, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_loader(choice):
