@@ -188,7 +188,8 @@ def main() -> None:
         f"Store: {n_images} test images ({args.fraction:g} of each MVTec-AD category's test set; 1,725 at 1.0) "
         f"plus {len(refs)} k-shot references, entries of the default settings' real shapes "
         f"({entry_bytes:,} bytes each; {entry_bytes * len(ids) / 1e9:.1f} GB), random values. "
-        f"Template extraction {t_template:.0f} s; writing the store {t_write:.0f} s.",
+        (f"Template extraction {t_template:.0f} s; " if t_template > 1 else "Template reused (--template); ")
+        + f"writing the store {t_write:.0f} s.",
         "",
         "One pass = the runner's scoring (`_score`) over the 15 categories: maps, fusion, image metrics and "
         "pixel metrics (AUROC, AP, F1-max, AUPRO) on the 256 px grid, for every setting of the study.",
