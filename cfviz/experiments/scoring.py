@@ -119,9 +119,15 @@ class BranchCache:
         return value.copy() if isinstance(value, np.ndarray) else value
 
 
-def _memo(cache: BranchCache | None) -> Any:
-    """``cache.get``, or a pass-through that computes every time (no cache)."""
-    return cache.get if cache is not None else (lambda kind, key, compute: compute())
+def _memo(cache: BranchCache | None, context: Any = None) -> Any:
+    """``cache.get`` with ``context`` added to every key, or a pass-through that computes every time.
+
+    :func:`predict` passes its (frozen, hashable) scoring and extraction settings as the context,
+    so a cache reused with other settings never hands out a map computed under different ones.
+    """
+    if cache is None:
+        return lambda kind, key, compute: compute()
+    return lambda kind, key, compute: cache.get(kind, (context, key), compute)
 
 
 # ---------------------------------------------------------------------------------- raw branch maps
@@ -262,7 +268,7 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     need_clip = method in ("clipfusion", "patchclip")
     need_diff = method in ("clipfusion", "mapdiff")
     emb = ref_emb = None
-    memo = _memo(cache)
+    memo = _memo(cache, (scoring, extraction))  # every key carries the settings it was computed under
     key, ref_key = tuple(ids), tuple(refs)
     if method == "winclip" or (need_clip and shots):
         emb = memo("clip_embeddings", key, lambda: clip_embeddings(store, ids))

@@ -100,3 +100,20 @@ def test_a_caller_changing_its_predictions_does_not_change_the_cache(run) -> Non
     assert cache.computed["diff_language"] == 1 and cache.computed["diff_visual"] == 1
     assert (again.maps == predict(None).maps).all()
     assert all((again.components[k] == v).all() for k, v in predict(None).components.items())
+
+
+def test_a_cache_reused_under_other_settings_recomputes(run) -> None:
+    result, spec = run
+    dataset = open_run_dataset(spec)
+    other = ScoringConfig(language_min_resolution=4, eval_size=64)
+
+    def predict(scoring, cache):  # type: ignore[no-untyped-def]
+        return scoring_module.predict(result.store, dataset, "grass", "mapdiff", shots=1, seed=0, scoring=scoring,
+                                      extraction=spec.extraction, cache=cache)
+
+    cache = scoring_module.BranchCache()
+    predict(spec.scoring, cache)
+    reused = predict(other, cache)
+    assert cache.computed["diff_language"] == 2
+    assert (reused.maps == predict(other, None).maps).all()
+    assert not (reused.maps == predict(spec.scoring, None).maps).all()
