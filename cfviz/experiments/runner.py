@@ -64,7 +64,8 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
 
     Models (with dtype and device type), a fingerprint of their weights (seeds of random weights,
     SHA-256 of local files; hub commits are added once the models load), the extraction settings
-    and the batch size (kernels give batch-dependent numbers; batches are planned from it).
+    and the batch size (kernels give batch-dependent numbers; batches are planned from it); on
+    the CPU also the number of torch threads.
     """
     from cfviz.experiments.config import resolve_clip_size
     from cfviz.experiments.models import weights_identity
@@ -72,6 +73,12 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     spec = resolve_clip_size(spec)  # the CLIP input size it resolves to (None = the model's), as stored
     identity = {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
                 "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
+    if identity["models"]["device_type"] == "cpu":
+        import torch
+
+        # CPU kernels split their sums across threads, so another thread count (accelerate and
+        # torchrun start each process with OMP_NUM_THREADS=1) gives other last bits
+        identity["cpu_threads"] = torch.get_num_threads()
     subset = subset_options(spec.dataset_options)
     if subset:  # absent when every test image is used, so stores written without it keep matching
         identity["test_subset"] = subset

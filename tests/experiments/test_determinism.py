@@ -174,6 +174,17 @@ def test_a_subset_of_test_images_needs_its_own_store(spec: RunSpec, reference: E
         store_identity(spec)
 
 
+def test_another_cpu_thread_count_is_refused(spec: RunSpec, reference: EvaluationResult, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread counts change the last bits of CPU results (launchers set OMP_NUM_THREADS=1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    with pytest.raises(StoreMismatchError, match=f"cpu_threads: {threads} -> {threads + 1}"):
+        evaluate(spec, tmp_path, store_dir=reference.store.path, progress=False)
+
+
 def test_run_failing_before_its_first_entry_leaves_no_store(spec: RunSpec, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_loader(choice):
