@@ -96,3 +96,38 @@ def test_cli_trains_and_writes_the_final_adapters(textures, tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "run" / "aaclip.safetensors").is_file()
     assert "aaclip.safetensors" in capsys.readouterr().out
+
+
+def test_notebook_study_keeps_its_files_under_run_dir_aaclip(tmp_path, monkeypatch) -> None:
+    """`cfviz run-notebooks --run-dir X` gives every notebook X: 07's checkpoints and data go to X/aaclip,
+    never among the capture store of notebooks 01-06."""
+    from cfviz.clip.aaclip import compare
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_open_dataset(kind, root, **kwargs):
+        seen["data"] = root
+        raise Stop
+
+    monkeypatch.setattr("cfviz.data.open_dataset", fake_open_dataset)
+    with pytest.raises(Stop):
+        compare.study(smoke=True, run_dir=tmp_path)
+    assert seen["data"] == tmp_path / "aaclip" / "textures"
+
+    def fake_train(bundle, train_set, out, **kwargs):
+        seen["checkpoints"] = out
+        raise Stop
+
+    monkeypatch.setattr("cfviz.data.open_dataset", lambda *a, **k: _Split())
+    monkeypatch.setattr("cfviz.clip.aaclip.train.train_aaclip", fake_train)
+    with pytest.raises(Stop):
+        compare.study(smoke=True, run_dir=tmp_path)
+    assert seen["checkpoints"] == tmp_path / "aaclip" / "smoke"
+
+
+class _Split:
+    def filter(self, **kwargs):
+        return self

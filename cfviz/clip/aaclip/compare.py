@@ -49,15 +49,19 @@ class Study:
         return pd.DataFrame([{k: v for k, v in h.items() if k != "losses"} for h in self.report.history])
 
 
-def study(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks/aaclip", device: str = "cpu",
+def study(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", device: str = "cpu",
           clip_model: str = "tiny", clip_arch: str = "ViT-L-14-336", clip_pretrained: str = "openai",
           train_dataset: str = "visa", train_root: str | None = None, train_categories: Sequence[str] | None = None,
           eval_dataset: str = "mvtec", eval_root: str | None = None, eval_categories: Sequence[str] | None = None,
           shots: int | None = None, train: Any = None, progress: bool = False) -> Study:
     """Train (or resume) AA-CLIP and open the evaluation set.
 
+    Everything goes under ``run_dir/aaclip`` (checkpoints, and the smoke data), so notebooks
+    01-06 and this study can share one ``run_dir`` (``cfviz run-notebooks --run-dir``) without
+    AA-CLIP files landing among the capture store's.
+
     ``smoke=True`` ignores the model and data parameters: tiny CLIP, textures generated under
-    ``run_dir/textures``, training on ``brick`` and evaluation on ``grass``, 2 epochs per stage
+    ``run_dir/aaclip/textures``, training on ``brick`` and evaluation on ``grass``, 2 epochs per stage
     with a larger stage-1 learning rate (1e-3) so that the anchors visibly move in a few steps.
     """
     from cfviz import models
@@ -66,7 +70,7 @@ def study(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks/aaclip", 
     from cfviz.notebooks import project_root
 
     run = Path(run_dir)
-    run = run if run.is_absolute() else project_root() / run
+    run = (run if run.is_absolute() else project_root() / run) / "aaclip"
     if smoke:
         data = open_dataset("textures", run / "textures", categories_generated=("brick", "grass"), **SMOKE_TEXTURES)
         train_set, eval_set = data.filter(category="brick"), data.filter(category="grass")
