@@ -26,6 +26,7 @@ Example
 from __future__ import annotations
 
 import html
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -87,6 +88,16 @@ class _Panel:
                  f'flex-direction:column;justify-content:flex-end"><span>{text}</span></div>')
         if self.title.value != value:
             self.title.value = value
+
+
+def _plain_text(markup: str) -> str:
+    """The text of a widget's HTML: line breaks kept, tags dropped, entities decoded.
+
+    >>> _plain_text('<div class="t"><span>fused, alpha = 0.25<br>(eq. 4)</span></div>')
+    'fused, alpha = 0.25\\n(eq. 4)'
+    """
+    text = re.sub(r"<br\s*/?>", "\n", markup or "")
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 def _colorbar(height: int, top: str, bottom: str, label: str, cmap: str = SCORE_CMAP) -> str:
@@ -298,6 +309,44 @@ class AttentionExplorer:
         metrics = self.live_metrics()
         return ed.fusion_figure(self.data, st["alpha"], sigma=self.sigma, opacity=st["opacity"],
                                 show_mask=st["show_mask"], metrics=metrics, note=self.note if note is None else note)
+
+    def screen_figure(self) -> Any:
+        """The explorer's panels exactly as on screen, as a matplotlib Figure for a paper.
+
+        Each panel is the very image the browser shows (the same JPEG decoded, drawn without
+        resampling), under its on-screen title; the header and the on-screen settings line go
+        above and below. Use :meth:`save_view` to write it as PNG and PDF.
+        """
+        import io
+
+        from PIL import Image
+
+        from cfviz.viz.style import new_figure
+
+        rows = [[self.attention_panel, self.clip_panel],
+                [self.image_panel, self.gt_panel, self.fused_panel, self.pred_panel],
+                list(self.branch_panels.values())]
+        width = max(len(r) for r in rows)
+        fig = new_figure(1.6 * width, 1.9 * len(rows) + 0.9)
+        grid = fig.add_gridspec(len(rows), width)
+        for r, panels in enumerate(rows):
+            for c, panel in enumerate(panels):
+                ax = fig.add_subplot(grid[r, c])
+                ax.set_axis_off()
+                if panel.image.value:
+                    pixels = np.asarray(Image.open(io.BytesIO(panel.image.value)).convert("RGB"))
+                    ax.imshow(pixels, interpolation="none")
+                ax.set_title(_plain_text(panel.title.value), fontsize=7)
+        fig.suptitle(_plain_text(self.header.value), fontsize=8)
+        fig.text(0.5, 0.005, _plain_text(self.on_screen.value), ha="center", va="bottom", fontsize=5.5, wrap=True)
+        return fig
+
+    def save_view(self, name: str = "explorer_view", out_dir: Any = "figures",
+                  formats: Sequence[str] = ("png", "pdf")) -> list[Any]:
+        """Write :meth:`screen_figure` to ``out_dir/name.png`` and ``.pdf``; return the paths."""
+        from cfviz.viz.style import save_figure
+
+        return save_figure(self.screen_figure(), name, out_dir, formats)
 
     def live_metrics(self) -> dict[str, float]:
         """The current image's numbers at the current alpha (cached per image and alpha)."""

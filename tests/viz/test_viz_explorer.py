@@ -297,3 +297,28 @@ def test_failure_browser_filters_sorts_and_jumps(monkeypatch: pytest.MonkeyPatch
     assert e.state["image_id"] == "cat/test/cut/000" and e.show.value == "all"
     with pytest.raises(KeyError, match="not among"):
         e.go("nope")
+
+
+def test_saved_view_is_the_screen_pixel_for_pixel(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Paper export: each panel of the saved figure is the very image the browser shows, under its title."""
+    import io
+
+    from PIL import Image
+
+    e = _explorer(monkeypatch)
+    e.timestep.value = 2
+    e.opacity.value = 0.3
+    e.alpha.value = 0.8
+    fig = e.screen_figure()
+    shown = [np.asarray(Image.open(io.BytesIO(p.image.value)).convert("RGB"))
+             for p in (e.attention_panel, e.clip_panel, e.image_panel, e.gt_panel, e.fused_panel, e.pred_panel,
+                       *e.branch_panels.values())]
+    drawn = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    assert len(drawn) == len(shown)
+    for a, b in zip(drawn, shown):
+        assert np.array_equal(np.asarray(a), b)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("alpha = 0.80" in t for t in titles) and not any("<" in t for t in titles)
+    assert "k = 1" in fig.texts[-1].get_text()  # the on-screen settings line goes with it
+    paths = e.save_view("view", tmp_path)
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
