@@ -252,7 +252,7 @@ def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSp
     computed, once for all its settings (:class:`~cfviz.experiments.scoring.BranchCache`, dropped
     before the next category); ``cache=False`` recomputes them per setting (same rows, slower).
     """
-    from cfviz.experiments.scoring import BranchCache, load_masks, predict
+    from cfviz.experiments.scoring import BranchCache, annotated_masks, predict
     from cfviz.metrics import image_metrics, pixel_metrics
     from cfviz.utils.progress import progress_bar
 
@@ -262,14 +262,15 @@ def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSp
     try:
         for category in categories:
             tests = [r for r in dataset.records if r.category == category and r.split == "test"]
-            masks = load_masks(dataset, tests, spec.scoring.eval_size) if dataset.has_masks else None
+            masks, annotated = (annotated_masks(dataset, tests, spec.scoring.eval_size) if dataset.has_masks
+                                else (None, None))
             branches = BranchCache() if cache else None  # one category's maps at a time in memory
             for method, shots, seed in settings:
                 p = predict(store, dataset, category, method, shots=shots, seed=seed, scoring=spec.scoring,
                             extraction=spec.extraction, masks=masks, cache=branches)
                 values: dict[str, Any] = dict(image_metrics(p.labels, p.scores))
-                if p.masks is not None and p.masks.any():
-                    values.update(pixel_metrics(p.masks, p.maps))
+                if p.masks is not None and p.masks[annotated].any():  # images without a mask left out
+                    values.update(pixel_metrics(p.masks[annotated], p.maps[annotated]))
                 for metric, value in values.items():
                     if metric.startswith("n_") or metric.endswith("_threshold") or metric == "aupro_fpr_limit":
                         continue
@@ -321,8 +322,8 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
                   "so only image metrics are reported.**", ""]
     elif no_pixel:
         which = "every category" if len(no_pixel) == len(cats) else "categories " + ", ".join(no_pixel)
-        lines += [f"> **Pixel metrics skipped for {which}: an anomalous test image there has no mask (kept as "
-                  "unannotated), or no mask marks a defect pixel at the evaluation size; only image metrics are "
+        lines += [f"> **Pixel metrics skipped for {which}: no mask there marks a defect pixel at the evaluation "
+                  "size (anomalous images without a mask are left out of pixel metrics); only image metrics are "
                   "reported for them.**", ""]
     metrics = [m for m in METRIC_ORDER if m in set(summary["metric"])]
     pub = published_frame()

@@ -329,6 +329,23 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
                        defect_types=[r.defect_type for r in tests])
 
 
+def annotated_masks(dataset: Any, records: Sequence[Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of ``records`` on a ``size`` grid, and which records have one.
+
+    An anomalous image whose mask file was missing (``missing_masks="warn"``) has mask ``None``:
+    it gets zeros here and ``False`` in the second array, so pixel metrics can leave out just
+    that image (see :mod:`cfviz.data.samples`) instead of the whole category.
+    """
+    from cfviz.data.transforms import resize_mask
+
+    out, annotated = [], []
+    for rec in records:
+        mask = dataset.load(rec).mask
+        annotated.append(mask is not None)
+        out.append(np.zeros((size, size), np.uint8) if mask is None else resize_mask(mask, size))
+    return np.stack(out).astype(np.uint8), np.array(annotated, dtype=bool)
+
+
 def load_masks(dataset: Any, records: Sequence[Any], size: int) -> np.ndarray | None:
     """Ground-truth masks of ``records`` on a ``size`` grid (nearest neighbour); None if any is missing."""
     from cfviz.data.transforms import resize_mask

@@ -15,6 +15,7 @@ import pytest
 
 from cfviz.capture.store import CaptureStore, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
+from cfviz.experiments import runner
 from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
@@ -188,3 +189,33 @@ def test_dataset_options_reach_the_reader(tmp_path: Path) -> None:
     ds = open_run_dataset(spec)
     assert sum(r.split == "train" for r in ds.records) == 1
     assert ds.load(ds.records[0]).image.shape == (32, 32, 3)
+
+
+def test_a_missing_mask_leaves_out_that_image_not_the_category(small_root: Path, spec: RunSpec,
+                                                               tmp_path: Path) -> None:
+    """--missing-masks warn: the unannotated image is left out of pixel metrics; the category keeps them."""
+    import shutil
+    import warnings
+
+    from cfviz.experiments.scoring import annotated_masks, predict
+    from cfviz.metrics import pixel_metrics
+
+    root = tmp_path / "data"
+    shutil.copytree(small_root, root)
+    (root / "grass" / "ground_truth" / "hole" / "000_mask.png").unlink()
+    one = replace(spec, root=str(root), dataset_options={"missing_masks": "warn"}, methods=("patchclip",),
+                  shots=(0,), seeds=(0,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate(one, tmp_path / "out", progress=False)
+        f = result.frame
+        got = f[(f.category == "grass") & (f.metric == "pixel_auroc")]["value"]
+        assert len(got) == 1  # the category still has pixel metrics
+        dataset = runner.open_run_dataset(one)
+        tests = [r for r in dataset.records if r.category == "grass" and r.split == "test"]
+        masks, keep = annotated_masks(dataset, tests, one.scoring.eval_size)
+        p = predict(result.store, dataset, "grass", "patchclip", shots=0, seed=0, scoring=one.scoring,
+                    extraction=one.extraction, masks=masks)
+    assert keep.tolist() == ["hole" not in i for i in p.image_ids]  # only the image without a mask
+    expected = pixel_metrics(p.masks[keep], p.maps[keep])["pixel_auroc"]
+    assert float(got.iloc[0]) == pytest.approx(expected, abs=1e-12)
