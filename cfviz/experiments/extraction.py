@@ -116,11 +116,6 @@ def run_batches(records: Sequence[Any], batch_size: int, shard: tuple[int, int] 
     return plan if shard is None else batches_for_shard(plan, *shard)
 
 
-def store_config(models: LoadedModels, extraction: ExtractionConfig) -> dict[str, Any]:
-    """The configuration that identifies a store: models and everything the models were asked."""
-    return {**models.info(), "extraction": extraction.to_json()}
-
-
 def object_name(category: str) -> str:
     """The [object] word(s) of a category: ``"metal_nut"`` -> ``"metal nut"``."""
     return category.replace("_", " ")
