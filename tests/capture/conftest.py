@@ -23,3 +23,20 @@ def hook_count():
     def count(module: torch.nn.Module) -> int:
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
     return count
+
+
+def _direct_probabilities(attn, hidden_states, encoder_hidden_states):
+    """softmax(Q K^T * scale) of one attention layer from its own inputs: (batch, heads, queries, keys)."""
+    q = attn.to_q(hidden_states)
+    k = attn.to_k(encoder_hidden_states)
+    b, n, _ = q.shape
+    d = k.shape[-1] // attn.heads
+    q = q.view(b, n, attn.heads, d).transpose(1, 2)
+    k = k.view(b, -1, attn.heads, d).transpose(1, 2)
+    return torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+
+
+@pytest.fixture()
+def direct_probabilities():
+    """The independent recomputation the recorded maps are checked against."""
+    return _direct_probabilities

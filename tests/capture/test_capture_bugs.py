@@ -30,17 +30,6 @@ def _leave_the_shared_unet_clean(pipe):
         m._forward_pre_hooks.clear()
 
 
-def _direct_probabilities(attn, hidden_states, encoder_hidden_states):
-    """softmax(Q K^T * scale) of one layer from its own inputs: (batch, heads, queries, 77)."""
-    q = attn.to_q(hidden_states)
-    k = attn.to_k(encoder_hidden_states)
-    b, n, _ = q.shape
-    d = k.shape[-1] // attn.heads
-    q = q.view(b, n, attn.heads, d).transpose(1, 2)
-    k = k.view(b, -1, attn.heads, d).transpose(1, 2)
-    return torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
-
-
 def _record_inputs_and_outputs(unet, layers, blocks):
     """Hooks that keep each attention layer's inputs and each block's output; returns (seen, handles)."""
     seen = {}
@@ -62,7 +51,7 @@ def _record_inputs_and_outputs(unet, layers, blocks):
 
 # ---------------------------------------------------------------- 1. explicit rows, any order
 @pytest.mark.parametrize("rows", [[1, 0], [0, 0], [1, 1, 0]])
-def test_reordered_and_repeated_rows_store_the_rows_they_name(pipe, unet_inputs, rows):
+def test_reordered_and_repeated_rows_store_the_rows_they_name(pipe, unet_inputs, rows, direct_probabilities):
     """Row i of every record is batch row rows[i], for attention and for features."""
     unet = pipe.unet
     x, emb = unet_inputs
@@ -79,7 +68,7 @@ def test_reordered_and_repeated_rows_store_the_rows_they_name(pipe, unet_inputs,
     assert cap.cache.steps[0].rows == tuple(rows)
     with torch.no_grad():
         for name, attn in layers.items():
-            direct = _direct_probabilities(attn, *seen[name])  # the whole batch, in order
+            direct = direct_probabilities(attn, *seen[name])  # the whole batch, in order
             rec = cap.cache.attention[name][0]  # (rows, H, 77, h, w)
             assert rec.shape[0] == len(rows)
             for i, r in enumerate(rows):

@@ -13,7 +13,7 @@ def _processors(unet):
     return {n: m.get_processor() for n, m in unet.named_modules() if hasattr(m, "get_processor")}
 
 
-def test_recorded_probabilities_equal_direct_softmax(pipe, unet_inputs):
+def test_recorded_probabilities_equal_direct_softmax(pipe, unet_inputs, direct_probabilities):
     """Recorded maps equal softmax(Q K^T * scale) computed from each layer's own inputs."""
     unet = pipe.unet
     x, emb = unet_inputs
@@ -34,14 +34,8 @@ def test_recorded_probabilities_equal_direct_softmax(pipe, unet_inputs):
             h.remove()
     assert set(seen) == set(layers) and len(layers) >= 4
     for name, attn in layers.items():
-        hs, ehs = seen[name]
-        q = attn.to_q(hs)
-        k = attn.to_k(ehs)
-        b, n, _ = q.shape
-        d = k.shape[-1] // attn.heads
-        q = q.view(b, n, attn.heads, d).transpose(1, 2)
-        k = k.view(b, -1, attn.heads, d).transpose(1, 2)
-        direct = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # (b, H, n, 77)
+        direct = direct_probabilities(attn, *seen[name])  # (b, H, n, 77)
+        b, n = direct.shape[0], direct.shape[2]
         rec = cap.cache.attention[name][0]  # (b, H, K=77, h, w)
         assert rec.shape[:3] == (b, attn.heads, 77)
         assert rec.shape[-2] * rec.shape[-1] == n
