@@ -27,6 +27,12 @@ before producing anything (a typo in a model name) leaves no store behind that w
 corrected run. Files hold no time stamps and no absolute paths of the machine that wrote them, so
 the same data, models and settings give byte-identical stores, however the run was cut.
 
+An entry can be rewritten in place (:meth:`CaptureStore.rewrite`: some tensors dropped, others
+added, e.g. by the compact store form, :mod:`cfviz.experiments.compact`). The new tensors go to a
+new file named by its digest (``<key>.<sha256[:12]>.safetensors``, recorded in the JSON's
+``file.name``), then the JSON is replaced (the commit), then the old file is deleted: a rewrite
+cut at any point leaves either the old entry or the new one, never a mix.
+
 A damaged entry (a tensors file of the wrong size or digest, a JSON file that does not parse)
 raises :class:`StoreDamagedError` naming the entry and the file; ``repair=True`` deletes damaged
 entries instead, so that a run recomputes them. Temporary files of killed writers are removed
@@ -35,6 +41,7 @@ when a store is opened for writing (see :func:`cfviz.utils.io.stale_temp_files`)
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import re
@@ -58,6 +65,17 @@ REPAIR_HINT = "rerun with --repair (Python: repair=True) to delete damaged entri
 
 class StoreDamagedError(CfvizError, ValueError):
     """An entry of a capture store is unreadable (a killed writer, a full disk, an edited file)."""
+
+
+def tensors_file_name(meta: Mapping[str, Any]) -> str:
+    """The tensors file of an entry: ``<key>.safetensors``, or the name a rewrite recorded."""
+    return str((meta.get("file") or {}).get("name") or f"{meta['key']}.safetensors")
+
+
+def _entry_files(folder: Path, key: str) -> list[Path]:
+    """Every tensors file of entry ``key`` in ``folder`` (the original and any rewritten one)."""
+    pattern = re.compile(rf"{re.escape(key)}(\.[0-9a-f]{{12}})?\.safetensors")
+    return sorted(p for p in folder.glob(f"{glob.escape(key)}.*safetensors") if pattern.fullmatch(p.name))
 
 
 def entry_key(image_id: str) -> str:
@@ -161,7 +179,7 @@ class StoreEntry:
 
     @property
     def path(self) -> Path:
-        return self._dir / f"{self.meta['key']}.safetensors"
+        return self._dir / tensors_file_name(self.meta)
 
     def load(self, names: str | Sequence[str] | None = None) -> dict[str, Any]:
         """Read tensors by name (all when ``names`` is None) without touching the others."""
@@ -334,7 +352,7 @@ class CaptureStore:
                 if self.readonly:
                     raise StoreDamagedError(f"{what} is damaged: {problem}; open the store for writing "
                                             "with repair=True to delete it")
-                for f in (meta_path, meta_path.with_suffix(".safetensors")):
+                for f in (meta_path, *_entry_files(entries, meta_path.stem)):
                     if f.exists():
                         f.unlink()
                         self.repaired.append(f.name)
@@ -455,10 +473,79 @@ class CaptureStore:
             self._write_header()
         entries = self.path / "entries"
         entries.mkdir(parents=True, exist_ok=True)
+        old = self._load_index().get(image_id)
         atomic_write_bytes(entries / f"{meta['key']}.safetensors", data)
         atomic_write_json(entries / f"{meta['key']}.json", meta)  # last: marks the entry complete
+        if old is not None and tensors_file_name(old) != tensors_file_name(meta):
+            (entries / tensors_file_name(old)).unlink(missing_ok=True)  # a rewritten entry replaced
         self._load_index()[image_id] = meta
         return StoreEntry(self.path, meta)
+
+    def rewrite(self, image_id: str, *, drop: Sequence[str] = (), arrays: Mapping[str, Any] | None = None,
+                meta: Mapping[str, Any] | None = None) -> StoreEntry:
+        """Rewrite an entry atomically: tensors whose names start with a ``drop`` prefix go, ``arrays`` join.
+
+        ``meta`` adds (or replaces) top-level keys of the entry's JSON. The new tensors file is
+        named by its digest, written before the JSON that names it; the old file is deleted last.
+        A rewrite cut at any point leaves the old entry or the new one (see the module docstring),
+        and the same rewrite gives the same bytes. Layer and block lists keep only what remains.
+
+        >>> import tempfile, torch
+        >>> store = CaptureStore(tempfile.mkdtemp(), config={"m": 1})
+        >>> _ = store.add("a", arrays={"feat/x": torch.zeros(2, 3), "keep/y": torch.ones(1)})
+        >>> store.rewrite("a", drop=["feat/"], arrays={"maps/z": torch.ones(2)}).names
+        ['keep/y', 'maps/z']
+        """
+        import torch
+        from safetensors.torch import save
+
+        if self.readonly:
+            raise PermissionError(f"the store at {self.path} was opened read-only")
+        old = self[image_id].meta
+        keep = [n for n in old.get("tensors", {}) if not any(n.startswith(p) for p in drop)]
+        tensors = StoreEntry(self.path, old).load(keep) if keep else {}
+        for name, value in (arrays or {}).items():
+            tensors[name] = torch.as_tensor(value)
+        if not tensors:
+            raise ValueError(f"rewriting {image_id!r} would leave no tensors")
+        new = {**old, **_jsonable(dict(meta or {}))}
+        new["tensors"] = {n: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+                          for n, t in tensors.items()}
+        new["nbytes"] = int(sum(t.numel() * t.element_size() for t in tensors.values()))
+        for kind, prefix in (("layers", "attn/"), ("blocks", "feat/")):
+            if isinstance(old.get(kind), list):
+                new[kind] = [n for n in old[kind] if prefix + n in tensors]
+        data = save({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())},
+                    metadata={"image_id": image_id})
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{old['key']}.{digest[:12]}.safetensors"
+        new["file"] = {"bytes": len(data), "sha256": digest, "name": name}
+        entries = self.path / "entries"
+        atomic_write_bytes(entries / name, data)
+        atomic_write_json(entries / f"{old['key']}.json", new)  # the commit: names the new file
+        self.remove_orphans([image_id], metas={image_id: new})
+        self._load_index()[image_id] = new
+        return StoreEntry(self.path, new)
+
+    def remove_orphans(self, image_ids: Sequence[str], *, metas: Mapping[str, Any] | None = None) -> list[str]:
+        """Delete tensors files of these entries that their JSON does not name (a rewrite cut short).
+
+        Only the given entries are looked at: another process may be writing other entries (its
+        tensors file exists a moment before its JSON). Returns the names deleted.
+        """
+        entries = self.path / "entries"
+        index = self._load_index()
+        removed = []
+        for image_id in image_ids:
+            meta = (metas or {}).get(image_id) or index.get(image_id)
+            if meta is None:
+                continue
+            named = tensors_file_name(meta)
+            for f in _entry_files(entries, meta["key"]):
+                if f.name != named:
+                    f.unlink(missing_ok=True)
+                    removed.append(f.name)
+        return removed
 
     def add_rows(self, cache: CaptureCache, image_ids: Sequence[str], *,
                  metadata: Sequence[Mapping[str, Any]] | None = None, overwrite: bool = False) -> list[StoreEntry]:
@@ -510,7 +597,9 @@ def _read_entry(meta_path: Path, *, verify: bool) -> tuple[dict[str, Any] | None
         return None, f"{meta_path} is not the metadata of a capture store entry (no image_id or key)"
     if meta["key"] != meta_path.stem:
         return meta, f"{meta_path} names the tensors file {meta['key']}.safetensors, not its own"
-    tensors = meta_path.with_suffix(".safetensors")
+    tensors = meta_path.parent / tensors_file_name(meta)
+    if not re.fullmatch(rf"{re.escape(meta['key'])}(\.[0-9a-f]{{12}})?\.safetensors", tensors.name):
+        return meta, f"{meta_path} names the tensors file {tensors.name}, not one of its own"
     if not tensors.is_file():
         return meta, f"{tensors} is missing"
     expected = meta.get("file") or {}
