@@ -5,6 +5,14 @@ At extraction (``ExtractionConfig.aaclip`` = an adapter checkpoint), every image
 and ``aaclip/image`` (``(<det, T_A> + 1) / 2``). The checkpoint's SHA-256 is part of the
 extraction settings, so a store written with other adapters (or none) is refused.
 
+AA-CLIP runs as its authors run it unless told otherwise (each default from the released code,
+``methods.md`` 3.1-3.2): at the checkpoint's image size (518 px with interpolated position
+embeddings on ViT-L-14-336, whatever size the CLIP branch takes; ``extraction.aaclip_size``
+overrides it), with the checkpoint's class names (descriptive ``REAL_NAMES``;
+``extraction.aaclip_names`` overrides them), and from a training folder the stage-2 checkpoint of
+the paper's epoch 15 (``resolve_checkpoint(..., epoch=N)`` picks another). Its images are
+resized from the originals (bicubic, CLIP mean/std), not from the CLIP branch's smaller batch.
+
 At scoring:
 
 * method ``aaclip`` — AA-CLIP alone as released: the anomaly map (no further smoothing) and
@@ -42,15 +50,34 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def resolve_checkpoint(path: str | None) -> tuple[str | None, str | None]:
-    """``(absolute path, sha256)`` of an adapter checkpoint, or ``(None, None)``; clear error if missing."""
-    from cfviz.clip.aaclip.checkpoint import CheckpointError
+def resolve_checkpoint(path: str | None, epoch: int | None = None) -> tuple[str | None, str | None]:
+    """``(absolute path, sha256)`` of an adapter checkpoint, or ``(None, None)``; clear error if missing.
+
+    ``path`` is a checkpoint file or a training folder (``cfviz train-aaclip --out DIR``). From a
+    folder, ``epoch`` picks that stage-2 epoch's file; ``None`` picks the paper's epoch
+    (:data:`~cfviz.clip.aaclip.checkpoint.PAPER_EPOCH`, 15) when the folder holds it, else the
+    final ``aaclip.safetensors`` (a run of fewer epochs). An ``epoch`` with a file is refused.
+    """
+    from cfviz.clip.aaclip.checkpoint import PAPER_EPOCH, CheckpointError, epoch_checkpoint, epoch_checkpoints
 
     if path is None:
+        if epoch is not None:
+            raise CheckpointError("--aaclip-epoch chooses a checkpoint from the training folder given as --aaclip; "
+                                  "pass --aaclip DIR (from `cfviz train-aaclip --out DIR`)")
         return None, None
     p = Path(path).expanduser()
-    if p.is_dir() and (p / "aaclip.safetensors").is_file():
-        p = p / "aaclip.safetensors"
+    if epoch is not None:
+        if not p.is_dir():
+            raise CheckpointError(f"--aaclip-epoch {epoch} chooses a file from a training folder, but --aaclip {path} "
+                                  "is not a folder; pass the folder `cfviz train-aaclip --out DIR` wrote, or drop "
+                                  "--aaclip-epoch to use this file")
+        p = epoch_checkpoint(p, epoch)
+    elif p.is_dir():
+        paper = [f for s, e, f in epoch_checkpoints(p) if (s, e) == (2, PAPER_EPOCH)]
+        if paper:
+            p = paper[0]
+        elif (p / "aaclip.safetensors").is_file():
+            p = p / "aaclip.safetensors"
     if not p.is_file():
         raise CheckpointError(f"--aaclip {path}: no such checkpoint; train one with `cfviz train-aaclip --out DIR` "
                               "and pass DIR/aaclip.safetensors")
@@ -71,12 +98,31 @@ def load(bundle: Any, extraction: Any) -> Any:
     if digest is not None and Path(path).is_file() and file_sha256(path) != digest:
         raise CheckpointError(f"{path} changed since this store was configured (SHA-256 differs); extract into a "
                               "new store, or restore the checkpoint")
-    return load_aaclip(path, bundle)
+    return load_aaclip(path, bundle, image_size=getattr(extraction, "aaclip_size", None),
+                       class_names=getattr(extraction, "aaclip_names", None))
 
 
-def arrays(model: Any, clip_images: Any, categories: Sequence[str]) -> list[dict[str, Any]]:
-    """Per image, AA-CLIP's store entries (``aaclip/...`` float32 tensors)."""
-    res = model.predict(clip_images, [c.replace("_", " ") for c in categories])
+def arrays(model: Any, clip_images: Any, categories: Sequence[str], images: Sequence[Any] | None = None
+           ) -> list[dict[str, Any]]:
+    """Per image, AA-CLIP's store entries (``aaclip/...`` float32 tensors).
+
+    ``images`` (the original pictures) are resized to AA-CLIP's own input size, as the released
+    code resizes its data set images to 518 px. Without them, ``clip_images`` is used when it has
+    that size, else it is resized (bicubic, from the CLIP branch's batch).
+    """
+    import torch
+    from torch.nn import functional as F
+
+    size = model.image_size
+    if images is not None:
+        from cfviz.data.transforms import clip_transform
+
+        batch = torch.stack([clip_transform(im, size, mean=model.bundle.mean, std=model.bundle.std) for im in images])
+    elif tuple(clip_images.shape[-2:]) != (size, size):
+        batch = F.interpolate(clip_images.float(), size=(size, size), mode="bicubic", align_corners=False)
+    else:
+        batch = clip_images
+    res = model.predict(batch, list(categories))  # names: AAClip maps categories to prompt words
     return [res.arrays(i, prefix=PREFIX) for i in range(len(categories))]
 
 

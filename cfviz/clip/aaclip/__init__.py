@@ -8,7 +8,8 @@ projection for the image score, trained in two stages (text, then vision). See
 Modules (one concern each): ``config`` (hyper-parameters resolved against a model's depths),
 ``adapters`` (the trainable modules), ``encoders`` (the adapted forward passes), ``model``
 (:class:`AAClip`: anchors, maps, scores, save/load), ``losses``, ``data`` (training sample
-selection and batches), ``checkpoint`` (safetensors I/O), ``train`` (the two-stage loop),
+selection and batches), ``checkpoint`` (safetensors I/O, the epoch to evaluate), ``names``
+(plain or the released code's descriptive class names), ``train`` (the two-stage loop),
 ``compare`` (before/after comparisons for notebooks).
 
 Importing this package is light; names load on first use.
@@ -40,6 +41,10 @@ _LAZY: dict[str, str] = {
     "TrainingDataError": "cfviz.clip.aaclip.data",
     "load_aaclip": "cfviz.clip.aaclip.checkpoint",
     "latest_checkpoint": "cfviz.clip.aaclip.checkpoint",
+    "epoch_checkpoint": "cfviz.clip.aaclip.checkpoint",
+    "PAPER_EPOCH": "cfviz.clip.aaclip.checkpoint",
+    "prompt_name": "cfviz.clip.aaclip.names",
+    "DESCRIPTIVE_NAMES": "cfviz.clip.aaclip.names",
     "study": "cfviz.clip.aaclip.compare",
 }
 

@@ -67,6 +67,36 @@ def epoch_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[int, int, Pa
     return sorted(found)
 
 
+#: The stage-2 epoch whose checkpoint the paper's results come from: the maintainers' answer in
+#: AA-CLIP issue #13 (relayed in #16), and the epoch the released ``results/test.log`` loads
+#: (``methods.md`` 3.1). The released ``test.py`` evaluates every ``image_adapter_*.pth`` in turn.
+PAPER_EPOCH = 15
+
+
+def epoch_checkpoint(folder: str | os.PathLike[str], epoch: int, stage: int = 2) -> Path:
+    """The checkpoint of ``stage``'s ``epoch`` in a training folder; one clear error listing those there.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); _ = (d / checkpoint_name(2, 15)).write_bytes(b"")
+    >>> epoch_checkpoint(d, 15).name
+    'stage2_epoch_015.safetensors'
+    """
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise CheckpointError(f"epoch must be a positive integer (the paper evaluates stage-2 epoch {PAPER_EPOCH}), "
+                              f"got {epoch!r}")
+    d = Path(folder)
+    if not d.is_dir():
+        raise CheckpointError(f"{folder} is not a training folder; an epoch is chosen from the folder that "
+                              "`cfviz train-aaclip --out DIR` wrote (pass DIR)")
+    found = [e for s, e, _ in epoch_checkpoints(d) if s == stage]
+    path = d / checkpoint_name(stage, epoch)
+    if epoch not in found:
+        have = f"epochs {found[0]}..{found[-1]}" if found else "none"
+        raise CheckpointError(f"{d} has no stage-{stage} checkpoint of epoch {epoch} ({have} there); choose one of "
+                              f"those, or train more epochs (`cfviz train-aaclip --stage2-epochs {epoch}` resumes)")
+    return path
+
+
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
     """The last epoch checkpoint written in ``folder`` (stage 2 after stage 1), or ``None``."""
     found = epoch_checkpoints(folder)
@@ -122,18 +152,28 @@ def check_same_model(meta: dict[str, str], bundle: Any, path: Any) -> None:
         raise CheckpointError(f"{path} was trained on another CLIP ({detail}); load the CLIP it was trained on")
 
 
-def load_aaclip(path: str | os.PathLike[str], bundle: Any, *, check_model: bool = True) -> Any:
+def load_aaclip(path: str | os.PathLike[str], bundle: Any, *, check_model: bool = True,
+                image_size: int | str | None = None, class_names: str | None = None) -> Any:
     """An :class:`~cfviz.clip.aaclip.model.AAClip` on ``bundle`` with the weights of ``path``.
 
     ``path`` may be a file or a training folder (its ``aaclip.safetensors``, else its last epoch).
+    ``image_size`` and ``class_names`` replace the checkpoint's (``None``: those it was trained
+    with); the adapters do not depend on either.
     """
+    from dataclasses import replace
+
     from cfviz.clip.aaclip.config import AAClipConfig
     from cfviz.clip.aaclip.model import AAClip
 
     tensors, meta = read_checkpoint(path)
     if check_model:
         check_same_model(meta, bundle, path)
-    model = AAClip(bundle, AAClipConfig.from_json(meta["config"]), seed=int(meta.get("seed", 0)))
+    config = AAClipConfig.from_json(meta["config"])
+    if image_size is not None:
+        config = replace(config, image_size=image_size)
+    if class_names is not None:
+        config = replace(config, class_names=class_names)
+    model = AAClip(bundle, config, seed=int(meta.get("seed", 0)))
     state = {k[len("adapters/"):]: v for k, v in tensors.items() if k.startswith("adapters/")}
     try:
         model.adapters.load_state_dict(state, strict=True)

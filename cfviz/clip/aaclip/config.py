@@ -83,6 +83,18 @@ class AAClipConfig:
         medical: 1.5, 9); ``blur_sigma=0`` disables it.
     prompts:
         :class:`AAClipPrompts`.
+    image_size:
+        Input side in pixels; the position embeddings are interpolated bicubically to its grid
+        (:func:`cfviz.clip.posembed.resize_clip`). ``None``: the released code's 518 px
+        (``train.py`` / ``test.py``: ``--img_size 518``; ``methods.md`` 3.1) on the paper's
+        backbone, i.e. any model with ViT-L-14-336's geometry (336 px, 14 px patches: a 37x37
+        grid instead of 24x24), and the model's own size on any other (the released code was
+        run at 518 only on ViT-L/14; 518 is no multiple of 16). ``"model"``: the model's own
+        size (what checkpoints written before this setting existed used).
+    class_names:
+        Words for a category in the prompts: ``"descriptive"`` (the released code's
+        ``REAL_NAMES``, e.g. "metal nut which has four notched edges"; see
+        :mod:`cfviz.clip.aaclip.names`) or ``"plain"`` (the category name, "metal nut").
     """
 
     text_adapter_blocks: int | None = None
@@ -97,6 +109,8 @@ class AAClipConfig:
     blur_sigma: float = 1.0
     blur_kernel: int = 7
     prompts: AAClipPrompts = field(default_factory=AAClipPrompts)
+    image_size: int | str | None = None
+    class_names: str = "descriptive"
 
     # ------------------------------------------------------------------ resolution
     def resolve(self, bundle: Any) -> AAClipConfig:
@@ -122,8 +136,14 @@ class AAClipConfig:
         if self.blur_sigma < 0 or self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise ValueError(f"blur needs sigma >= 0 and an odd kernel >= 1, got sigma={self.blur_sigma}, "
                              f"kernel={self.blur_kernel}")
+        from cfviz.clip.aaclip.names import NAME_MODES
+
+        if self.class_names not in NAME_MODES:
+            raise ValueError(f"class_names must be one of {', '.join(NAME_MODES)} (released code: descriptive), got "
+                             f"{self.class_names!r}")
+        size = _image_size(self.image_size, bundle, name)
         return replace(self, text_adapter_blocks=k_t, image_adapter_blocks=k_i, levels=tuple(sorted(levels)),
-                       text_lambda=float(self.text_lambda), image_lambda=float(self.image_lambda))
+                       text_lambda=float(self.text_lambda), image_lambda=float(self.image_lambda), image_size=size)
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
@@ -138,6 +158,9 @@ class AAClipConfig:
         d = dict(json.loads(data) if isinstance(data, str) else data)
         p = d.pop("prompts", None)
         prompts = AAClipPrompts(**{k: tuple(v) for k, v in p.items()}) if p else AAClipPrompts()
+        # written before these settings existed: plain names at the model's own size (what was run then)
+        d.setdefault("class_names", "plain")
+        d.setdefault("image_size", "model")
         if d.get("levels") is not None:
             d["levels"] = tuple(d["levels"])
         unknown = set(d) - set(cls.__dataclass_fields__)
@@ -165,6 +188,37 @@ def default_levels(depth: int) -> tuple[int, ...]:
     ((6, 12, 18, 24), (1, 2, 3, 4), (1, 2))
     """
     return tuple(sorted({max(1, round(depth * i / 4)) for i in range(1, 5)}))
+
+
+#: AA-CLIP's input side (released ``train.py`` / ``test.py``: ``--img_size 518``) and the geometry of the
+#: backbone it was run on (ViT-L-14-336: 336 px, 14 px patches).
+RELEASED_IMAGE_SIZE = 518
+RELEASED_GEOMETRY = (336, 14)
+
+
+def released_image_size(bundle: Any) -> int:
+    """The input side AA-CLIP runs ``bundle`` at by default (see ``AAClipConfig.image_size``).
+
+    >>> from cfviz.models import tiny_clip
+    >>> released_image_size(tiny_clip(like="ViT-L-14-336")), released_image_size(tiny_clip())
+    (518, 240)
+    """
+    if (int(bundle.image_size), int(bundle.patch_size)) == RELEASED_GEOMETRY:
+        return RELEASED_IMAGE_SIZE
+    return int(bundle.image_size)
+
+
+def _image_size(value: int | str | None, bundle: Any, name: str) -> int:
+    if value is None:
+        return released_image_size(bundle)
+    if value == "model":
+        return int(bundle.image_size)
+    patch = int(getattr(bundle, "patch_size", 1))
+    if not isinstance(value, int) or isinstance(value, bool) or value < patch or value % patch:
+        raise ValueError(f"image_size={value!r} does not fit {name}: give a multiple of its {patch} px patches "
+                         f"(released code: {RELEASED_IMAGE_SIZE} on ViT-L-14-336), 'model' for its own size, or None "
+                         "for the default")
+    return value
 
 
 def _blocks(key: str, value: int | None, depth: int, name: str, tower: str) -> int:

@@ -75,7 +75,10 @@ class AAClip:
     ----------
     bundle:
         A :class:`~cfviz.models.bundle.ClipBundle` (paper: ViT-L-14-336; tests: ``tiny_clip``).
-        Its weights are frozen (``requires_grad_(False)``) and never modified.
+        Its weights are frozen (``requires_grad_(False)``) and never modified. At a
+        ``config.image_size`` other than the bundle's, :attr:`bundle` is a copy sharing its
+        weights with interpolated position embeddings (:func:`cfviz.clip.posembed.resize_clip`);
+        :attr:`base_bundle` is the one given.
     config:
         :class:`~cfviz.clip.aaclip.config.AAClipConfig` (resolved against the bundle here).
     seed:
@@ -83,10 +86,13 @@ class AAClip:
     """
 
     def __init__(self, bundle: Any, config: AAClipConfig | None = None, *, seed: int = 0) -> None:
-        self.bundle = bundle
+        from cfviz.clip.posembed import resize_clip
+
+        self.base_bundle = bundle
         self.config = (config or AAClipConfig()).resolve(bundle)
         self.seed = int(seed)
         bundle.model.requires_grad_(False)
+        self.bundle = resize_clip(bundle, int(self.config.image_size))  # the bundle itself at its own size
         self.adapters = AAClipAdapters(self.config, bundle, seed=seed).to(torch.device(bundle.device))
         self.adapters.eval()
         self._anchor_cache: dict[str, torch.Tensor] = {}
@@ -100,7 +106,9 @@ class AAClip:
 
     def class_anchors(self, class_name: str) -> torch.Tensor:
         """``(2, D)`` unit anchors ``[T_N, T_A]`` of one class (with gradients while training)."""
-        normal, anomalous = self.config.prompts.sentences(class_name)
+        from cfviz.clip.aaclip.names import prompt_name
+
+        normal, anomalous = self.config.prompts.sentences(prompt_name(class_name, self.config.class_names))
         emb = F.normalize(self.encode_text(normal + anomalous), dim=-1)
         groups = [emb[:len(normal)].mean(0), emb[len(normal):].mean(0)]
         return F.normalize(torch.stack(groups), dim=-1)
@@ -138,6 +146,11 @@ class AAClip:
 
     # ------------------------------------------------------------------ images
     @property
+    def image_size(self) -> int:
+        """Side of the images :meth:`predict` takes (``config.image_size``)."""
+        return int(self.bundle.image_size)
+
+    @property
     def grid(self) -> tuple[int, int]:
         return tuple(int(g) for g in self.bundle.grid_size)  # type: ignore[return-value]
 
@@ -168,7 +181,7 @@ class AAClip:
         return [self.similarity(v, anchors) for v in seg], det
 
     def predict(self, images: torch.Tensor, class_names: str | Sequence[str]) -> AAClipResult:
-        """Anomaly maps and image scores of ``images`` ``(B, 3, S, S)`` (CLIP-normalised).
+        """Anomaly maps and image scores of ``images`` ``(B, 3, S, S)`` (CLIP-normalised, ``S = image_size``).
 
         ``class_names``: one name for the whole batch or one per image.
         """
@@ -207,8 +220,9 @@ class AAClip:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"AAClip({self.bundle.name}, K_T={c.text_adapter_blocks}, K_I={c.image_adapter_blocks}, "
-                f"levels={c.levels}, lambda=({c.text_lambda}, {c.image_lambda}))")
+        return (f"AAClip({self.bundle.name} at {c.image_size} px, K_T={c.text_adapter_blocks}, "
+                f"K_I={c.image_adapter_blocks}, levels={c.levels}, lambda=({c.text_lambda}, {c.image_lambda}), "
+                f"{c.class_names} names)")
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, kernel: int) -> torch.Tensor:

@@ -289,7 +289,7 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
         done = (int(meta["stage"]), int(meta["epoch"]))
         resumed_from = last
     device = torch.device(bundle.device)
-    size = int(bundle.image_size)
+    size = model.image_size  # config.image_size (518 on ViT-L-14-336, as the released code trains)
     checkpoints = [p for _, _, p in existing]
     epochs_run = 0
 
