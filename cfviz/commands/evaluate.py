@@ -13,7 +13,7 @@ FLAGS: dict[str, str] = {
     "dataset_options.missing_masks": "--missing-masks", "dataset_options.mask_suffix": "--mask-suffix",
     "dataset_options.limit_per_type": "--limit-per-type",
     "methods": "--method", "shots": "--shots", "seeds": "--seeds", "out_dir": "--out", "store_dir": "--store",
-    "batch_size": "--batch-size", "shard": "--shard", "distributed": "--distributed",
+    "batch_size": "--batch-size", "shard": "--shard", "distributed": "--distributed", "store_form": "--store-form",
     "models.clip": "--clip", "models.clip_arch": "--clip-arch", "models.clip_pretrained": "--clip-pretrained",
     "models.diffusion": "--diffusion", "models.revision": "--revision", "models.device": "--device",
     "models.dtype": "--dtype", "models.seed": "--model-seed",
@@ -21,8 +21,11 @@ FLAGS: dict[str, str] = {
     "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size",
     "extraction.noise_seed": "--noise-seed",
     "extraction.aaclip": "--aaclip", "extraction.winclip_prompts": "--winclip-prompts",
+    "extraction.aaclip_size": "--aaclip-size", "extraction.aaclip_names": "--aaclip-names",
+    "extraction.clip_windows": "--clip-windows",
     "extraction.language_tokens": "--language-tokens", "extraction.tokens": "--tokens",
     "extraction.mask": "--inpaint-mask",
+    "extraction.noise": "--noise", "extraction.noise_draws": "--noise-draws",
     "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
@@ -70,7 +73,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     models.add_argument("--clip-pretrained", default=m.clip_pretrained,
                         help="open_clip pretrained tag or a .safetensors/.pt checkpoint file (with --clip pretrained)")
     models.add_argument("--diffusion", default=m.diffusion,
-                        help="tiny, random, or a hub id / local folder of SD2-inpainting weights "
+                        help="tiny (SD2 inpainting), tiny-sd1, tiny-sdxl, tiny-sdxl-inpaint, tiny-sd3, tiny-flux, "
+                             "tiny-flux-fill, tiny-pixart, random, or a hub id / local diffusers folder of any "
+                             "SD 1.x/2.x, SDXL, SD3, FLUX (Fill) or PixArt pipeline "
                              "(e.g. stabilityai/stable-diffusion-2-inpainting)")
     models.add_argument("--revision", default=None, help="hub revision (commit) of the diffusion weights "
                                                          "(default: main)")
@@ -82,7 +87,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES
-    from cfviz.experiments.config import (INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
+    from cfviz.experiments.config import (AACLIP_NAMES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
                                           TOKEN_MODES, ExtractionConfig, ScoringConfig)
 
     e, s = ExtractionConfig(), ScoringConfig()
@@ -113,6 +118,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                           "off: every process runs the whole job")
     run.add_argument("--batch-size", type=int, default=4, help="images per model call (part of the store's "
                                                               "identity)")
+    run.add_argument("--store-form", choices=("full", "compact"), default="full",
+                     help="full: the store keeps every captured tensor; compact: once extracted, the test images' "
+                          "UNet features are replaced by M_diff_V maps for these --shots/--seeds and the "
+                          "(timestep, block) matching grid of --timesteps/--features: 10x+ smaller for three "
+                          "blocks, the same results; other shots, seeds or pairs then need a new store "
+                          "(part of the store's identity)")
     run.add_argument("--repair", action="store_true",
                      help="recompute damaged store entries instead of stopping at the first one")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -125,9 +136,27 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size,
                      help="image side fed to the diffusion model (a multiple of 8)")
     ext.add_argument("--noise-seed", type=int, default=e.noise_seed, help="seed of the diffusion noise")
+    ext.add_argument("--noise", choices=("shared", "per-image"), default=e.noise,
+                     help="diffusion noise at a timestep: one draw shared by all images, or each image its own "
+                          "(seeded by its id: independent of batch and shard)")
+    ext.add_argument("--noise-draws", type=int, default=e.noise_draws, metavar="N",
+                     help="noise draws averaged per timestep (each one more UNet call per timestep)")
     ext.add_argument("--aaclip", metavar="CHECKPOINT", default=None,
-                     help="AA-CLIP adapters from `cfviz train-aaclip` (OUT/aaclip.safetensors): needed by "
-                          "--method aaclip and --clip-branch aaclip (default: none)")
+                     help="AA-CLIP adapters from `cfviz train-aaclip`: a checkpoint file, or the training folder "
+                          "(then the stage-2 checkpoint of the paper's epoch 15 if it is there, else "
+                          "aaclip.safetensors); needed by --method aaclip and --clip-branch aaclip (default: none)")
+    ext.add_argument("--aaclip-epoch", type=int, default=None, metavar="N",
+                     help="with --aaclip DIR: evaluate the stage-2 checkpoint of epoch N (default: 15, the epoch "
+                          "the AA-CLIP paper's results come from)")
+    ext.add_argument("--aaclip-size", type=int, default=None, metavar="PX",
+                     help="AA-CLIP's input side, position embeddings interpolated to its grid (default: the "
+                          "checkpoint's: 518 on ViT-L-14-336, as the released code)")
+    ext.add_argument("--aaclip-names", choices=AACLIP_NAMES, default=None,
+                     help="class names in AA-CLIP's prompts: the released code's descriptions or the category "
+                          "names (default: the checkpoint's, descriptive)")
+    ext.add_argument("--clip-windows", choices=("on", "off"), default="on",
+                     help="off: skip CLIP's window embeddings at extraction (much faster; then only PatchCLIP with "
+                          "--patchclip-language patches --patchclip-visual patches, no winclip)")
     ext.add_argument("--winclip-prompts", choices=PROMPT_AVERAGES, default=e.winclip_prompts,
                      help="WinCLIP's text anchors: mean of unit-normalised prompt embeddings, or of raw ones "
                           "(anomalib)")
@@ -187,7 +216,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "aaclip", None):  # reading the checkpoint imports torch: only when one is given
         from cfviz.experiments.aaclip_branch import resolve_checkpoint
 
-        aaclip, aaclip_sha256 = resolve_checkpoint(args.aaclip)
+        aaclip, aaclip_sha256 = resolve_checkpoint(args.aaclip, getattr(args, "aaclip_epoch", None))
+    elif getattr(args, "aaclip_epoch", None) is not None:
+        from cfviz.experiments.aaclip_branch import resolve_checkpoint
+
+        resolve_checkpoint(None, args.aaclip_epoch)  # refused: an epoch needs a training folder
     if aaclip is None and ("aaclip" in methods or getattr(args, "clip_branch", None) == "aaclip"):
         from cfviz.clip.aaclip.checkpoint import CheckpointError
 
@@ -207,10 +240,13 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     diffusion_size=get("diffusion_size", e.diffusion_size),
                                     clip_size=get("clip_size", e.clip_size),
                                     noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
-                                    aaclip_sha256=aaclip_sha256,
+                                    aaclip_sha256=aaclip_sha256, aaclip_size=getattr(args, "aaclip_size", None),
+                                    aaclip_names=getattr(args, "aaclip_names", None),
+                                    clip_windows=getattr(args, "clip_windows", "on") != "off",
                                     winclip_prompts=get("winclip_prompts", e.winclip_prompts),
                                     language_tokens=get("language_tokens", e.language_tokens),
-                                    mask=get("inpaint_mask", e.mask),
+                                    mask=get("inpaint_mask", e.mask), noise=get("noise", e.noise),
+                                    noise_draws=get("noise_draws", e.noise_draws),
                                     tokens=get("tokens", e.tokens)),
         scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
                               normalization=get("normalization", s.normalization),
@@ -220,7 +256,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                               clip_branch=get("clip_branch", s.clip_branch),
                               patchclip_language=get("patchclip_language", s.patchclip_language),
                               patchclip_visual=get("patchclip_visual", s.patchclip_visual)),
-        batch_size=get("batch_size", 4),
+        batch_size=get("batch_size", 4), store_form=get("store_form", "full"),
     )
 
 

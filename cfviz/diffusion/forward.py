@@ -9,6 +9,12 @@ By default nothing is masked (an all-zero inpainting mask), so the whole image i
 Noise for timestep ``t`` comes from a generator seeded by ``(seed, t)``, so a run over several
 timesteps gives exactly the records of separate single-timestep runs, and an image's result does
 not depend on which other images share its batch.
+
+Noise knobs (ours; the paper says neither): ``noise="shared"`` (default) gives every image the
+same draw at ``t``; ``noise="per-image"`` seeds it by ``(seed, t, image id)``, so each image has
+its own draw and still none depends on its batch or shard. ``draws=N`` runs N draws per
+timestep (N UNet calls) and averages their records per timestep (:func:`average_draws`), so a
+store keeps one step per timestep whatever N is.
 """
 
 from __future__ import annotations
@@ -24,6 +30,23 @@ PROMPT_TEMPLATE = "a close-up cropped png photo of a {object} with {state}"
 #: Default noise levels (of 1000 training steps). Our choice, not the paper's (which does not say):
 #: a low, a middle (DIFT's t=261 for SD2 features, Tang et al. 2023) and a higher level.
 DEFAULT_TIMESTEPS: tuple[int, ...] = (100, 261, 400)
+#: How the noise at a timestep is drawn: one draw for every image, or one per image (by its id).
+NOISE_MODES: tuple[str, ...] = ("shared", "per-image")
+
+
+def state_phrase(state: str) -> str:
+    """The [state] text of the prompt: a comma-separated ensemble is written as a list.
+
+    ``"damage"`` and ``"crack damage"`` stay as they are; ``"damage,defect, scratch"`` becomes
+    ``"damage, defect, scratch"`` (one prompt holds every state of the ensemble; see
+    :func:`cfviz.diffusion.mapdiff.state_groups` for how M_diff_L weighs them).
+
+    >>> state_phrase("damage,defect, scratch"), state_phrase("crack damage")
+    ('damage, defect, scratch', 'crack damage')
+    """
+    if "," not in state:
+        return state
+    return ", ".join(part.strip() for part in state.split(",") if part.strip())
 
 
 def build_prompt(object_name: str, state: str, template: str = PROMPT_TEMPLATE) -> str:
@@ -31,19 +54,102 @@ def build_prompt(object_name: str, state: str, template: str = PROMPT_TEMPLATE) 
 
     >>> build_prompt("metal nut", "damage")
     'a close-up cropped png photo of a metal nut with damage'
+    >>> build_prompt("bottle", "damage,scratch")
+    'a close-up cropped png photo of a bottle with damage, scratch'
     """
-    return template.format(object=object_name.replace("_", " "), state=state)
+    return template.format(object=object_name.replace("_", " "), state=state_phrase(state))
 
 
-def noise_seed(seed: int, timestep: int) -> int:
+def _key_words(key: str) -> list[int]:
+    """Four 32-bit words of the SHA-256 of ``key`` (an image id): a stable, platform-free hash."""
+    import hashlib
+
+    digest = hashlib.sha256(str(key).encode("utf-8")).digest()
+    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+
+
+def noise_seed(seed: int, timestep: int, draw: int = 0, key: str | None = None) -> int:
     """The generator seed for the noise at ``timestep`` (independent of the other timesteps).
+
+    ``draw`` numbers the draws averaged at one timestep (draw 0 is the single draw of earlier
+    versions: the same seed); ``key`` (an image id) gives that image its own draw
+    (``noise="per-image"``), independent of the images it is batched with.
 
     >>> noise_seed(0, 261) == noise_seed(0, 261) != noise_seed(1, 261)
     True
+    >>> len({noise_seed(0, 261), noise_seed(0, 261, draw=1), noise_seed(0, 261, key="a"), noise_seed(0, 261, key="b")})
+    4
     """
     import numpy as np
 
-    return int(np.random.SeedSequence([int(seed), int(timestep)]).generate_state(1)[0])
+    entropy = [int(seed), int(timestep)]
+    if key is not None:  # tag 1 keeps per-image entropy apart from any shared one (trailing zeros pad)
+        entropy += [int(draw), 1, *_key_words(key)]
+    elif draw:
+        entropy += [int(draw)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def draw_noise(shape: Any, seed: int, timestep: int, *, draw: int = 0, keys: Sequence[str] | None = None) -> Any:
+    """Noise ``(B, *shape[1:])`` (float32, CPU) for one timestep and draw.
+
+    ``keys=None``: one draw shared by every row (``noise="shared"``); otherwise one draw per row,
+    seeded by that row's key (its image id), so a row's noise does not depend on its batch.
+
+    >>> import torch
+    >>> a = draw_noise((2, 4, 8, 8), 0, 100, keys=["x", "y"])
+    >>> b = draw_noise((1, 4, 8, 8), 0, 100, keys=["y"])
+    >>> torch.equal(a[1], b[0]), torch.equal(a[0], a[1])
+    (True, False)
+    """
+    import torch
+
+    b, rest = int(shape[0]), tuple(int(x) for x in shape[1:])
+    if keys is None:
+        gen = torch.Generator("cpu").manual_seed(noise_seed(seed, timestep, draw))
+        return torch.randn(rest, generator=gen, dtype=torch.float32).expand(b, *rest)
+    keys = list(keys)
+    if len(keys) != b:
+        raise CfvizError(f"noise keys: {len(keys)} image ids for a batch of {b}; give one id per image")
+    rows = []
+    for key in keys:
+        gen = torch.Generator("cpu").manual_seed(noise_seed(seed, timestep, draw, key=key))
+        rows.append(torch.randn(rest, generator=gen, dtype=torch.float32))
+    return torch.stack(rows)
+
+
+def average_draws(cache: Any, draws: int) -> Any:
+    """Average each run of ``draws`` consecutive steps of a capture into one step (in place).
+
+    :func:`mapdiff_forward` makes the ``draws`` UNet calls of one timestep one after another, so
+    steps ``k*draws .. k*draws+draws-1`` share a timestep. Attention and feature maps are averaged
+    in float32 and stored in their recorded dtype; the step keeps the first call's information,
+    renumbered ``k``. ``draws=1`` leaves the cache untouched (byte for byte).
+    """
+    import torch
+
+    if draws == 1:
+        return cache
+    steps = list(cache.steps)
+    if len(steps) % draws:
+        raise CfvizError(f"{len(steps)} recorded steps are not whole groups of {draws} noise draws")
+    groups = [steps[i:i + draws] for i in range(0, len(steps), draws)]
+    for group in groups:
+        if len({str(s.timestep) for s in group}) != 1:
+            raise CfvizError(f"noise draws of one group have different timesteps: {[s.timestep for s in group]}")
+    for table in (cache.attention, cache.features):
+        for name, per in table.items():
+            merged = {}
+            for k, group in enumerate(groups):
+                parts = [per[s.step] for s in group if s.step in per]
+                if not parts:
+                    continue
+                merged[k] = (torch.stack([p.float() for p in parts]).mean(0)).to(parts[0].dtype)
+            table[name] = merged
+    from dataclasses import replace
+
+    cache.steps = [replace(group[0], step=k) for k, group in enumerate(groups)]
+    return cache
 
 
 @dataclass
@@ -112,7 +218,9 @@ def encode_prompts(pipe: Any, prompts: Sequence[str]) -> Any:
 
 
 def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
-                    timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0, mask: Any = None) -> list[Any]:
+                    timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0, mask: Any = None,
+                    noise: str = "shared", image_ids: Sequence[str] | None = None, draws: int = 1,
+                    capture: Any = None) -> list[Any]:
     """Run one UNet call per timestep on noised latents of real images; return the noise predictions.
 
     Wrap the call in :func:`cfviz.capture` to record maps; each UNet call is one capture step,
@@ -139,6 +247,15 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
         Seeds the noise (see :func:`noise_seed`).
     mask:
         Inpainting mask, see :func:`inpaint_inputs`.
+    noise, image_ids:
+        ``"shared"`` (default): one noise draw for every image at a timestep; ``"per-image"``:
+        each image's own draw, seeded by ``(seed, t, its id)`` from ``image_ids`` (one per image),
+        so it does not depend on the batch (see :func:`draw_noise`).
+    draws:
+        Noise draws averaged per timestep (default 1): ``draws`` UNet calls per timestep, one
+        after another; the noise predictions returned are their mean. With ``capture`` (the
+        active :func:`cfviz.capture` around this call) the records of each timestep's draws are
+        averaged into one step (:func:`average_draws`); without it they stay separate steps.
 
     Example
     -------
@@ -157,13 +274,27 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     from cfviz.capture.families import detect_family
     from cfviz.capture.session import classifier_free_guidance
 
+    if noise not in NOISE_MODES:
+        raise CfvizError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise CfvizError(f"draws must be an integer >= 1 (noise draws averaged per timestep), got {draws!r}")
     family = detect_family(pipe)
     # other known families have their own inputs; SD2-style inpainting (and unknown UNet-likes) stay here
     if family.name != "cross" and not (family.name == "sd" and family.inpainting):
+        if noise != "shared" or draws != 1:
+            raise CfvizError(f"noise={noise!r}, draws={draws}: per-image noise and several draws are implemented "
+                             f"for SD2-style inpainting UNets only, not this {family.name} model; use "
+                             "noise='shared', draws=1")
         from cfviz.diffusion.families import family_forward
 
         return family_forward(pipe, images, prompts, timesteps=timesteps, seed=seed, mask=mask)
     b = images.shape[0]
+    keys = None
+    if noise == "per-image":
+        if image_ids is None or len(list(image_ids)) != b:
+            raise CfvizError(f"noise='per-image' needs image_ids, one id per image ({b}), got "
+                             f"{None if image_ids is None else len(list(image_ids))}")
+        keys = [str(i) for i in image_ids]
     prompt_list = [prompts] * b if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != b:
         raise CfvizError(f"{len(prompt_list)} prompts for {b} images: pass one prompt or one per image")
@@ -179,11 +310,14 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     # capture with rows="auto" keeps every image (see cfviz.capture.session.classifier_free_guidance)
     with torch.no_grad(), classifier_free_guidance(False):
         for t in timesteps:
-            gen = torch.Generator("cpu").manual_seed(noise_seed(seed, int(t)))
-            noise = torch.randn(inputs.latents.shape[1:], generator=gen, dtype=torch.float32)
-            noise = noise.expand_as(inputs.latents).to(inputs.latents)
             t_tensor = torch.tensor([int(t)], device=inputs.latents.device)
-            noisy = pipe.scheduler.add_noise(inputs.latents, noise, t_tensor)
-            x = torch.cat([noisy, inputs.mask, inputs.masked_image_latents], dim=1).to(unet.dtype)
-            outputs.append(unet(x, t_tensor.to(unet.device), encoder_hidden_states=emb).sample)
+            preds = []
+            for d in range(draws):  # the draws of one timestep are consecutive steps (average_draws)
+                eps = draw_noise(inputs.latents.shape, seed, int(t), draw=d, keys=keys).to(inputs.latents)
+                noisy = pipe.scheduler.add_noise(inputs.latents, eps, t_tensor)
+                x = torch.cat([noisy, inputs.mask, inputs.masked_image_latents], dim=1).to(unet.dtype)
+                preds.append(unet(x, t_tensor.to(unet.device), encoder_hidden_states=emb).sample)
+            outputs.append(preds[0] if draws == 1 else torch.stack(preds).mean(0))
+    if capture is not None:
+        average_draws(capture.cache, draws)
     return outputs

@@ -29,17 +29,24 @@ from typing import Any
 
 from cfviz.errors import ConfigError
 
-from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, PROMPT_TEMPLATE
+from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, NOISE_MODES, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION
 from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
 CLIP_MODES = ("tiny", "random", "pretrained")
 DTYPES = ("float32", "float16", "bfloat16")
+#: What a capture store keeps of the test images: everything, or M_diff_V's distance maps in place
+#: of their UNet features (see cfviz.experiments.compact).
+STORE_FORMS = ("full", "compact")
 NORMALIZATIONS = ("dataset", "image", "reference", "none")
 SCORE_RULES = ("max", "topk_mean", "mean")
 CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
+#: How M_diff_V pools several UNet blocks (see cfviz.diffusion.mapdiff.pooled_visual_map).
+VISUAL_POOLINGS = ("mean", "concat")
+#: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
+AACLIP_NAMES = ("descriptive", "plain")
 #: Which PatchCLIP score maps are merged into a map: patch tokens only, windows only, or the mean of both.
 MAP_SOURCES = ("mean", "patches", "windows")
 #: Which words' cross-attention M_diff_L averages: the [state] word(s), the [object] word(s), or every word.
@@ -115,8 +122,10 @@ class ModelChoice:
         ``"tiny"`` (offline, random weights), ``"random"`` (full-size ``clip_arch`` with random
         weights) or ``"pretrained"`` (``clip_arch`` with ``clip_pretrained`` weights: a tag or a file).
     diffusion:
-        ``"tiny"``, ``"random"`` (full-size SD2-inpainting architecture, random weights), or a hub id
-        / local folder of real weights (default ``stabilityai/stable-diffusion-2-inpainting``).
+        ``"tiny"`` (SD2 inpainting), ``"tiny-<family>"`` (``tiny-sd1``, ``tiny-sdxl``,
+        ``tiny-sdxl-inpaint``, ``tiny-sd3``, ``tiny-flux``, ``tiny-flux-fill``, ``tiny-pixart``),
+        ``"random"`` (full-size SD2-inpainting architecture, random weights), or a hub id / local
+        folder of any supported pipeline (:data:`cfviz.models.diffusion.PIPELINE_FAMILIES`).
     seed:
         Seed of random weights (tiny and random models).
     """
@@ -146,7 +155,9 @@ class ModelChoice:
     @property
     def random_weights(self) -> bool:
         """True when any model has random weights (results show the pipeline works, not detection quality)."""
-        return self.clip in ("tiny", "random") or self.diffusion in ("tiny", "random")
+        from cfviz.models.families import TINY_DIFFUSION
+
+        return self.clip in ("tiny", "random") or self.diffusion in ("tiny", "random", *TINY_DIFFUSION)
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,17 @@ class ExtractionConfig:
     #: (so that a store written with other adapters, or none, is refused); see aaclip_branch.py
     aaclip: str | None = None
     aaclip_sha256: str | None = None
+    #: AA-CLIP's input side (position embeddings interpolated to its grid); ``None``: the
+    #: checkpoint's, i.e. the released code's 518 px on ViT-L-14-336 (``cfviz.clip.aaclip.config``).
+    aaclip_size: int | None = None
+    #: AA-CLIP's class names in its prompts: ``"descriptive"`` (the released code's REAL_NAMES) or
+    #: ``"plain"``; ``None``: the checkpoint's (descriptive for a new training).
+    aaclip_names: str | None = None
+    #: Window embeddings at extraction (``True``, default). ``False`` skips them (the larger part of
+    #: CLIP's time): the store then has no window embeddings and no WinCLIP outputs, so only PatchCLIP
+    #: with ``scoring.patchclip_language`` and ``patchclip_visual`` both ``"patches"`` can be scored
+    #: (checked by :meth:`RunSpec.validate`, before anything runs).
+    clip_windows: bool = True
     #: WinCLIP's text anchors: the mean of unit-normalised prompt embeddings (``"normalized"``,
     #: ours: every prompt weighs the same) or of the raw ones (``"raw"``, as anomalib's WinCLIP
     #: does). Changes WinCLIP's stored zero-shot maps and scores (PatchCLIP keeps normalised ones).
@@ -191,6 +213,15 @@ class ExtractionConfig:
     #: ``"<end>"`` (per-word figures, the explorer's token menu); M_diff_L still reads the
     #: language words. See :mod:`cfviz.experiments.prompt_tokens`.
     tokens: str = "language"
+    #: Diffusion noise at a timestep (ours; the paper does not say): ``"shared"`` (default, one
+    #: draw seeded by ``(noise_seed, t)`` for every image) or ``"per-image"`` (seeded by
+    #: ``(noise_seed, t, image id)``: each image its own draw, still independent of batch and
+    #: shard). See :func:`cfviz.diffusion.forward.noise_seed`.
+    noise: str = "shared"
+    #: Noise draws averaged per timestep (default 1, ours): each draw is one more UNet call per
+    #: timestep; the recorded attention and features are averaged over draws before they are
+    #: stored, so the store keeps one step per timestep.
+    noise_draws: int = 1
 
     def __post_init__(self) -> None:
         if self.clip_size is not None:
@@ -224,13 +255,38 @@ class ExtractionConfig:
         check_int(self.noise_seed, "extraction.noise_seed", minimum=0)
         check_choice(self.mask, "extraction.mask", INPAINT_MASKS)
         check_choice(self.winclip_prompts, "extraction.winclip_prompts", PROMPT_AVERAGES)
+        if self.aaclip_size is not None:
+            check_int(self.aaclip_size, "extraction.aaclip_size", minimum=1,
+                      why=" (AA-CLIP's input side, a multiple of the CLIP's patch size; unset: the checkpoint's)")
+        if self.aaclip_names is not None:
+            check_choice(self.aaclip_names, "extraction.aaclip_names", AACLIP_NAMES)
+        if not isinstance(self.clip_windows, bool):
+            raise ConfigError(f"{{extraction.clip_windows}} must be True or False, got {self.clip_windows!r}",
+                              "extraction.clip_windows")
         check_choice(self.language_tokens, "extraction.language_tokens", LANGUAGE_TOKENS)
         check_choice(self.tokens, "extraction.tokens", TOKEN_MODES)
+        check_choice(self.noise, "extraction.noise", NOISE_MODES)
+        check_int(self.noise_draws, "extraction.noise_draws", minimum=1,
+                  why=" (noise draws averaged per timestep; each is one more UNet call)")
+
+    @property
+    def states(self) -> list[list[str]]:
+        """The states of ``state``, each a list of recorded words: commas separate an ensemble.
+
+        ``"crack damage"`` is one state of two words; ``"damage,defect,scratch"`` an ensemble of
+        three states, written into one prompt (:func:`cfviz.diffusion.forward.state_phrase`),
+        whose M_diff_L weighs each state equally (:func:`cfviz.diffusion.mapdiff.state_groups`).
+
+        >>> ExtractionConfig(state="crack damage,scratch").states
+        [['crack', 'damage'], ['scratch']]
+        """
+        groups = [[w for w in part.split() if w.lower() not in STOP_WORDS] for part in str(self.state).split(",")]
+        return [g for g in groups if g]
 
     @property
     def state_tokens(self) -> list[str]:
-        """Words of ``state`` whose cross-attention is recorded."""
-        return [w for w in str(self.state).split() if w.lower() not in STOP_WORDS]
+        """Words of ``state`` whose cross-attention is recorded (each once, in order)."""
+        return list(dict.fromkeys(w for g in self.states for w in g))
 
     def tokens_for(self, category: str) -> list[str]:
         """The words whose attention is recorded for images of ``category`` (``language_tokens``).
@@ -244,8 +300,10 @@ class ExtractionConfig:
             return self.state_tokens
         words = str(category).replace("_", " ").split()
         if self.language_tokens == "all":
-            words = self.prompt_template.format(object=" ".join(words), state=self.state).split()
-        return [w for w in words if w.lower() not in STOP_WORDS]
+            from cfviz.diffusion.forward import build_prompt
+
+            words = build_prompt(" ".join(words), self.state, self.prompt_template).replace(",", " ").split()
+        return list(dict.fromkeys(w for w in words if w.lower() not in STOP_WORDS))
 
     @property
     def finest_attention(self) -> int:
@@ -264,7 +322,9 @@ class ExtractionConfig:
 
 #: ExtractionConfig fields added after stores were first written, with their defaults: left out of
 #: the store's identity at the default, so a store written before they existed still matches.
-_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state", "tokens": "language"}
+_LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state", "tokens": "language",
+                                 "aaclip_size": None, "aaclip_names": None, "clip_windows": True,
+                                 "noise": "shared", "noise_draws": 1}
 
 
 def clip_input_size(choice: ModelChoice) -> int:
@@ -422,6 +482,11 @@ class RunSpec:
     ``{"missing_masks": "warn"}`` for a folder whose anomalous images lack masks, or the texture
     generator's sizes (``{"n_train": 2, "image_size": 128}``) for a smaller embedded set (give
     such a set its own ``root``: the default folder is regenerated to match what is asked).
+
+    ``store_form`` (ours): ``"full"`` (default) keeps every captured tensor; ``"compact"`` replaces
+    the test images' UNet features by M_diff_V maps for this run's shots, seeds and the
+    (timestep, block) matching grid once they are extracted, 10x or more smaller for three
+    blocks, the same results (:mod:`cfviz.experiments.compact`). Part of the store's identity.
     """
 
     dataset: str = "textures"
@@ -435,6 +500,7 @@ class RunSpec:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     batch_size: int = 4
+    store_form: str = "full"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -477,8 +543,26 @@ class RunSpec:
         check_ints(self.shots, "shots", minimum=0, why=" (k normal reference images per category)")
         check_ints(self.seeds, "seeds", minimum=0, why=" (seeds of the k-shot reference draws)")
         check_int(self.batch_size, "batch_size", minimum=1, why=" (images per model call)")
+        check_choice(self.store_form, "store_form", STORE_FORMS)
         self._check_combination()
         return self
+
+    def _check_no_windows(self) -> None:
+        """``extraction.clip_windows=False``: every method asked for must do without window embeddings."""
+        s, methods = self.scoring, set(self.methods)
+        need = []
+        if "winclip" in methods:
+            need.append("{methods} 'winclip'")
+        patchclip = methods & {"patchclip"} or (methods & {"clipfusion"} and s.clip_branch == "patchclip")
+        if patchclip and s.patchclip_language != "patches":
+            need.append(f"{{scoring.patchclip_language}} {s.patchclip_language!r}")
+        if methods & {"patchclip", "clipfusion"} and max(self.shots) > 0 and s.patchclip_visual != "patches":
+            need.append(f"{{scoring.patchclip_visual}} {s.patchclip_visual!r}")
+        if need:
+            raise ConfigError(f"{{extraction.clip_windows}} off skips CLIP's window embeddings, but {' and '.join(need)} "
+                              "need them; turn {extraction.clip_windows} on, or use {scoring.patchclip_language} and "
+                              "{scoring.patchclip_visual} 'patches' without winclip", "extraction.clip_windows",
+                              mentions=("methods", "scoring.patchclip_language", "scoring.patchclip_visual"))
 
     def _check_combination(self) -> None:
         """Settings that are valid alone but not together (each would fail only after extraction)."""
@@ -513,6 +597,8 @@ class RunSpec:
             raise ConfigError("{scoring.normalization} 'reference' is not available in the evaluation runner (it "
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
                               "'image' or 'none'", "scoring.normalization")
+        if not e.clip_windows:
+            self._check_no_windows()
         needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})
         if needs_aaclip and not e.aaclip:
             raise ConfigError("{methods} 'aaclip' and {scoring.clip_branch} 'aaclip' need {extraction.aaclip}: the "

@@ -147,7 +147,7 @@ def _tokens(extraction: ExtractionConfig, samples: Sequence[Any]) -> list[str]:
 
 def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extraction: ExtractionConfig,
             store: CaptureStore, *, batch_size: int = 4, shard: tuple[int, int] | None = None,
-            progress: bool = True) -> ExtractionReport:
+            progress: bool = True, prefetch: int = 1) -> ExtractionReport:
     """Run CLIP and MapDiff over ``records`` that are not yet in ``store``.
 
     Parameters
@@ -162,6 +162,11 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
         Images per model call; the batches are :func:`run_batches` of ``records``.
     shard:
         ``(i, n)``: process only batches i, i+n, ... of the plan (:func:`batches_for_shard`).
+    prefetch:
+        Batches loaded and preprocessed ahead on a background thread while the models run
+        (:class:`~cfviz.data.prefetch.Prefetcher`); ``0`` does it on the calling thread. The
+        store is the same byte for byte either way, and a data error is raised when its batch's
+        turn comes, after the entries of the batches before it are written.
 
     A planned batch with any image missing from the store is computed whole; only its missing
     entries are written. The report counts the images of the batches this pass is responsible for.
@@ -169,6 +174,8 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     import torch
 
     from cfviz.capture import capture
+    from cfviz.capture.families import denoiser_device, prompt_tokenizer
+    from cfviz.data.prefetch import Prefetcher
     from cfviz.data.transforms import clip_batch, diffusion_batch
     from cfviz.diffusion.forward import build_prompt, mapdiff_forward
     from cfviz.experiments import aaclip_branch, clip_branch
@@ -182,7 +189,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     n_mine = sum(len(b) for b in mine)
     start = time.perf_counter()
     bar = progress_bar(total=len(todo_ids), desc="models", unit="img", disable=not progress)
-    device = models.pipe.unet.device
+    device = denoiser_device(models.pipe)  # .unet or .transformer: every family
     aaclip = aaclip_branch.load(models.clip, extraction) if todo else None  # None unless extraction.aaclip
     clip_size = extraction.clip_size or int(models.clip.image_size)  # None: the model's own input size
     if clip_size != models.clip.image_size:
@@ -191,26 +198,34 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
         raise ConfigError(f"{{extraction.clip_size}} is {clip_size} but {models.clip.name} takes "
                           f"{models.clip.image_size} px images; leave it unset", "extraction.clip_size")
     root = getattr(dataset, "root", None)
+
+    def prepare(batch: list[str]) -> tuple[list[Any], list[str], Any, Any]:
+        """Pixels, prompts and both model inputs of a batch (runs ahead, on the prefetch thread)."""
+        samples = [dataset.load(by_id[i]) for i in batch]
+        prompts = [build_prompt(object_name(s.category), extraction.state, extraction.prompt_template)
+                   for s in samples]
+        images = [s.image for s in samples]
+        return samples, prompts, clip_batch(images, clip_size), diffusion_batch(images, extraction.diffusion_size)
+
+    prepared = Prefetcher(prepare, todo, depth=prefetch, name="cfviz-extract-prefetch")
     try:
-        for batch in todo:
-            samples = [dataset.load(by_id[i]) for i in batch]
-            prompts = [build_prompt(object_name(s.category), extraction.state, extraction.prompt_template)
-                       for s in samples]
+        for samples, prompts, clip_images, diffusion_images in prepared:
             with torch.inference_mode():
-                clip_images = clip_batch([s.image for s in samples], clip_size)
                 embeddings = clip_branch.embed(models.clip, clip_images, extraction)
                 scores = [clip_branch.zero_shot_scores(models.clip, {k: v[i:i + 1] for k, v in embeddings.items()},
                                                        s.category, extraction) for i, s in enumerate(samples)]
                 aa = None if aaclip is None else aaclip_branch.arrays(aaclip, clip_images, [s.category for s in samples])
-                images = diffusion_batch([s.image for s in samples], extraction.diffusion_size).to(device)
+                images = diffusion_images.to(device)
                 words = _tokens(extraction, samples)  # tokens="all": then every prompt token (prompt_tokens.py)
                 with capture(models.pipe, attention=extraction.attention, features=list(extraction.features),
-                             tokens=token_specs(models.pipe.tokenizer, prompts, words, extraction.tokens),
+                             tokens=token_specs(prompt_tokenizer(models.pipe), prompts, words, extraction.tokens),
                              prompt=prompts) as cap:
                     mapdiff_forward(models.pipe, images, prompts, timesteps=extraction.timesteps,
-                                    seed=extraction.noise_seed, mask=extraction.mask)
+                                    seed=extraction.noise_seed, mask=extraction.mask, noise=extraction.noise,
+                                    image_ids=[s.image_id for s in samples], draws=extraction.noise_draws,
+                                    capture=cap)
                 if extraction.tokens == "all":
-                    label_prompt_tokens(cap.cache, words, models.pipe.tokenizer)
+                    label_prompt_tokens(cap.cache, words, prompt_tokenizer(models.pipe))
                 elif extraction.language_tokens != "state":
                     # the words differ per category (e.g. its name): the store's capture settings get
                     # one value for all categories; each entry keeps its own labels (M_diff_L reads those)
@@ -227,9 +242,14 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                           metadata={"label": s.label, "category": s.category, "defect_type": s.defect_type,
                                     "split": s.split, "image_path": relative_path(s.image_path, root),
                                     "mask_path": relative_path(s.mask_path, root),
-                                    "prompt": prompts[i], "noise_seed": extraction.noise_seed})
+                                    "prompt": prompts[i], "noise_seed": extraction.noise_seed,
+                                    # noise settings other than the default (earlier entries stay as they were)
+                                    **({"noise": extraction.noise} if extraction.noise != "shared" else {}),
+                                    **({"noise_draws": extraction.noise_draws} if extraction.noise_draws != 1
+                                       else {})})
                 bar.update(1)
     finally:
+        prepared.close()  # on an error or KeyboardInterrupt too: the prefetch thread stops
         bar.close()
     return ExtractionReport(total=n_mine, already=n_mine - len(todo_ids), new=len(todo_ids),
                             seconds=time.perf_counter() - start)
