@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ad.add_argument("--text-lambda", type=float, default=0.1, help="residual weight of the text adapters")
     ad.add_argument("--image-lambda", type=float, default=0.1, help="residual weight of the image adapters")
     ad.add_argument("--init", choices=("xavier", "clip"), default="xavier", help="initialisation of the adapters")
+    ad.add_argument("--image-size", type=int, default=None, metavar="PX",
+                    help="input side, position embeddings interpolated to its grid (default: the released code's "
+                         "518 on ViT-L-14-336's geometry, the model's own size on others)")
+    ad.add_argument("--class-names", choices=("descriptive", "plain"), default="descriptive",
+                    help="class names in the prompts: the released code's descriptions (MVTec-AD, VisA) or the "
+                         "category names")
     tr = p.add_argument_group("training")
     tr.add_argument("--out", default="runs/aaclip", help="folder for checkpoints")
     tr.add_argument("--seed", type=int, default=t.seed, help="seed of shuffling, augmentation and initialisation")
@@ -120,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = AAClipConfig(text_adapter_blocks=args.text_blocks, image_adapter_blocks=args.image_blocks,
                           levels=tuple(args.levels) if args.levels else None, text_lambda=args.text_lambda,
-                          image_lambda=args.image_lambda, init=args.init)
+                          image_lambda=args.image_lambda, init=args.init,
+                          image_size=getattr(args, "image_size", None),
+                          class_names=getattr(args, "class_names", "descriptive"))
     train = TrainConfig(seed=args.seed, shots=args.shots, stage1_epochs=args.stage1_epochs,
                         stage2_epochs=args.stage2_epochs, stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr,
                         stage1_batch_size=args.stage1_batch_size, stage2_batch_size=args.stage2_batch_size,

@@ -15,6 +15,13 @@ At scoring (no model), from stored embeddings of the query and the k references:
 Both follow :class:`~cfviz.clip.patchclip.PatchCLIP` and :class:`~cfviz.clip.winclip.WinCLIP`
 with their defaults exactly (tests/experiments check the equality); they only start from
 embeddings instead of images so that k-shot settings and seeds never re-run CLIP.
+
+Cheap extraction: with ``extraction.clip_windows=False`` no window embeddings are computed (one
+forward pass per image instead of one plus a batch of short window sequences per scale): the
+store gets image and patch embeddings, PatchCLIP's patch-token outputs (``clip/map/language`` is
+then the patch map) and no WinCLIP outputs. The setting is part of the store's identity, and
+:meth:`~cfviz.experiments.config.RunSpec.validate` refuses, naming it, any method or form that
+needs windows (WinCLIP, PatchCLIP language or visual maps other than ``"patches"``).
 """
 
 from __future__ import annotations
@@ -34,23 +41,38 @@ def _emb_name(kind: str, scale: int | None = None) -> str:
     return f"{EMB}/{kind}" if scale is None else f"{EMB}/window/{scale}"
 
 
+def window_scales(extraction: ExtractionConfig) -> tuple[int, ...]:
+    """The window scales extraction computes: ``extraction.scales``, or none with ``clip_windows=False``.
+
+    >>> window_scales(ExtractionConfig()), window_scales(ExtractionConfig(clip_windows=False))
+    ((2, 3), ())
+    """
+    return tuple(extraction.scales) if getattr(extraction, "clip_windows", True) else ()
+
+
 def _models(bundle: Any, category: str, extraction: ExtractionConfig) -> tuple[Any, Any]:
+    """PatchCLIP and WinCLIP of a category (WinCLIP is ``None`` without windows)."""
     from cfviz.clip import PatchCLIP, WinCLIP
 
     name = category.replace("_", " ")
-    kw = {"class_name": name, "scales": extraction.scales, "stride": extraction.stride}
+    scales = window_scales(extraction)
+    kw = {"class_name": name, "scales": scales, "stride": extraction.stride}
     normalized = getattr(extraction, "winclip_prompts", "normalized") == "normalized"
-    return PatchCLIP(bundle, **kw), WinCLIP(bundle, normalize_prompts=normalized, **kw)
+    return PatchCLIP(bundle, **kw), (WinCLIP(bundle, normalize_prompts=normalized, **kw) if scales else None)
 
 
 def embed(bundle: Any, images: Any, extraction: ExtractionConfig) -> dict[str, Any]:
-    """CLIP embeddings of a batch ``(B, 3, S, S)``: ``name -> (B, ...)`` float32 tensors."""
+    """CLIP embeddings of a batch ``(B, 3, S, S)``: ``name -> (B, ...)`` float32 tensors.
+
+    Window embeddings only when ``extraction.clip_windows`` (:func:`window_scales`).
+    """
     from cfviz.clip.windows import WindowEncoder
 
-    emb = WindowEncoder(bundle, scales=extraction.scales, stride=extraction.stride)(images)
+    scales = window_scales(extraction)
+    emb = WindowEncoder(bundle, scales=scales, stride=extraction.stride)(images)
     out = {_emb_name("image"): emb.image, _emb_name("patches"): emb.patches,
            _emb_name("patch_tokens"): emb.patch_tokens}
-    out.update({_emb_name("window", s): emb.windows[s] for s in extraction.scales})
+    out.update({_emb_name("window", s): emb.windows[s] for s in scales})
     return out
 
 
@@ -63,10 +85,11 @@ def as_visual_embeddings(arrays: dict[str, Any], extraction: ExtractionConfig) -
     if side * side != patches.shape[1]:
         raise ValueError(f"{patches.shape[1]} stored patches do not form a square grid")
     grid = (side, side)
+    scales = window_scales(extraction)
     return VisualEmbeddings(image=arrays[_emb_name("image")].float(), patches=patches,
                             patch_tokens=arrays[_emb_name("patch_tokens")].float(),
-                            windows={s: arrays[_emb_name("window", s)].float() for s in extraction.scales},
-                            boxes={s: window_boxes(grid, s, extraction.stride) for s in extraction.scales},
+                            windows={s: arrays[_emb_name("window", s)].float() for s in scales},
+                            boxes={s: window_boxes(grid, s, extraction.stride) for s in scales},
                             grid=grid)
 
 
@@ -79,6 +102,8 @@ def zero_shot_scores(bundle: Any, arrays: dict[str, Any], category: str,
     emb = as_visual_embeddings(arrays, extraction)
     patchclip, winclip_model = _models(bundle, category, extraction)
     pc = patchclip.predict_embeddings(emb, few_shot=False).clip_scores[0]
+    if winclip_model is None:  # clip_windows=False: no windows, no WinCLIP
+        return pc, {}
     wc = winclip_model.predict_embeddings(emb, few_shot=False).clip_scores[0]
     win = {k: v for k, v in wc.to_tensors(prefix="winclip").items() if "/window" not in k}
     return pc, win
@@ -139,7 +164,7 @@ def visual(emb: dict[str, Any], ref_emb: dict[str, Any], extraction: ExtractionC
     if form not in ("mean", "patches", "windows"):
         raise ValueError(f"form must be 'mean', 'patches' or 'windows', got {form!r}")
     q, r = as_visual_embeddings(emb, extraction), as_visual_embeddings(ref_emb, extraction)
-    scales = () if form == "patches" else extraction.scales
+    scales = () if form == "patches" else window_scales(extraction)
     vmap = _few_shot(q, r, "embeds", scales, use_patches=form != "windows").map
     return vmap.numpy(), vmap.flatten(1).amax(dim=1).numpy()
 
