@@ -214,7 +214,8 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                 embeddings = clip_branch.embed(models.clip, clip_images, extraction)
                 scores = [clip_branch.zero_shot_scores(models.clip, {k: v[i:i + 1] for k, v in embeddings.items()},
                                                        s.category, extraction) for i, s in enumerate(samples)]
-                aa = None if aaclip is None else aaclip_branch.arrays(aaclip, clip_images, [s.category for s in samples])
+                aa = None if aaclip is None else aaclip_branch.arrays(aaclip, clip_images, [s.category for s in samples],
+                                                                  images=[s.image for s in samples])
                 images = diffusion_images.to(device)
                 words = _tokens(extraction, samples)  # tokens="all": then every prompt token (prompt_tokens.py)
                 with capture(models.pipe, attention=extraction.attention, features=list(extraction.features),

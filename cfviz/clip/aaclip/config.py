@@ -139,7 +139,9 @@ class AAClipConfig:
         from cfviz.clip.aaclip.names import NAME_MODES
 
         if self.class_names not in NAME_MODES:
-            raise ValueError(f"class_names must be one of {', '.join(NAME_MODES)} (released code: descriptive), got "
+            from cfviz.errors import ConfigError
+
+            raise ConfigError(f"class_names must be one of {', '.join(NAME_MODES)} (released code: descriptive), got "
                              f"{self.class_names!r}")
         size = _image_size(self.image_size, bundle, name)
         return replace(self, text_adapter_blocks=k_t, image_adapter_blocks=k_i, levels=tuple(sorted(levels)),
@@ -215,7 +217,9 @@ def _image_size(value: int | str | None, bundle: Any, name: str) -> int:
         return int(bundle.image_size)
     patch = int(getattr(bundle, "patch_size", 1))
     if not isinstance(value, int) or isinstance(value, bool) or value < patch or value % patch:
-        raise ValueError(f"image_size={value!r} does not fit {name}: give a multiple of its {patch} px patches "
+        from cfviz.errors import ConfigError  # a ValueError too; the CLI prints it as one line
+
+        raise ConfigError(f"image_size={value!r} does not fit {name}: give a multiple of its {patch} px patches "
                          f"(released code: {RELEASED_IMAGE_SIZE} on ViT-L-14-336), 'model' for its own size, or None "
                          "for the default")
     return value
