@@ -33,7 +33,8 @@ class StepInfo:
         Index of the UNet call within the capture (0, 1, ...), not a count of layer calls.
     timestep:
         The ``timestep`` argument of that call (a list when kept rows had different values); as
-        the family's pipeline passes it: SD3 ``sigma * 1000``, FLUX ``sigma``.
+        on the 0..1000 scale for every family: SD3 passes ``sigma * 1000``; FLUX's ``sigma`` is
+        recorded times 1000.
     rows:
         Batch rows of the call that were kept.
     batch_size:

@@ -51,7 +51,10 @@ class CallInputs:
     """What the capture needs from one denoiser call."""
 
     batch: int
-    timestep: Any  #: the ``timestep`` argument as given (SD3: sigma*1000, FLUX: sigma)
+    #: the ``timestep`` argument on the 0..1000 training scale: as given (SD3 already passes
+    #: sigma*1000), FLUX's sigma times 1000, so every family's steps are labelled alike and a
+    #: store's timesteps are the ``timesteps`` asked for
+    timestep: Any
     sample_size: tuple[int, int]  #: latent (h, w); FLUX: the packed token grid of ``img_ids``
     text_length: int | None  #: text tokens of ``encoder_hidden_states`` (None when absent)
 
@@ -120,6 +123,7 @@ class Family:
                                "cannot label the step")
         if self.name == "flux":
             hw = _flux_grid(_arg(args, kwargs, "img_ids", 4), int(sample.shape[1]))
+            timestep = timestep * 1000  # FLUX takes sigma; its pipeline's schedule is sigma * 1000
         else:
             hw = (int(sample.shape[-2]), int(sample.shape[-1]))
         text_length = int(text.shape[1]) if getattr(text, "ndim", 0) == 3 else None
@@ -158,6 +162,43 @@ class Family:
         return streams
 
 
+    # ------------------------------------------------------------------ features
+    def feature_map(self, output: Any, sample_size: tuple[int, int]) -> Any:
+        """A feature module's output as a ``(batch, channels, h, w)`` map.
+
+        UNet blocks give maps (down blocks a tuple whose first item is the map); SD3/FLUX
+        transformer blocks give ``(text, image)`` token streams and PixArt's ``(batch, tokens,
+        channels)``: the image tokens are laid on their grid (the latent halved by the 2x2 patches;
+        FLUX: the ``img_ids`` grid, ``sample_size``), in row-major order as the models pack them.
+        """
+        import torch
+
+        if isinstance(output, (tuple, list)):
+            two_streams = self.name in ("sd3", "flux") and len(output) == 2
+            output = output[1] if two_streams else output[0]
+        tensor = getattr(output, "sample", output)
+        if isinstance(tensor, torch.Tensor) and tensor.ndim == 3 and self.name in ("sd3", "flux", "pixart"):
+            b, n, c = tensor.shape
+            h, w = sample_size if self.name == "flux" else _patch_grid(sample_size, n)
+            if h * w > n:
+                raise CaptureError(f"a {self.name} block returned {n} image tokens for a {h}x{w} grid")
+            return tensor[:, :h * w].transpose(1, 2).reshape(b, c, h, w)
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
+            raise CaptureError(f"the module returns {type(tensor).__name__} {tuple(getattr(tensor, 'shape', ()))}, "
+                               "not a (batch, channels, h, w) map or a transformer block's image tokens")
+        return tensor
+
+
+def _patch_grid(sample_hw: tuple[int, int], n_tokens: int) -> tuple[int, int]:
+    """The token grid of a patchified latent: the latent itself or halved (rounding up) until it fits."""
+    h, w = sample_hw
+    for _ in range(4):
+        if h * w == n_tokens:
+            return h, w
+        h, w = -(-h // 2), -(-w // 2)
+    raise CaptureError(f"cannot place {n_tokens} image tokens on a latent of {tuple(sample_hw)}")
+
+
 def _flux_grid(img_ids: Any, n_tokens: int) -> tuple[int, int]:
     """The ``(h, w)`` token grid of FLUX's packed latents from ``img_ids`` ``(N, 3)``: (index, row, col)."""
     if img_ids is None:
@@ -184,6 +225,26 @@ def denoiser_of(target: Any) -> tuple[Any, Any]:
         return target, None
     raise CaptureError(f"capture needs a diffusers pipeline (with a .unet or .transformer) or a torch module, "
                        f"got {type(target).__name__}")
+
+
+def prompt_tokenizer(pipeline: Any) -> Any:
+    """The tokenizer of the first text stream a pipeline's denoiser attends to (SD, SDXL, SD3: CLIP;
+    FLUX, PixArt: T5): the one whose positions ``tokens=[0, 1, ...]`` count first.
+
+    >>> from cfviz.models.families import tiny_family_pipeline
+    >>> pipe = tiny_family_pipeline("flux")
+    >>> prompt_tokenizer(pipe) is pipe.tokenizer_2
+    True
+    """
+    streams = detect_family(pipeline).text_streams(pipeline)
+    if not streams:
+        raise CaptureError(f"{type(pipeline).__name__} has no tokenizer for the text its denoiser attends to")
+    return streams[0].tokenizer
+
+
+def denoiser_device(pipeline: Any) -> Any:
+    """The device of a pipeline's denoiser (``.unet`` or ``.transformer``)."""
+    return denoiser_of(pipeline)[0].device
 
 
 def detect_family(target: Any) -> Family:

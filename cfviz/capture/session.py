@@ -311,10 +311,10 @@ class CaptureSession:
         if step is None:
             self._unattributed += 1
             return
-        tensor = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
-            raise CaptureError(f"features={name!r}: the module returns {type(tensor).__name__} "
-                               f"{getattr(tensor, 'shape', '')}, not a (batch, channels, h, w) map")
+        try:  # the family lays transformer blocks' image tokens out on their grid
+            tensor = self.family.feature_map(output, step.sample_size)
+        except CaptureError as exc:
+            raise CaptureError(f"features={name!r}: {exc}") from None
         with torch.no_grad():
             rows = list(step.rows)
             # index unless the rows are the whole batch in order ([1, 0] and [0, 0] have its length)

@@ -122,7 +122,7 @@ def family_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *, time
     >>> with cfviz.capture(pipe, tokens=["damage"], prompt="a photo with damage") as cap:
     ...     _ = family_forward(pipe, torch.zeros(1, 3, 64, 64), "a photo with damage", timesteps=[261])
     >>> cap.cache.timesteps, cap.cache.tokens.streams
-    ([0.26100000739097595], (('t5',),))
+    ([261.0], (('t5',),))
     """
     import torch
 
@@ -141,6 +141,8 @@ def family_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *, time
     bad = [t for t in timesteps if not 0 <= float(t) < 1000]
     if bad:
         raise CfvizError(f"timesteps {bad} are outside [0, 1000) (flow-matching families use sigma = t / 1000)")
+    if isinstance(mask, str) and mask == "none" and not fam.inpainting:
+        mask = None  # "no inpainting region" is what a model without inpainting inputs does anyway
     if mask is not None and not fam.inpainting:
         raise CfvizError(f"mask=...: this {family} denoiser takes no inpainting inputs; pass mask=None, or use "
                          "an inpainting model (SD/SDXL inpainting UNet, FLUX Fill)")

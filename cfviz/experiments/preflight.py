@@ -29,6 +29,7 @@ from typing import Any
 
 from cfviz.errors import ConfigError, DataRootError
 from cfviz.experiments.config import ModelChoice, RunSpec, check_int
+from cfviz.experiments.families import check_family_settings
 
 def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
               store_dir: str | os.PathLike[str] | None = None) -> None:
@@ -46,6 +47,7 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     check_device(spec.models.device)
     check_clip(spec.models, spec.extraction.clip_size)
     check_diffusion(spec.models)
+    check_family_settings(spec)
     if spec.extraction.aaclip is not None and not Path(spec.extraction.aaclip).expanduser().is_file():
         raise ConfigError(f"{{extraction.aaclip}} {spec.extraction.aaclip} is not a file; pass the adapters "
                           "written by `cfviz train-aaclip` (OUT/aaclip.safetensors)", "extraction.aaclip")
@@ -272,12 +274,23 @@ def check_checkpoint_file(path: str | os.PathLike[str], field: str, *, origin: s
 
 
 def check_diffusion(choice: ModelChoice) -> None:
-    """A local diffusion folder holds a complete diffusers inpainting pipeline (hub ids are not probed)."""
-    if choice.diffusion in ("tiny", "random"):
+    """The diffusion choice is a tiny name, ``random``, a hub id, or a folder holding a complete
+    diffusers pipeline of a supported family (:data:`cfviz.models.diffusion.PIPELINE_FAMILIES`).
+
+    Hub ids are not probed online (offline, they must be cached).
+    """
+    from cfviz.experiments.families import tiny_names
+
+    if choice.diffusion in ("tiny", "random") or choice.diffusion in tiny_names():
         return
-    from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, folder_problems, looks_like_folder
+    from cfviz.models.diffusion import (DEFAULT_SD_INPAINT, PIPELINE_ENV, folder_problems, looks_like_folder,
+                                        unsupported_pipeline)
 
     value, origin = choice.diffusion, ""
+    if value.startswith("tiny") and not Path(value).expanduser().exists():
+        raise ConfigError(f"{{models.diffusion}} {value!r} is not a tiny pipeline{_closest(value, tiny_names())} "
+                          f"(tiny ones: {', '.join(tiny_names())}); or pass random, a hub id or a diffusers folder",
+                          "models.diffusion")
     env_folder = os.environ.get(PIPELINE_ENV, "").strip()
     if env_folder and value == DEFAULT_SD_INPAINT:
         value, origin = env_folder, f" (from {PIPELINE_ENV})"
@@ -289,9 +302,13 @@ def check_diffusion(choice: ModelChoice) -> None:
         raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a folder; pass tiny, random, a diffusers "
                           f"folder (with model_index.json) or a hub id such as {DEFAULT_SD_INPAINT!r}",
                           "models.diffusion")
+    unsupported = unsupported_pipeline(folder)
+    if unsupported:
+        raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a pipeline cfviz can evaluate: {unsupported}",
+                          "models.diffusion")
     missing = folder_problems(folder)
     if missing:
-        raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a complete diffusers inpainting pipeline "
+        raise ConfigError(f"{{models.diffusion}} {folder}{origin} is not a complete diffusers pipeline "
                           f"(missing {', '.join(missing)}); point it at a folder saved with pipe.save_pretrained() "
                           "or at a hub id", "models.diffusion")
 

@@ -40,6 +40,22 @@ _ALLOW = ["model_index.json", "scheduler/*", "tokenizer/*",
           "text_encoder/model-*-of-*.safetensors"]
 _IGNORE = ["*.fp16.*", "*.ckpt", "*.msgpack", "*.onnx", "*.bin", "safety_checker/*"]
 _WEIGHTED = ("unet", "vae", "text_encoder")
+# every other supported family: the transformer and up to three text encoders (SDXL, SD3, FLUX)
+_ALLOW_ANY = _ALLOW + ["tokenizer_2/*", "tokenizer_3/*"] + [
+    f"{c}/{f}" for c in ("transformer", "text_encoder_2", "text_encoder_3")
+    for f in ("config.json", "*.safetensors", "*.safetensors.index.json")]
+
+#: Diffusers pipeline classes ``cfviz evaluate --diffusion`` takes, with the family of their
+#: denoiser (:mod:`cfviz.capture.families`). The class is read from a folder's ``model_index.json``.
+PIPELINE_FAMILIES: dict[str, str] = {
+    "StableDiffusionPipeline": "sd", "StableDiffusionInpaintPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl", "StableDiffusionXLInpaintPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "FluxFillPipeline": "flux",
+    "PixArtAlphaPipeline": "pixart", "PixArtSigmaPipeline": "pixart",
+}
+#: Families whose pipelines ship a DDPM-style schedule (``scheduler="ddim"`` swaps in DDIM);
+#: SD3 and FLUX keep their flow-matching scheduler (cfviz noises them itself: sigma = t / 1000).
+_DDPM_FAMILIES = ("sd", "sdxl", "pixart")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,11 +215,19 @@ def _cast(module: Any, device: Any, dtype: Any) -> Any:
 
 
 def _attach_info(pipe: Any, **fields: Any) -> None:
+    from cfviz.capture.families import denoiser_of, detect_family
+
     extra = fields.pop("extra", None) or {}
-    pipe.cfviz_info = make_info(kind="inpaint_pipeline", library="diffusers", **fields, **extra,
+    cls = type(pipe).__name__
+    kind = "inpaint_pipeline" if cls == "StableDiffusionInpaintPipeline" else "diffusion_pipeline"
+    family = detect_family(pipe)
+    if cls != "StableDiffusionInpaintPipeline":  # SD2-inpainting's info stays as it was
+        extra = {**extra, "pipeline_class": cls, "family": family.name}
+    pipe.cfviz_info = make_info(kind=kind, library="diffusers", **fields, **extra,
                                 scheduler=type(pipe.scheduler).__name__)
-    unet_info = dict(pipe.cfviz_info, kind="unet", pipeline=fields["name"])
-    pipe.unet.cfviz_info = unet_info
+    denoiser, _ = denoiser_of(pipe)
+    denoiser.cfviz_info = dict(pipe.cfviz_info, kind="unet" if hasattr(pipe, "unet") else "transformer",
+                               pipeline=fields["name"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +237,11 @@ def _attach_info(pipe: Any, **fields: Any) -> None:
 def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *, revision: str | None = None,
                           device: Any = "cpu", dtype: Any = None,
                           cache_dir: str | os.PathLike[str] | None = None, scheduler: str = "ddim") -> Any:
-    """Load a ``StableDiffusionInpaintPipeline`` with real weights (safety checker off).
+    """Load a diffusers pipeline of any supported family with real weights (safety checker off).
+
+    The pipeline class is the one its ``model_index.json`` names (SD2-inpainting by default; any
+    of :data:`PIPELINE_FAMILIES`: SD 1.x/2.x plain and inpainting, SDXL and SDXL inpainting,
+    SD3/3.5, FLUX and FLUX Fill, PixArt). :func:`load_diffusion_pipeline` is the same function.
 
     Parameters
     ----------
@@ -229,9 +257,10 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
     scheduler:
         ``"ddim"`` (default): the checkpoint's noise schedule as a ``DDIMScheduler``, like the
         tiny and random pipelines, so every cfviz pipeline steps the same way;
-        ``"checkpoint"``: the scheduler the checkpoint ships (PNDM for SD2-inpainting).
+        ``"checkpoint"``: the scheduler the checkpoint ships (PNDM for SD2-inpainting). SD3 and
+        FLUX keep their flow-matching scheduler either way (cfviz noises them itself).
 
-    Only the full-precision safetensors of the UNet, VAE and text encoder are fetched from the
+    Only the full-precision safetensors of the denoiser, VAE and text encoders are fetched from the
     hub; a local folder without safetensors is read with ``torch.load(weights_only=True)``.
 
     Raises
@@ -262,20 +291,24 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
     else:
         from cfviz.models.hub import hub_snapshot
 
-        folder = hub_snapshot(model, revision=revision, cache_dir=cache_dir, allow_patterns=_ALLOW,
-                              ignore_patterns=_IGNORE, what=f"the Stable Diffusion inpainting weights {model!r}",
+        folder = hub_snapshot(model, revision=revision, cache_dir=cache_dir, allow_patterns=_ALLOW_ANY,
+                              ignore_patterns=_IGNORE, what=f"the diffusion pipeline weights {model!r}",
                               fix=_FIX)
         _check_folder(folder, from_env=False, hub_id=model)
         name, source = model, "hub"
         commit = folder.name if folder.parent.name == "snapshots" else None
     pipe = _from_folder(folder, dtype)
-    if scheduler == "ddim":
+    if scheduler == "ddim" and PIPELINE_FAMILIES.get(type(pipe).__name__, "sd") in _DDPM_FAMILIES:
         pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
     pipe = pipe.to(torch.device(device))
     _attach_info(pipe, name=name, revision=revision or ("main" if source == "hub" else None),
                  weights="pretrained", seed=None, source=source, dtype=dtype, device=torch.device(device),
                  extra={"commit": commit, "folder": str(folder)})
     return pipe
+
+
+#: The same loader under the name that says what it takes.
+load_diffusion_pipeline = load_inpaint_pipeline
 
 
 def looks_like_folder(value: str) -> bool:
@@ -288,14 +321,56 @@ def looks_like_folder(value: str) -> bool:
 
 
 def folder_problems(folder: Path) -> list[str]:
-    """What a local folder lacks to be a complete diffusers inpainting pipeline (empty: nothing).
+    """What a local folder lacks to be a complete diffusers pipeline (empty: nothing).
 
-    Cheap: only file names are looked at (``model_index.json``, each component's config and weights).
+    Cheap: only ``model_index.json`` and file names are read (each weighted component's config and
+    weights: the denoiser, the VAE and the text encoders that ``model_index.json`` lists; SD's
+    ``unet``, ``vae`` and ``text_encoder`` when it lists none).
     """
-    missing = [p for p in ("model_index.json", *(f"{c}/config.json" for c in _WEIGHTED))
+    parts = _components(folder)
+    missing = [p for p in ("model_index.json", *(f"{c}/config.json" for c in parts))
                if not (folder / p).is_file()]
-    missing += [f"{c} weights" for c in _WEIGHTED if (folder / c).is_dir() and not _weights_in(folder / c)]
+    missing += [f"{c} weights" for c in parts if (folder / c).is_dir() and not _weights_in(folder / c)]
     return missing
+
+
+def pipeline_class(folder: str | os.PathLike[str]) -> str | None:
+    """The pipeline class a diffusers folder's ``model_index.json`` names (None: no readable name).
+
+    >>> pipeline_class("/no/such/folder") is None
+    True
+    """
+    index = _model_index(Path(folder))
+    name = index.get("_class_name")
+    return name if isinstance(name, str) else None
+
+
+def unsupported_pipeline(folder: str | os.PathLike[str]) -> str | None:
+    """Why cfviz cannot evaluate the pipeline in ``folder`` (None: its class is supported or unnamed)."""
+    cls = pipeline_class(folder)
+    if cls is None or cls in PIPELINE_FAMILIES:
+        return None
+    return (f"its model_index.json names {cls}, which cfviz cannot evaluate (supported: "
+            f"{', '.join(PIPELINE_FAMILIES)})")
+
+
+def _model_index(folder: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _components(folder: Path) -> tuple[str, ...]:
+    """The weighted components ``model_index.json`` lists (denoiser, VAE, text encoders), in order."""
+    index = _model_index(folder)
+    names = tuple(k for k, v in index.items()
+                  if (k in ("unet", "transformer", "vae") or k.startswith("text_encoder"))
+                  and isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None)
+    return names or _WEIGHTED
 
 
 def _looks_like_folder(value: str) -> bool:
@@ -309,17 +384,20 @@ def _looks_like_folder(value: str) -> bool:
 def _check_folder(folder: Path, *, from_env: bool, hub_id: str | None = None) -> Path:
     origin = f" (from {PIPELINE_ENV})" if from_env else ""
     if not folder.is_dir():
-        raise ModelUnavailableError(f"Stable Diffusion inpainting folder {folder}{origin} does not exist; pass a "
+        raise ModelUnavailableError(f"Diffusion pipeline folder {folder}{origin} does not exist; pass a "
                                     f"diffusers folder (with model_index.json) as model=..., set {PIPELINE_ENV} "
                                     "to one, or pass a hub id such as "
                                     f"{DEFAULT_SD_INPAINT!r} to download it")
     what = f"the hub snapshot of {hub_id!r} ({folder})" if hub_id else f"folder {folder}{origin}"
+    unsupported = unsupported_pipeline(folder)
+    if unsupported:
+        raise ModelUnavailableError(f"{what} is not a pipeline cfviz can evaluate: {unsupported}")
     missing = folder_problems(folder)
     if missing:
         fix = ("run once with network access to complete the download (cfviz fetches only safetensors weights), "
                "or pass a local folder as model=..."
                if hub_id else "point model=... at a folder saved with pipe.save_pretrained(), or at a hub id")
-        raise ModelUnavailableError(f"{what} is not a complete diffusers inpainting pipeline "
+        raise ModelUnavailableError(f"{what} is not a complete diffusers pipeline "
                                     f"(missing {', '.join(missing)}); {fix}")
     return folder
 
@@ -331,16 +409,22 @@ def _weights_in(sub: Path) -> list[Path]:
 def _from_folder(folder: Path, dtype: Any) -> Any:
     import importlib.util
 
-    from diffusers import StableDiffusionInpaintPipeline
+    import diffusers
     from diffusers.pipelines import pipeline_utils
 
-    has_safetensors = all(any(p.suffix == ".safetensors" for p in _weights_in(folder / c)) for c in _WEIGHTED)
+    cls_name = pipeline_class(folder) or "StableDiffusionInpaintPipeline"
+    pipeline_cls = getattr(diffusers, cls_name)
+    parts = _components(folder)
+    has_safetensors = all(any(p.suffix == ".safetensors" for p in _weights_in(folder / c)) for c in parts)
     # newer diffusers renamed torch_dtype to dtype (and warn on the old name)
     dtype_kw = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+    # SD 1.x/2.x pipelines ship a safety checker: never loaded (cfviz reads the denoiser only)
+    safety = ({"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+              if cls_name in ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline") else {})
     # without safetensors, diffusers and transformers fall back to torch.load(weights_only=True)
     try:
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        pipe = pipeline_cls.from_pretrained(
+            str(folder), **safety,
             use_safetensors=has_safetensors or None, local_files_only=True,
             low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None, **{dtype_kw: dtype})
     except (ImportError, TypeError, AttributeError, NameError):  # our bugs or a broken install: keep the trace

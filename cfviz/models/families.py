@@ -164,7 +164,11 @@ def _t5_text(vocab: int) -> Any:
     return T5EncoderModel(cfg).eval()
 
 
-def tiny_family_pipeline(name: str, seed: int = 0) -> Any:
+#: ``cfviz evaluate --diffusion`` names of the tiny pipelines: ``"tiny-<name>"`` (``"tiny"`` is SD2 inpainting).
+TINY_DIFFUSION: dict[str, str] = {f"tiny-{name}": name for name in TINY_PIPELINES}
+
+
+def tiny_family_pipeline(name: str, seed: int = 0, device: Any = "cpu", dtype: Any = None) -> Any:
     """A tiny diffusers pipeline of family ``name`` (see :data:`TINY_PIPELINES`), built offline.
 
     The denoiser of :func:`tiny_denoiser`, a tiny VAE (16 latent channels with SD3/FLUX's shift
@@ -210,4 +214,14 @@ def tiny_family_pipeline(name: str, seed: int = 0) -> Any:
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0) if flow else ddim_scheduler()
     pipe = getattr(diffusers, cls)(vae=vae, scheduler=scheduler, **parts)
     pipe.set_progress_bar_config(disable=True)
+    import torch
+
+    from cfviz.models.diffusion import _attach_info, _cast
+
+    dtype = torch.float32 if dtype is None else dtype
+    for part in pipe.components.values():
+        if isinstance(part, torch.nn.Module):
+            _cast(part, device, dtype)
+    _attach_info(pipe, name=f"cfviz-tiny-{name}", revision=None, weights="random", seed=seed, source="config",
+                 dtype=dtype, device=torch.device(device))
     return pipe
