@@ -30,13 +30,16 @@ class LoadedModels:
 def load_models(choice: ModelChoice) -> LoadedModels:
     """Build or load the CLIP bundle and the inpainting pipeline.
 
-    ``"tiny"`` and ``"random"`` build offline models with seeded random weights; anything else
+    ``"tiny"``, ``"tiny-<family>"`` (:data:`cfviz.models.families.TINY_DIFFUSION`) and ``"random"``
+    build offline models with seeded random weights; anything else (a hub id or folder of any
+    supported pipeline, :data:`cfviz.models.diffusion.PIPELINE_FAMILIES`)
     loads real weights and fails within seconds, with a sentence saying how to supply them, when
     they cannot be had.
     """
     import torch
 
     from cfviz import models
+    from cfviz.models.families import TINY_DIFFUSION, tiny_family_pipeline
 
     dtype = getattr(torch, choice.dtype)
     if choice.clip == "tiny":
@@ -51,6 +54,9 @@ def load_models(choice: ModelChoice) -> LoadedModels:
         pipe = models.tiny_inpaint_pipeline(seed=choice.seed, device=choice.device)
     elif choice.diffusion == "random":
         pipe = models.random_inpaint_pipeline(seed=choice.seed, device=choice.device, dtype=dtype)
+    elif choice.diffusion in TINY_DIFFUSION:  # tiny-sdxl, tiny-sd3, tiny-flux, ...: one per family
+        pipe = tiny_family_pipeline(TINY_DIFFUSION[choice.diffusion], seed=choice.seed, device=choice.device,
+                                    dtype=dtype)
     else:
         pipe = models.load_inpaint_pipeline(choice.diffusion, revision=choice.revision, device=choice.device,
                                             dtype=dtype)
@@ -96,7 +102,9 @@ def _diffusion_weights(choice: ModelChoice) -> dict[str, Any]:
     from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, _looks_like_folder
     from cfviz.models.fingerprint import folder_fingerprints
 
-    if choice.diffusion in ("tiny", "random"):
+    from cfviz.models.families import TINY_DIFFUSION
+
+    if choice.diffusion in ("tiny", "random") or choice.diffusion in TINY_DIFFUSION:
         return {"random_seed": choice.seed}
     model = choice.diffusion
     env_folder = os.environ.get(PIPELINE_ENV, "").strip()

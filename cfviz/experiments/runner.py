@@ -50,12 +50,23 @@ def model_identity(choice: ModelChoice) -> dict[str, Any]:
     Shards on ``cuda:0`` and ``cuda:1`` share a store; CPU and CUDA kernels give different numbers,
     so ``cpu`` and ``cuda`` stores are kept apart.
 
+    The denoiser family (:func:`cfviz.experiments.families.diffusion_family`) is recorded for every
+    family but SD 1.x/2.x (whose stores were written before families existed), so a store made by
+    one family refuses another (``models.family: "sdxl" -> "sd3"``).
+
     >>> model_identity(ModelChoice(device="cuda:1"))["device_type"]
     'cuda'
+    >>> model_identity(ModelChoice(diffusion="tiny-sd3"))["family"]
+    'sd3'
     """
+    from cfviz.experiments.families import diffusion_family
+
     d = asdict(choice)
     device = str(d.pop("device"))
     d["device_type"] = device.split(":", 1)[0].strip().lower() or "cpu"
+    family = diffusion_family(choice)
+    if family != "sd":
+        d["family"] = family
     return d
 
 
@@ -68,9 +79,11 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     the CPU also the number of torch threads.
     """
     from cfviz.experiments.config import resolve_clip_size
+    from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.models import weights_identity
 
     spec = resolve_clip_size(spec)  # the CLIP input size it resolves to (None = the model's), as stored
+    spec = resolve_family_settings(spec)  # a transformer family's own attention/feature defaults
     identity = {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
                 "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
     if identity["models"]["device_type"] == "cpu":
@@ -165,6 +178,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
 
     from cfviz.experiments.distributed import processes
     from cfviz.experiments.config import resolve_clip_size
+    from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.preflight import preflight
 
     procs = processes(distributed, shard, spec.models.device)  # None unless launched by accelerate
@@ -176,6 +190,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         # every setting, path, device and model name, before any data is generated or model built
         preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
         spec = resolve_clip_size(spec)  # the CLIP's own input size, recorded in the store's identity
+        spec = resolve_family_settings(spec)  # SD3/FLUX/PixArt: their layers in place of the UNet defaults
         out = Path(out_dir)
         dataset = open_run_dataset(spec)
         categories = test_categories(dataset)
