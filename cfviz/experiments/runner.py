@@ -95,6 +95,8 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     subset = subset_options(spec.dataset_options)
     if subset:  # absent when every test image is used, so stores written without it keep matching
         identity["test_subset"] = subset
+    if spec.store_form != "full":  # absent for the full form, so stores written before it keep matching
+        identity["store_form"] = spec.store_form
     return identity
 
 
@@ -218,6 +220,10 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     elif shard is not None:
         return report
 
+    if spec.store_form == "compact":  # every entry is in: test features -> M_diff_V maps (resumable)
+        from cfviz.experiments.compact import compact_store
+
+        compact_store(store, dataset, categories, spec, progress=progress)
     rows = _score(store, dataset, categories, spec, progress)
     frame = pd.DataFrame(rows)
     summary = summarize(frame)

@@ -172,6 +172,12 @@ def diffusion_features(store: CaptureStore, ids: Sequence[str], block: str, time
         name = f"feat/{block}"
         if name not in entry.names:
             stored = [n[5:] for n in entry.names if n.startswith("feat/")]
+            if entry.meta.get("form") == "compact":
+                from cfviz.experiments.compact import CompactStoreError
+
+                raise CompactStoreError(f"{image_id}: the compact capture store {store.path} keeps no UNet "
+                                        "features (compaction replaced them by M_diff_V maps); extract into "
+                                        "another store with {store_form} full to keep them", "store_form")
             raise KeyError(f"{image_id}: no feature maps of {block!r} in the store (stored blocks: {stored}); "
                            "add it to the extraction's features and re-run extraction into a new store")
         feats.append(entry[name][_step_index(entry, timestep)].float())
@@ -184,9 +190,12 @@ def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequ
 
     Query and reference timestep/block default to matched; set ``reference_timestep`` /
     ``reference_block`` (and ``visual_timestep`` / ``visual_block``) for the matching ablation.
-    With a ``cache``, the query features are read once for every reference draw.
+    With a ``cache``, the query features are read once for every reference draw. A compact store
+    (:mod:`cfviz.experiments.compact`) holds these maps instead of the test images' features:
+    they are read back as stored (the same float32 values).
     """
     from cfviz.diffusion.mapdiff import visual_map
+    from cfviz.experiments.compact import stored_visual_maps
 
     memo = _memo(cache)
     t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
@@ -194,6 +203,9 @@ def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequ
     t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
     b_q = scoring.visual_block
     b_r = scoring.reference_block or b_q
+    stored = stored_visual_maps(store, ids, ref_ids, (int(round(float(t_q))), b_q, int(round(float(t_r))), b_r))
+    if stored is not None:
+        return stored
     refs = diffusion_features(store, ref_ids, b_r, t_r)
     query = memo("diff_features", (tuple(ids), b_q, float(t_q)), lambda: diffusion_features(store, ids, b_q, t_q))
     return visual_map(query, refs).numpy()
