@@ -99,7 +99,7 @@ def map_name(pair: Pair, ref_ids: Sequence[str]) -> str:
     """The tensor name of one stored M_diff_V map.
 
     >>> map_name((100, "up_blocks.1", 400, "up_blocks.2"), ["a/train/good/000"])
-    'mdv/100/up_blocks.1/400/up_blocks.2/a2b3e0de2a2b'
+    'mdv/100/up_blocks.1/400/up_blocks.2/49c6df01704e'
     """
     t_q, b_q, t_r, b_r = pair
     return f"{MAP_GROUP}/{_t(t_q)}/{b_q}/{_t(t_r)}/{b_r}/{draw_key(ref_ids)}"
