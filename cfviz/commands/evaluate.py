@@ -26,6 +26,8 @@ FLAGS: dict[str, str] = {
     "extraction.language_tokens": "--language-tokens", "extraction.tokens": "--tokens",
     "extraction.mask": "--inpaint-mask",
     "extraction.noise": "--noise", "extraction.noise_draws": "--noise-draws",
+    "scoring.language_layers": "--language-layers", "scoring.visual_block": "--visual-block",
+    "scoring.reference_block": "--reference-block", "scoring.visual_pooling": "--visual-pooling",
     "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
     "scoring.alpha_seg": "--alpha-seg", "scoring.alpha_cls": "--alpha-cls",
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
@@ -89,6 +91,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     from cfviz.data.mvtec import MISSING_MASK_POLICIES
     from cfviz.experiments.config import (AACLIP_NAMES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
                                           TOKEN_MODES, ExtractionConfig, ScoringConfig)
+    from cfviz.diffusion.mapdiff import VISUAL_POOLINGS
 
     e, s = ExtractionConfig(), ScoringConfig()
     data = p.add_argument_group("data")
@@ -132,7 +135,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--timesteps", nargs="+", type=int, default=list(e.timesteps),
                      help="diffusion timesteps (0-999) at which attention and features are captured")
     ext.add_argument("--features", nargs="+", default=list(e.features), help="UNet blocks kept for M_diff_V")
-    ext.add_argument("--state", default=e.state, help="the [state] word(s) of the MapDiff prompt")
+    ext.add_argument("--state", default=e.state,
+                     help="the [state] word(s) of the MapDiff prompt; commas make an ensemble written into one "
+                          "prompt (damage,defect,scratch), each state weighing equally in M_diff_L")
     ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size,
                      help="image side fed to the diffusion model (a multiple of 8)")
     ext.add_argument("--noise-seed", type=int, default=e.noise_seed, help="seed of the diffusion noise")
@@ -181,6 +186,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     sc.add_argument("--eval-size", type=int, default=s.eval_size, help="grid on which maps and masks are compared")
     sc.add_argument("--min-resolution", type=int, default=s.language_min_resolution,
                     help="coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8)")
+    sc.add_argument("--language-layers", default=s.language_layers, metavar="GLOBS",
+                    help="cross-attention layers of M_diff_L: glob patterns over layer names, comma-separated "
+                         "(e.g. 'up_blocks.*'; default: all, then --min-resolution)")
+    sc.add_argument("--visual-block", default=s.visual_block, metavar="BLOCKS",
+                    help="UNet block(s) of M_diff_V, stored by --features; several comma-separated "
+                         "(up_blocks.1,up_blocks.2) are pooled by --visual-pooling")
+    sc.add_argument("--reference-block", default=s.reference_block, metavar="BLOCKS",
+                    help="reference block(s) of M_diff_V, one per --visual-block (default: matched)")
+    sc.add_argument("--visual-pooling", choices=VISUAL_POOLINGS, default=s.visual_pooling,
+                    help="several M_diff_V blocks: mean of per-block distance maps, or one search over their "
+                         "concatenated, per-block normalised features (PatchCore)")
     sc.add_argument("--clip-branch", choices=("patchclip", "aaclip"), default=s.clip_branch,
                     help="CLIP language map fused by clipfusion/patchclip (aaclip needs --aaclip)")
     sc.add_argument("--patchclip-language", choices=MAP_SOURCES, default=s.patchclip_language,
@@ -255,7 +271,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                               language_min_resolution=get("min_resolution", s.language_min_resolution),
                               clip_branch=get("clip_branch", s.clip_branch),
                               patchclip_language=get("patchclip_language", s.patchclip_language),
-                              patchclip_visual=get("patchclip_visual", s.patchclip_visual)),
+                              patchclip_visual=get("patchclip_visual", s.patchclip_visual),
+                              language_layers=get("language_layers", s.language_layers),
+                              visual_block=get("visual_block", s.visual_block),
+                              reference_block=get("reference_block", s.reference_block),
+                              visual_pooling=get("visual_pooling", s.visual_pooling)),
         batch_size=get("batch_size", 4), store_form=get("store_form", "full"),
     )
 

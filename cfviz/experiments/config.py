@@ -30,7 +30,7 @@ from typing import Any
 from cfviz.errors import ConfigError
 
 from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, NOISE_MODES, PROMPT_TEMPLATE
-from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION
+from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION, VISUAL_POOLINGS
 from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
@@ -43,8 +43,6 @@ NORMALIZATIONS = ("dataset", "image", "reference", "none")
 SCORE_RULES = ("max", "topk_mean", "mean")
 CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
-#: How M_diff_V pools several UNet blocks (see cfviz.diffusion.mapdiff.pooled_visual_map).
-VISUAL_POOLINGS = ("mean", "concat")
 #: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
 AACLIP_NAMES = ("descriptive", "plain")
 #: Which PatchCLIP score maps are merged into a map: patch tokens only, windows only, or the mean of both.
@@ -400,10 +398,24 @@ class ScoringConfig:
         Timesteps whose cross-attention feeds M_diff_L (default: all captured).
     language_min_resolution:
         Coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8).
+    language_layers:
+        Which recorded cross-attention layers feed M_diff_L: ``None`` (default, ours: every
+        cross-attention layer, then ``language_min_resolution`` drops the coarse ones) or glob
+        patterns over layer names, comma-separated (``"up_blocks.*"``, ``"up1.attn0,up2.*"``).
+        The store holds every layer, so this is a scoring setting.
     visual_timestep, visual_block:
-        Query timestep and block of M_diff_V (default: the middle captured timestep, ``up_blocks.1``).
+        Query timestep and block of M_diff_V (default: the middle captured timestep, ``up_blocks.1``,
+        from DIFT). Several stored blocks, comma-separated (``"up_blocks.1,up_blocks.2"``), are
+        pooled by ``visual_pooling``.
     reference_timestep, reference_block:
-        Reference side of M_diff_V; ``None`` = matched with the query (the paper's default).
+        Reference side of M_diff_V; ``None`` = matched with the query (the paper's default). With
+        several query blocks, as many reference blocks (comma-separated), or ``None``.
+    visual_pooling:
+        How several M_diff_V blocks of different widths are pooled
+        (:func:`cfviz.diffusion.mapdiff.pooled_visual_map`): ``"mean"`` (default, ours: the mean
+        of the per-block distance maps on the finest grid) or ``"concat"`` (per-block normalised
+        features concatenated on the finest grid, one nearest-neighbour search: PatchCore's
+        released code). No effect with one block.
     clip_branch:
         Which stored CLIP language map feeds CLIPFusion/PatchCLIP: ``"patchclip"`` (default) or
         ``"aaclip"`` (needs a store extracted with ``ExtractionConfig.aaclip``).
@@ -435,6 +447,8 @@ class ScoringConfig:
     clip_branch: str = "patchclip"
     patchclip_language: str = "mean"
     patchclip_visual: str = "mean"
+    language_layers: str | None = None
+    visual_pooling: str = "mean"
 
     def __post_init__(self) -> None:
         check_fraction(self.alpha_seg, "scoring.alpha_seg", why=" (the CLIP branch's weight in the fused map)")
@@ -469,6 +483,40 @@ class ScoringConfig:
         check_choice(self.clip_branch, "scoring.clip_branch", CLIP_BRANCHES)
         check_choice(self.patchclip_language, "scoring.patchclip_language", MAP_SOURCES)
         check_choice(self.patchclip_visual, "scoring.patchclip_visual", MAP_SOURCES)
+        if self.language_layers is not None and not (isinstance(self.language_layers, str)
+                                                     and self.language_layers_list):
+            raise ConfigError("{scoring.language_layers} must be glob patterns over cross-attention layer names, "
+                              f"comma-separated (e.g. 'up_blocks.*'), or None for all; got {self.language_layers!r}",
+                              "scoring.language_layers")
+        check_choice(self.visual_pooling, "scoring.visual_pooling", VISUAL_POOLINGS)
+        if self.reference_block is not None and len(self.reference_blocks) != len(self.visual_blocks):
+            raise ConfigError(f"{{scoring.reference_block}} names {len(self.reference_blocks)} blocks but "
+                              f"{{scoring.visual_block}} {len(self.visual_blocks)}; give one reference block per "
+                              "query block, or none (matched)", "scoring.reference_block",
+                              mentions=("scoring.visual_block",))
+
+    @property
+    def language_layers_list(self) -> list[str] | None:
+        """``language_layers`` as a list of patterns (``None``: every layer)."""
+        if self.language_layers is None:
+            return None
+        return [p.strip() for p in str(self.language_layers).split(",") if p.strip()]
+
+    @property
+    def visual_blocks(self) -> list[str]:
+        """The query blocks of M_diff_V (``visual_block`` split at commas).
+
+        >>> ScoringConfig(visual_block="up_blocks.1, up_blocks.2").visual_blocks
+        ['up_blocks.1', 'up_blocks.2']
+        """
+        return [b.strip() for b in str(self.visual_block).split(",") if b.strip()]
+
+    @property
+    def reference_blocks(self) -> list[str]:
+        """The reference blocks of M_diff_V: ``reference_block`` split at commas, or the query blocks."""
+        if self.reference_block is None:
+            return self.visual_blocks
+        return [b.strip() for b in str(self.reference_block).split(",") if b.strip()]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -588,11 +636,13 @@ class RunSpec:
                 if t is not None and t not in e.timesteps:
                     raise ConfigError(f"{{{path}}} {t} is not among the captured {{extraction.timesteps}} "
                                       f"{list(e.timesteps)}", path, mentions=("extraction.timesteps",))
-            for path, b in (("scoring.visual_block", s.visual_block), ("scoring.reference_block", s.reference_block)):
-                if b is not None and b not in e.features:
-                    raise ConfigError(f"{{{path}}} {b!r} is not among the stored {{extraction.features}} "
-                                      f"{list(e.features)}; add it there (k-shot MapDiff compares its features)",
-                                      path, mentions=("extraction.features",))
+            for path, blocks in (("scoring.visual_block", s.visual_blocks),
+                                 ("scoring.reference_block", s.reference_blocks if s.reference_block else [])):
+                for b in blocks:
+                    if b not in e.features:
+                        raise ConfigError(f"{{{path}}} {b!r} is not among the stored {{extraction.features}} "
+                                          f"{list(e.features)}; add it there (k-shot MapDiff compares its "
+                                          "features)", path, mentions=("extraction.features",))
         if s.normalization == "reference" and methods & set(NORMALIZED_METHODS):
             raise ConfigError("{scoring.normalization} 'reference' is not available in the evaluation runner (it "
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "

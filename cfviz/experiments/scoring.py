@@ -143,11 +143,20 @@ def _step_index(entry: Any, timestep: Any) -> int:
     return ts.index(float(timestep))
 
 
-def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: ScoringConfig) -> np.ndarray:
-    """M_diff_L for each image: ``(N, h, w)`` at the finest resolution used."""
-    from cfviz.diffusion.mapdiff import language_map
+def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: ScoringConfig,
+                            extraction: ExtractionConfig | None = None) -> np.ndarray:
+    """M_diff_L for each image: ``(N, h, w)`` at the finest resolution used.
+
+    Layers: ``scoring.language_layers`` (default all) at ``language_min_resolution`` or finer.
+    With an ensemble of [state] words (``extraction.state`` with commas, ``language_tokens``
+    ``"state"``), each state is averaged first and the states weigh equally
+    (:func:`cfviz.diffusion.mapdiff.state_groups`).
+    """
+    from cfviz.diffusion.mapdiff import language_map, state_groups
     from cfviz.experiments.prompt_tokens import language_words
 
+    extraction = extraction or extraction_of(store)
+    ensemble = extraction.language_tokens == "state" and len(extraction.states) > 1
     out = []
     for image_id in ids:
         entry = store[image_id]
@@ -157,7 +166,11 @@ def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: Sc
             steps = [_step_index(entry, t) for t in scoring.language_steps]
         # a store with every prompt token (extraction.tokens="all") lists the language words first:
         # M_diff_L averages those only, as a store of the language words alone does
-        out.append(language_map(cache, tokens=language_words(entry),
+        tokens: Any = language_words(entry)
+        if ensemble:
+            recorded = tokens if tokens is not None else list(cache.labels)
+            tokens = state_groups(extraction.states, recorded) or tokens
+        out.append(language_map(cache, tokens=tokens, layers=scoring.language_layers_list,
                                 min_resolution=scoring.language_min_resolution, steps=steps)[0].numpy())
     return np.stack(out)
 
@@ -209,6 +222,41 @@ def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequ
     refs = diffusion_features(store, ref_ids, b_r, t_r)
     query = memo("diff_features", (tuple(ids), b_q, float(t_q)), lambda: diffusion_features(store, ids, b_q, t_q))
     return visual_map(query, refs).numpy()
+
+
+def pooled_diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequence[str],
+                                 scoring: ScoringConfig, extraction: ExtractionConfig,
+                                 cache: BranchCache | None = None) -> np.ndarray:
+    """M_diff_V over ``scoring.visual_block``'s blocks (comma-separated), pooled by ``visual_pooling``.
+
+    One block is :func:`diffusion_visual_maps` itself. Several: ``"mean"`` averages each block's
+    :func:`diffusion_visual_maps` (so a compact store's per-block maps serve too) on the finest
+    grid; ``"concat"`` reads each block's features for one joint nearest-neighbour search
+    (:func:`cfviz.diffusion.mapdiff.pooled_visual_map`).
+    """
+    from dataclasses import replace
+
+    import torch
+
+    from cfviz.diffusion.mapdiff import mean_on_finest_grid, pooled_visual_map
+
+    blocks, ref_blocks = scoring.visual_blocks, scoring.reference_blocks
+    if len(blocks) == 1:
+        one = replace(scoring, visual_block=blocks[0], reference_block=scoring.reference_block and ref_blocks[0])
+        return diffusion_visual_maps(store, ids, ref_ids, one, extraction, cache)
+    if scoring.visual_pooling == "mean":
+        maps = [torch.from_numpy(diffusion_visual_maps(store, ids, ref_ids,
+                                                       replace(scoring, visual_block=b, reference_block=r),
+                                                       extraction, cache)) for b, r in zip(blocks, ref_blocks)]
+        return mean_on_finest_grid(maps).numpy()
+    memo = _memo(cache)
+    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
+        _default_visual_timestep(extraction.timesteps)
+    t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
+    query = [memo("diff_features", (tuple(ids), b, float(t_q)), lambda b=b: diffusion_features(store, ids, b, t_q))
+             for b in blocks]
+    refs = [diffusion_features(store, ref_ids, r, t_r) for r in ref_blocks]
+    return pooled_visual_map(query, refs, "concat").numpy()
 
 
 def clip_embeddings(store: CaptureStore, ids: Sequence[str]) -> dict[str, Any]:
@@ -301,14 +349,14 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
             clip_score = clip_branch.combine_image_scores(img, vis_img)
         comp_scores["clip"] = _norm(clip_score, scoring)
     if need_diff:
-        lang_key = (key, scoring.language_steps, scoring.language_min_resolution)
-        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring))
+        lang_key = (key, scoring.language_steps, scoring.language_min_resolution, scoring.language_layers)
+        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring, extraction))
         comps["diff_language"] = _norm(upsample(diff_lang, size), scoring)
         if shots:
             vis_key = (key, ref_key, scoring.visual_timestep, scoring.reference_timestep, scoring.visual_block,
                        scoring.reference_block, extraction.timesteps)
-            diff_vis = memo("diff_visual", vis_key,
-                            lambda: diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
+            diff_vis = memo("diff_visual", (vis_key, scoring.visual_pooling),
+                            lambda: pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
             comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring)
         diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
         comp_scores["diff"] = _norm(image_scores(smooth(diff_total, scoring.sigma), scoring.score_rule,  # type: ignore[arg-type]

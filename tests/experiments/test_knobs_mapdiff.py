@@ -36,7 +36,7 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spec(small_root: Path) -> RunSpec:
     return RunSpec(dataset="folder", root=str(small_root), methods=METHODS, shots=(0, 1), seeds=(0,),
                    extraction=ExtractionConfig(timesteps=(100, 400), diffusion_size=64,
-                                               features=("up_blocks.1", "up_blocks.2")),
+                                               features=("up_blocks.0", "up_blocks.1", "up_blocks.2")),
                    scoring=ScoringConfig(language_min_resolution=1, eval_size=32), batch_size=2)
 
 
@@ -154,3 +154,158 @@ def test_per_image_noise_stores_are_byte_identical_across_shards_and_close_acros
         for k in x:
             if k.startswith(("attn/", "feat/")):
                 torch.testing.assert_close(x[k].float(), y[k].float(), rtol=1e-2, atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def _changed_groups(a: pd.Series, b: pd.Series) -> set[tuple[str, int]]:
+    assert list(a.index) == list(b.index)
+    return {(m, k) for (m, k), g in a.groupby(level=["method", "shots"])
+            if not np.array_equal(g.values, b.loc[g.index].values)}
+
+
+def _rescore(base: EvaluationResult, spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             **scoring: object) -> EvaluationResult:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a scoring setting loaded a model")
+
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    before = _store_files(base.store)
+    other = evaluate(replace(spec, scoring=replace(spec.scoring, **scoring)), tmp_path, store_dir=base.store.path,
+                     progress=False)
+    assert _store_files(base.store) == before  # nothing rewritten, nothing added
+    return other
+
+
+def test_language_layers_filter_m_diff_l_only(base: EvaluationResult, spec: RunSpec, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from cfviz.diffusion.mapdiff import language_map
+    from cfviz.experiments.scoring import diffusion_language_maps
+
+    other = _rescore(base, spec, tmp_path, monkeypatch, language_layers="up_blocks.*")
+    changed = _changed_groups(_rows(base.frame), _rows(other.frame))
+    assert changed == {(m, k) for m in ("clipfusion", "mapdiff") for k in (0, 1)}
+    ids = base.store.ids[:2]
+    up = diffusion_language_maps(base.store, ids, replace(spec.scoring, language_layers="up_blocks.*"))
+    cache = base.store[ids[0]].cache(blocks=[])
+    names = [n for n in cache.attention if n.startswith("up_blocks.")]
+    assert 0 < len(names) < len(cache.attention)
+    np.testing.assert_array_equal(up[0], language_map(cache, layers=names, min_resolution=1)[0].numpy())
+    every = diffusion_language_maps(base.store, ids, spec.scoring)
+    np.testing.assert_array_equal(every[0], language_map(cache, min_resolution=1)[0].numpy())
+    assert not np.allclose(up, every)
+    # short names and several patterns, comma-separated
+    both = diffusion_language_maps(base.store, ids, replace(spec.scoring, language_layers="up1.*, mid.*"))
+    np.testing.assert_array_equal(both[0], language_map(cache, layers=["up1.*", "mid.*"], min_resolution=1)[0].numpy())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "concat"])
+def test_several_visual_blocks_are_pooled_and_change_only_k_shot_diffusion_rows(
+        base: EvaluationResult, spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooling: str) -> None:
+    from cfviz.diffusion.mapdiff import mean_on_finest_grid, pooled_visual_map
+    from cfviz.experiments.scoring import diffusion_features, diffusion_visual_maps, pooled_diffusion_visual_maps
+
+    blocks = "up_blocks.0,up_blocks.2"  # 64 channels on 4x4, 32 on 8x8
+    other = _rescore(base, spec, tmp_path, monkeypatch, visual_block=blocks, visual_pooling=pooling)
+    assert _changed_groups(_rows(base.frame), _rows(other.frame)) == {("clipfusion", 1), ("mapdiff", 1)}
+    store, ext = base.store, base.spec.extraction
+    ids, refs = [i for i in store.ids if "/test/" in i][:3], [i for i in store.ids if "/train/" in i][:1]
+    sc = replace(spec.scoring, visual_block=blocks, visual_pooling=pooling)
+    pooled = pooled_diffusion_visual_maps(store, ids, refs, sc, ext)
+    per_block = [diffusion_visual_maps(store, ids, refs, replace(spec.scoring, visual_block=b), ext)
+                 for b in ("up_blocks.0", "up_blocks.2")]
+    assert per_block[0].shape != per_block[1].shape  # blocks of different grids (and widths)
+    mean = mean_on_finest_grid([torch.from_numpy(m) for m in per_block]).numpy()
+    assert pooled.shape == max((m.shape for m in per_block), key=lambda s: s[1] * s[2])
+    if pooling == "mean":
+        np.testing.assert_array_equal(pooled, mean)
+    else:
+        assert not np.allclose(pooled, mean)
+        t = ext.timesteps[len(ext.timesteps) // 2]
+        q = [diffusion_features(store, ids, b, t) for b in ("up_blocks.0", "up_blocks.2")]
+        r = [diffusion_features(store, refs, b, t) for b in ("up_blocks.0", "up_blocks.2")]
+        np.testing.assert_array_equal(pooled, pooled_visual_map(q, r, "concat").numpy())
+        # a reference image against itself: distance 0 everywhere, as for one block
+        assert np.abs(pooled_visual_map(r, r, "concat").numpy()).max() < 1e-5
+    # one block is the one-block map itself, whatever the pooling
+    np.testing.assert_array_equal(pooled_diffusion_visual_maps(store, ids, refs, replace(sc, visual_block="up_blocks.2"),
+                                                               ext), per_block[1])
+
+
+def test_visual_blocks_must_be_stored_and_paired() -> None:
+    from cfviz.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        RunSpec(methods=("mapdiff",), shots=(1,), scoring=ScoringConfig(visual_block="up_blocks.1,up_blocks.3"))
+    assert err.value.field == "scoring.visual_block" and "up_blocks.3" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        ScoringConfig(visual_block="up_blocks.1,up_blocks.2", reference_block="up_blocks.1")
+    assert err.value.field == "scoring.reference_block"
+    with pytest.raises(ConfigError) as err:
+        ScoringConfig(visual_pooling="max")
+    assert err.value.field == "scoring.visual_pooling" and "concat" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------- state words
+def test_a_state_ensemble_is_one_prompt_whose_states_weigh_equally_in_m_diff_l(
+        base: EvaluationResult, spec: RunSpec, tmp_path: Path) -> None:
+    from cfviz.diffusion.mapdiff import language_map
+    from cfviz.experiments.scoring import diffusion_language_maps
+
+    ensemble = replace(spec, extraction=replace(spec.extraction, state="crack damage,scratch"))
+    assert ensemble.extraction.states == [["crack", "damage"], ["scratch"]]
+    other = evaluate(ensemble, tmp_path, progress=False)
+    image_id = base.store.ids[0]
+    entry = other.store[image_id]
+    assert entry.meta["metadata"]["prompt"] == "a close-up cropped png photo of a brick with crack damage, scratch"
+    cache = entry.cache(blocks=[])
+    assert list(cache.labels) == ["crack", "damage", "scratch"]
+    per_word = {w: language_map(cache, tokens=[w], min_resolution=1)[0].numpy() for w in cache.labels}
+    m = diffusion_language_maps(other.store, [image_id], spec.scoring)[0]
+    np.testing.assert_allclose(m, ((per_word["crack"] + per_word["damage"]) / 2 + per_word["scratch"]) / 2,
+                               rtol=1e-5, atol=1e-7)
+    flat = (per_word["crack"] + per_word["damage"] + per_word["scratch"]) / 3  # not every word equally
+    assert not np.allclose(m, flat, rtol=1e-5, atol=1e-7)
+    # only the diffusion outputs change (the prompt is MapDiff's); CLIP's rows stay
+    differ = _differing(base.store, other.store, image_id)
+    assert all(k.startswith(("attn/", "feat/")) for k in differ)
+    a, b = _rows(base.frame), _rows(other.frame)
+    methods = a.index.get_level_values("method")
+    clip_only = methods.isin(["patchclip", "winclip"])
+    assert np.array_equal(a[clip_only].values, b[clip_only].values)
+
+
+def test_one_state_of_several_words_keeps_every_word_equal() -> None:
+    e = ExtractionConfig(state="crack damage")
+    assert e.states == [["crack", "damage"]] and e.state_tokens == ["crack", "damage"]
+    from cfviz.diffusion.forward import build_prompt
+    from cfviz.diffusion.mapdiff import state_groups
+
+    assert state_groups(e.states) is None  # one state: M_diff_L as before (mean over its words)
+    assert build_prompt("bottle", "crack damage") == "a close-up cropped png photo of a bottle with crack damage"
+    assert ExtractionConfig(state="damage, defect,scratch").state_tokens == ["damage", "defect", "scratch"]
+
+
+def test_the_cli_sets_each_mapdiff_knob() -> None:
+    import argparse
+
+    from cfviz.commands.evaluate import FLAGS, add_run_arguments, spec_from_args
+
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    s = spec_from_args(p.parse_args(["--noise", "per-image", "--noise-draws", "3", "--state", "damage,scratch",
+                                     "--language-layers", "up_blocks.*", "--features", "up_blocks.1", "up_blocks.2",
+                                     "--visual-block", "up_blocks.1,up_blocks.2", "--visual-pooling", "concat"]))
+    assert (s.extraction.noise, s.extraction.noise_draws, s.extraction.state) == ("per-image", 3, "damage,scratch")
+    assert (s.scoring.language_layers, s.scoring.visual_blocks, s.scoring.visual_pooling) == (
+        "up_blocks.*", ["up_blocks.1", "up_blocks.2"], "concat")
+    for path in ("extraction.noise", "extraction.noise_draws", "scoring.language_layers", "scoring.visual_block",
+                 "scoring.visual_pooling", "scoring.reference_block"):
+        assert path in FLAGS
+    from cfviz.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        ExtractionConfig(noise_draws=0)
+    assert err.value.field == "extraction.noise_draws"
+    with pytest.raises(ConfigError) as err:
+        ExtractionConfig(noise="per_image")
+    assert err.value.field == "extraction.noise" and "per-image" in str(err.value)
