@@ -16,7 +16,8 @@ FLAGS: dict[str, str] = {
     "batch_size": "--batch-size", "shard": "--shard", "distributed": "--distributed", "store_form": "--store-form",
     "models.clip": "--clip", "models.clip_arch": "--clip-arch", "models.clip_pretrained": "--clip-pretrained",
     "models.diffusion": "--diffusion", "models.revision": "--revision", "models.device": "--device",
-    "models.dtype": "--dtype", "models.seed": "--model-seed",
+    "models.dtype": "--dtype", "models.seed": "--model-seed", "models.compile": "--compile",
+    "models.channels_last": "--channels-last",
     "extraction.timesteps": "--timesteps", "extraction.features": "--features", "extraction.state": "--state",
     "extraction.diffusion_size": "--diffusion-size", "extraction.clip_size": "--clip-size",
     "extraction.noise_seed": "--noise-seed",
@@ -60,6 +61,7 @@ def _shard(text: str) -> tuple[int, int]:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The ``models`` group (shared by ``evaluate`` and ``demo``)."""
     from cfviz.experiments.config import CLIP_MODES, DTYPES, ExtractionConfig, ModelChoice
+    from cfviz.models.speed import COMPILE_MODES
 
     m = ModelChoice()
     models = p.add_argument_group("models")
@@ -82,8 +84,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     models.add_argument("--revision", default=None, help="hub revision (commit) of the diffusion weights "
                                                          "(default: main)")
     models.add_argument("--device", default=m.device, help="torch device: cpu, cuda, cuda:N or mps")
-    models.add_argument("--dtype", default=m.dtype, choices=DTYPES, help="parameter dtype of both models")
+    models.add_argument("--dtype", default=m.dtype, choices=DTYPES,
+                        help="parameter dtype of every model (float16/bfloat16 on GPUs; float32, the default, on "
+                             "CPUs); the store keeps float16 maps either way")
     models.add_argument("--model-seed", type=int, default=m.seed, help="seed of random weights (tiny/random)")
+    models.add_argument("--compile", nargs="?", const="inductor", default=m.compile, choices=COMPILE_MODES,
+                        metavar="BACKEND",
+                        help="torch.compile the denoiser's ResNet, self-attention and feed-forward blocks (capture "
+                             "still works); BACKEND inductor (the default when the flag is given; needs a C++ "
+                             "compiler on CPUs), aot_eager or eager (trace only); default: off")
+    models.add_argument("--channels-last", action="store_true", default=m.channels_last,
+                        help="channels_last memory format for the UNet and VAE (faster convolutions on GPUs; "
+                             "other last bits, so part of the store's identity)")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -250,7 +262,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         models=ModelChoice(clip=get("clip", m.clip), clip_arch=get("clip_arch", m.clip_arch),
                            clip_pretrained=get("clip_pretrained", m.clip_pretrained),
                            diffusion=get("diffusion", m.diffusion), revision=getattr(args, "revision", None),
-                           device=get("device", m.device), dtype=get("dtype", m.dtype), seed=get("model_seed", m.seed)),
+                           device=get("device", m.device), dtype=get("dtype", m.dtype), seed=get("model_seed", m.seed),
+                           compile=get("compile", m.compile), channels_last=get("channels_last", m.channels_last)),
         extraction=ExtractionConfig(timesteps=tuple(get("timesteps", e.timesteps)),
                                     features=tuple(get("features", e.features)), state=get("state", e.state),
                                     diffusion_size=get("diffusion_size", e.diffusion_size),

@@ -32,6 +32,7 @@ from cfviz.errors import ConfigError
 from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, NOISE_MODES, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION, VISUAL_POOLINGS
 from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
+from cfviz.models.speed import COMPILE_MODES, NUMERIC_COMPILE_BACKENDS
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
 CLIP_MODES = ("tiny", "random", "pretrained")
@@ -126,6 +127,18 @@ class ModelChoice:
         folder of any supported pipeline (:data:`cfviz.models.diffusion.PIPELINE_FAMILIES`).
     seed:
         Seed of random weights (tiny and random models).
+    dtype:
+        Parameter dtype of every model (CLIP, VAE, text encoder, denoiser): ``"float32"`` (the
+        default, on CPUs too), ``"float16"`` or ``"bfloat16"`` (GPUs; both also run on CPUs, slowly).
+        Inputs are cast where the models take them; attention probabilities are computed in
+        float32 and the store keeps float16 maps whatever the dtype (ours).
+    compile:
+        ``torch.compile`` of the denoiser, by region (:mod:`cfviz.models.speed`): ``"off"``
+        (default) or a backend: ``"inductor"`` (generated kernels: a speed-up, needs a C++
+        compiler on CPUs), ``"aot_eager"`` or ``"eager"`` (tracing only: checks the path).
+    channels_last:
+        Keep the UNet's and VAE's convolution weights in ``channels_last`` (NHWC) order, which
+        GPU and oneDNN convolution kernels prefer (default ``False``).
     """
 
     clip: str = "tiny"
@@ -136,10 +149,16 @@ class ModelChoice:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
+    compile: str = "off"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self.clip, "models.clip", CLIP_MODES)
         check_choice(self.dtype, "models.dtype", DTYPES)
+        check_choice(self.compile, "models.compile", COMPILE_MODES)
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"{{models.channels_last}} must be True or False, got {self.channels_last!r}",
+                              "models.channels_last")
         check_int(self.seed, "models.seed", minimum=0)
         for path, value in (("models.clip_arch", self.clip_arch), ("models.diffusion", self.diffusion),
                             ("models.device", self.device)):
@@ -149,6 +168,27 @@ class ModelChoice:
             raise ConfigError("{models.clip} 'pretrained' needs {models.clip_pretrained}: an open_clip "
                               "pretrained tag (e.g. 'laion400m_e32') or a checkpoint file", "models.clip_pretrained",
                               mentions=("models.clip",))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as a capture store's identity records them (``runner.model_identity``).
+
+        The speed options appear only when they may change the numbers, so stores written before
+        they existed (and runs that leave them off) keep matching:
+
+        * ``channels_last``: NHWC convolution kernels sum in another order (other last bits);
+        * ``compile="inductor"``: generated, fused kernels round differently; ``"eager"`` and
+          ``"aot_eager"`` run the very kernels of an uncompiled model (bit-identical outputs,
+          tests/test_dtype_speed.py), so they are left out like ``"off"``.
+
+        >>> ModelChoice(channels_last=True).identity()["channels_last"], "compile" in ModelChoice().identity()
+        (True, False)
+        """
+        out = asdict(self)
+        if not self.channels_last:
+            out.pop("channels_last")
+        if self.compile not in NUMERIC_COMPILE_BACKENDS:
+            out.pop("compile")
+        return out
 
     @property
     def random_weights(self) -> bool:

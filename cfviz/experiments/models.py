@@ -40,10 +40,13 @@ def load_models(choice: ModelChoice) -> LoadedModels:
 
     from cfviz import models
     from cfviz.models.families import TINY_DIFFUSION, tiny_family_pipeline
+    from cfviz.models.speed import apply_speed_options, check_compile
 
+    check_compile(choice.compile, choice.device)  # a missing compiler is said before minutes of loading
     dtype = getattr(torch, choice.dtype)
     if choice.clip == "tiny":
-        clip = models.tiny_clip(seed=choice.seed, device=choice.device, like=choice.clip_arch)  # its geometry
+        clip = models.tiny_clip(seed=choice.seed, device=choice.device, dtype=dtype,
+                                like=choice.clip_arch)  # its geometry
     elif choice.clip == "random":
         clip = models.random_clip(choice.clip_arch, seed=choice.seed, device=choice.device, dtype=dtype)
     elif choice.clip == "pretrained":
@@ -51,7 +54,7 @@ def load_models(choice: ModelChoice) -> LoadedModels:
     else:
         raise ValueError(f"clip must be 'tiny', 'random' or 'pretrained', got {choice.clip!r}")
     if choice.diffusion == "tiny":
-        pipe = models.tiny_inpaint_pipeline(seed=choice.seed, device=choice.device)
+        pipe = models.tiny_inpaint_pipeline(seed=choice.seed, device=choice.device, dtype=dtype)
     elif choice.diffusion == "random":
         pipe = models.random_inpaint_pipeline(seed=choice.seed, device=choice.device, dtype=dtype)
     elif choice.diffusion in TINY_DIFFUSION:  # tiny-sdxl, tiny-sd3, tiny-flux, ...: one per family
@@ -60,6 +63,7 @@ def load_models(choice: ModelChoice) -> LoadedModels:
     else:
         pipe = models.load_inpaint_pipeline(choice.diffusion, revision=choice.revision, device=choice.device,
                                             dtype=dtype)
+    apply_speed_options(pipe, channels_last=choice.channels_last, compile=choice.compile)
     return LoadedModels(clip=clip, pipe=pipe, choice=choice)
 
 

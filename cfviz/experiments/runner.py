@@ -61,7 +61,7 @@ def model_identity(choice: ModelChoice) -> dict[str, Any]:
     """
     from cfviz.experiments.families import diffusion_family
 
-    d = asdict(choice)
+    d = choice.identity()  # the speed options only when they may change numbers (ModelChoice.identity)
     device = str(d.pop("device"))
     d["device_type"] = device.split(":", 1)[0].strip().lower() or "cpu"
     family = diffusion_family(choice)
