@@ -148,7 +148,10 @@ def compare_maps(s: Study, *, max_images: int | None = None, batch_size: int = 8
         parts.setdefault("plain CLIP", []).append(torch.cat([p.language_map for p in plain]).numpy())
         parts.setdefault("plain CLIP score", []).append(torch.cat([p.image_score for p in plain]).numpy())
         for key, model in (("AA-CLIP before", s.before), ("AA-CLIP after", s.after)):
-            r = model.predict(x, names)
+            # AA-CLIP at its own input size (518 px on ViT-L-14-336), resized from the originals
+            xa = x if model.image_size == s.bundle.image_size else clip_batch([sm.image for sm in samples],
+                                                                                model.image_size)
+            r = model.predict(xa, names)
             parts.setdefault(key, []).append(r.anomaly_map.numpy())
             parts.setdefault(f"{key} score", []).append(r.image_score.numpy())
     for key in ("plain CLIP", "AA-CLIP before", "AA-CLIP after"):
