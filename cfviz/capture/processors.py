@@ -14,7 +14,7 @@ invisible to that filtering.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -50,25 +50,32 @@ class RecordingProcessor:
     def _call(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.kind != "cross":
             return self._call_joint(attn, hidden_states, *args, **kwargs)
-        # Borrow the query the original processor computes (a hook on ``attn.to_q`` for this call
-        # only) instead of projecting it again: the projection is most of the recorder's cost.
+        # Borrow the query and the key the original processor computes (hooks on ``attn.to_q`` and
+        # ``attn.to_k`` for this call only) instead of projecting them again: the projections are
+        # most of the recorder's cost (the key's 77 text tokens x the layer's width, per layer).
         queries: list[Any] = []
-        to_q = getattr(attn, "to_q", None)
-        handle = to_q.register_forward_hook(lambda _m, _i, q: queries.append(q)) if to_q is not None else None
+        keys: list[Any] = []
+        handles = []
+        for proj, into in ((getattr(attn, "to_q", None), queries), (getattr(attn, "to_k", None), keys)):
+            if proj is not None:
+                handles.append(proj.register_forward_hook(lambda _m, _i, out, _into=into: _into.append(out)))
         try:
             out = self.inner(attn, hidden_states, *args, **kwargs)
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.remove()
         bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
         encoder_hidden_states = bound.get("encoder_hidden_states")
         if encoder_hidden_states is not None:  # self-attention through an attn2 slot is not recorded
-            # exactly one to_q call on this layer's input: reuse it; anything else (fused QKV
-            # projections, processors that call to_q twice): recompute from the inputs
+            # exactly one to_q (to_k) call on this layer's input (text): reuse it; anything else (fused
+            # QKV projections, processors that project twice or only part of the text, IP-Adapter):
+            # recompute from the inputs
             query = queries[0] if len(queries) == 1 and _is_query_of(queries[0], hidden_states) else None
+            key = keys[0] if len(keys) == 1 and _is_key_of(keys[0], encoder_hidden_states) else None
             self.session.record_attention(
                 self.name, attn, hidden_states, encoder_hidden_states,
-                attention_mask=bound.get("attention_mask"), temb=bound.get("temb"), query=query,
+                attention_mask=bound.get("attention_mask"), temb=bound.get("temb"),
+                query=query if key is None else Borrowed(query, key),
             )
         return out
 
@@ -83,6 +90,22 @@ class RecordingProcessor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(inner={self.inner!r}, name={self.name!r})"
+
+
+class Borrowed(NamedTuple):
+    """Projections a recorder borrowed from the layer's own processor (``None``: not borrowed).
+
+    Passed as ``query=`` through :meth:`CaptureSession.record_attention` to
+    :func:`attention_probabilities`, which also takes a bare query tensor there.
+    """
+
+    query: Any
+    key: Any
+
+
+def _is_key_of(key: Any, encoder_hidden_states: Any) -> bool:
+    """True when ``key`` ``(B, L, D)`` has the batch and token count of the text the layer attends to."""
+    return getattr(key, "ndim", 0) == 3 and tuple(key.shape[:2]) == tuple(encoder_hidden_states.shape[:2])
 
 
 def _is_query_of(query: Any, hidden_states: Any) -> bool:
@@ -122,19 +145,23 @@ def wrap_processor(processor: Any, name: str, session: CaptureSession, kind: str
 
 def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                             attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                            rows: Any = None, query: torch.Tensor | None = None,
+                            rows: Any = None, query: torch.Tensor | Borrowed | None = None,
                             ) -> tuple[torch.Tensor, tuple[int, int] | None]:
     """``softmax(Q K^T * attn.scale)`` of a diffusers ``Attention`` layer in float32.
 
     Mirrors the input handling of diffusers' ``AttnProcessor2_0`` (spatial norm, 4-D inputs,
     group norm, cross-attention norm, Q/K norms, attention mask) so that the probabilities are
     those the layer uses. ``query``, when given, is the layer's own ``to_q`` output for the whole
-    batch (the recorder borrows it) and replaces the recomputation. Returns ``(probs, hw)`` with
-    ``probs`` of shape ``(rows, heads, queries, keys)`` and ``hw`` the spatial shape when the
+    batch (the recorder borrows it) and replaces the recomputation; a :class:`Borrowed` carries
+    the layer's ``to_k`` output (after its cross-attention norm) as well. Returns ``(probs, hw)``
+    with ``probs`` of shape ``(rows, heads, queries, keys)`` and ``hw`` the spatial shape when the
     input was 4-D.
     """
     import torch
 
+    key = None
+    if isinstance(query, Borrowed):
+        query, key = query.query, query.key
     x = hidden_states
     hw = None
     if query is None and getattr(attn, "spatial_norm", None) is not None:
@@ -158,15 +185,17 @@ def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidd
             x = x[rows]
         else:
             query = query[rows]
+        key = None if key is None else key[rows]
     if query is None:
         if getattr(attn, "group_norm", None) is not None:
             x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(x)
-    ehs = encoder_hidden_states
-    if getattr(attn, "norm_cross", None):
-        ehs = attn.norm_encoder_hidden_states(ehs)
-    q = query
-    k = attn.to_k(ehs)
+    if key is None:
+        ehs = encoder_hidden_states
+        if getattr(attn, "norm_cross", None):
+            ehs = attn.norm_encoder_hidden_states(ehs)
+        key = attn.to_k(ehs)
+    q, k = query, key
     b = q.shape[0]
     head_dim = k.shape[-1] // attn.heads
     q = q.view(b, -1, attn.heads, head_dim).transpose(1, 2)
