@@ -115,3 +115,54 @@ def write_results(name: str, text: str) -> Path:
 
 def mb(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
+
+
+class PairedTimes:
+    """Times of two callables run in interleaved pairs (see :func:`interleaved_pairs`).
+
+    ``wall_a``/``cpu_a`` are the first callable's runs (the baseline), ``wall_b``/``cpu_b`` the
+    second's, one entry per pair. Ratios are second / first.
+    """
+
+    def __init__(self) -> None:
+        self.wall_a: list[float] = []
+        self.cpu_a: list[float] = []
+        self.wall_b: list[float] = []
+        self.cpu_b: list[float] = []
+        self.load_before = self.load_after = "n/a"
+
+    def pair_ratios(self, wall: bool = False) -> list[float]:
+        a, b = (self.wall_a, self.wall_b) if wall else (self.cpu_a, self.cpu_b)
+        return [y / x for x, y in zip(a, b)]
+
+    def ratio_best(self, wall: bool = False) -> float:
+        """Best / best: other work on a shared machine only ever adds time, so the minimum is the
+        least disturbed run of each."""
+        a, b = (self.wall_a, self.wall_b) if wall else (self.cpu_a, self.cpu_b)
+        return min(b) / min(a)
+
+    def ratio_median(self, wall: bool = False) -> float:
+        """The median of the per-pair ratios (each pair ran close in time, under similar load)."""
+        return statistics.median(self.pair_ratios(wall))
+
+
+def interleaved_pairs(a: Callable[[], Any], b: Callable[[], Any], repeats: int,
+                      label: str = "") -> PairedTimes:
+    """Run ``a`` and ``b`` ``repeats`` times each in pairs, the order alternating (ab, ba, ab, ...).
+
+    Each run is timed with :func:`timed_thread` (wall and this thread's CPU seconds), so drift in
+    the machine's load hits both alike; the 1-minute load average is kept from before and after.
+    One line per pair is printed (prefixed by ``label``).
+    """
+    times = PairedTimes()
+    times.load_before = load_average()
+    for i in range(repeats):
+        order = (("a", a), ("b", b))
+        for name, fn in (order if i % 2 == 0 else order[::-1]):
+            wall, cpu, _ = timed_thread(fn)
+            getattr(times, f"wall_{name}").append(wall)
+            getattr(times, f"cpu_{name}").append(cpu)
+        print(f"{label}pair {i + 1}/{repeats}: {times.cpu_a[-1]:.3f} s vs {times.cpu_b[-1]:.3f} s "
+              f"(thread CPU), load {load_average()}", flush=True)
+    times.load_after = load_average()
+    return times
