@@ -166,3 +166,16 @@ def test_the_readme_commands_run_aaclip_at_518_px(small_root: Path, tmp_path: Pa
     entry = store[store.ids[0]]
     t = entry.load(["aaclip/map/anomaly", "clip/map/language"])
     assert tuple(t["aaclip/map/anomaly"].shape) == (37, 37) and tuple(t["clip/map/language"].shape) == (24, 24)
+
+
+def test_the_aaclip_study_compares_a_518_px_aaclip_with_the_336_px_clip(textures) -> None:
+    """Notebook 07 on the paper's backbone: plain CLIP at 336 px, AA-CLIP at 518 px, side by side."""
+    from cfviz.clip.aaclip.compare import Study, compare_maps, metrics_table
+
+    b = tiny_clip(seed=0, like="ViT-L-14-336")
+    grass = textures.filter(category="grass")
+    s = Study(bundle=b, before=AAClip(b, seed=0), after=AAClip(b, seed=1), report=None, eval_set=grass,
+              eval_categories=["grass"], note=None)
+    c = compare_maps(s)  # every grass image: normal and anomalous ones
+    assert c.maps["plain CLIP"].shape[1:] == (24, 24) and c.maps["AA-CLIP after"].shape[1:] == (37, 37)
+    assert metrics_table(c, eval_size=32).notna().all().all()
