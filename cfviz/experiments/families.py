@@ -74,9 +74,9 @@ def _hub_json(repo_id: str, revision: str | None, filename: str) -> dict[str, An
     import json
 
     from cfviz.models.diffusion import _FIX
-    from cfviz.models.hub import hub_file
+    from cfviz.models.hub import hub_cache_dir, hub_file
 
-    path = hub_file(repo_id, [filename], revision=revision, cache_dir=None,
+    path = hub_file(repo_id, [filename], revision=revision, cache_dir=hub_cache_dir(),
                     what=f"{filename} of the diffusion pipeline {repo_id!r}", fix=_FIX)
     data = json.loads(Path(path).read_text())
     return data if isinstance(data, dict) else {}
@@ -211,6 +211,11 @@ def check_family_settings(spec: RunSpec) -> None:
         raise ConfigError(f"{{extraction.noise}} {noise!r} and {{extraction.noise_draws}} {draws} are "
                           f"implemented for SD 1.x/2.x inpainting only, not {name}; use 'shared' and 1",
                           "extraction.noise", mentions=("extraction.noise_draws", "models.diffusion"))
+    if family in ("flux", "pixart") and e.tokens == "all":
+        # the "all" labels count from CLIP's start token; these families attend to T5 text only
+        raise ConfigError(f"{{extraction.tokens}} 'all' needs a CLIP text stream (it labels the prompt from its start "
+                          f"token), but {name} attends to T5 tokens only; use 'language'", "extraction.tokens",
+                          mentions=("models.diffusion",))
     if family not in PATCH_FAMILIES:
         return
     if e.diffusion_size % 16:

@@ -289,9 +289,10 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
         folder = _check_folder(Path(model).expanduser(), from_env=from_env)
         name, source, commit = str(folder), "local", None
     else:
-        from cfviz.models.hub import hub_snapshot
+        from cfviz.models.hub import hub_cache_dir, hub_snapshot
 
-        folder = hub_snapshot(model, revision=revision, cache_dir=cache_dir, allow_patterns=_ALLOW_ANY,
+        # the cache folder the environment names now (huggingface_hub reads it once, at import)
+        folder = hub_snapshot(model, revision=revision, cache_dir=hub_cache_dir(cache_dir), allow_patterns=_ALLOW_ANY,
                               ignore_patterns=_IGNORE, what=f"the diffusion pipeline weights {model!r}",
                               fix=_FIX)
         _check_folder(folder, from_env=False, hub_id=model)
