@@ -4,7 +4,8 @@ Importing this package is light (no torch, no open_clip); the names below load o
 
 Modules: ``prompts`` (WinCLIP's prompt ensemble), ``text`` (cached text anchors), ``windows``
 (window boxes, batched window embeddings, harmonic aggregation), ``scores`` (class scores, visual
-association scores, upsampling), ``base`` (shared model code), ``winclip``, ``patchclip``.
+association scores, upsampling), ``base`` (shared model code), ``winclip``, ``patchclip``,
+``posembed`` (a ViT at another input size: position embeddings interpolated), ``aaclip``.
 
 Example
 -------
@@ -46,6 +47,8 @@ _LAZY: dict[str, str] = {
     "visual_association_score": "cfviz.clip.scores",
     "harmonic_mean": "cfviz.clip.scores",
     "upsample": "cfviz.clip.scores",
+    "resize_clip": "cfviz.clip.posembed",
+    "interpolate_pos_embed": "cfviz.clip.posembed",
     "AAClip": "cfviz.clip.aaclip.model",
     "AAClipConfig": "cfviz.clip.aaclip.config",
     "train_aaclip": "cfviz.clip.aaclip.train",
