@@ -79,7 +79,7 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     score follows ``scoring.score_rule``.
     """
     from cfviz.data.samples import sample_references
-    from cfviz.experiments.scoring import diffusion_visual_maps, load_masks
+    from cfviz.experiments.scoring import load_masks, pooled_diffusion_visual_maps
     from cfviz.fusion import image_scores, normalize_maps, smooth, upsample
 
     if shots < 1:
@@ -92,7 +92,7 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
         raise KeyError(f"{len(missing)} images are not in the store (e.g. {missing[:3]}); run extraction first")
     if masks is None and dataset.has_masks:
         masks = load_masks(dataset, tests, scoring.eval_size)
-    raw = diffusion_visual_maps(store, ids, refs, scoring, extraction)
+    raw = pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction)
     maps = smooth(normalize_maps(upsample(raw, scoring.eval_size), scoring.normalization), scoring.sigma)  # type: ignore[arg-type]
     scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
     labels = np.array([r.label for r in tests], dtype=np.int64)
@@ -243,14 +243,64 @@ def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") 
 
 #: Scoring-side design choices swept by :func:`design_choices`: setting -> alternatives, the
 #: default first. Each is a :class:`~cfviz.experiments.config.ScoringConfig` field (see the
-#: README's "Choices" for where every default comes from); none re-runs a model.
+#: README's "Choices" for where every default comes from); none re-runs a model. An alternative
+#: may also be a dict of fields changed together (``visual_block`` below: blocks and pooling).
 DESIGN_KNOBS: dict[str, tuple[Any, ...]] = {
     "patchclip_language": ("mean", "patches", "windows"),
     "patchclip_visual": ("mean", "patches", "windows"),
     "normalization": ("dataset", "image", "none"),
     "score_rule": ("max", "topk_mean", "mean"),
     "sigma": (4.0, 0.0, 8.0),
+    "language_layers": (None, "down_blocks.*", "up_blocks.*"),
 }
+#: Knobs of M_diff_V, so without a setting in zero-shot.
+K_SHOT_KNOBS = ("patchclip_visual", "visual_block")
+#: Extraction-side design choices swept by :func:`extraction_choices` (one store each): setting ->
+#: alternatives to the run's value. Each is an :class:`~cfviz.experiments.config.ExtractionConfig` field.
+EXTRACTION_KNOBS: dict[str, tuple[Any, ...]] = {
+    "noise": ("per-image",),
+    "noise_draws": (2,),
+    "state": ("damage,defect,scratch",),
+    "language_tokens": ("object", "all"),
+    "mask": ("full",),
+}
+
+
+def visual_block_alternatives(blocks: Sequence[str], default: str) -> tuple[Any, ...]:
+    """Alternatives of M_diff_V's blocks from the stored ones: the default, every other block alone,
+    then all of them pooled by each rule (:func:`cfviz.diffusion.mapdiff.pooled_visual_map`).
+
+    >>> visual_block_alternatives(["up_blocks.1", "up_blocks.2"], "up_blocks.1")[1:]
+    ('up_blocks.2', {'visual_block': 'up_blocks.1,up_blocks.2', 'visual_pooling': 'mean'}, {'visual_block': 'up_blocks.1,up_blocks.2', 'visual_pooling': 'concat'})
+    """
+    from cfviz.diffusion.mapdiff import VISUAL_POOLINGS
+
+    blocks = list(blocks)
+    alone = [b for b in blocks if b != default]
+    pooled = [{"visual_block": ",".join(blocks), "visual_pooling": p} for p in VISUAL_POOLINGS] if len(blocks) > 1 else []
+    return (default, *alone, *pooled)
+
+
+def _setting_label(name: str, value: Any) -> str:
+    """How an alternative is named in tables: ``None`` layers are "all"; field dicts list their values."""
+    if isinstance(value, dict):
+        parts = [str(v) for k, v in value.items()]
+        return parts[0] + "".join(f" ({p})" for p in parts[1:])
+    if value is None and name == "language_layers":
+        return "all"
+    return str(value)
+
+
+def _alternatives(base: ScoringConfig, name: str, values: Sequence[Any]) -> list[tuple[str, ScoringConfig, bool]]:
+    """``(label, config, is_default)`` per alternative of one knob, the base's own value first."""
+    out: list[tuple[str, ScoringConfig, bool]] = []
+    for v in [getattr(base, name), *values]:
+        fields = v if isinstance(v, dict) else {name: v}
+        cfg = replace(base, **fields)
+        if any(cfg == c for _, c, _ in out):
+            continue
+        out.append((_setting_label(name, v), cfg, cfg == base))
+    return out
 
 
 def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequence[Any]] | None = None,
@@ -263,7 +313,9 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
     value there is the default of the row set. The branch maps of a category are read and
     computed once (:class:`~cfviz.experiments.scoring.BranchCache`) and reused by every knob
     that changes only what is done with them. Knobs whose alternatives do not apply to a
-    setting (``patchclip_visual`` in zero-shot) are skipped there.
+    setting (``patchclip_visual`` and ``visual_block`` in zero-shot) are skipped there. With
+    ``knobs=None`` the knobs are :data:`DESIGN_KNOBS`, plus ``visual_block`` when the store
+    holds several feature blocks (:func:`visual_block_alternatives`: each alone, and all pooled).
 
     Returns
     -------
@@ -272,20 +324,25 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
     >>> from cfviz.notebooks import setup                                 # doctest: +SKIP
     >>> s = setup(smoke=True)                                             # doctest: +SKIP
     >>> design_choices(s.store, s.dataset, shots=[1]).knob.unique()       # doctest: +SKIP
-    array(['patchclip_language', 'patchclip_visual', 'normalization', 'score_rule', 'sigma'], dtype=object)
+    array(['patchclip_language', 'patchclip_visual', 'normalization', 'score_rule', 'sigma',
+           'language_layers', 'visual_block'], dtype=object)
     """
     import pandas as pd
 
-    from cfviz.experiments.scoring import BranchCache, load_masks, predict
+    from cfviz.experiments.scoring import BranchCache, extraction_of, load_masks, predict
 
     base = scoring or ScoringConfig()
-    knobs = dict(DESIGN_KNOBS if knobs is None else knobs)
+    if knobs is None:
+        knobs = dict(DESIGN_KNOBS)
+        stored = list((extraction or extraction_of(store)).features)
+        if len(stored) > 1 and base.visual_block in stored:
+            knobs["visual_block"] = visual_block_alternatives(stored, base.visual_block)[1:]
+    knobs = dict(knobs)
     for name in knobs:
         if not hasattr(base, name):
             raise ValueError(f"{name!r} is not a ScoringConfig setting; knobs are ScoringConfig fields such as "
                              f"{', '.join(DESIGN_KNOBS)}")
-    settings = {name: [replace(base, **{name: v}) for v in dict.fromkeys([getattr(base, name), *values])]
-                for name, values in knobs.items()}
+    settings = {name: _alternatives(base, name, values) for name, values in knobs.items()}
     rows: list[dict[str, Any]] = []
     for category in _categories(dataset, categories):
         tests = [r for r in dataset.records if r.category == category and r.split == "test"]
@@ -294,15 +351,56 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
         for k in shots:
             for seed in (seeds if k else seeds[:1]):
                 for name, configs in settings.items():
-                    if name == "patchclip_visual" and not k:
+                    if name in K_SHOT_KNOBS and not k:
                         continue  # no visual map in zero-shot
-                    for cfg in configs:
+                    for label, cfg, is_default in configs:
                         for method in methods:
                             p = predict(store, dataset, category, method, shots=k, seed=seed, scoring=cfg,
                                         extraction=extraction, masks=masks, cache=cache)
                             for metric, value in metric_values(p.labels, p.scores, masks, p.maps, metrics).items():
-                                rows.append({"knob": name, "setting": str(getattr(cfg, name)),
-                                             "default": getattr(cfg, name) == getattr(base, name), "method": method,
-                                             "category": category, "shots": k, "seed": seed, "metric": metric,
-                                             "value": value})
+                                rows.append({"knob": name, "setting": label, "default": is_default,
+                                             "method": method, "category": category, "shots": k, "seed": seed,
+                                             "metric": metric, "value": value})
     return pd.DataFrame(rows)
+
+
+def extraction_choices(spec: Any, out_dir: Any, *, knobs: dict[str, Sequence[Any]] | None = None,
+                       base_store: Any = None, progress: bool = False) -> Any:
+    """Metrics of extraction-side alternatives next to the run's own settings: one store each.
+
+    ``spec`` (a :class:`~cfviz.experiments.config.RunSpec`) is the default; for every alternative
+    of each knob (default :data:`EXTRACTION_KNOBS`: ``ExtractionConfig`` fields) the models run
+    into ``out_dir/<knob>-<value>/store`` (reused when run again), and every method, shot and
+    seed of ``spec`` is scored. ``base_store`` is the default's store (e.g. a notebook's shared
+    store; default ``out_dir/default/store``).
+
+    Returns
+    -------
+    DataFrame with columns knob, setting, default (bool), method, category, shots, seed, metric,
+    value: the same form as :func:`design_choices`, so the two concatenate into one table.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from cfviz.experiments.runner import evaluate
+
+    knobs = dict(EXTRACTION_KNOBS if knobs is None else knobs)
+    for name in knobs:
+        if not hasattr(spec.extraction, name):
+            raise ValueError(f"{name!r} is not an ExtractionConfig setting; knobs are ExtractionConfig fields "
+                             f"such as {', '.join(EXTRACTION_KNOBS)}")
+    out = Path(out_dir)
+    base = evaluate(spec, out / "default", store_dir=base_store or out / "default" / "store", progress=progress)
+    frames = []
+    for name, values in knobs.items():
+        frames.append(base.frame.assign(knob=name, setting=str(getattr(spec.extraction, name)), default=True))
+        for v in values:
+            if v == getattr(spec.extraction, name):
+                continue
+            alt = replace(spec, extraction=replace(spec.extraction, **{name: v}))
+            folder = out / f"{name}-{str(v).replace(',', '+').replace('/', '_')}"
+            result = evaluate(alt, folder, store_dir=folder / "store", progress=progress)
+            frames.append(result.frame.assign(knob=name, setting=str(v), default=False))
+    cols = ["knob", "setting", "default", "method", "category", "shots", "seed", "metric", "value"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)

@@ -309,3 +309,43 @@ def test_the_cli_sets_each_mapdiff_knob() -> None:
     with pytest.raises(ConfigError) as err:
         ExtractionConfig(noise="per_image")
     assert err.value.field == "extraction.noise" and "per-image" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------- design choices
+def test_design_choices_sweep_layers_and_pooled_blocks_from_one_store(base: EvaluationResult, spec: RunSpec,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from cfviz.experiments.ablations import design_choices
+    from cfviz.experiments.runner import open_run_dataset
+
+    monkeypatch.setattr("cfviz.experiments.models.load_models", lambda *a, **k: 1 / 0)  # no model runs
+    t = design_choices(base.store, open_run_dataset(spec), methods=("mapdiff",), shots=(0, 1), scoring=spec.scoring,
+                       metrics=("image_auroc", "pixel_auroc"))
+    assert {"language_layers", "visual_block"} <= set(t.knob)
+    layers = t[t.knob == "language_layers"]
+    assert set(layers.setting) == {"all", "down_blocks.*", "up_blocks.*"}
+    assert set(layers[layers.default].setting) == {"all"}
+    blocks = t[t.knob == "visual_block"]
+    assert not (blocks.shots == 0).any()  # M_diff_V only exists with references
+    assert set(blocks.setting) == {"up_blocks.1", "up_blocks.0", "up_blocks.2",
+                                   "up_blocks.0,up_blocks.1,up_blocks.2 (mean)",
+                                   "up_blocks.0,up_blocks.1,up_blocks.2 (concat)"}
+    ran = _rows(base.frame)
+    for _, row in t[t.default].iterrows():  # a knob at its default is the run itself
+        assert row.value == pytest.approx(ran.loc[(row.category, row.method, row.shots, row.seed, row.metric)])
+    pooled = blocks[blocks.setting.str.endswith("(concat)")].value.to_numpy()
+    assert not np.array_equal(pooled, blocks[blocks.default].value.to_numpy())
+
+
+def test_extraction_choices_run_one_store_per_alternative(spec: RunSpec, tmp_path: Path) -> None:
+    from cfviz.experiments.ablations import extraction_choices
+
+    small = replace(spec, methods=("mapdiff",), shots=(0,), extraction=replace(spec.extraction, timesteps=(261,)))
+    t = extraction_choices(small, tmp_path, knobs={"noise": ("per-image",), "state": ("damage,scratch",)})
+    assert set(t.knob) == {"noise", "state"}
+    assert set(t[t.default].setting) == {"shared", "damage"}
+    assert sorted(p.parent.name for p in tmp_path.glob("*/store")) == ["default", "noise-per-image",
+                                                                      "state-damage+scratch"]
+    for knob in ("noise", "state"):
+        d = t[(t.knob == knob) & t.default].set_index("metric").value
+        alt = t[(t.knob == knob) & ~t.default].set_index("metric").value
+        assert list(d.index) == list(alt.index) and not np.array_equal(d.values, alt.values)
