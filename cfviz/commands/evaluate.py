@@ -58,6 +58,17 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _eval_size(text: str) -> int | str:
+    """``--eval-size``: a number of pixels or ``native``."""
+    if text.strip().lower() == "native":
+        return "native"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--eval-size must be a number of pixels (e.g. 256) or 'native', "
+                                         f"got {text!r}") from None
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The ``models`` group (shared by ``evaluate`` and ``demo``)."""
     from cfviz.experiments.config import CLIP_MODES, DTYPES, ExtractionConfig, ModelChoice
@@ -195,7 +206,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     sc.add_argument("--topk", type=float, default=s.topk, help="fraction of pixels averaged by --score-rule "
                                                              "topk_mean")
     sc.add_argument("--sigma", type=float, default=s.sigma, help="Gaussian smoothing of final maps (pixels)")
-    sc.add_argument("--eval-size", type=int, default=s.eval_size, help="grid on which maps and masks are compared")
+    sc.add_argument("--eval-size", type=_eval_size, default=s.eval_size, metavar="PX|native",
+                    help="grid on which maps and masks are compared; native: each image's own mask size for "
+                         "pixel metrics (maps fused on 256)")
     sc.add_argument("--min-resolution", type=int, default=s.language_min_resolution,
                     help="coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8)")
     sc.add_argument("--language-layers", default=s.language_layers, metavar="GLOBS",

@@ -93,7 +93,7 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     if masks is None and dataset.has_masks:
         masks = load_masks(dataset, tests, scoring.eval_size)
     raw = pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction)
-    maps = smooth(normalize_maps(upsample(raw, scoring.eval_size), scoring.normalization), scoring.sigma)  # type: ignore[arg-type]
+    maps = smooth(normalize_maps(upsample(raw, scoring.grid), scoring.normalization), scoring.sigma)  # type: ignore[arg-type]
     scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
     labels = np.array([r.label for r in tests], dtype=np.int64)
     return labels, scores, maps, masks

@@ -46,6 +46,10 @@ CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
 #: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
 AACLIP_NAMES = ("descriptive", "plain")
+#: ``ScoringConfig.eval_size`` for pixel metrics at each image's own mask size, and the grid maps
+#: are fused on then.
+NATIVE = "native"
+NATIVE_WORKING_GRID = 256
 #: Which PatchCLIP score maps are merged into a map: patch tokens only, windows only, or the mean of both.
 MAP_SOURCES = ("mean", "patches", "windows")
 #: Which words' cross-attention M_diff_L averages: the [state] word(s), the [object] word(s), or every word.
@@ -433,7 +437,11 @@ class ScoringConfig:
         Gaussian smoothing (pixels of the ``eval_size`` grid) of the final maps; 0 = none.
         WinCLIP is always scored unsmoothed, as published.
     eval_size:
-        Grid on which maps and masks are compared (masks nearest-neighbour, maps bilinear).
+        Grid on which maps and masks are compared (masks nearest-neighbour, maps bilinear):
+        256 (default, ours) or ``"native"``: maps are fused on the 256 grid, then each image's
+        final map is resized to its own mask's size for the pixel metrics, which pool the pixels
+        of images of any sizes (VisA's differ; :mod:`cfviz.metrics.native`). ``sigma`` stays in
+        pixels of the 256 grid.
     language_steps:
         Timesteps whose cross-attention feeds M_diff_L (default: all captured).
     language_min_resolution:
@@ -477,7 +485,7 @@ class ScoringConfig:
     score_rule: str = "max"
     topk: float = 0.01
     sigma: float = 4.0
-    eval_size: int = 256
+    eval_size: int | str = 256
     language_steps: tuple[int, ...] | None = None
     language_min_resolution: int = DEFAULT_MIN_RESOLUTION
     visual_timestep: int | None = None
@@ -501,8 +509,9 @@ class ScoringConfig:
         if not ok or self.sigma < 0:
             raise ConfigError(f"{{scoring.sigma}} must be >= 0 (Gaussian smoothing in pixels; 0 = none), "
                               f"got {self.sigma!r}", "scoring.sigma")
-        check_int(self.eval_size, "scoring.eval_size", minimum=8,
-                  why=" (the side of the grid on which maps and masks are compared)")
+        if self.eval_size != NATIVE:
+            check_int(self.eval_size, "scoring.eval_size", minimum=8,
+                      why=f" (the side of the grid on which maps and masks are compared) or {NATIVE!r}")
         # timesteps read back from a store may be floats (100.0): any whole number is a timestep
         steps = [("scoring.language_steps", t) for t in (self.language_steps or ())]
         if self.language_steps is not None and (isinstance(self.language_steps, (str, bytes))
@@ -534,6 +543,15 @@ class ScoringConfig:
                               f"{{scoring.visual_block}} {len(self.visual_blocks)}; give one reference block per "
                               "query block, or none (matched)", "scoring.reference_block",
                               mentions=("scoring.visual_block",))
+
+    @property
+    def grid(self) -> int:
+        """Side of the grid maps are fused on: ``eval_size``, or 256 with ``eval_size="native"``.
+
+        >>> ScoringConfig(eval_size="native").grid, ScoringConfig(eval_size=64).grid
+        (256, 64)
+        """
+        return NATIVE_WORKING_GRID if self.eval_size == NATIVE else int(self.eval_size)
 
     @property
     def language_layers_list(self) -> list[str] | None:

@@ -319,9 +319,9 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     if missing:
         raise KeyError(f"{len(missing)} images are not in the store yet (e.g. {missing[:3]}); run extraction first")
     labels = np.array([r.label for r in tests], dtype=np.int64)
-    size = scoring.eval_size
+    size = scoring.grid  # eval_size, or the working grid when pixel metrics use each mask's own size
     if masks is None and dataset.has_masks:
-        masks = load_masks(dataset, tests, size)
+        masks = load_masks(dataset, tests, scoring.eval_size)
 
     comps: dict[str, np.ndarray] = {}
     comp_scores: dict[str, np.ndarray] = {}
@@ -389,25 +389,35 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
                        defect_types=[r.defect_type for r in tests])
 
 
-def annotated_masks(dataset: Any, records: Sequence[Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+def annotated_masks(dataset: Any, records: Sequence[Any], size: int | str) -> tuple[np.ndarray, np.ndarray]:
     """Masks of ``records`` on a ``size`` grid, and which records have one.
 
     An anomalous image whose mask file was missing (``missing_masks="warn"``) has mask ``None``:
     it gets zeros here and ``False`` in the second array, so pixel metrics can leave out just
-    that image (see :mod:`cfviz.data.samples`) instead of the whole category.
+    that image (see :mod:`cfviz.data.samples`) instead of the whole category. ``size="native"``
+    keeps each mask at its own size (:class:`~cfviz.metrics.native.NativeMasks`; zeros of the
+    image's size for a missing one).
     """
     from cfviz.data.transforms import resize_mask
 
     out, annotated = [], []
     for rec in records:
-        mask = dataset.load(rec).mask
+        sample = dataset.load(rec)
+        mask = sample.mask
         annotated.append(mask is not None)
-        out.append(np.zeros((size, size), np.uint8) if mask is None else resize_mask(mask, size))
-    return np.stack(out).astype(np.uint8), np.array(annotated, dtype=bool)
+        if size == "native":  # a missing mask: zeros of the image's own size
+            hw = np.shape(sample.image if mask is None else mask)[:2]
+            out.append(np.zeros(hw, np.uint8) if mask is None else resize_mask(mask, hw))
+        else:
+            out.append(np.zeros((size, size), np.uint8) if mask is None else resize_mask(mask, size))
+    return _stacked(out, size), np.array(annotated, dtype=bool)
 
 
-def load_masks(dataset: Any, records: Sequence[Any], size: int) -> np.ndarray | None:
-    """Ground-truth masks of ``records`` on a ``size`` grid (nearest neighbour); None if any is missing."""
+def load_masks(dataset: Any, records: Sequence[Any], size: int | str) -> np.ndarray | None:
+    """Ground-truth masks of ``records`` on a ``size`` grid (nearest neighbour); None if any is missing.
+
+    ``size="native"``: each mask at its own size (:class:`~cfviz.metrics.native.NativeMasks`).
+    """
     from cfviz.data.transforms import resize_mask
 
     out = []
@@ -415,5 +425,13 @@ def load_masks(dataset: Any, records: Sequence[Any], size: int) -> np.ndarray | 
         sample = dataset.load(rec)
         if sample.mask is None:
             return None
-        out.append(resize_mask(sample.mask, size))
-    return np.stack(out).astype(np.uint8)
+        out.append(resize_mask(sample.mask, np.shape(sample.mask)[:2] if size == "native" else size))
+    return _stacked(out, size)
+
+
+def _stacked(masks: list[np.ndarray], size: int | str) -> np.ndarray:
+    if size == "native":
+        from cfviz.metrics.native import NativeMasks
+
+        return NativeMasks.from_list(masks)
+    return np.stack(masks).astype(np.uint8)

@@ -61,15 +61,24 @@ class PixelCurves:
         ----------
         masks:
             ``(N, H, W)`` (or ``(N, 1, H, W)``) binary ground truth, bool or 0/1, or a list of
-            equal-shape ``(H, W)`` masks.
+            equal-shape ``(H, W)`` masks; or masks at each image's own size
+            (:class:`~cfviz.metrics.native.NativeMasks`, or a list of masks of different shapes).
         maps:
-            Raw anomaly scores of the same shape, any finite range (float32 is fastest).
+            Raw anomaly scores of the same shape, any finite range (float32 is fastest). With
+            masks of their own sizes, ``(N, h, w)`` maps (or a list) are each resized bilinearly
+            to their mask's size first (:mod:`cfviz.metrics.native`).
         connectivity:
             8 (default, as MVTec AD) or 4, for the AUPRO regions.
         n_jobs:
             Threads for sorting the normal pixels (``None``: all CPUs). The result does not
             depend on it.
         """
+        from cfviz.metrics.native import is_native
+
+        if is_native(masks):
+            from cfviz.metrics.native import native_curves
+
+            return native_curves(masks, maps, connectivity)
         m = as_map_stack(as_binary(masks, "masks"), "masks")
         a = as_map_stack(as_scores(maps, "maps"), "maps")
         if m.shape != a.shape:
