@@ -122,7 +122,10 @@ def apply_speed_options(pipe: Any, *, channels_last: bool = False, compile: str 
     if compile != "off":
         regions = compile_regions(denoiser(pipe))
         for module in regions.values():
-            # in place (Module.compile): module paths, hooks and processors stay where capture finds them
-            module.compile(backend=compile, fullgraph=False)
+            # in place: module paths, hooks and processors stay where capture finds them
+            if hasattr(module, "compile"):
+                module.compile(backend=compile)
+            else:  # torch < 2.2 has no Module.compile: compile the forward (hooks stay outside, eager)
+                module.forward = torch.compile(module.forward, backend=compile)
         done["compiled"] = len(regions)
     return done
