@@ -247,6 +247,71 @@ def denoiser_device(pipeline: Any) -> Any:
     return denoiser_of(pipeline)[0].device
 
 
+#: Short labels of transformer-family modules (top-level paths), checked in order; UNet paths
+#: keep :func:`cfviz.capture.naming.short_name`'s (``up1.attn0``).
+_LABELS: list[tuple[str, str]] = [
+    (r"single_transformer_blocks\.(\d+)(?:\.attn)?", "single{}"),  # FLUX single-stream block (text + image)
+    (r"transformer_blocks\.(\d+)\.attn", "joint{}"),  # SD3/FLUX joint attention
+    (r"transformer_blocks\.(\d+)\.attn2", "cross{}"),  # PixArt cross-attention (SD3.5: image-only "dual")
+    (r"transformer_blocks\.(\d+)\.attn1", "self{}"),
+    (r"transformer_blocks\.(\d+)", "block{}"),
+]
+
+
+def layer_label(name: str, family: str | None = None) -> str:
+    """The short on-screen name of a captured layer or feature block, per family.
+
+    UNets (SD, SDXL): ``up1.attn0`` as :func:`cfviz.capture.naming.short_name` gives; SD3 and
+    FLUX joint attention ``joint3``; FLUX single-stream blocks ``single5``; PixArt
+    cross-attention ``cross3``; transformer blocks (feature maps) ``block3``. With ``family``
+    ``"sd3"``, ``attn2`` is SD3.5's image-only second attention (``dual3``). Unknown paths are
+    kept as they are.
+
+    >>> [layer_label(n) for n in ("up_blocks.1.attentions.0.transformer_blocks.0.attn2",
+    ...                            "transformer_blocks.3.attn", "single_transformer_blocks.5.attn",
+    ...                            "transformer_blocks.3.attn2", "transformer_blocks.12")]
+    ['up1.attn0', 'joint3', 'single5', 'cross3', 'block12']
+    >>> layer_label("transformer_blocks.0.attn2", family="sd3")
+    'dual0'
+    """
+    import re
+
+    from cfviz.capture.naming import short_name
+
+    name = str(name)
+    for pattern, label in _LABELS:
+        m = re.fullmatch(pattern, name)
+        if m:
+            if family == "sd3" and label == "cross{}":
+                label = "dual{}"
+            return label.format(m.group(1))
+    return short_name(name)
+
+
+def layer_labels(names: Any, family: str | None = None) -> list[str]:
+    """:func:`layer_label` of each name, or the full names when the labels would collide.
+
+    >>> layer_labels(["transformer_blocks.0.attn", "single_transformer_blocks.0.attn"])
+    ['joint0', 'single0']
+    """
+    labels = [layer_label(str(n), family) for n in names]
+    return labels if len(set(labels)) == len(labels) else [str(n) for n in names]
+
+
+def layer_kind_title(names: Any, *, blocks: bool = False) -> str:
+    """A column/row title for a set of layers (or blocks): what kind of attention they are.
+
+    >>> layer_kind_title(["transformer_blocks.0.attn"]), layer_kind_title(["up_blocks.1"], blocks=True)
+    ('text-attention layer', 'UNet block')
+    """
+    labels = [layer_label(str(n)) for n in names]
+    if blocks:
+        return "transformer block" if any(lab.startswith(("block", "single")) for lab in labels) else "UNet block"
+    if any(lab.startswith(("joint", "single")) for lab in labels):
+        return "text-attention layer"
+    return "cross-attention layer"
+
+
 def detect_family(target: Any) -> Family:
     """The :class:`Family` of a pipeline or a bare denoiser (by class and config)."""
     den, _ = denoiser_of(target)

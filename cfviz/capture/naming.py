@@ -224,10 +224,13 @@ def unet_order(names: Iterable[str]) -> list[str]:
 
 
 def block_of(layer: str) -> str:
-    """The UNet block a layer belongs to: ``'up_blocks.1.attentions.0...attn2'`` -> ``'up_blocks.1'``.
+    """The block a layer belongs to: ``'up_blocks.1.attentions.0...attn2'`` -> ``'up_blocks.1'``;
+    in transformer denoisers (SD3, FLUX, PixArt) its transformer block.
 
     >>> block_of("up_blocks.1.attentions.0.transformer_blocks.0.attn2"), block_of("mid_block.attentions.0.x")
     ('up_blocks.1', 'mid_block')
+    >>> block_of("transformer_blocks.3.attn"), block_of("single_transformer_blocks.5.attn")
+    ('transformer_blocks.3', 'single_transformer_blocks.5')
     """
-    m = re.match(r"^((?:down|up)_blocks\.\d+|mid_block)(?:\.|$)", layer)
+    m = re.match(r"^((?:down|up)_blocks\.\d+|mid_block|(?:single_)?transformer_blocks\.\d+)(?:\.|$)", layer)
     return m.group(1) if m else layer.split(".")[0]

@@ -62,29 +62,35 @@ class ImageData:
 
 
 def layer_label(layer: str) -> str:
-    """What a layer is called on screen: its short name (``up1.attn0``), or :data:`ALL_LAYERS`.
+    """What a layer is called on screen: its family's short name, or :data:`ALL_LAYERS`.
+
+    UNets ``up1.attn0``; SD3/FLUX joint attention ``joint3``; FLUX single-stream ``single5``;
+    PixArt ``cross3`` (:func:`cfviz.capture.families.layer_label`).
 
     >>> layer_label("up_blocks.1.attentions.0.transformer_blocks.0.attn2"), layer_label(ALL_LAYERS)
     ('up1.attn0', 'mean over layers')
+    >>> layer_label("transformer_blocks.3.attn"), layer_label("single_transformer_blocks.5.attn")
+    ('joint3', 'single5')
     """
-    from cfviz.capture.naming import short_name
+    from cfviz.capture.families import layer_label as family_label
 
-    return layer if layer == ALL_LAYERS else short_name(layer)
+    return layer if layer == ALL_LAYERS else family_label(layer)
 
 
 def layer_options(data: ImageData) -> list[tuple[str, str]]:
     """Dropdown options ``(short name, module path)`` for the image's layers (one readable name each),
     in UNet order (down, mid, up)."""
-    from cfviz.capture.naming import short_names, unet_order
+    from cfviz.capture.families import layer_labels
+    from cfviz.capture.naming import unet_order
 
     layers = unet_order(data.attention)
-    return [(ALL_LAYERS, ALL_LAYERS), *zip(short_names(layers), layers)]
+    return [(ALL_LAYERS, ALL_LAYERS), *zip(layer_labels(layers), layers)]
 
 
 def layer_caption(layer: str) -> str:
     """One line saying which module(s) a layer label stands for (for a caption or a tooltip)."""
     if layer == ALL_LAYERS:
-        return "layer: mean over every captured cross-attention layer"
+        return "layer: mean over every captured text-attention layer"
     return f"layer {layer_label(layer)} = {layer}"
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from cfviz.capture.naming import short_name, short_names
+from cfviz.capture.families import layer_kind_title, layer_labels
+from cfviz.capture.naming import short_name, short_names  # noqa: F401  (imported from here too)
 from cfviz.viz._common import (add_colorbar, as_mask, as_rgb, check_alpha, clean_image_axes, draw_mask_contour,
                                finite_range, resize_bilinear, to_numpy)
 from cfviz.viz.style import SCORE_CMAP, add_note, new_figure, style_context
@@ -203,7 +204,8 @@ def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,
             data, row, col, maps = _from_labelled(
                 maps, ("step",), _COLUMN_DIMS,
                 "('step', 'block' or 'layer', 'h', 'w') or ('block' or 'layer', 'h', 'w')")
-            col_title = "UNet block" if col == "block" else "cross-attention layer"
+            names = maps.coords.get(col, [])
+            col_title = layer_kind_title(names, blocks=col == "block")  # per family: UNet block, joint attention
             if timesteps is None:
                 if row:
                     steps = maps.coords.get("step", list(range(data.shape[0])))
@@ -226,9 +228,11 @@ def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,
                           enumerate(_labels(timesteps, data.shape[0], "timesteps", lambda i: None))]
             col_labels = _labels(blocks, data.shape[1], "blocks", lambda j: f"#{j}")
             if any("attn" in str(c) for c in col_labels):
-                col_title = "cross-attention layer"
-        if short_labels:
-            full, col_labels = [str(c) for c in col_labels], short_names(col_labels)
+                col_title = layer_kind_title(col_labels)
+            elif any("transformer_blocks" in str(c) for c in col_labels):
+                col_title = layer_kind_title(col_labels, blocks=True)
+        if short_labels:  # one label per family's layer: up1.attn0, joint3, single5, cross3
+            full, col_labels = [str(c) for c in col_labels], layer_labels(col_labels)
             note = _names_key(col_labels, full, note)
         return _map_grid(data, row_labels, col_labels, image=image, mask=mask, alpha=alpha, cmap=cmap,
                          vmin=vmin, vmax=vmax, robust=robust, scale=scale, label=label, title=title,
@@ -276,8 +280,9 @@ def token_grid(maps: Any, *, tokens: Sequence[str] | None = None, rows: Sequence
                 ts = dict(maps.aux).get("timestep", (None, [None] * data.shape[0]))[1]
                 row_labels, row_title = [timestep_label(t, s) for t, s in zip(ts, steps)], "timestep"
             elif row:
-                row_labels = short_names(maps.coords.get(row[0], list(range(data.shape[0]))))
-                row_title = "UNet block" if row[0] == "block" else "cross-attention layer"
+                names = maps.coords.get(row[0], list(range(data.shape[0])))
+                row_labels = layer_labels(names)
+                row_title = layer_kind_title(names, blocks=row[0] == "block")
             else:
                 row_labels = [""]
             col_labels = _labels(tokens if tokens is not None else maps.coords.get("token"),
@@ -401,7 +406,7 @@ def word_block_grid(source: Any, *, tokens: Any = None, steps: Any = None, size:
         order = unet_order([str(b) for b in maps.coords["block"]])  # down, mid, up: as data flows
         maps = maps.sel(block=order)
         full = [str(b) for b in maps.coords["block"]]
-        short = short_names(full)
+        short = layer_labels(full)
         note = _names_key(short, full, note)
-        return _word_grid(maps, short, "UNet block", image=image, mask=mask, alpha=alpha, cmap=cmap, vmin=vmin,
+        return _word_grid(maps, short, layer_kind_title(full, blocks=True), image=image, mask=mask, alpha=alpha, cmap=cmap, vmin=vmin,
                           vmax=vmax, robust=robust, label=label, title=title, note=note, panel_size=panel_size)
