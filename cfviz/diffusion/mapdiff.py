@@ -39,6 +39,13 @@ def state_groups(states: Sequence[Sequence[str]], recorded: Sequence[str] | None
     ``states`` is :attr:`cfviz.experiments.config.ExtractionConfig.states`; with ``recorded`` (the
     entry's language words) only groups whose words were all recorded are kept.
 
+    Why one prompt listing every state (ours): the UNet runs once per timestep whatever the
+    number of states, and every word's map is in the store, so each state's share can be read
+    back. The cost of this choice: in one prompt CLIP's causal text encoder lets later words see
+    earlier ones, so a word's map is not the map of a prompt with that word alone. A
+    prompt-per-state ensemble (as WinCLIP's compositional ensemble does for CLIP text
+    embeddings) would cost one UNet call per state and timestep; it is not implemented.
+
     >>> state_groups([["damage"]]) is None, state_groups([["crack", "damage"], ["scratch"]])
     (True, [['crack', 'damage'], ['scratch']])
     """
