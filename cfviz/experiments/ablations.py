@@ -270,14 +270,16 @@ def visual_block_alternatives(blocks: Sequence[str], default: str) -> tuple[Any,
     """Alternatives of M_diff_V's blocks from the stored ones: the default, every other block alone,
     then all of them pooled by each rule (:func:`cfviz.diffusion.mapdiff.pooled_visual_map`).
 
-    >>> visual_block_alternatives(["up_blocks.1", "up_blocks.2"], "up_blocks.1")[1:]
-    ('up_blocks.2', {'visual_block': 'up_blocks.1,up_blocks.2', 'visual_pooling': 'mean'}, {'visual_block': 'up_blocks.1,up_blocks.2', 'visual_pooling': 'concat'})
+    >>> visual_block_alternatives(["up_blocks.1", "up_blocks.2"], "up_blocks.1")[1:]  # doctest: +NORMALIZE_WHITESPACE
+    ('up_blocks.2', {'visual_block': 'up_blocks.1,up_blocks.2', 'visual_pooling': 'mean'},
+     {'visual_block': 'up_blocks.1,up_blocks.2', 'visual_pooling': 'concat'})
     """
     from cfviz.diffusion.mapdiff import VISUAL_POOLINGS
 
     blocks = list(blocks)
     alone = [b for b in blocks if b != default]
-    pooled = [{"visual_block": ",".join(blocks), "visual_pooling": p} for p in VISUAL_POOLINGS] if len(blocks) > 1 else []
+    pooled = ([{"visual_block": ",".join(blocks), "visual_pooling": p} for p in VISUAL_POOLINGS]
+              if len(blocks) > 1 else [])
     return (default, *alone, *pooled)
 
 
