@@ -251,3 +251,18 @@ def test_rewrite_is_atomic_at_each_step(tmp_path, monkeypatch) -> None:
         CaptureStore(tmp_path / "s", {"m": 1}).ids
     repaired = CaptureStore(tmp_path / "s", {"m": 1}, repair=True)
     assert repaired.ids == [] and not list((tmp_path / "s" / "entries").iterdir())
+
+
+def test_zero_shot_compaction_keeps_no_maps_and_is_idempotent(tmp_path) -> None:
+    from types import SimpleNamespace as R
+
+    store = CaptureStore(tmp_path / "s", {"m": 1})
+    dataset = R(name="x", categories=["c"], records=[R(image_id="c/test/0", category="c", split="test", label=0),
+                                                     R(image_id="c/train/0", category="c", split="train", label=0)])
+    store.add("c/test/0", arrays={"feat/up_blocks.1": torch.zeros(3, 4, 2, 2, dtype=torch.float16),
+                                  "attn/l": torch.zeros(3, 1, 2, 2)})
+    kw = dict(shots=[0], seeds=[0], extraction=ExtractionConfig(), scoring=ScoringConfig())
+    assert compact.compact_category(store, dataset, "c", **kw) == 1
+    assert store["c/test/0"].names == ["attn/l"] and compact.is_compacted(store["c/test/0"].meta)
+    files = _files(tmp_path / "s")
+    assert compact.compact_category(store, dataset, "c", **kw) == 0 and _files(tmp_path / "s") == files

@@ -210,7 +210,7 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
     rewritten = 0
     if todo:
         journal = _journal(store, category)
-        maps = _read_journal(journal, ids, set(wanted))
+        maps = _read_journal(journal, ids, set(wanted)) if wanted else {}  # zero-shot only: no maps to keep
         if maps is None:
             blocks = sorted({b for p in pairs for b in (p[1], p[3])})
             lacking = [i for i in ids if any(f"feat/{b}" not in entries[i].meta.get("tensors", {}) for b in blocks)]
