@@ -266,3 +266,16 @@ def test_zero_shot_compaction_keeps_no_maps_and_is_idempotent(tmp_path) -> None:
     assert store["c/test/0"].names == ["attn/l"] and compact.is_compacted(store["c/test/0"].meta)
     files = _files(tmp_path / "s")
     assert compact.compact_category(store, dataset, "c", **kw) == 0 and _files(tmp_path / "s") == files
+
+
+def test_shards_extract_and_the_merging_run_compacts(runs, spec, tmp_path) -> None:
+    _, small = runs
+    compact_spec = replace(spec, store_form="compact")
+    for i in range(2):  # --shard i/2 (what each accelerate process runs before the barrier): no compaction
+        evaluate(compact_spec, tmp_path / "out", store_dir=tmp_path / "store", shard=(i, 2), progress=False)
+    shards = CaptureStore(tmp_path / "store", readonly=True)
+    assert len(shards) == len(small.store) and not any(compact.is_compacted(e.meta) for e in shards)
+    merged = evaluate(compact_spec, tmp_path / "out", store_dir=tmp_path / "store", progress=False)
+    assert isinstance(merged, EvaluationResult)
+    assert _files(tmp_path / "store") == _files(small.store.path)
+    assert (tmp_path / "out" / "results.csv").read_bytes() == (small.out_dir / "results.csv").read_bytes()
