@@ -350,7 +350,7 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         comp_scores["clip"] = _norm(clip_score, scoring)
     if need_diff:
         lang_key = (key, scoring.language_steps, scoring.language_min_resolution, scoring.language_layers)
-        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring, extraction))
+        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring))
         comps["diff_language"] = _norm(upsample(diff_lang, size), scoring)
         if shots:
             vis_key = (key, ref_key, scoring.visual_timestep, scoring.reference_timestep, scoring.visual_block,
