@@ -21,11 +21,19 @@ factor ``1 / (text share)``.
 The probabilities are recomputed from the layer's own inputs (the processor is wrapped, never
 replaced), in float32, over chunks of queries so that memory stays bounded for large images.
 Both processors call SDPA without a scale, so the scale is ``head_dim ** -0.5``.
+
+What it costs: the query and key projections of the image tokens (and the key projection of the
+text) are most of it: ~2 of the ~12 token-width matrix products of a joint block, i.e. ~10-15 %
+of a FLUX or SD3 forward. :class:`ProjectionTap` borrows them from the layer's own processor
+instead (forward hooks on ``to_q``, ``to_k`` and ``add_k_proj`` for one call; a processor that
+projects otherwise, e.g. with fused QKV, falls back to the recomputation); what remains is the
+score matrix of the image queries (needed for the joint softmax's denominator), the Q/K norms
+and the rotary embedding.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -37,6 +45,75 @@ JointSoftmax = Literal["joint", "text"]
 
 #: Bytes of float32 scores held at once while the probabilities are computed.
 _CHUNK_BYTES = 256 * 2**20
+
+
+class JointProjections(NamedTuple):
+    """A joint layer's own projections for one call, whole batch, ``(B, N, H*d)`` (``None``: not borrowed).
+
+    ``query`` and ``key`` are ``to_q`` / ``to_k`` of the layer's ``hidden_states`` (FLUX single
+    stream: of the whole ``[text; image]`` sequence), ``text_key`` is ``add_k_proj`` of
+    ``encoder_hidden_states`` (joint kinds only).
+    """
+
+    query: Any = None
+    key: Any = None
+    text_key: Any = None
+
+
+class ProjectionTap:
+    """Keep the outputs of a joint layer's ``to_q``, ``to_k`` and ``add_k_proj`` during one call.
+
+    Use it around the original processor's call, then ask :meth:`projections` for those that can
+    stand in for a recomputation: exactly one call of the projection, on a sequence of the
+    expected batch and length. Anything else (fused QKV, a processor that projects twice or a
+    part of the sequence) is ``None`` there and recomputed by :func:`text_attention`.
+
+    Example
+    -------
+    >>> import torch
+    >>> from cfviz.models.families import tiny_denoiser
+    >>> flux = tiny_denoiser("flux"); attn = flux.transformer_blocks[0].attn
+    >>> hs, ehs = torch.randn(1, 16, 32), torch.randn(1, 4, 32)
+    >>> with ProjectionTap(attn, "flux_joint") as tap:
+    ...     _ = attn(hs, ehs)
+    >>> p = tap.projections(hs, ehs)
+    >>> tuple(p.query.shape), tuple(p.text_key.shape)
+    ((1, 16, 32), (1, 4, 32))
+    """
+
+    def __init__(self, attn: Any, kind: LayerKind) -> None:
+        self.attn, self.kind = attn, kind
+        self._seen: dict[str, list[Any]] = {"query": [], "key": [], "text_key": []}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> ProjectionTap:
+        names = {"query": "to_q", "key": "to_k"}
+        if self.kind != "flux_single":
+            names["text_key"] = "add_k_proj"
+        for field, attr in names.items():
+            proj = getattr(self.attn, attr, None)
+            if proj is not None:
+                seen = self._seen[field]
+                self._handles.append(proj.register_forward_hook(lambda _m, _i, out, _s=seen: _s.append(out)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def projections(self, hidden_states: Any, encoder_hidden_states: Any) -> JointProjections:
+        """The borrowed projections that fit the call's ``hidden_states`` / ``encoder_hidden_states``."""
+        def one(field: str, source: Any) -> Any:
+            seen = self._seen[field]
+            if source is None or len(seen) != 1:
+                return None
+            out = seen[0]
+            fits = getattr(out, "ndim", 0) == 3 and tuple(out.shape[:2]) == tuple(source.shape[:2])
+            return out if fits else None
+
+        return JointProjections(one("query", hidden_states), one("key", hidden_states),
+                                one("text_key", encoder_hidden_states))
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -61,7 +138,7 @@ def _rotate(x: torch.Tensor, rotary: Any, positions: slice) -> torch.Tensor:
 def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
                    encoder_hidden_states: torch.Tensor | None, *, text_length: int | None = None,
                    image_rotary_emb: Any = None, rows: list[int] | None = None,
-                   softmax: JointSoftmax = "joint") -> torch.Tensor:
+                   softmax: JointSoftmax = "joint", projections: JointProjections | None = None) -> torch.Tensor:
     """Image-query x text-key probabilities of a joint attention layer, ``(rows, heads, N_img, L_text)``.
 
     Parameters
@@ -77,26 +154,40 @@ def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
         Batch rows to keep (all when ``None``).
     softmax:
         ``"joint"`` or ``"text"``; see the module docstring.
+    projections:
+        The layer's own projections of this call (:class:`ProjectionTap`), used instead of
+        projecting again; a ``None`` field is recomputed.
     """
     import torch
 
     hs, ehs = hidden_states, encoder_hidden_states
-    if rows is not None and list(rows) != list(range(hs.shape[0])):
+    borrowed = projections or JointProjections()
+    subset = rows is not None and list(rows) != list(range(hs.shape[0]))
+
+    def project(value: Any, layer: Any, x: Any) -> Any:
+        # the borrowed projection (whole batch: keep the rows) or the layer's projection of x
+        if value is None:
+            return layer(x)
+        return value[rows] if subset else value
+
+    if subset:
         hs = hs[rows]
         ehs = ehs[rows] if ehs is not None else None
     heads = int(attn.heads)
     if kind == "sd3_joint":
-        q, k = _heads(attn.to_q(hs), heads), _heads(attn.to_k(hs), heads)
+        q = _heads(project(borrowed.query, attn.to_q, hs), heads)
+        k = _heads(project(borrowed.key, attn.to_k, hs), heads)
         q = attn.norm_q(q) if getattr(attn, "norm_q", None) is not None else q
         k = attn.norm_k(k) if getattr(attn, "norm_k", None) is not None else k
-        ek = _heads(attn.add_k_proj(ehs), heads)
+        ek = _heads(project(borrowed.text_key, attn.add_k_proj, ehs), heads)
         ek = attn.norm_added_k(ek) if getattr(attn, "norm_added_k", None) is not None else ek
         keys = torch.cat([k, ek], dim=2)
         n_img = q.shape[2]
         text = slice(n_img, n_img + ek.shape[2])
     elif kind == "flux_joint":
-        q, k = attn.norm_q(_heads(attn.to_q(hs), heads)), attn.norm_k(_heads(attn.to_k(hs), heads))
-        ek = attn.norm_added_k(_heads(attn.add_k_proj(ehs), heads))
+        q = attn.norm_q(_heads(project(borrowed.query, attn.to_q, hs), heads))
+        k = attn.norm_k(_heads(project(borrowed.key, attn.to_k, hs), heads))
+        ek = attn.norm_added_k(_heads(project(borrowed.text_key, attn.add_k_proj, ehs), heads))
         n_txt = ek.shape[2]
         keys = _rotate(torch.cat([ek, k], dim=2), image_rotary_emb, slice(None))
         q = _rotate(q, image_rotary_emb, slice(n_txt, None))
@@ -104,9 +195,15 @@ def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
     elif kind == "flux_single":
         if text_length is None:
             raise ValueError("flux_single needs text_length")
-        q, k = attn.norm_q(_heads(attn.to_q(hs), heads)), attn.norm_k(_heads(attn.to_k(hs), heads))
+        # only the image tokens' queries are needed: project those alone (or slice the borrowed ones)
+        if borrowed.query is None:
+            q = attn.to_q(hs[:, text_length:])
+        else:
+            q = project(borrowed.query, attn.to_q, hs)[:, text_length:]
+        q = attn.norm_q(_heads(q, heads))
+        k = attn.norm_k(_heads(project(borrowed.key, attn.to_k, hs), heads))
         keys = _rotate(k, image_rotary_emb, slice(None))
-        q = _rotate(q[:, :, text_length:], image_rotary_emb, slice(text_length, None))
+        q = _rotate(q, image_rotary_emb, slice(text_length, None))
         text = slice(0, text_length)
     else:  # pragma: no cover - guarded by the family adapters
         raise ValueError(f"unknown joint layer kind {kind!r}")
