@@ -38,10 +38,13 @@ TINY_DENOISERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "pixart": ("tiny_pixart_transformer", "PixArtTransformer2DModel", {}),
 }
 
-#: The tiny T5's whole words: MapDiff's prompt template, MVTec-AD's objects and a few states.
+#: The tiny T5's whole words: MapDiff's prompt template, the objects of MVTec-AD, VisA and cfviz's
+#: texture set, and a few states (so that every category's prompt fits its 16 tokens).
 _T5_WORDS = ("a close-up cropped png photo of with damage the an on in and object good broken flawless perfect "
              "scratch scratches crack hole contamination bottle cable capsule carpet grid hazelnut leather metal "
-             "nut pill screw tile toothbrush transistor wood zipper").split()
+             "nut pill screw tile toothbrush transistor wood zipper "
+             "brick grass gravel candle capsules cashew chewinggum fryum macaroni1 macaroni2 pcb1 pcb2 pcb3 pcb4 "
+             "pipe defect anomaly stain").split()
 
 
 def tiny_denoiser(name: str, seed: int = 0) -> Any:

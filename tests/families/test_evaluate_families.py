@@ -206,3 +206,20 @@ def test_loader_refuses_an_unsupported_folder(tmp_path: Path) -> None:
 
     with pytest.raises(ModelUnavailableError, match="KandinskyV22Pipeline"):
         load_diffusion_pipeline(_unsupported_folder(tmp_path))
+
+
+def test_every_category_prompt_fits_the_tiny_t5() -> None:
+    """The tiny T5 (16 tokens) knows every category's words: no prompt pushes 'damage' past its limit."""
+    from cfviz.data.mvtec import MVTEC_CATEGORIES
+    from cfviz.data.textures import TEXTURE_CATEGORIES
+    from cfviz.data.visa import VISA_CATEGORIES
+    from cfviz.diffusion.forward import build_prompt
+    from cfviz.experiments.config import PROMPT_TEMPLATE
+    from cfviz.experiments.extraction import object_name
+    from cfviz.models.families import tiny_t5_tokenizer
+
+    tok = tiny_t5_tokenizer()
+    for category in (*TEXTURE_CATEGORIES, *MVTEC_CATEGORIES, *VISA_CATEGORIES):
+        ids = tok(build_prompt(object_name(category), "damage", PROMPT_TEMPLATE)).input_ids
+        pieces = tok.convert_ids_to_tokens(ids)
+        assert len(ids) <= tok.model_max_length and "▁damage" in pieces, (category, pieces)
