@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,11 @@ def check_family_settings(spec: RunSpec) -> None:
                           mentions=("models.diffusion",))
     if family not in PATCH_FAMILIES:
         return
+    unet_blocks = [f for f in e.features if re.match(r"(up|down)(_blocks\.)?\d|mid(_block)?\b", f)]
+    if unet_blocks and tuple(e.features) != tuple(ExtractionConfig().features):  # the default is replaced
+        raise ConfigError(f"{{extraction.features}} {unet_blocks} are UNet blocks, but {name} is a transformer: its "
+                          f"blocks are transformer_blocks.0, .1, ... (default: the middle one)", "extraction.features",
+                          mentions=("models.diffusion",))
     if e.diffusion_size % 16:
         lo = e.diffusion_size // 16 * 16
         raise ConfigError(f"{{extraction.diffusion_size}} must be a multiple of 16 for {{models.diffusion}} "

@@ -172,6 +172,8 @@ CASES = [
     ("mask-plain", ["--diffusion", "tiny-sdxl", "--inpaint-mask", "full"], "--inpaint-mask",
      ["tiny-sdxl", "inpainting"]),
     ("tokens-t5", ["--diffusion", "tiny-pixart", "--tokens", "all"], "--tokens", ["T5", "tiny-pixart"]),
+    ("unet-features", ["--diffusion", "tiny-sd3", "--features", "up_blocks.0", "up_blocks.1"], "--features",
+     ["UNet blocks", "transformer_blocks.0", "tiny-sd3"]),
 ]
 
 
