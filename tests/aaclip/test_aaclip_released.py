@@ -179,3 +179,27 @@ def test_the_aaclip_study_compares_a_518_px_aaclip_with_the_336_px_clip(textures
     c = compare_maps(s)  # every grass image: normal and anomalous ones
     assert c.maps["plain CLIP"].shape[1:] == (24, 24) and c.maps["AA-CLIP after"].shape[1:] == (37, 37)
     assert metrics_table(c, eval_size=32).notna().all().all()
+
+
+def test_extraction_settings_reach_the_model_and_the_store_identity(tmp_path: Path) -> None:
+    from cfviz.experiments import aaclip_branch
+    from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec
+    from cfviz.experiments.runner import store_identity
+
+    b = tiny_clip(seed=0, like="ViT-L-14-336")
+    path, digest = aaclip_branch.resolve_checkpoint(str(AAClip(b, seed=0).save(tmp_path / "a.safetensors")))
+    default = aaclip_branch.load(b, ExtractionConfig(aaclip=path, aaclip_sha256=digest))
+    assert (default.image_size, default.config.class_names) == (518, "descriptive")  # the checkpoint's
+    other = aaclip_branch.load(b, ExtractionConfig(aaclip=path, aaclip_sha256=digest, aaclip_size=336,
+                                                   aaclip_names="plain"))
+    assert (other.image_size, other.config.class_names) == (336, "plain")
+
+    def identity(**kw: object) -> dict:
+        return store_identity(RunSpec(methods=("aaclip",), models=ModelChoice(clip_arch="ViT-L-14-336"),
+                                      extraction=ExtractionConfig(aaclip=path, aaclip_sha256=digest, **kw)))["extraction"]
+
+    assert "aaclip_size" not in identity() and "aaclip_names" not in identity()  # older stores still match
+    assert identity(aaclip_size=336)["aaclip_size"] == 336 and identity(aaclip_names="plain")["aaclip_names"] == "plain"
+    with pytest.raises(ConfigError) as err:
+        ExtractionConfig(aaclip_names="fancy")
+    assert err.value.field == "extraction.aaclip_names"
