@@ -1,0 +1,113 @@
+"""MapDiff's timesteps in one UNet call: the capture records what one call per timestep records.
+
+Tiny inpainting pipeline, 64 px images. The maps agree with the per-timestep calls to float
+tolerance (the UNet's kernels give batch-dependent last bits), the step labels and shapes are
+the same, and a store refuses to mix entries of the two forms.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cfviz
+from cfviz.capture.store import CaptureStore
+from cfviz.diffusion.batched import jobs_per_call, mapdiff_forward_batched, repeat_prompts, split_steps
+from cfviz.diffusion.forward import mapdiff_forward
+from cfviz.errors import CaptureError, CfvizError, StoreMismatchError
+
+PROMPT = "a close-up cropped png photo of a grass with damage"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from cfviz.models import tiny_inpaint_pipeline
+
+    return tiny_inpaint_pipeline(seed=0)
+
+
+def _images(b: int) -> torch.Tensor:
+    return torch.rand(b, 3, 64, 64, generator=torch.Generator().manual_seed(b)) * 2 - 1
+
+
+def _run(pipe, images, timesteps, batched: bool, **kw):
+    b = images.shape[0]
+    prompts = [PROMPT] * b
+    n = jobs_per_call(len(timesteps), kw.get("draws", 1), b, kw.get("max_rows")) if batched else 1
+    with cfviz.capture(pipe, features=["up_blocks.1"], tokens=["damage", 1], prompt=repeat_prompts(prompts, n),
+                       dtype=torch.float32) as cap:
+        if batched:
+            out = mapdiff_forward_batched(pipe, images, prompts, timesteps=timesteps, capture=cap, **kw)
+        else:
+            kw.pop("max_rows", None)
+            out = mapdiff_forward(pipe, images, prompts, timesteps=timesteps, capture=cap, **kw)
+    return out, cap.cache
+
+
+@pytest.mark.parametrize("b, timesteps, kw", [
+    (1, [100, 261, 400], {}),
+    (2, [100, 261, 400], {}),
+    (2, [100, 261, 400, 700], {"max_rows": 4}),  # two calls of two timesteps each
+    (2, [100, 400], {"draws": 2, "noise": "per-image", "image_ids": ["a/1", "a/2"]}),
+])
+def test_batched_capture_equals_one_call_per_timestep(pipe, b, timesteps, kw) -> None:
+    images = _images(b)
+    want_out, want = _run(pipe, images, timesteps, batched=False, **dict(kw))
+    calls = []
+    handle = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        got_out, got = _run(pipe, images, timesteps, batched=True, **dict(kw))
+    finally:
+        handle.remove()
+    jobs = len(timesteps) * kw.get("draws", 1)
+    per_call = jobs_per_call(len(timesteps), kw.get("draws", 1), b, kw.get("max_rows"))
+    assert calls == [per_call * b] * (jobs // per_call)  # fewer, bigger UNet calls
+    assert got.steps == want.steps  # same step numbers, timesteps, rows, batch size, sample size
+    assert got.timesteps == [float(t) for t in timesteps]
+    assert got.tokens == want.tokens and got.labels == want.labels
+    assert {k: v for k, v in got.settings.items() if k != "timesteps_batched"} == want.settings
+    assert got.settings["timesteps_batched"] is True
+    for table, ref in ((got.attention, want.attention), (got.features, want.features)):
+        assert list(table) == list(ref)
+        for name, per in ref.items():
+            assert sorted(table[name]) == sorted(per)
+            for s, t in per.items():
+                assert table[name][s].shape == t.shape and table[name][s].dtype == t.dtype
+                torch.testing.assert_close(table[name][s], t, rtol=1e-4, atol=1e-5)
+    for g, w in zip(got_out, want_out):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_store_refuses_to_mix_batched_and_per_timestep_entries(pipe, tmp_path) -> None:
+    images = _images(1)
+    _, per_call = _run(pipe, images, [100, 400], batched=False)
+    _, batched = _run(pipe, images, [100, 400], batched=True)
+    store = CaptureStore(tmp_path / "s", {"t": 1})
+    store.add("one", per_call)
+    with pytest.raises(StoreMismatchError, match="timesteps_batched"):
+        store.add("two", batched)
+
+
+def test_capture_needs_the_prompt_of_every_row(pipe) -> None:
+    images = _images(2)
+    with pytest.raises(CaptureError, match="prompts"):
+        with cfviz.capture(pipe, tokens=["damage"], prompt=[PROMPT] * 2) as cap:
+            mapdiff_forward_batched(pipe, images, [PROMPT] * 2, timesteps=[100, 400], capture=cap)
+
+
+def test_split_steps_refuses_rows_that_are_not_whole_groups(pipe) -> None:
+    emb = torch.zeros(3, 77, pipe.text_encoder.config.hidden_size)
+    with cfviz.capture(pipe, attention="*attn2") as cap:
+        pipe.unet(torch.randn(3, 9, 8, 8), torch.tensor([100, 100, 400]), encoder_hidden_states=emb)
+    with pytest.raises(CaptureError, match="whole groups of 2"):
+        split_steps(cap.cache, 2)
+    with pytest.raises(CaptureError, match="different timesteps"):
+        split_steps(cap.cache, 3)
+
+
+def test_jobs_per_call_and_bad_max_rows() -> None:
+    assert jobs_per_call(3, 2, 1) == 6
+    assert jobs_per_call(3, 2, 2, max_rows=8) == 3  # 6 jobs, at most 4 per call: equal calls of 3
+    assert jobs_per_call(3, 1, 4, max_rows=2) == 1  # a call never holds less than one group
+    with pytest.raises(CfvizError, match="max_rows"):
+        jobs_per_call(3, 1, 1, max_rows=0)
