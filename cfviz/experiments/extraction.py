@@ -29,6 +29,7 @@ notebooks) add the entries a single fresh run would write.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,7 +148,8 @@ def _tokens(extraction: ExtractionConfig, samples: Sequence[Any]) -> list[str]:
 
 def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extraction: ExtractionConfig,
             store: CaptureStore, *, batch_size: int = 4, shard: tuple[int, int] | None = None,
-            progress: bool = True, prefetch: int = 1) -> ExtractionReport:
+            progress: bool = True, prefetch: int = 1,
+            batch_timesteps: bool | int = False) -> ExtractionReport:
     """Run CLIP and MapDiff over ``records`` that are not yet in ``store``.
 
     Parameters
@@ -167,6 +169,12 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
         (:class:`~cfviz.data.prefetch.Prefetcher`); ``0`` does it on the calling thread. The
         store is the same byte for byte either way, and a data error is raised when its batch's
         turn comes, after the entries of the batches before it are written.
+    batch_timesteps:
+        ``False`` (default): one UNet call per timestep. ``True``: every timestep (and noise draw)
+        of a batch as rows of one UNet call; an int: at most that many rows per call
+        (:mod:`cfviz.diffusion.batched`). Maps agree with the per-timestep calls to float
+        tolerance, not bit for bit, so the entries say so in their capture settings and a store
+        refuses to mix the two forms.
 
     A planned batch with any image missing from the store is computed whole; only its missing
     entries are written. The report counts the images of the batches this pass is responsible for.
@@ -177,10 +185,22 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.capture.families import denoiser_device, prompt_tokenizer
     from cfviz.data.prefetch import Prefetcher
     from cfviz.data.transforms import clip_batch, diffusion_batch
+    from cfviz.diffusion.batched import jobs_per_call, mapdiff_forward_batched, repeat_prompts
     from cfviz.diffusion.forward import build_prompt, mapdiff_forward
     from cfviz.experiments import aaclip_branch, clip_branch
     from cfviz.experiments.prompt_tokens import label_prompt_tokens, token_specs
     from cfviz.utils.progress import progress_bar
+
+    if batch_timesteps is False:
+        forward_mapdiff, max_rows = mapdiff_forward, None
+    elif batch_timesteps is True or (type(batch_timesteps) is int and batch_timesteps >= 1):
+        max_rows = None if batch_timesteps is True else batch_timesteps
+        forward_mapdiff = functools.partial(mapdiff_forward_batched, max_rows=max_rows)
+    else:
+        from cfviz.errors import CfvizError
+
+        raise CfvizError(f"batch_timesteps must be False (one UNet call per timestep), True (one call per batch) "
+                         f"or an int >= 1 (UNet rows per call), got {batch_timesteps!r}")
 
     by_id = {r.image_id: r for r in records}
     mine = run_batches(list(by_id.values()), batch_size, shard)
@@ -218,10 +238,13 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                                                                   images=[s.image for s in samples])
                 images = diffusion_images.to(device)
                 words = _tokens(extraction, samples)  # tokens="all": then every prompt token (prompt_tokens.py)
+                # batched timesteps: each UNet call holds `groups` copies of the batch, one prompt per row
+                groups = 1 if batch_timesteps is False else jobs_per_call(
+                    len(extraction.timesteps), extraction.noise_draws, len(samples), max_rows)
                 with capture(models.pipe, attention=extraction.attention, features=list(extraction.features),
                              tokens=token_specs(prompt_tokenizer(models.pipe), prompts, words, extraction.tokens),
-                             prompt=prompts) as cap:
-                    mapdiff_forward(models.pipe, images, prompts, timesteps=extraction.timesteps,
+                             prompt=repeat_prompts(prompts, groups)) as cap:
+                    forward_mapdiff(models.pipe, images, prompts, timesteps=extraction.timesteps,
                                     seed=extraction.noise_seed, mask=extraction.mask, noise=extraction.noise,
                                     image_ids=[s.image_id for s in samples], draws=extraction.noise_draws,
                                     capture=cap)

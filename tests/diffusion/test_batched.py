@@ -111,3 +111,56 @@ def test_jobs_per_call_and_bad_max_rows() -> None:
     assert jobs_per_call(3, 1, 4, max_rows=2) == 1  # a call never holds less than one group
     with pytest.raises(CfvizError, match="max_rows"):
         jobs_per_call(3, 1, 1, max_rows=0)
+
+
+# ---------------------------------------------------------------------------------- in extract
+@pytest.fixture(scope="module")
+def extraction_setup(tmp_path_factory: pytest.TempPathFactory, pipe):
+    from cfviz.data.textures import TexturesDataset, generate_textures
+    from cfviz.experiments import ExtractionConfig
+    from cfviz.experiments.config import ModelChoice
+    from cfviz.experiments.models import LoadedModels
+    from cfviz.models import tiny_clip
+
+    params = dict(image_size=64, n_train=1, n_test_good=2, n_per_defect=1, defect_kinds=["hole"])
+    root = generate_textures(tmp_path_factory.mktemp("batched") / "tex", seed=2, categories=["grass"], **params)
+    data = TexturesDataset(root, categories="grass", split="all", seed=2, categories_generated=["grass"], **params)
+    models = LoadedModels(clip=tiny_clip(seed=0), pipe=pipe, choice=ModelChoice())
+    return data, models, ExtractionConfig(diffusion_size=64, timesteps=(100, 261, 400))
+
+
+@pytest.mark.parametrize("batch_timesteps", [True, 4])
+def test_extract_with_batched_timesteps_stores_the_same_maps(extraction_setup, tmp_path, batch_timesteps) -> None:
+    from cfviz.experiments.extraction import extract
+
+    data, models, extraction = extraction_setup
+    stores = {}
+    tests = [r for r in data.records if r.split == "test"]
+    for form in (False, batch_timesteps):
+        stores[form] = CaptureStore(tmp_path / str(form), {"t": 1})
+        extract(data, tests, models, extraction, stores[form], batch_size=2, progress=False, batch_timesteps=form)
+    plain, batched = stores[False], stores[batch_timesteps]
+    assert plain.ids == batched.ids and len(plain.ids) == 3  # batches of 2 and 1
+    for image_id in plain.ids:
+        a, b = plain[image_id], batched[image_id]
+        assert a.steps == b.steps and a.names == b.names and a.metadata == b.metadata
+        assert b.meta["capture"] == {**a.meta["capture"], "timesteps_batched": True}
+        ta, tb = a.load(), b.load()
+        for name in a.names:
+            if name.startswith(("attn/", "feat/")):  # the UNet's batch-dependent last bits (float16 maps)
+                torch.testing.assert_close(tb[name].float(), ta[name].float(), rtol=2e-3, atol=2e-3)
+            else:  # CLIP is untouched
+                assert torch.equal(tb[name], ta[name]), name
+    with pytest.raises(StoreMismatchError, match="timesteps_batched"):  # never mixed into a per-timestep store
+        extract(data, data.records, models, extraction, CaptureStore(tmp_path / "False", {"t": 1}), batch_size=2,
+                progress=False, batch_timesteps=batch_timesteps)  # the reference is not stored yet
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "yes", None])
+def test_extract_refuses_a_bad_batch_timesteps(extraction_setup, tmp_path, bad) -> None:
+    from cfviz.experiments.extraction import extract
+
+    data, models, extraction = extraction_setup
+    with pytest.raises(CfvizError, match="batch_timesteps must be"):
+        extract(data, data.records, models, extraction, CaptureStore(tmp_path / "s", {"t": 1}), progress=False,
+                batch_timesteps=bad)
