@@ -88,9 +88,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     models.add_argument("--clip-pretrained", default=m.clip_pretrained,
                         help="open_clip pretrained tag or a .safetensors/.pt checkpoint file (with --clip pretrained)")
     models.add_argument("--diffusion", default=m.diffusion,
-                        help="tiny (SD2 inpainting), tiny-sd1, tiny-sdxl, tiny-sdxl-inpaint, tiny-sd3, tiny-flux, "
-                             "tiny-flux-fill, tiny-pixart, random, or a hub id / local diffusers folder of any "
-                             "SD 1.x/2.x, SDXL, SD3, FLUX (Fill) or PixArt pipeline "
+                        help="tiny (SD2 inpainting), tiny-sd1, tiny-sdxl, tiny-sdxl-inpaint, tiny-sd3, tiny-sd35, "
+                             "tiny-flux, tiny-flux-fill, tiny-pixart, random, or a hub id / local diffusers folder "
+                             "of any SD 1.x/2.x, SDXL, SD3, FLUX (Fill) or PixArt pipeline "
                              "(e.g. stabilityai/stable-diffusion-2-inpainting)")
     models.add_argument("--revision", default=None, help="hub revision (commit) of the diffusion weights "
                                                          "(default: main)")

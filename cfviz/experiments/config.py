@@ -126,7 +126,7 @@ class ModelChoice:
         weights) or ``"pretrained"`` (``clip_arch`` with ``clip_pretrained`` weights: a tag or a file).
     diffusion:
         ``"tiny"`` (SD2 inpainting), ``"tiny-<family>"`` (``tiny-sd1``, ``tiny-sdxl``,
-        ``tiny-sdxl-inpaint``, ``tiny-sd3``, ``tiny-flux``, ``tiny-flux-fill``, ``tiny-pixart``),
+        ``tiny-sdxl-inpaint``, ``tiny-sd3``, ``tiny-sd35``, ``tiny-flux``, ``tiny-flux-fill``, ``tiny-pixart``),
         ``"random"`` (full-size SD2-inpainting architecture, random weights), or a hub id / local
         folder of any supported pipeline (:data:`cfviz.models.diffusion.PIPELINE_FAMILIES`).
     seed:

@@ -227,8 +227,9 @@ def check_family_settings(spec: RunSpec) -> None:
     if e.diffusion_size % 16:
         lo = e.diffusion_size // 16 * 16
         raise ConfigError(f"{{extraction.diffusion_size}} must be a multiple of 16 for {{models.diffusion}} "
-                          f"{spec.models.diffusion!r} (a {family} denoiser: it packs 2x2 latent patches into one token), got {e.diffusion_size}; e.g. {max(lo, 16)} or "
-                          f"{lo + 16}", "extraction.diffusion_size", mentions=("models.diffusion",))
+                          f"{spec.models.diffusion!r} (a {family} denoiser: it packs 2x2 latent patches into one "
+                          f"token), got {e.diffusion_size}; e.g. {max(lo, 16)} or {lo + 16}",
+                          "extraction.diffusion_size", mentions=("models.diffusion",))
     finest = e.diffusion_size // 16
     if set(spec.methods) & set(DIFFUSION_METHODS) and finest < s.language_min_resolution:
         raise ConfigError(f"{{extraction.diffusion_size}} {e.diffusion_size} gives {{models.diffusion}} "

@@ -145,6 +145,7 @@ TINY_PIPELINES: dict[str, tuple[str, str]] = {
     "sdxl": ("sdxl", "StableDiffusionXLPipeline"),
     "sdxl-inpaint": ("sdxl-inpaint", "StableDiffusionXLInpaintPipeline"),
     "sd3": ("sd3", "StableDiffusion3Pipeline"),
+    "sd35": ("sd35", "StableDiffusion3Pipeline"),  # SD3.5: Q/K norms and an image-only attn2
     "flux": ("flux", "FluxPipeline"),
     "flux-fill": ("flux-fill", "FluxFillPipeline"),
     "pixart": ("pixart", "PixArtAlphaPipeline"),
@@ -205,7 +206,7 @@ def tiny_family_pipeline(name: str, seed: int = 0, device: Any = "cpu", dtype: A
         elif name.startswith("sdxl"):
             parts = {"unet": denoiser, "text_encoder": _clip_text(32), "tokenizer": clip,
                      "text_encoder_2": _clip_text(32, 32), "tokenizer_2": clip}
-        elif name == "sd3":
+        elif name.startswith("sd3"):
             parts = {"transformer": denoiser, "text_encoder": _clip_text(16, 32), "tokenizer": clip,
                      "text_encoder_2": _clip_text(16, 32), "tokenizer_2": clip,
                      "text_encoder_3": _t5_text(len(t5_tok)), "tokenizer_3": t5_tok}
