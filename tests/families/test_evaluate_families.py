@@ -229,3 +229,12 @@ def test_every_category_prompt_fits_the_tiny_t5() -> None:
         ids = tok(build_prompt(object_name(category), "damage", PROMPT_TEMPLATE)).input_ids
         pieces = tok.convert_ids_to_tokens(ids)
         assert len(ids) <= tok.model_max_length and "▁damage" in pieces, (category, pieces)
+
+
+@pytest.mark.parametrize("name", ["cfviz.experiments.families", "cfviz.experiments.family_maps"])
+def test_doctests_of_the_evaluation_modules(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
