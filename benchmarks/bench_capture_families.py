@@ -57,6 +57,7 @@ class SizeResult:
     max_diff: float
     restored: bool
     bytes_per_step: int
+    reprojected: int  #: text layers whose query the recorder projected again (0: all borrowed)
 
 
 @dataclass
@@ -134,10 +135,18 @@ def bench_family(name: str, layers: Any, latents: list[int], text_tokens: int, r
                 out = model(**kw).sample
             return cap, out
 
-        # exactness (and warm-up): bit-identical output, every processor back afterwards
+        # exactness (and warm-up): bit-identical output, every processor back afterwards; and
+        # whether the recorder borrowed each layer's query or projected it again (to_q calls)
         before = dict(model.attn_processors)
+        q_calls = [0]
+        hooks = [m.to_q.register_forward_hook(lambda *_: q_calls.__setitem__(0, q_calls[0] + 1))
+                 for m, _ in located.values()]
         reference = plain()
+        plain_calls, q_calls[0] = q_calls[0], 0
         cap, out = captured()
+        reprojected = q_calls[0] - plain_calls
+        for h in hooks:
+            h.remove()
         after = model.attn_processors
         restored = before.keys() == after.keys() and all(after[k] is v for k, v in before.items())
         identical = bool(torch.equal(reference, out))
@@ -148,7 +157,7 @@ def bench_family(name: str, layers: Any, latents: list[int], text_tokens: int, r
         times = interleaved_pairs(plain, captured, repeats, label=f"{name} latent {latent}: ")
         inside = [recorder_seconds(model, plain, make_capture) for _ in range(n_inside)]
         result.sizes.append(SizeResult(latent, image_tokens, text_tokens, times, inside, identical, max_diff,
-                                       restored, nbytes))
+                                       restored, nbytes, reprojected))
     del model
     gc.collect()
     return result
@@ -169,8 +178,8 @@ def report(results: list[FamilyResult], args: argparse.Namespace, command: str) 
         "",
         "| family | model (layers built) | parameters | text layers | latent (image) | image + text tokens "
         "| plain forward, best / median (s) | **ratio, best / median of pairs** | recorder's own share "
-        "| bit-identical, restored | load before / after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bit-identical, restored | queries projected again | load before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         kinds = ", ".join(f"{n} {k}" for k, n in r.kinds.items())
@@ -181,10 +190,10 @@ def report(results: list[FamilyResult], args: argparse.Namespace, command: str) 
             rec = median(s.inside) / median(t.cpu_a)
             lines.append(
                 f"| {r.name} | {r.label}: {r.layers} | {share} | {r.text_layers} ({kinds}) | {s.latent}x{s.latent} "
-                f"({8 * s.latent} px) | {s.image_tokens} + {s.text_tokens} | {min(t.cpu_a):.2f} / {median(t.cpu_a):.2f} "
+                f"({8 * s.latent} px) | {s.image_tokens}{'' if r.name in ('sd3', 'flux') else ' latent positions'} + {s.text_tokens} | {min(t.cpu_a):.2f} / {median(t.cpu_a):.2f} "
                 f"| **{t.ratio_best():.3f} / {t.ratio_median():.3f}** | {100 * rec:.1f} % | "
                 f"{'yes' if s.identical else f'NO (max diff {s.max_diff:.2e})'}, {'yes' if s.restored else 'NO'} "
-                f"| {t.load_before} / {t.load_after} |")
+                f"| {s.reprojected} of {r.text_layers} | {t.load_before} / {t.load_after} |")
     lines += ["", f"Goal (as for SD2): ratio <= {GOAL}. Details per row:", ""]
     for r in results:
         for s in r.sizes:
