@@ -212,18 +212,7 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
         journal = _journal(store, category)
         maps = _read_journal(journal, ids, set(wanted)) if wanted else {}  # zero-shot only: no maps to keep
         if maps is None:
-            blocks = sorted({b for p in pairs for b in (p[1], p[3])})
-            lacking = [i for i in ids if any(f"feat/{b}" not in entries[i].meta.get("tensors", {}) for b in blocks)]
-            if lacking:
-                have = entries[lacking[0]].meta
-                missing = sorted({(wanted[n][0], draws[n.rsplit('/', 1)[1]]["shots"]) for n in wanted
-                                  if n not in have.get("tensors", {})})
-                raise CompactStoreError(
-                    f"the compact capture store {store.path} cannot give category {category!r} what this run asks "
-                    f"for: {len(lacking)} test images no longer hold their features (e.g. {lacking[0]}: "
-                    f"{_kept(have)}), and M_diff_V for {len(missing)} (pair, shots) settings such as "
-                    f"{_describe(missing[0][0])} at {missing[0][1]} shots was not kept; " + _flags_hint(),
-                    "store_form", mentions=_MENTIONS)
+            _check_features_kept(store, category, ids, entries, pairs, wanted, draws)
             computed: dict[str, Any] = {}
             for t_q, b_q in dict.fromkeys((p[0], p[1]) for p in pairs):
                 cache = BranchCache()  # the query features of one (timestep, block) at a time, read once
@@ -259,6 +248,47 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
     if journal.parent.is_dir() and not any(journal.parent.iterdir()):
         journal.parent.rmdir()
     return rewritten
+
+
+def _check_features_kept(store: CaptureStore, category: str, ids: Sequence[str], entries: dict[str, Any],
+                         pairs: Sequence[Pair], wanted: dict[str, Any], draws: dict[str, dict]) -> None:
+    """Raise :class:`CompactStoreError` when test images that no longer hold features would need them."""
+    blocks = sorted({b for p in pairs for b in (p[1], p[3])})
+    lacking = [i for i in ids if i in entries
+               and any(f"feat/{b}" not in entries[i].meta.get("tensors", {}) for b in blocks)]
+    if not lacking:
+        return
+    have = entries[lacking[0]].meta
+    missing = sorted({(wanted[n][0], draws[n.rsplit('/', 1)[1]]["shots"]) for n in wanted
+                      if n not in have.get("tensors", {})})
+    raise CompactStoreError(
+        f"the compact capture store {store.path} cannot give category {category!r} what this run asks "
+        f"for: {len(lacking)} test images no longer hold their features (e.g. {lacking[0]}: "
+        f"{_kept(have)}), and M_diff_V for {len(missing) or 'some'} (pair, shots) settings "
+        + (f"such as {_describe(missing[0][0])} at {missing[0][1]} shots " if missing else "")
+        + "was not kept; " + _flags_hint(),
+        "store_form", mentions=_MENTIONS)
+
+
+def check_before_extraction(store: CaptureStore, dataset: Any, categories: Sequence[str], spec: Any) -> None:
+    """Refuse, before any model runs, a run whose k-shot settings a compacted store can no longer serve.
+
+    A compacted test image keeps only the M_diff_V maps of the draws it was compacted for; a new
+    seed or shots value would otherwise extract its references first and fail only afterwards.
+    """
+    for category in categories:
+        ids = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
+        entries = {i: store[i] for i in ids if i in store}
+        if not any(is_compacted(e.meta) for e in entries.values()):
+            continue
+        draws = reference_draws(dataset, category, spec.shots, spec.seeds)
+        pairs = visual_pairs(spec.extraction, spec.scoring) if draws else []
+        wanted = {map_name(p, d["references"]): (p, d["references"]) for p in pairs for d in draws.values()}
+        needs_maps = any(not (is_compacted(e.meta) and set(wanted) <= set(e.meta.get("tensors", {})))
+                         for e in entries.values())
+        if not (wanted and needs_maps) or _read_journal(_journal(store, category), ids, set(wanted)) is not None:
+            continue  # nothing left to compute, or a cut compaction whose journal holds the maps
+        _check_features_kept(store, category, ids, entries, pairs, wanted, draws)
 
 
 def compact_store(store: CaptureStore, dataset: Any, categories: Sequence[str], spec: Any, *,

@@ -207,6 +207,10 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         # the header is written with the first entry: a run that fails before it leaves no store
         store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
         missing_at_start = len(store.missing([r.image_id for r in records]))
+        if spec.store_form == "compact":  # a compacted store that cannot serve these shots/seeds: say so now
+            from cfviz.experiments.compact import check_before_extraction
+
+            check_before_extraction(store, dataset, categories, spec)
 
     report = _extract_if_needed(dataset, records, spec, store, shard, progress)
     if procs is not None:  # the reduce step: one process scores the merged store
