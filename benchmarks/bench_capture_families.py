@@ -183,14 +183,17 @@ def report(results: list[FamilyResult], args: argparse.Namespace, command: str) 
     ]
     for r in results:
         kinds = ", ".join(f"{n} {k}" for k, n in r.kinds.items())
-        share = f"{r.parameters:,}" + ("" if r.parameters == r.full_parameters
-                                       else f" ({100 * r.parameters / r.full_parameters:.1f} % of {r.full_parameters:,})")
+        share = f"{r.parameters:,}"
+        if r.parameters != r.full_parameters:
+            share += f" ({100 * r.parameters / r.full_parameters:.1f} % of {r.full_parameters:,})"
+        positions = "" if r.name in ("sd3", "flux") else " latent positions"  # a UNet attends at several sizes
         for s in r.sizes:
             t = s.times
             rec = median(s.inside) / median(t.cpu_a)
             lines.append(
                 f"| {r.name} | {r.label}: {r.layers} | {share} | {r.text_layers} ({kinds}) | {s.latent}x{s.latent} "
-                f"({8 * s.latent} px) | {s.image_tokens}{'' if r.name in ('sd3', 'flux') else ' latent positions'} + {s.text_tokens} | {min(t.cpu_a):.2f} / {median(t.cpu_a):.2f} "
+                f"({8 * s.latent} px) | {s.image_tokens}{positions} + {s.text_tokens} "
+                f"| {min(t.cpu_a):.2f} / {median(t.cpu_a):.2f} "
                 f"| **{t.ratio_best():.3f} / {t.ratio_median():.3f}** | {100 * rec:.1f} % | "
                 f"{'yes' if s.identical else f'NO (max diff {s.max_diff:.2e})'}, {'yes' if s.restored else 'NO'} "
                 f"| {s.reprojected} of {r.text_layers} | {t.load_before} / {t.load_after} |")
@@ -216,12 +219,15 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["sdxl", "sd3", "flux"], choices=["sdxl", "sd3", "flux"])
     parser.add_argument("--inside", type=int, default=3, help="captured forwards timed from inside")
     parser.add_argument("--sdxl-latent", type=int, nargs="+", default=[32], help="latent sides (32 = 256 px)")
-    parser.add_argument("--sd3-latent", type=int, nargs="+", default=[32], help="latent sides (patch 2: 32 = 256 tokens)")
-    parser.add_argument("--flux-latent", type=int, nargs="+", default=[32], help="latent sides (packed 2x2: 32 = 256 tokens)")
+    parser.add_argument("--sd3-latent", type=int, nargs="+", default=[32],
+                        help="latent sides (patch 2: 32 = 256 tokens)")
+    parser.add_argument("--flux-latent", type=int, nargs="+", default=[32],
+                        help="latent sides (packed 2x2: 32 = 256 tokens)")
     parser.add_argument("--sd3-layers", type=int, default=None, help="joint blocks (default: all 24)")
     parser.add_argument("--flux-layers", type=int, nargs=2, default=[2, 4], metavar=("JOINT", "SINGLE"))
     parser.add_argument("--sd3-text", type=int, default=154, help="text tokens: 77 CLIP + T5 (at least 78)")
     parser.add_argument("--flux-text", type=int, default=128, help="T5 tokens")
+    parser.add_argument("--results", default="capture_families.md", help="results file (under benchmarks/results)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # the forward on this thread only: its CPU time is its own
@@ -236,7 +242,7 @@ def main() -> None:
         # results so far, in case a later family cannot get its memory
         command = ".venv/bin/python benchmarks/bench_capture_families.py " + " ".join(sys.argv[1:])
         text_out = report(results, args, command.strip())
-        path = write_results("capture_families.md", text_out + "\n")
+        path = write_results(args.results, text_out + "\n")
     print(text_out)
     print(f"\nwrote {path}")
 

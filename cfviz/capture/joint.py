@@ -212,17 +212,19 @@ def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
 
 def _text_softmax(q: torch.Tensor, keys: torch.Tensor, text: slice, scale: float,
                   softmax: JointSoftmax) -> torch.Tensor:
-    """``softmax(q k^T * scale)[..., text]`` over chunks of queries (float32)."""
+    """``softmax(q k^T * scale)[..., text]`` over chunks of queries (float32).
+
+    The joint softmax needs every key's score for its denominator (the recorder's main cost once
+    the projections are borrowed); the scale is folded into the queries, which saves a pass over
+    the score matrix. ``"text"``, the softmax over the text keys alone, needs only their scores.
+    """
     import torch
 
+    if softmax == "text":
+        keys, text = keys[:, :, text], slice(None)
     b, h, n_q, _ = q.shape
     n_k = keys.shape[2]
     chunk = max(1, _CHUNK_BYTES // max(1, b * h * n_k * 4))
     keys_t = keys.float().transpose(-1, -2)
-    parts = []
-    for part in q.split(chunk, dim=2):
-        p = (torch.matmul(part.float(), keys_t) * scale).softmax(dim=-1)[..., text]
-        if softmax == "text":
-            p = p / p.sum(dim=-1, keepdim=True)
-        parts.append(p)
+    parts = [torch.matmul(part.float() * scale, keys_t).softmax(dim=-1)[..., text] for part in q.split(chunk, dim=2)]
     return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]

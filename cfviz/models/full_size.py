@@ -78,8 +78,9 @@ def full_size_config(name: str, layers: int | tuple[int, ...] | None = None) -> 
           and counts[0] >= 1)
     if not ok:
         what = " and ".join(f"{k} (0..{f})" for k, f in zip(spec.layer_keys, full))
+        example = tuple(max(1, f // 8) for f in full) if len(full) > 1 else max(1, full[0] // 8)
         raise ConfigError(f"layers={layers!r} does not fit the {name} denoiser: give {what}, the first at least 1, "
-                          f"e.g. layers={tuple(max(1, f // 8) for f in full) if len(full) > 1 else max(1, full[0] // 8)}")
+                          f"e.g. layers={example}")
     config.update(zip(spec.layer_keys, counts))
     return config
 
