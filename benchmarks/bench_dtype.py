@@ -183,7 +183,8 @@ def run_worker(part: str, setting: str, args: argparse.Namespace, out: Path) -> 
         print(proc.stderr[-3000:], file=sys.stderr)
         return {"part": part, "setting": setting, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"          cpu s/image {[round(c, 2) for c in result['cpu']]}, wall {[round(w, 1) for w in result['wall']]}, "
+    print(f"          cpu s/image {[round(c, 2) for c in result['cpu']]}, "
+          f"wall {[round(w, 1) for w in result['wall']]}, "
           f"peak per image {mb(result['peak_above_before'])}", flush=True)
     return result
 
@@ -287,10 +288,11 @@ def write_report(args: argparse.Namespace, settings: list[str], results: dict, d
             clip_rows.append(f"| {dtype} | {b:.2f} / {m:.2f} | {mb(ok[0]['weights'])} | "
                              f"{mb(max(r['peak_above_before'] for r in ok))} | "
                              f"{'(reference)' if dtype == 'float32' else f'{feat:.1e}'} |")
-    builds = ", ".join(f"{s}: {statistics.median([r['build_s'] for r in results[('diffusion', s)] if 'error' not in r]):.0f} s"
-                       for s in settings if any("error" not in r for r in results.get(("diffusion", s), [])))
-    warms = ", ".join(f"{s}: {statistics.median([r['warm'][1] for r in results[('diffusion', s)] if 'error' not in r]):.0f} s"
-                      for s in settings if any("error" not in r for r in results.get(("diffusion", s), [])))
+    done = {s: [r for r in results.get(("diffusion", s), []) if "error" not in r] for s in settings}
+    builds = ", ".join(f"{s}: {statistics.median([r['build_s'] for r in runs]):.0f} s"
+                       for s, runs in done.items() if runs)
+    warms = ", ".join(f"{s}: {statistics.median([r['warm'][1] for r in runs]):.0f} s"
+                      for s, runs in done.items() if runs)
     loads = [r["load"] for runs in results.values() for r in runs if "load" in r]
     command = (f".venv/bin/python benchmarks/bench_dtype.py --images {args.images} --rounds {args.rounds} "
                f"--size {args.size} --threads {args.threads}" + (" --compile" if args.compile else "")
@@ -312,8 +314,8 @@ def write_report(args: argparse.Namespace, settings: list[str], results: dict, d
         "",
         "| setting | **CPU s per image** (best / median), diffusion + CLIP | diffusion | CLIP (its dtype) | wall s, "
         "diffusion (best / median) | weights (diffusion) | RSS after build, above start | **peak RSS per image** "
-        "above the loaded process | ru_maxrss above start (incl. building in float32) | vs its reference (an option: its dtype without it, when "
-        "run; a dtype: float32): max abs attention diff / feature rel. L2 |",
+        "above the loaded process | ru_maxrss above start (incl. building in float32) | vs its reference (an "
+        "option: its dtype without it, when run; a dtype: float32): max abs attention diff / feature rel. L2 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",

@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=1024, help="side of the generated PNG images")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: thread CPU time is this work's)")
     parser.add_argument("--label", default="", help="what this run measures (kept with its section)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="dtype of every model (ModelChoice.dtype; float16 for a GPU)")
+    parser.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda, cuda:N)")
     parser.add_argument("--tiny", action="store_true", help="smoke test of this script: tiny models, 64 px; "
                         "prints the table, writes nothing")
     args = parser.parse_args()
@@ -206,7 +209,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         kind = "tiny" if args.tiny else "random"
-        models = load_models(ModelChoice(clip=kind, diffusion=kind))
+        models = load_models(ModelChoice(clip=kind, diffusion=kind, dtype=args.dtype, device=args.device))
         t_build = time.perf_counter() - t0
         extraction = ExtractionConfig(diffusion_size=64) if args.tiny else ExtractionConfig()
 
@@ -282,7 +285,9 @@ def main() -> None:
         f"## {now()}: {args.label or 'extraction by stage'}",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_e2e.py --images {args.images} --batch-size {args.batch_size} "
-        f"--image-size {args.image_size} --threads {args.threads}{' --label ...' if args.label else ''}`  ",
+        f"--image-size {args.image_size} --threads {args.threads}"
+        f"{f' --dtype {args.dtype}' if args.dtype != 'float32' else ''}"
+        f"{f' --device {args.device}' if args.device != 'cpu' else ''}{' --label ...' if args.label else ''}`  ",
         f"Code: {git_state()}  ",
         f"Machine: {machine()}  ",
         f"1-minute load average before / after the timed extraction: {load_before} / {load_after} (2 cores "
@@ -291,7 +296,8 @@ def main() -> None:
         f"{n} test images ({args.image_size} x {args.image_size} PNG, generated grass textures) in batches of "
         f"{args.batch_size}, through `cfviz.experiments.extraction.extract` with the default ExtractionConfig "
         f"(timesteps {list(extraction.timesteps)}, all cross-attention layers, token {list(extraction.state_tokens)}, "
-        f"features {list(extraction.features)}, CLIP windows {list(extraction.scales)}), float32. One-off costs "
+        f"features {list(extraction.features)}, CLIP windows {list(extraction.scales)}), "
+        f"{args.dtype} on {args.device}. One-off costs "
         f"(not timed below): building the random models {t_build:.1f} s; a first extract call on one reference "
         f"image (text anchors of the class, allocator warm-up) {t_warm:.1f} s.",
         "",
