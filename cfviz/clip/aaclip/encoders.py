@@ -40,6 +40,18 @@ def _call_block(block: Any, x: torch.Tensor, blocks_batch_first: bool, attn_mask
     return run_block(block, x, blocks_batch_first, attn_mask=attn_mask)
 
 
+def in_own_dtype(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` computed in the module's parameter dtype, returned in ``x``'s dtype.
+
+    The adapters are kept in float32 (they are small and trained in float32) while the CLIP may run
+    in bfloat16 or float16 (``--dtype``); without the cast the two meet in one matmul and fail.
+    """
+    p = next(module.parameters(), None)
+    if p is None or p.dtype == x.dtype:
+        return module(x)
+    return module(x.to(p.dtype)).to(x.dtype)
+
+
 def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (), weight: float = 0.0,
                levels: Sequence[int] = (), attn_mask: Any = None, vv_from: int | None = None,
                stop_early: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -57,7 +69,7 @@ def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (
         vv = vv_from is not None and i >= vv_from
         x = _call_block(block, x, batch_first, attn_mask=attn_mask, vv=vv)
         if i < len(adapters):
-            x = residual_mix(x, adapters[i](x), weight)
+            x = residual_mix(x, in_own_dtype(adapters[i], x), weight)
         if i + 1 in keep:
             out[i + 1] = x
     return x, out
