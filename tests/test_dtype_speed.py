@@ -233,6 +233,24 @@ def test_inductor_without_a_compiler_is_refused_before_loading(monkeypatch: pyte
     assert err.value.args[0].startswith("models.compile") or "models.compile" in str(err.value)
 
 
+def test_inductor_without_a_compiler_is_refused_before_the_data_set_is_opened(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Preflight says it: no textures are generated and no store or output folder is written."""
+    import shutil
+
+    from cfviz.cli import main
+    from cfviz.data import textures
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(textures, "generate_textures", lambda *a, **k: pytest.fail("the data set was generated"))
+    root = tmp_path / "tex"
+    code = main(["evaluate", "--dataset", "textures", "--root", str(root), "--compile", "inductor",
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--compile" in err and "C++ compiler" in err and "Traceback" not in err
+    assert not root.exists() and not (tmp_path / "out" / "store").exists()
+
+
 def test_speed_options_in_the_store_identity_only_when_they_change_numbers() -> None:
     from cfviz.experiments.runner import model_identity
 

@@ -30,6 +30,8 @@ from typing import Any
 from cfviz.errors import ConfigError, DataRootError
 from cfviz.experiments.config import ModelChoice, RunSpec, check_int
 from cfviz.experiments.families import check_family_settings
+from cfviz.models.speed import check_compile
+
 
 def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
               store_dir: str | os.PathLike[str] | None = None) -> None:
@@ -45,6 +47,7 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     if store_dir is not None:
         check_writable_folder(store_dir, "store_dir")
     check_device(spec.models.device)
+    check_compile(spec.models.compile, spec.models.device)  # a missing compiler, before the data set is opened
     check_clip(spec.models, spec.extraction.clip_size)
     check_diffusion(spec.models)
     check_family_settings(spec)
