@@ -317,7 +317,9 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
     that changes only what is done with them. Knobs whose alternatives do not apply to a
     setting (``patchclip_visual`` and ``visual_block`` in zero-shot) are skipped there. With
     ``knobs=None`` the knobs are :data:`DESIGN_KNOBS`, plus ``visual_block`` when the store
-    holds several feature blocks (:func:`visual_block_alternatives`: each alone, and all pooled).
+    holds several feature blocks (:func:`visual_block_alternatives`: each alone, and all pooled);
+    on a store without window embeddings (``extraction.clip_windows`` off) PatchCLIP's window
+    forms are left out.
 
     Returns
     -------
@@ -336,9 +338,13 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
     base = scoring or ScoringConfig()
     if knobs is None:
         knobs = dict(DESIGN_KNOBS)
-        stored = list((extraction or extraction_of(store)).features)
+        stored_as = extraction or extraction_of(store)
+        stored = list(stored_as.features)
         if len(stored) > 1 and base.visual_block in stored:
             knobs["visual_block"] = visual_block_alternatives(stored, base.visual_block)[1:]
+        if not getattr(stored_as, "clip_windows", True):  # a windowless store (--clip-windows off): patches only
+            for name in ("patchclip_language", "patchclip_visual"):
+                knobs[name] = tuple(v for v in knobs[name] if v == "patches")
     knobs = dict(knobs)
     for name in knobs:
         if not hasattr(base, name):

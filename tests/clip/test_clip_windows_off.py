@@ -96,6 +96,14 @@ def test_a_windowless_store_scores_patchclip_alike_and_refuses_a_run_that_needs_
     a = cheap.frame.sort_values(["shots", "seed", "metric"]).reset_index(drop=True)
     b = full.frame.sort_values(["shots", "seed", "metric"]).reset_index(drop=True)
     assert np.allclose(a["value"].to_numpy(), b["value"].to_numpy(), atol=1e-4)
+    # notebook 08's sweep on the windowless store: PatchCLIP's window forms are left out, the rest runs
+    from cfviz.experiments.ablations import design_choices
+
+    from cfviz.experiments.runner import open_run_dataset
+
+    table = design_choices(cheap.store, open_run_dataset(_spec(small_root, False)), methods=("patchclip",), shots=(0, 1), scoring=PATCHES)
+    forms = set(table[table.knob.isin(["patchclip_language", "patchclip_visual"])].setting)
+    assert forms == {"patches"} and {"normalization", "sigma"} <= set(table.knob)
     # a later run that needs windows on the windowless store: refused, naming the setting
     with pytest.raises(StoreMismatchError, match="clip_windows"):
         evaluate(_spec(small_root, True, ("patchclip", "winclip")), tmp_path / "again", store_dir=cheap.store.path,
