@@ -203,3 +203,20 @@ def test_extraction_settings_reach_the_model_and_the_store_identity(tmp_path: Pa
     with pytest.raises(ConfigError) as err:
         ExtractionConfig(aaclip_names="fancy")
     assert err.value.field == "extraction.aaclip_names"
+
+
+def test_an_aaclip_size_off_the_patch_grid_is_refused_before_anything_loads(
+        training_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """520 px on 16-px patches: one line naming --aaclip-size with the two nearest sizes; no model is built."""
+    from cfviz import models
+    from cfviz.cli import main
+
+    monkeypatch.setattr(models, "tiny_clip", lambda *a, **k: pytest.fail("a model was built"))
+    root = tmp_path / "tex"
+    code = main(["evaluate", "--dataset", "textures", "--root", str(root), "--method", "aaclip", "--clip-branch",
+                 "aaclip", "--aaclip", str(training_folder), "--aaclip-size", "520", "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--aaclip-size" in err and "512 or 528" in err and "Traceback" not in err
+    assert not root.exists()
