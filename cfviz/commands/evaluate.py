@@ -27,6 +27,7 @@ FLAGS: dict[str, str] = {
     "extraction.language_tokens": "--language-tokens", "extraction.tokens": "--tokens",
     "extraction.mask": "--inpaint-mask",
     "extraction.noise": "--noise", "extraction.noise_draws": "--noise-draws",
+    "extraction.batch_timesteps": "--batch-timesteps",
     "scoring.language_layers": "--language-layers", "scoring.visual_block": "--visual-block",
     "scoring.reference_block": "--reference-block", "scoring.visual_pooling": "--visual-pooling",
     "scoring.patchclip_language": "--patchclip-language", "scoring.patchclip_visual": "--patchclip-visual",
@@ -169,6 +170,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                           "(seeded by its id: independent of batch and shard)")
     ext.add_argument("--noise-draws", type=int, default=e.noise_draws, metavar="N",
                      help="noise draws averaged per timestep (each one more UNet call per timestep)")
+    ext.add_argument("--batch-timesteps", nargs="?", const="on", default="off", metavar="ROWS",
+                     help="MapDiff's timesteps (and noise draws) as rows of one UNet call per batch ('on', or bare), "
+                          "or of calls of at most ROWS rows; default off: one call per timestep. Pays on a GPU, "
+                          "not on a CPU; part of the store's identity (other kernels move the last bits)")
     ext.add_argument("--aaclip", metavar="CHECKPOINT", default=None,
                      help="AA-CLIP adapters from `cfviz train-aaclip`: a checkpoint file, or the training folder "
                           "(then the stage-2 checkpoint of the paper's epoch 15 if it is there, else "
@@ -289,6 +294,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     language_tokens=get("language_tokens", e.language_tokens),
                                     mask=get("inpaint_mask", e.mask), noise=get("noise", e.noise),
                                     noise_draws=get("noise_draws", e.noise_draws),
+                                    batch_timesteps=_batch_timesteps(getattr(args, "batch_timesteps", "off")),
                                     tokens=get("tokens", e.tokens)),
         scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
                               normalization=get("normalization", s.normalization),
@@ -345,3 +351,15 @@ def _defer(p: Any, build: Any) -> None:
         p.defer(build)
     else:
         build(p)
+
+
+def _batch_timesteps(value: str) -> bool | int | str:
+    """``--batch-timesteps``: off/on, or a number of UNet rows per call (anything else: ExtractionConfig says so).
+
+    >>> _batch_timesteps("off"), _batch_timesteps("on"), _batch_timesteps("6"), _batch_timesteps("x")
+    (False, True, 6, 'x')
+    """
+    text = str(value).strip().lower()
+    if text in ("off", "on"):
+        return text == "on"
+    return int(text) if text.isdigit() else value

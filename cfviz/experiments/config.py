@@ -264,6 +264,12 @@ class ExtractionConfig:
     #: timestep; the recorded attention and features are averaged over draws before they are
     #: stored, so the store keeps one step per timestep.
     noise_draws: int = 1
+    #: MapDiff's UNet calls (ours): ``False`` (default) one call per timestep (and noise draw);
+    #: ``True`` every timestep of a batch in one call (the batch repeated along the rows); an int
+    #: ``N``: calls of at most ``N`` rows (:mod:`cfviz.diffusion.batched`). Fewer, larger calls pay
+    #: on a GPU; on a CPU they do not (``benchmarks/results/timestep_batching.md``). Other kernels
+    #: move the last bits, so it is part of the store's identity. SD 1.x/2.x inpainting only.
+    batch_timesteps: bool | int = False
 
     def __post_init__(self) -> None:
         if self.clip_size is not None:
@@ -310,6 +316,10 @@ class ExtractionConfig:
         check_choice(self.noise, "extraction.noise", NOISE_MODES)
         check_int(self.noise_draws, "extraction.noise_draws", minimum=1,
                   why=" (noise draws averaged per timestep; each is one more UNet call)")
+        if not (isinstance(self.batch_timesteps, bool) or (_is_int(self.batch_timesteps) and self.batch_timesteps >= 1)):
+            raise ConfigError("{extraction.batch_timesteps} must be off (one UNet call per timestep), on (one call per "
+                              f"batch) or a number of UNet rows per call >= 1, got {self.batch_timesteps!r}",
+                              "extraction.batch_timesteps")
 
     @property
     def states(self) -> list[list[str]]:
@@ -366,7 +376,7 @@ class ExtractionConfig:
 #: the store's identity at the default, so a store written before they existed still matches.
 _LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state", "tokens": "language",
                                  "aaclip_size": None, "aaclip_names": None, "clip_windows": True,
-                                 "noise": "shared", "noise_draws": 1}
+                                 "noise": "shared", "noise_draws": 1, "batch_timesteps": False}
 
 
 def clip_input_size(choice: ModelChoice) -> int:

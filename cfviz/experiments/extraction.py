@@ -149,7 +149,7 @@ def _tokens(extraction: ExtractionConfig, samples: Sequence[Any]) -> list[str]:
 def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extraction: ExtractionConfig,
             store: CaptureStore, *, batch_size: int = 4, shard: tuple[int, int] | None = None,
             progress: bool = True, prefetch: int = 1,
-            batch_timesteps: bool | int = False) -> ExtractionReport:
+            batch_timesteps: bool | int | None = None) -> ExtractionReport:
     """Run CLIP and MapDiff over ``records`` that are not yet in ``store``.
 
     Parameters
@@ -170,7 +170,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
         store is the same byte for byte either way, and a data error is raised when its batch's
         turn comes, after the entries of the batches before it are written.
     batch_timesteps:
-        ``False`` (default): one UNet call per timestep. ``True``: every timestep (and noise draw)
+        ``None`` (default): ``extraction.batch_timesteps``. ``False``: one UNet call per timestep. ``True``: every timestep (and noise draw)
         of a batch as rows of one UNet call; an int: at most that many rows per call
         (:mod:`cfviz.diffusion.batched`). Maps agree with the per-timestep calls to float
         tolerance, not bit for bit, so the entries say so in their capture settings and a store
@@ -191,6 +191,8 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.experiments.prompt_tokens import label_prompt_tokens, token_specs
     from cfviz.utils.progress import progress_bar
 
+    if batch_timesteps is None:  # the store's setting (extraction.batch_timesteps)
+        batch_timesteps = extraction.batch_timesteps
     if batch_timesteps is False:
         forward_mapdiff, max_rows = mapdiff_forward, None
     elif batch_timesteps is True or (type(batch_timesteps) is int and batch_timesteps >= 1):

@@ -212,6 +212,10 @@ def check_family_settings(spec: RunSpec) -> None:
         raise ConfigError(f"{{extraction.noise}} {noise!r} and {{extraction.noise_draws}} {draws} are "
                           f"implemented for SD 1.x/2.x inpainting only, not {name}; use 'shared' and 1",
                           "extraction.noise", mentions=("extraction.noise_draws", "models.diffusion"))
+    batched = getattr(e, "batch_timesteps", False)
+    if cls != "StableDiffusionInpaintPipeline" and batched is not False:
+        raise ConfigError(f"{{extraction.batch_timesteps}} is implemented for SD 1.x/2.x inpainting only, not {name}; "
+                          "leave it off", "extraction.batch_timesteps", mentions=("models.diffusion",))
     if family in ("flux", "pixart") and e.tokens == "all":
         # the "all" labels count from CLIP's start token; these families attend to T5 text only
         raise ConfigError(f"{{extraction.tokens}} 'all' needs a CLIP text stream (it labels the prompt from its start "
