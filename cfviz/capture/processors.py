@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cfviz.capture.joint import ProjectionTap
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -81,11 +83,15 @@ class RecordingProcessor:
 
     def _call_joint(self, attn: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         # joint layers: the output comes from the original processor untouched; the image-query x
-        # text-key block is recomputed from the same inputs (see cfviz.capture.joint)
-        out = self.inner(attn, hidden_states, *args, **kwargs)
+        # text-key block is computed from the projections it made (borrowed, see ProjectionTap)
+        # or, where it made them otherwise, recomputed from the same inputs (cfviz.capture.joint)
+        with ProjectionTap(attn, self.kind) as tap:  # type: ignore[arg-type]
+            out = self.inner(attn, hidden_states, *args, **kwargs)
         bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
-        self.session.record_joint(self.name, attn, self.kind, hidden_states, bound.get("encoder_hidden_states"),
-                                  bound.get("image_rotary_emb"))
+        encoder_hidden_states = bound.get("encoder_hidden_states")
+        self.session.record_joint(self.name, attn, self.kind, hidden_states, encoder_hidden_states,
+                                  bound.get("image_rotary_emb"),
+                                  projections=tap.projections(hidden_states, encoder_hidden_states))
         return out
 
     def __repr__(self) -> str:

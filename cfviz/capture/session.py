@@ -266,8 +266,11 @@ class CaptureSession:
             self._reduce_and_add(name, step, probs, hw)
 
     def record_joint(self, name: str, attn: Any, kind: str, hidden_states: Any, encoder_hidden_states: Any,
-                     image_rotary_emb: Any) -> None:
-        """Record the image-query x text-key block of a joint attention call (SD3, FLUX)."""
+                     image_rotary_emb: Any, projections: Any = None) -> None:
+        """Record the image-query x text-key block of a joint attention call (SD3, FLUX).
+
+        ``projections``: the layer's own projections of this call (``joint.ProjectionTap``), if borrowed.
+        """
         import torch
 
         step = self.current
@@ -280,7 +283,8 @@ class CaptureSession:
         with torch.no_grad():
             probs = text_attention(attn, kind, hidden_states, encoder_hidden_states,  # type: ignore[arg-type]
                                    text_length=self.text_length, image_rotary_emb=image_rotary_emb,
-                                   rows=list(step.rows), softmax=self.joint_softmax)
+                                   rows=list(step.rows), softmax=self.joint_softmax,
+                                   projections=projections)
             h, w = step.sample_size
             n_q = probs.shape[2]
             if h * w < n_q:  # FLUX Kontext appends reference-image tokens after the image's own

@@ -90,3 +90,25 @@ def test_the_tap_removes_its_hooks_after_an_exception(tiny_models):
     with pytest.raises(RuntimeError, match="boom"), ProjectionTap(attn, "sd3_joint"):
         raise RuntimeError("boom")
     assert not attn.to_q._forward_hooks and not attn.to_k._forward_hooks and not attn.add_k_proj._forward_hooks
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_capture_borrows_the_joint_projections(tiny_models, name):
+    """Under cfviz.capture each joint layer projects its queries once per call (the recorder borrows them)."""
+    import cfviz
+    from cfviz.capture.session import locate_text_attention
+    from cfviz.models.families import denoiser_inputs
+
+    model = tiny_models[name]
+    layers = locate_text_attention(model)
+    calls = {n: 0 for n in layers}
+    hooks = [m.to_q.register_forward_hook(lambda *_, _n=n: calls.__setitem__(_n, calls[_n] + 1))
+             for n, (m, _) in layers.items()]
+    try:
+        kw = denoiser_inputs(name, model, batch=1, size=8, text_length=8)
+        with torch.no_grad(), cfviz.capture(model, rows="all"):
+            model(**kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == {n: 1 for n in layers}
