@@ -255,8 +255,8 @@ def main() -> None:
         "",
         "Reading: bytes grow linearly in timesteps, in tokens (attention only) and with the number and "
         "resolution of layers; feature maps dominate when recorded. Time per call barely moves: the "
-        "recorder borrows each layer's own query (a hook on `to_q`) and adds only a 77-token key projection "
-        "and a 77-key softmax per cross-attention layer. Peak RSS is sampled, so the allocator reusing memory "
+        "recorder borrows each layer's own query and key (hooks on `to_q` and `to_k`) and adds only "
+        "a 77-key softmax and the token reduction per cross-attention layer. Peak RSS is sampled, so the allocator reusing memory "
         "freed by the forward can hide the capture's few MiB per step; the bytes above are exact.",
     ]
     path = write_results("capture.md", "\n".join(lines) + "\n")

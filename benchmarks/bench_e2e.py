@@ -69,7 +69,10 @@ RECORDER_IN_UNET = "_recorder_in_unet"
 class StageClock:
     """Wall and thread-CPU seconds per (stage, thread); a stage re-entered on one thread counts once."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        # on a GPU the kernels run asynchronously: each clock read waits for them (``sync``), so a
+        # stage is charged with its own kernels rather than the next stage's
+        self.sync = sync or (lambda: None)
         self.wall: dict[tuple[str, str], float] = defaultdict(float)
         self.cpu: dict[tuple[str, str], float] = defaultdict(float)
         self._local = threading.local()
@@ -90,12 +93,14 @@ class StageClock:
         def timed(*args: Any, **kwargs: Any) -> Any:
             depth = self._depth()
             depth[stage] += 1
+            self.sync()
             w, c = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 depth[stage] -= 1
                 if depth[stage] == 0:
+                    self.sync()
                     self.add(stage, time.perf_counter() - w, time.thread_time() - c)
         timed.__wrapped__ = fn  # type: ignore[attr-defined]
         return timed
@@ -107,11 +112,13 @@ class StageClock:
         def pre(_m: Any, _a: Any) -> None:
             if not hasattr(starts, "stack"):
                 starts.stack = []
+            self.sync()
             starts.stack.append((time.perf_counter(), time.thread_time()))
 
         def post(_m: Any, _a: Any, _o: Any) -> None:
             w, c = starts.stack.pop()
             if not starts.stack:
+                self.sync()
                 self.add(stage, time.perf_counter() - w, time.thread_time() - c)
         return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
@@ -213,7 +220,7 @@ def main() -> None:
         t_build = time.perf_counter() - t0
         extraction = ExtractionConfig(diffusion_size=64) if args.tiny else ExtractionConfig()
 
-        clock = StageClock()
+        clock = StageClock(sync=torch.cuda.synchronize if str(args.device).startswith("cuda") else None)
         undo: list[Callable[[], None]] = []
         handles = clock.hook(models.pipe.unet, UNET_GROSS) + clock.hook(models.pipe.text_encoder,
                                                                          "text encoder (pipe.text_encoder forward)")
