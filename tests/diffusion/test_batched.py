@@ -156,7 +156,7 @@ def test_extract_with_batched_timesteps_stores_the_same_maps(extraction_setup, t
                 progress=False, batch_timesteps=batch_timesteps)  # the reference is not stored yet
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "yes", None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "yes"])  # None: extraction.batch_timesteps (the run's setting)
 def test_extract_refuses_a_bad_batch_timesteps(extraction_setup, tmp_path, bad) -> None:
     from cfviz.experiments.extraction import extract
 
