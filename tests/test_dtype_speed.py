@@ -251,6 +251,21 @@ def test_inductor_without_a_compiler_is_refused_before_the_data_set_is_opened(
     assert not root.exists() and not (tmp_path / "out" / "store").exists()
 
 
+def test_float16_on_a_cpu_without_half_kernels_is_refused_before_the_data_set(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch < 2.2 has no CPU float16 layer norm: one line naming --dtype (bfloat16, or a GPU), not a traceback."""
+    from cfviz.cli import main
+    from cfviz.experiments import preflight
+
+    monkeypatch.setattr(preflight, "cpu_has_half_kernels", lambda: False)
+    root = tmp_path / "tex"
+    code = main(["evaluate", "--dataset", "textures", "--root", str(root), "--dtype", "float16",
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "--dtype" in err and "bfloat16" in err and "--device cuda" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and not root.exists()
+
+
 def test_speed_options_in_the_store_identity_only_when_they_change_numbers() -> None:
     from cfviz.experiments.runner import model_identity
 

@@ -47,6 +47,7 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     if store_dir is not None:
         check_writable_folder(store_dir, "store_dir")
     check_device(spec.models.device)
+    check_cpu_half(spec.models)
     check_compile(spec.models.compile, spec.models.device)  # a missing compiler, before the data set is opened
     check_clip(spec.models, spec.extraction.clip_size)
     check_diffusion(spec.models)
@@ -177,6 +178,31 @@ def check_writable_folder(path: str | os.PathLike[str], field: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # device
+
+
+def cpu_has_half_kernels() -> bool:
+    """Whether this torch runs float16 layer norms and matmuls on the CPU (torch < 2.2 does not)."""
+    import torch
+
+    try:
+        x = torch.ones(2, 4, dtype=torch.float16)
+        torch.nn.functional.layer_norm(x, (4,))
+        x @ x.T  # noqa: B018  (a probe: raises where the kernel is missing)
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_cpu_half(choice: ModelChoice) -> None:
+    """``--dtype float16`` on the CPU only where this torch has the CPU kernels (else bfloat16 or a GPU)."""
+    if choice.dtype != "float16" or str(choice.device).strip().split(":")[0] != "cpu":
+        return
+    if not cpu_has_half_kernels():
+        import torch
+
+        raise ConfigError(f"{{models.dtype}} float16 on the CPU needs CPU float16 kernels, which torch "
+                          f"{torch.__version__} lacks; use bfloat16 on the CPU, or float16 on a GPU "
+                          "({models.device} cuda)", "models.dtype", mentions=("models.device",))
 
 
 def check_device(device: str, field: str = "models.device") -> None:
