@@ -83,44 +83,24 @@ def mapdiff_forward_batched(pipe: Any, images: Any, prompts: str | Sequence[str]
 
     from cfviz.capture.families import detect_family
     from cfviz.capture.session import classifier_free_guidance
-    from cfviz.diffusion.forward import NOISE_MODES, average_draws, draw_noise, encode_prompts, inpaint_inputs
+    from cfviz.diffusion.forward import average_draws, check_noise, inpaint_conditioning, unet_input
 
-    if noise not in NOISE_MODES:
-        raise CfvizError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise CfvizError(f"draws must be an integer >= 1 (noise draws averaged per timestep), got {draws!r}")
+    check_noise(noise, draws)
     family = detect_family(pipe)
     if family.name != "cross" and not (family.name == "sd" and family.inpainting):
         raise CfvizError(f"batched timesteps are implemented for SD2-style inpainting UNets, not this {family.name} "
                          "model; use cfviz.diffusion.forward.mapdiff_forward")
     b = images.shape[0]
-    keys = None
-    if noise == "per-image":
-        if image_ids is None or len(list(image_ids)) != b:
-            raise CfvizError(f"noise='per-image' needs image_ids, one id per image ({b})")
-        keys = [str(i) for i in image_ids]
-    prompt_list = [prompts] * b if isinstance(prompts, str) else list(prompts)
-    if len(prompt_list) != b:
-        raise CfvizError(f"{len(prompt_list)} prompts for {b} images: pass one prompt or one per image")
-    n_train = int(pipe.scheduler.config.num_train_timesteps)
-    bad = [t for t in timesteps if not 0 <= int(t) < n_train]
-    if bad:
-        raise CfvizError(f"timesteps {bad} are outside [0, {n_train}) of the scheduler")
     unet = pipe.unet
-    inputs = inpaint_inputs(pipe, images, mask)
-    emb = encode_prompts(pipe, prompt_list).to(dtype=unet.dtype)
+    inputs, emb, keys = inpaint_conditioning(pipe, images, prompts, timesteps=timesteps, mask=mask, noise=noise,
+                                             image_ids=image_ids)
     jobs = [(int(t), d) for t in timesteps for d in range(draws)]  # the per-timestep path's call order
     per_call = jobs_per_call(len(timesteps), draws, b, max_rows)
     preds: list[Any] = []
     with torch.no_grad(), classifier_free_guidance(False):
         for start in range(0, len(jobs), per_call):
             chunk = jobs[start:start + per_call]
-            xs = []
-            for t, d in chunk:  # each row group's input exactly as mapdiff_forward builds it
-                t_tensor = torch.tensor([t], device=inputs.latents.device)
-                eps = draw_noise(inputs.latents.shape, seed, t, draw=d, keys=keys).to(inputs.latents)
-                noisy = pipe.scheduler.add_noise(inputs.latents, eps, t_tensor)
-                xs.append(torch.cat([noisy, inputs.mask, inputs.masked_image_latents], dim=1).to(unet.dtype))
+            xs = [unet_input(pipe, inputs, seed, t, d, keys) for t, d in chunk]  # as mapdiff_forward builds them
             t_rows = torch.tensor([t for t, _ in chunk], device=unet.device).repeat_interleave(b)
             out = unet(torch.cat(xs), t_rows, encoder_hidden_states=emb.repeat(len(chunk), 1, 1)).sample
             preds.extend(out.split(b))

@@ -217,6 +217,51 @@ def encode_prompts(pipe: Any, prompts: Sequence[str]) -> Any:
         return enc(ids.to(enc.device))[0]
 
 
+def check_noise(noise: str, draws: int) -> None:
+    """``noise`` is a known mode and ``draws`` a positive integer (the noise arguments of the MapDiff forwards)."""
+    if noise not in NOISE_MODES:
+        raise CfvizError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise CfvizError(f"draws must be an integer >= 1 (noise draws averaged per timestep), got {draws!r}")
+
+
+def inpaint_conditioning(pipe: Any, images: Any, prompts: str | Sequence[str], *, timesteps: Sequence[int],
+                         mask: Any, noise: str, image_ids: Sequence[str] | None
+                         ) -> tuple[InpaintInputs, Any, list[str] | None]:
+    """What every UNet call of an SD2-style MapDiff forward shares, after checking the arguments.
+
+    Returns the inpainting inputs, the prompt embeddings (in the UNet's dtype) and the per-image
+    noise keys (``None`` for shared noise). Used by :func:`mapdiff_forward` and
+    :func:`cfviz.diffusion.batched.mapdiff_forward_batched`.
+    """
+    b = images.shape[0]
+    keys = None
+    if noise == "per-image":
+        if image_ids is None or len(list(image_ids)) != b:
+            raise CfvizError(f"noise='per-image' needs image_ids, one id per image ({b}), got "
+                             f"{None if image_ids is None else len(list(image_ids))}")
+        keys = [str(i) for i in image_ids]
+    prompt_list = [prompts] * b if isinstance(prompts, str) else list(prompts)
+    if len(prompt_list) != b:
+        raise CfvizError(f"{len(prompt_list)} prompts for {b} images: pass one prompt or one per image")
+    n_train = int(pipe.scheduler.config.num_train_timesteps)
+    bad = [t for t in timesteps if not 0 <= int(t) < n_train]
+    if bad:
+        raise CfvizError(f"timesteps {bad} are outside [0, {n_train}) of the scheduler")
+    inputs = inpaint_inputs(pipe, images, mask)
+    return inputs, encode_prompts(pipe, prompt_list).to(dtype=pipe.unet.dtype), keys
+
+
+def unet_input(pipe: Any, inputs: InpaintInputs, seed: int, timestep: int, draw: int, keys: list[str] | None) -> Any:
+    """The 9-channel UNet input of one (timestep, draw): noised latents, mask, masked-image latents."""
+    import torch
+
+    t_tensor = torch.tensor([int(timestep)], device=inputs.latents.device)
+    eps = draw_noise(inputs.latents.shape, seed, int(timestep), draw=draw, keys=keys).to(inputs.latents)
+    noisy = pipe.scheduler.add_noise(inputs.latents, eps, t_tensor)
+    return torch.cat([noisy, inputs.mask, inputs.masked_image_latents], dim=1).to(pipe.unet.dtype)
+
+
 def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
                     timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0, mask: Any = None,
                     noise: str = "shared", image_ids: Sequence[str] | None = None, draws: int = 1,
@@ -274,10 +319,7 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
     from cfviz.capture.families import detect_family
     from cfviz.capture.session import classifier_free_guidance
 
-    if noise not in NOISE_MODES:
-        raise CfvizError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise CfvizError(f"draws must be an integer >= 1 (noise draws averaged per timestep), got {draws!r}")
+    check_noise(noise, draws)
     family = detect_family(pipe)
     # other known families have their own inputs; SD2-style inpainting (and unknown UNet-likes) stay here
     if family.name != "cross" and not (family.name == "sd" and family.inpainting):
@@ -288,23 +330,9 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
         from cfviz.diffusion.families import family_forward
 
         return family_forward(pipe, images, prompts, timesteps=timesteps, seed=seed, mask=mask)
-    b = images.shape[0]
-    keys = None
-    if noise == "per-image":
-        if image_ids is None or len(list(image_ids)) != b:
-            raise CfvizError(f"noise='per-image' needs image_ids, one id per image ({b}), got "
-                             f"{None if image_ids is None else len(list(image_ids))}")
-        keys = [str(i) for i in image_ids]
-    prompt_list = [prompts] * b if isinstance(prompts, str) else list(prompts)
-    if len(prompt_list) != b:
-        raise CfvizError(f"{len(prompt_list)} prompts for {b} images: pass one prompt or one per image")
-    n_train = int(pipe.scheduler.config.num_train_timesteps)
-    bad = [t for t in timesteps if not 0 <= int(t) < n_train]
-    if bad:
-        raise CfvizError(f"timesteps {bad} are outside [0, {n_train}) of the scheduler")
     unet = pipe.unet
-    inputs = inpaint_inputs(pipe, images, mask)
-    emb = encode_prompts(pipe, prompt_list).to(dtype=unet.dtype)
+    inputs, emb, keys = inpaint_conditioning(pipe, images, prompts, timesteps=timesteps, mask=mask, noise=noise,
+                                             image_ids=image_ids)
     outputs = []
     # these UNet calls are unguided whatever the pipeline's last pipe() call did: say so, so that a
     # capture with rows="auto" keeps every image (see cfviz.capture.session.classifier_free_guidance)
@@ -313,9 +341,7 @@ def mapdiff_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *,
             t_tensor = torch.tensor([int(t)], device=inputs.latents.device)
             preds = []
             for d in range(draws):  # the draws of one timestep are consecutive steps (average_draws)
-                eps = draw_noise(inputs.latents.shape, seed, int(t), draw=d, keys=keys).to(inputs.latents)
-                noisy = pipe.scheduler.add_noise(inputs.latents, eps, t_tensor)
-                x = torch.cat([noisy, inputs.mask, inputs.masked_image_latents], dim=1).to(unet.dtype)
+                x = unet_input(pipe, inputs, seed, int(t), d, keys)
                 preds.append(unet(x, t_tensor.to(unet.device), encoder_hidden_states=emb).sample)
             outputs.append(preds[0] if draws == 1 else torch.stack(preds).mean(0))
     if capture is not None:
