@@ -25,12 +25,13 @@ from cfviz.experiments.models import load_models
 _CONFTEST = Path(__file__).parent / "capture" / "conftest.py"
 
 
-def _direct_probabilities():
-    """The one independent recomputation of tests/capture (softmax(Q K^T * scale) from a layer's inputs)."""
+def _capture_conftest():
+    """tests/capture's conftest: its one independent recomputation (softmax(Q K^T * scale) from a
+    layer's inputs) and the captured call that keeps each layer's inputs."""
     spec = importlib.util.spec_from_file_location("cfviz_capture_conftest", _CONFTEST)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._direct_probabilities
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -119,31 +120,15 @@ def test_bfloat16_run_end_to_end_on_the_cli(small_root: Path, tmp_path: Path, mo
 def test_bfloat16_capture_equals_direct_recomputation() -> None:
     """Recorded attention of a bf16 UNet = softmax(Q K^T * scale) recomputed from each layer's own
     (bf16) inputs, at bf16 tolerance; rows still sum to one."""
-    from cfviz.capture.session import locate_cross_attention
-
-    direct_probabilities = _direct_probabilities()
+    helpers = _capture_conftest()
+    direct_probabilities = helpers._direct_probabilities
     pipe = load_models(ModelChoice(dtype="bfloat16")).pipe
     unet = pipe.unet
     assert unet.dtype == torch.bfloat16
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 9, 16, 24, generator=g).to(torch.bfloat16)
     emb = torch.randn(2, 77, unet.config.cross_attention_dim, generator=g).to(torch.bfloat16)
-    layers = locate_cross_attention(unet)
-    seen = {}
-
-    def grab(name):
-        def hook(module, args, kwargs):
-            seen[name] = (args[0] if args else kwargs["hidden_states"], kwargs["encoder_hidden_states"])
-        return hook
-
-    handles = [m.register_forward_pre_hook(grab(n), with_kwargs=True) for n, m in layers.items()]
-    try:
-        with torch.no_grad(), cfviz.capture(unet, heads="all", dtype=torch.float32) as cap:
-            unet(x, 400, encoder_hidden_states=emb)
-    finally:
-        for h in handles:
-            h.remove()
-    assert set(seen) == set(layers) and len(layers) >= 4
+    cap, layers, seen = helpers._capture_with_layer_inputs(unet, x, emb)
     for name, attn in layers.items():
         hidden, context = seen[name]
         assert hidden.dtype == context.dtype == torch.bfloat16

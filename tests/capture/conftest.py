@@ -36,6 +36,40 @@ def _direct_probabilities(attn, hidden_states, encoder_hidden_states):
     return torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
 
 
+def _capture_with_layer_inputs(unet, x, emb):
+    """Capture one UNet call (every head, float32) and keep each cross-attention layer's own inputs.
+
+    Returns ``(capture, layers, inputs)``: ``inputs[name] = (hidden_states, encoder_hidden_states)``
+    as that layer received them, for :func:`_direct_probabilities`.
+    """
+    import cfviz
+    from cfviz.capture.session import locate_cross_attention
+
+    layers = locate_cross_attention(unet)
+    seen = {}
+
+    def grab(name):
+        def hook(module, args, kwargs):
+            seen[name] = (args[0] if args else kwargs["hidden_states"], kwargs["encoder_hidden_states"])
+        return hook
+
+    handles = [m.register_forward_pre_hook(grab(n), with_kwargs=True) for n, m in layers.items()]
+    try:
+        with torch.no_grad(), cfviz.capture(unet, heads="all", dtype=torch.float32) as cap:
+            unet(x, 400, encoder_hidden_states=emb)
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(seen) == set(layers) and len(layers) >= 4
+    return cap, layers, seen
+
+
+@pytest.fixture()
+def capture_with_layer_inputs():
+    """:func:`_capture_with_layer_inputs`: a captured UNet call and each layer's own inputs."""
+    return _capture_with_layer_inputs
+
+
 @pytest.fixture()
 def direct_probabilities():
     """The independent recomputation the recorded maps are checked against."""

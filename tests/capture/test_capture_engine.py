@@ -13,26 +13,10 @@ def _processors(unet):
     return {n: m.get_processor() for n, m in unet.named_modules() if hasattr(m, "get_processor")}
 
 
-def test_recorded_probabilities_equal_direct_softmax(pipe, unet_inputs, direct_probabilities):
+def test_recorded_probabilities_equal_direct_softmax(pipe, unet_inputs, direct_probabilities,
+                                                     capture_with_layer_inputs):
     """Recorded maps equal softmax(Q K^T * scale) computed from each layer's own inputs."""
-    unet = pipe.unet
-    x, emb = unet_inputs
-    layers = locate_cross_attention(unet)
-    seen = {}
-
-    def grab(name):
-        def hook(module, args, kwargs):
-            seen[name] = (args[0] if args else kwargs["hidden_states"], kwargs["encoder_hidden_states"])
-        return hook
-
-    handles = [m.register_forward_pre_hook(grab(n), with_kwargs=True) for n, m in layers.items()]
-    try:
-        with torch.no_grad(), cfviz.capture(unet, heads="all", dtype=torch.float32) as cap:
-            unet(x, 400, encoder_hidden_states=emb)
-    finally:
-        for h in handles:
-            h.remove()
-    assert set(seen) == set(layers) and len(layers) >= 4
+    cap, layers, seen = capture_with_layer_inputs(pipe.unet, *unet_inputs)
     for name, attn in layers.items():
         direct = direct_probabilities(attn, *seen[name])  # (b, H, n, 77)
         b, n = direct.shape[0], direct.shape[2]
