@@ -70,6 +70,29 @@ def capture_with_layer_inputs():
     return _capture_with_layer_inputs
 
 
+def _capture_before_and_after_swap(unet, x, emb, processor):
+    """Capture one UNet call with its own processors, then with ``processor`` on every cross-attention
+    layer (restored in ``finally``): ``(reference capture, swapped capture)``."""
+    import cfviz
+
+    with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as ref:
+        unet(x, 400, encoder_hidden_states=emb)
+    originals = dict(unet.attn_processors)
+    unet.set_attn_processor({n: (processor if n.endswith("attn2.processor") else p) for n, p in originals.items()})
+    try:
+        with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as cap:
+            unet(x, 400, encoder_hidden_states=emb)
+    finally:
+        unet.set_attn_processor(originals)
+    return ref, cap
+
+
+@pytest.fixture()
+def capture_before_and_after_swap():
+    """:func:`_capture_before_and_after_swap`: captures of a UNet call with its own and another cross-attention processor."""
+    return _capture_before_and_after_swap
+
+
 @pytest.fixture()
 def direct_probabilities():
     """The independent recomputation the recorded maps are checked against."""

@@ -324,7 +324,8 @@ def test_recorder_borrows_the_layers_query_instead_of_projecting_again(pipe, une
     assert all(len(attn.to_q._forward_hooks) == 0 for attn in layers.values())
 
 
-def test_recorder_recomputes_the_query_when_the_processor_skips_to_q(pipe, unet_inputs):
+def test_recorder_recomputes_the_query_when_the_processor_skips_to_q(pipe, unet_inputs,
+                                                                     capture_before_and_after_swap):
     """A processor that never calls ``to_q`` (e.g. fused projections) still gets exact maps."""
     import torch.nn.functional as F
 
@@ -340,16 +341,6 @@ def test_recorder_recomputes_the_query_when_the_processor_skips_to_q(pipe, unet_
             out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, attn.heads * d)
             return attn.to_out[1](attn.to_out[0](out))
 
-    unet = pipe.unet
-    x, emb = unet_inputs
-    with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as ref:
-        unet(x, 400, encoder_hidden_states=emb)
-    originals = dict(unet.attn_processors)
-    unet.set_attn_processor({n: (NoToQ() if n.endswith("attn2.processor") else p) for n, p in originals.items()})
-    try:
-        with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as cap:
-            unet(x, 400, encoder_hidden_states=emb)
-    finally:
-        unet.set_attn_processor(originals)
+    ref, cap = capture_before_and_after_swap(pipe.unet, *unet_inputs, NoToQ())
     for name, per in ref.cache.attention.items():
         torch.testing.assert_close(cap.cache.attention[name][0], per[0], rtol=1e-5, atol=1e-6)
