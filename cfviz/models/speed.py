@@ -96,12 +96,6 @@ def check_compile(compile: str, device: Any = "cpu") -> None:
                           "or leave compile off", "models.compile")
 
 
-def denoiser(pipe: Any) -> Any:
-    """The denoiser of a pipeline: its ``unet``, else its ``transformer`` (SD3, FLUX, PixArt)."""
-    found = getattr(pipe, "unet", None)
-    return found if found is not None else getattr(pipe, "transformer", None)
-
-
 def apply_speed_options(pipe: Any, *, channels_last: bool = False, compile: str = "off") -> dict[str, Any]:
     """Apply ``channels_last`` (UNet and VAE) and regional ``torch.compile`` (denoiser) in place.
 
@@ -109,6 +103,8 @@ def apply_speed_options(pipe: Any, *, channels_last: bool = False, compile: str 
     lazily, at the first call of each region. Returns what was done (for logs and tests).
     """
     import torch
+
+    from cfviz.capture.families import denoiser_of
 
     check_compile(compile, "meta")  # the value only: load_models checks the machine before loading
     done: dict[str, Any] = {"channels_last": [], "compiled": 0}
@@ -120,7 +116,7 @@ def apply_speed_options(pipe: Any, *, channels_last: bool = False, compile: str 
                 torch.nn.Module.to(module, memory_format=torch.channels_last)
                 done["channels_last"].append(name)
     if compile != "off":
-        regions = compile_regions(denoiser(pipe))
+        regions = compile_regions(denoiser_of(pipe)[0])  # its .unet or .transformer
         for module in regions.values():
             # in place: module paths, hooks and processors stay where capture finds them
             if hasattr(module, "compile"):
