@@ -32,7 +32,9 @@ def _images():
 
 
 def _denoiser(pipe):
-    return getattr(pipe, "unet", None) or pipe.transformer
+    from cfviz.capture.families import denoiser_of
+
+    return denoiser_of(pipe)[0]
 
 
 def _latents(pipe, images):
