@@ -187,6 +187,17 @@ def _read_journal(path: Path, ids: Sequence[str], names: set[str]) -> dict[str, 
         return None
 
 
+def _category_plan(dataset: Any, category: str, shots: Sequence[int], seeds: Sequence[int],
+                   extraction: ExtractionConfig, scoring: ScoringConfig
+                   ) -> tuple[list[str], dict[str, dict], list[Pair], dict[str, tuple[Pair, list[str]]]]:
+    """A category's test ids, reference draws, kept pairs and ``map name -> (pair, references)`` to keep."""
+    ids = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
+    draws = reference_draws(dataset, category, shots, seeds)
+    pairs = visual_pairs(extraction, scoring) if draws else []
+    wanted = {map_name(p, d["references"]): (p, d["references"]) for p in pairs for d in draws.values()}
+    return ids, draws, pairs, wanted
+
+
 def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots: Sequence[int],
                      seeds: Sequence[int], extraction: ExtractionConfig, scoring: ScoringConfig) -> int:
     """Compact one category (see the module docstring); returns how many entries were rewritten."""
@@ -195,10 +206,7 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
     from cfviz.experiments.scoring import BranchCache, diffusion_visual_maps
     from cfviz.utils.io import save_safetensors
 
-    ids = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
-    draws = reference_draws(dataset, category, shots, seeds)
-    pairs = visual_pairs(extraction, scoring) if draws else []
-    wanted = {map_name(p, d["references"]): (p, d["references"]) for p in pairs for d in draws.values()}
+    ids, draws, pairs, wanted = _category_plan(dataset, category, shots, seeds, extraction, scoring)
     record = {"pairs": [list(p) for p in pairs], "draws": draws}
     refs = sorted({r for d in draws.values() for r in d["references"]})
     entries = {i: store[i] for i in ids}
@@ -277,13 +285,12 @@ def check_before_extraction(store: CaptureStore, dataset: Any, categories: Seque
     seed or shots value would otherwise extract its references first and fail only afterwards.
     """
     for category in categories:
-        ids = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
-        entries = {i: store[i] for i in ids if i in store}
+        tests = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
+        entries = {i: store[i] for i in tests if i in store}
         if not any(is_compacted(e.meta) for e in entries.values()):
-            continue
-        draws = reference_draws(dataset, category, spec.shots, spec.seeds)
-        pairs = visual_pairs(spec.extraction, spec.scoring) if draws else []
-        wanted = {map_name(p, d["references"]): (p, d["references"]) for p in pairs for d in draws.values()}
+            continue  # nothing compacted here yet: no draws to sample
+        ids, draws, pairs, wanted = _category_plan(dataset, category, spec.shots, spec.seeds, spec.extraction,
+                                                   spec.scoring)
         needs_maps = any(not (is_compacted(e.meta) and set(wanted) <= set(e.meta.get("tensors", {})))
                          for e in entries.values())
         if not (wanted and needs_maps) or _read_journal(_journal(store, category), ids, set(wanted)) is not None:
