@@ -95,6 +95,14 @@ class AAClipConfig:
         Words for a category in the prompts: ``"descriptive"`` (the released code's
         ``REAL_NAMES``, e.g. "metal nut which has four notched edges"; see
         :mod:`cfviz.clip.aaclip.names`) or ``"plain"`` (the category name, "metal nut").
+    activation:
+        The frozen CLIP's MLP activation while AA-CLIP runs it (training and test):
+        ``"gelu"`` (exact GELU: the released ``create_model`` builds ViT-L-14-336 from
+        ``model_configs/ViT-L-14-336.json``, which sets no ``quick_gelu``, then loads the OpenAI
+        weights), ``"quick_gelu"`` (the activation OpenAI trained CLIP with, which open_clip's
+        ``openai`` tag builds) or ``"model"`` (whatever the CLIP was built with: QuickGELU from
+        the ``openai`` tag, exact GELU from a local file; what checkpoints written before this
+        setting ran with). The CLIP itself is not changed (:func:`~.encoders.mlp_activation`).
     """
 
     text_adapter_blocks: int | None = None
@@ -111,6 +119,7 @@ class AAClipConfig:
     prompts: AAClipPrompts = field(default_factory=AAClipPrompts)
     image_size: int | str | None = None
     class_names: str = "descriptive"
+    activation: str = "gelu"
 
     # ------------------------------------------------------------------ resolution
     def resolve(self, bundle: Any) -> AAClipConfig:
@@ -143,6 +152,13 @@ class AAClipConfig:
 
             raise ConfigError(f"class_names must be one of {', '.join(NAME_MODES)} (released code: descriptive), got "
                              f"{self.class_names!r}")
+        from cfviz.clip.aaclip.encoders import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            from cfviz.errors import ConfigError
+
+            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)} (released code: gelu), got "
+                              f"{self.activation!r}")
         size = _image_size(self.image_size, bundle, name)
         return replace(self, text_adapter_blocks=k_t, image_adapter_blocks=k_i, levels=tuple(sorted(levels)),
                        text_lambda=float(self.text_lambda), image_lambda=float(self.image_lambda), image_size=size)
@@ -163,6 +179,7 @@ class AAClipConfig:
         # written before these settings existed: plain names at the model's own size (what was run then)
         d.setdefault("class_names", "plain")
         d.setdefault("image_size", "model")
+        d.setdefault("activation", "model")  # the CLIP's own activation, as cfviz ran them then
         if d.get("levels") is not None:
             d["levels"] = tuple(d["levels"])
         unknown = set(d) - set(cls.__dataclass_fields__)

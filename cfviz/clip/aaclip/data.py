@@ -7,7 +7,11 @@ half anomalous (2-shot = 1 normal + 1 anomalous), drawn with a seeded generator.
 
 Augmentation (released code, applied jointly to image and mask): random rotation up to 30
 degrees (p 0.5), random translation up to 15 % (p 0.5), horizontal and vertical flips (p 0.5
-each). The released colour jitter of stage 2 is not implemented.
+each). The released code stacks image and mask into one tensor for torchvision's
+``RandomRotation`` / ``RandomAffine``, whose default resampling is nearest neighbour, so the
+image is resampled by nearest neighbour too (``interpolation="nearest"``); ``"bilinear"`` for
+the image is ours. The random draws are cfviz's own (seeded), not torchvision's, and the released
+translation rounds to whole pixels. The released colour jitter of stage 2 is not implemented.
 
 Example
 -------
@@ -119,17 +123,26 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> lis
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+#: Image resampling of :func:`augment`: nearest neighbour (released) or bilinear (ours).
+AUGMENT_INTERPOLATIONS = ("nearest", "bilinear")
+
+
 def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, *, max_degrees: float = 30.0,
-            max_translate: float = 0.15, p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+            max_translate: float = 0.15, p: float = 0.5, interpolation: str = "nearest"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random rotation, translation and flips applied jointly to ``images (B, 3, S, S)`` and ``masks (B, S, S)``.
 
-    Images are resampled bilinearly, masks by nearest neighbour; pixels moved in from outside
-    are 0 (the mean colour after CLIP normalisation, and "normal" in the mask).
+    Images are resampled by ``interpolation`` (``"nearest"`` as released, or ``"bilinear"``),
+    masks always by nearest neighbour; pixels moved in from outside are 0 (the mean colour
+    after CLIP normalisation, and "normal" in the mask).
 
     >>> x, m = torch.randn(2, 3, 8, 8), torch.zeros(2, 8, 8)
     >>> [t.shape for t in augment(x, m, torch.Generator().manual_seed(0))]
     [torch.Size([2, 3, 8, 8]), torch.Size([2, 8, 8])]
     """
+    if interpolation not in AUGMENT_INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {AUGMENT_INTERPOLATIONS} (released code: nearest), got "
+                         f"{interpolation!r}")
     b = images.shape[0]
 
     def draw(*shape: int) -> torch.Tensor:
@@ -143,7 +156,7 @@ def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generato
                          torch.stack([sin * flip[:, 0], cos * flip[:, 1], shift[:, 1]], 1)], 1)
     theta = theta.to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out_img = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out_img = F.grid_sample(images, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     out_mask = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros",
                              align_corners=False)[:, 0]
     return out_img, out_mask

@@ -7,7 +7,13 @@ number of AA-CLIP adapters at once.
 
 ``vv_from`` runs blocks from that index on with V-V self-attention (``q = k = v``), the
 "surgery" (DPAM) the released code applies to the frozen CLIP that produces stage-1 patch
-features.
+features. ``vv_axis`` says what attends to what: ``"batch"`` (the released code: its surgery
+``Attention`` receives sequence-first ``(L, N, D)`` tokens but reads them as ``(B, N, C)``, so at
+each token position the images of the batch attend to each other) or ``"tokens"`` (ours, the
+DPAM method as described: the tokens of each image attend to each other).
+
+:func:`mlp_activation` runs the towers with another MLP activation (exact GELU or QuickGELU)
+without changing the model outside the ``with`` block.
 
 Example
 -------
@@ -22,7 +28,8 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -32,11 +39,71 @@ from cfviz.clip.aaclip.adapters import residual_mix
 from cfviz.clip.token_order import blocks_take_batch_first, run_block
 
 
+#: ``AAClipConfig.activation`` values: exact GELU (released), QuickGELU, or the CLIP's own.
+ACTIVATIONS = ("gelu", "quick_gelu", "model")
+#: V-V attention axes: across the batch at each token (released code) or across each image's tokens.
+VV_AXES = ("batch", "tokens")
+
+
+def _mlps(model: Any) -> list[Any]:
+    towers = [getattr(getattr(model, "visual", None), "transformer", None), getattr(model, "transformer", None)]
+    return [b.mlp for t in towers if t is not None for b in getattr(t, "resblocks", [])
+            if isinstance(getattr(getattr(b, "mlp", None), "gelu", None), torch.nn.Module)]
+
+
+def model_activation(model: Any) -> str:
+    """``"gelu"`` or ``"quick_gelu"``: the activation an open_clip CLIP's MLPs were built with.
+
+    >>> from cfviz.models import tiny_clip
+    >>> model_activation(tiny_clip(seed=0).model)
+    'gelu'
+    """
+    from open_clip.transformer import QuickGELU
+
+    kinds = {"quick_gelu" if isinstance(m.gelu, QuickGELU) else "gelu" for m in _mlps(model)}
+    if len(kinds) != 1:
+        raise ValueError("cannot tell the MLP activation of this CLIP (open_clip ResidualAttentionBlocks with an "
+                         "'mlp.gelu' module expected)")
+    return kinds.pop()
+
+
+@contextmanager
+def mlp_activation(model: Any, activation: str) -> Iterator[None]:
+    """Run ``model``'s MLPs with exact GELU (``"gelu"``) or ``"quick_gelu"`` inside the block; ``"model"``: as built.
+
+    The activation has no weights, so only the module is swapped, and put back in ``finally``.
+
+    >>> from cfviz.models import tiny_clip
+    >>> m = tiny_clip(seed=0).model
+    >>> with mlp_activation(m, "quick_gelu"):
+    ...     model_activation(m)
+    'quick_gelu'
+    >>> model_activation(m)
+    'gelu'
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS} (released AA-CLIP: gelu), got {activation!r}")
+    mlps = [] if activation == "model" else _mlps(model)
+    if activation != "model" and not mlps:
+        raise ValueError("activation needs open_clip ResidualAttentionBlocks with an 'mlp.gelu' module; use "
+                         "activation='model' for this CLIP")
+    if mlps:
+        from open_clip.transformer import QuickGELU
+    saved = [m.gelu for m in mlps]
+    try:
+        for m in mlps:
+            m.gelu = QuickGELU() if activation == "quick_gelu" else torch.nn.GELU()
+        yield
+    finally:
+        for m, g in zip(mlps, saved):
+            m.gelu = g
+
+
 def _call_block(block: Any, x: torch.Tensor, blocks_batch_first: bool, attn_mask: Any = None,
-                vv: bool = False) -> Any:
+                vv: bool = False, vv_axis: str = "batch") -> Any:
     """One block on batch-first ``x``; ``blocks_batch_first`` is the layout the block itself takes."""
     if vv:  # V-V attention is computed here from the block's weights, on batch-first tokens
-        return vv_block(block, x)
+        return vv_block(block, x, axis=vv_axis)
     return run_block(block, x, blocks_batch_first, attn_mask=attn_mask)
 
 
@@ -54,11 +121,12 @@ def in_own_dtype(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (), weight: float = 0.0,
                levels: Sequence[int] = (), attn_mask: Any = None, vv_from: int | None = None,
-               stop_early: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+               vv_axis: str = "batch", stop_early: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Run ``transformer.resblocks`` on batch-first tokens ``x`` with adapters after the first blocks.
 
     Returns the final tokens and ``{level: tokens after block level}`` (1-based). With
-    ``stop_early`` the blocks after the deepest requested level are skipped.
+    ``stop_early`` the blocks after the deepest requested level are skipped. Blocks from index
+    ``vv_from`` on use V-V attention along ``vv_axis`` (:func:`vv_block`).
     """
     # open_clip < 2.26 (no attribute) and batch_first=False builds: blocks take (L, N, D)
     batch_first = blocks_take_batch_first(transformer)
@@ -67,7 +135,7 @@ def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (
     out: dict[int, torch.Tensor] = {}
     for i, block in enumerate(transformer.resblocks[:last]):
         vv = vv_from is not None and i >= vv_from
-        x = _call_block(block, x, batch_first, attn_mask=attn_mask, vv=vv)
+        x = _call_block(block, x, batch_first, attn_mask=attn_mask, vv=vv, vv_axis=vv_axis)
         if i < len(adapters):
             x = residual_mix(x, in_own_dtype(adapters[i], x), weight)
         if i + 1 in keep:
@@ -75,12 +143,16 @@ def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (
     return x, out
 
 
-def vv_block(block: Any, x: torch.Tensor, batch_first: bool = True) -> torch.Tensor:
+def vv_block(block: Any, x: torch.Tensor, batch_first: bool = True, *, axis: str = "batch") -> torch.Tensor:
     """A ``ResidualAttentionBlock`` whose attention uses values as queries and keys (V-V attention).
 
     ``batch_first`` says the layout of ``x`` (and of the result); the attention is computed here
-    from the block's weights, so the block's own layout does not matter.
+    from the block's weights, so the block's own layout does not matter. ``axis="batch"``: at
+    each token position the images of the batch attend to each other (the released code; one
+    image alone gets back its own values); ``"tokens"``: each image's tokens attend to each other.
     """
+    if axis not in VV_AXES:
+        raise ValueError(f"V-V attention axis must be one of {VV_AXES}, got {axis!r}")
     attn = getattr(block, "attn", None)
     if not isinstance(attn, torch.nn.MultiheadAttention) or attn.in_proj_weight is None:
         raise ValueError("V-V attention (surgery_blocks > 0) needs open_clip ResidualAttentionBlocks with "
@@ -92,9 +164,13 @@ def vv_block(block: Any, x: torch.Tensor, batch_first: bool = True) -> torch.Ten
     w_v = attn.in_proj_weight[2 * width:]
     b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
     v = F.linear(h, w_v, b_v)  # (B, L, W)
+    if axis == "batch":  # the released block reads (L, B, W) as (batch, sequence, width)
+        v = v.transpose(0, 1)
     b, n, _ = v.shape
     v = v.reshape(b, n, heads, width // heads).transpose(1, 2)  # (B, H, L, d)
     y = F.scaled_dot_product_attention(v, v, v).transpose(1, 2).reshape(b, n, width)
+    if axis == "batch":
+        y = y.transpose(0, 1)
     x = x + block.ls_1(attn.out_proj(y))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x if batch_first else x.transpose(0, 1)
@@ -108,11 +184,11 @@ def image_tokens(bundle: Any, images: torch.Tensor) -> torch.Tensor:
 
 
 def vision_tokens(bundle: Any, images: torch.Tensor, *, levels: Sequence[int], adapters: Sequence[Any] = (),
-                  weight: float = 0.0, vv_from: int | None = None) -> dict[int, torch.Tensor]:
+                  weight: float = 0.0, vv_from: int | None = None, vv_axis: str = "batch") -> dict[int, torch.Tensor]:
     """``{level: (B, 1 + L, W)}`` vision tokens (before ``ln_post``) after the given 1-based blocks."""
     visual = bundle.model.visual
     _, out = run_blocks(visual.transformer, image_tokens(bundle, images), adapters=adapters, weight=weight,
-                        levels=levels, vv_from=vv_from)
+                        levels=levels, vv_from=vv_from, vv_axis=vv_axis)
     return out
 
 

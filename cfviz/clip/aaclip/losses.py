@@ -3,7 +3,8 @@
 * :func:`focal_loss` — FocalLoss(gamma=2, smooth=1e-5) on 2-channel probabilities;
 * :func:`dice_loss` — binary Dice (smooth 1) of one probability channel against a target;
 * :func:`segmentation_loss` — focal + Dice(channel 0, 1 - mask) + Dice(channel 1, mask) of the
-  softmax of the upsampled similarity logits;
+  softmax of the similarity logits upsampled bilinearly to the mask (``align_corners=True`` as
+  released in ``calculate_similarity_map``; ``False`` is ours, the rule of cfviz's other maps);
 * :func:`disentangle_loss` — ``(mean_b <T_N, T_A>)^2`` (paper: ``|<T_N, T_A>|^2``, weight gamma = 0.1);
 * :func:`classification_loss` — cross-entropy of ``det @ [T_N, T_A]`` (no temperature) against labels.
 
@@ -40,17 +41,17 @@ def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) ->
     return 1 - dice.sum() / n
 
 
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, *, align_corners: bool = True) -> torch.Tensor:
     """Focal + Dice loss of 2-channel similarity logits ``(B, 2, h, w)`` against masks ``(B, H, W)``.
 
-    Logits are upsampled (bilinear) to the mask size, then soft-maxed over the two channels
-    ``[normal, anomalous]``.
+    Logits are upsampled (bilinear, ``align_corners`` as released unless told otherwise) to the
+    mask size, then soft-maxed over the two channels ``[normal, anomalous]``.
     """
     if logits.ndim != 4 or logits.shape[1] != 2:
         raise ValueError(f"logits must be (B, 2, h, w), got {tuple(logits.shape)}")
     if masks.ndim != 3 or masks.shape[0] != logits.shape[0]:
         raise ValueError(f"masks must be (B, H, W) with B = {logits.shape[0]}, got {tuple(masks.shape)}")
-    up = F.interpolate(logits, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
+    up = F.interpolate(logits, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=bool(align_corners))
     probs = up.softmax(dim=1)
     m = (masks > 0.5).to(probs.dtype)
     return focal_loss(probs, m) + dice_loss(probs[:, 0], 1 - m) + dice_loss(probs[:, 1], m)

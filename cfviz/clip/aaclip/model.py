@@ -10,7 +10,14 @@ Test-time computation, as in the released ``test.py`` / ``forward_utils.py``:
   patch grid (``blur_sigma``; upsampling to pixels is left to the caller);
 * image score ``(<det, T_A> + 1) / 2`` with ``det`` = mean over patches of the normalised
   ``det_proj(ln_post(last-level tokens))``. :func:`released_image_scores` adds the released
-  rule for industrial data: ``0.5 * max(map) + 0.5 * score`` after min-max over a test set.
+  rule for industrial data (``metrics_eval``): the pixel maps of a test set are min-max
+  normalised over *all* their pixels, the scores over the set, then
+  ``0.5 * max(map) + 0.5 * score`` per image;
+* pixel maps: :func:`upsample_maps` resizes patch-grid maps bilinearly with
+  ``align_corners=True``, as ``calculate_similarity_map`` does after the blur
+  (``"half_pixel"``, ``align_corners=False``, is ours: the rule of cfviz's other maps);
+* the CLIP's MLP activation is exact GELU (``AAClipConfig.activation``), as the released code
+  builds ViT-L-14-336 from a JSON config without ``quick_gelu``.
 
 With the offline tiny random-weight CLIP the numbers show that the pipeline runs, not how
 well AA-CLIP detects anomalies.
@@ -37,7 +44,7 @@ from torch.nn import functional as F
 
 from cfviz.clip.aaclip.adapters import AAClipAdapters
 from cfviz.clip.aaclip.config import AAClipConfig
-from cfviz.clip.aaclip.encoders import text_features, vision_tokens
+from cfviz.clip.aaclip.encoders import mlp_activation, text_features, vision_tokens
 
 
 @dataclass
@@ -98,11 +105,16 @@ class AAClip:
         self._anchor_cache: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ text
+    def activation(self) -> Any:
+        """Context in which the CLIP's MLPs use ``config.activation`` (restored on exit, also on error)."""
+        return mlp_activation(self.bundle.model, self.config.activation)
+
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Adapted, projected text embeddings ``(N, D)`` (not normalised; gradients flow when enabled)."""
         tokens = self.bundle.tokenizer(list(prompts)).to(torch.device(self.bundle.device))
-        return text_features(self.bundle, tokens, adapters=list(self.adapters.text_adapters),
-                             weight=self.config.text_lambda, projection=self.adapters.text_proj)
+        with self.activation():
+            return text_features(self.bundle, tokens, adapters=list(self.adapters.text_adapters),
+                                 weight=self.config.text_lambda, projection=self.adapters.text_proj)
 
     def class_anchors(self, class_name: str) -> torch.Tensor:
         """``(2, D)`` unit anchors ``[T_N, T_A]`` of one class (with gradients while training)."""
@@ -160,8 +172,9 @@ class AAClip:
 
         images = check_images(images, self.bundle)
         levels = self.config.levels
-        tokens = vision_tokens(self.bundle, images, levels=levels, adapters=list(self.adapters.image_adapters),
-                               weight=self.config.image_lambda)
+        with self.activation():
+            tokens = vision_tokens(self.bundle, images, levels=levels, adapters=list(self.adapters.image_adapters),
+                                   weight=self.config.image_lambda)
         ln_post = self.bundle.model.visual.ln_post
         seg = [F.normalize(proj(ln_post(tokens[lv][:, 1:]).float()), dim=-1)
                for lv, proj in zip(levels, self.adapters.seg_proj)]
@@ -246,19 +259,67 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, kernel: int) -> torch.Tensor
     return y[:, 0]
 
 
-def released_image_scores(anomaly_maps: Any, image_scores: Any, *, pixel_weight: float = 0.5) -> np.ndarray:
-    """The released industrial image score over one test set: ``w * max(map) + (1 - w) * score``.
+#: How patch-grid maps become pixel maps: bilinear with ``align_corners=True`` (the released
+#: ``calculate_similarity_map``) or ``align_corners=False`` (``"half_pixel"``, ours: cfviz's other maps).
+UPSAMPLE_MODES = ("align_corners", "half_pixel")
 
-    Both terms are min-max normalised over the set first (per class in the released code).
 
-    >>> released_image_scores(np.array([[[0.0]], [[2.0]]]), np.array([1.0, 0.0])).tolist()
-    [0.5, 0.5]
+def upsample_maps(maps: Any, size: int | tuple[int, int], mode: str = "align_corners") -> np.ndarray:
+    """``(N, h, w)`` maps resized bilinearly to ``size`` (float32 NumPy), corners aligned or not (``mode``).
+
+    AA-CLIP's released code upsamples each (blurred) level map with ``align_corners=True``; the
+    sum of the levels commutes with it, so upsampling the summed map gives the same pixel map.
+
+    >>> upsample_maps(np.array([[[0.0, 1.0]]]), (1, 3)).tolist()
+    [[[0.0, 0.5, 1.0]]]
+    >>> upsample_maps(np.array([[[0.0, 1.0]]]), (1, 3), "half_pixel").round(3).tolist()
+    [[[0.0, 0.333, 1.0]]]
     """
-    maps = np.asarray(anomaly_maps, dtype=np.float64)
-    peak = maps.reshape(len(maps), -1).max(axis=1)
+    if mode not in UPSAMPLE_MODES:
+        from cfviz.errors import ConfigError
+
+        raise ConfigError(f"AA-CLIP's map upsampling must be one of {', '.join(UPSAMPLE_MODES)} (released code: "
+                          f"align_corners), got {mode!r}")
+    t = torch.as_tensor(np.asarray(maps, dtype=np.float32))
+    if t.ndim != 3:
+        raise ValueError(f"maps must be (N, h, w), got shape {tuple(t.shape)}")
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if tuple(t.shape[-2:]) == (h, w):
+        return t.numpy()
+    up = F.interpolate(t[:, None], size=(h, w), mode="bilinear", align_corners=mode == "align_corners")
+    return up[:, 0].numpy()
+
+
+def released_image_scores(anomaly_maps: Any, image_scores: Any, *, pixel_weight: float = 0.5,
+                          size: int | tuple[int, int] | None = None, upsample: str = "align_corners") -> np.ndarray:
+    """The released image score over one test set (``metrics_eval`` of ``forward_utils.py``).
+
+    ``anomaly_maps`` ``(N, h, w)`` are min-max normalised over *all* pixels of the set, the scores
+    ``(N,)`` over the set; then ``pixel_weight * max(map_i) + (1 - pixel_weight) * score_i``
+    (released: 0.5 for industrial data, 1.0, the map's maximum alone, for medical data). As
+    released, an array whose maximum is exactly 1 is taken as normalised already (left as it
+    is); a constant array becomes zeros (the released code would divide by zero).
+
+    The released code does this per class, on the maps at pixel resolution: give patch-grid
+    maps with ``size`` to upsample them first (:func:`upsample_maps` with ``upsample``).
+
+    >>> maps = np.array([[[0.0, 1.0]], [[0.5, 0.6]], [[0.1, 0.8]]])
+    >>> released_image_scores(maps, np.array([0.2, 0.9, 0.5])).round(3).tolist()
+    [0.5, 0.8, 0.614]
+    """
+    if not 0 <= pixel_weight <= 1:
+        raise ValueError(f"pixel_weight must be in [0, 1] (released: 0.5 industrial, 1.0 medical), got {pixel_weight!r}")
+    maps = np.asarray(anomaly_maps, dtype=np.float64) if size is None else \
+        upsample_maps(anomaly_maps, size, upsample).astype(np.float64)
+    scores = np.asarray(image_scores, dtype=np.float64)
+    if maps.ndim != 3 or scores.shape != (len(maps),):
+        raise ValueError(f"anomaly_maps must be (N, h, w) and image_scores (N,), got {maps.shape} and {scores.shape}")
 
     def mm(x: np.ndarray) -> np.ndarray:
+        if x.max() == 1:  # released: `if preds.max() != 1:` normalise
+            return x
         span = x.max() - x.min()
         return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
-    return (pixel_weight * mm(peak) + (1 - pixel_weight) * mm(np.asarray(image_scores, np.float64))).astype(np.float32)
+    peak = mm(maps).reshape(len(maps), -1).max(axis=1)
+    return (pixel_weight * peak + (1 - pixel_weight) * mm(scores)).astype(np.float32)

@@ -3,13 +3,22 @@
 Stage 1 (text): only the text adapters and ``text_proj`` learn. Patch features come from the
 frozen CLIP (``ln_post`` -> ``proj`` -> normalise at each level; the released code runs the
 last ``surgery_blocks`` blocks with V-V attention and adds the normalised class embedding of
-the unmodified CLIP to every patch). Loss: segmentation loss (released code: last level only,
+the unmodified CLIP to every patch). ``surgery_attention`` says along which axis that V-V
+attention runs: ``"released"`` (default) reproduces the released block, which receives
+sequence-first tokens but reads them as batch-first, so at each token position the *images of
+the batch* attend to each other (with batch size 1 each token keeps its own values) -- probably
+an upstream slip, but it is what trained the published text adapters; ``"per-image"`` (ours)
+attends over each image's own tokens, as the DPAM surgery is described. Loss: segmentation loss (released code: last level only,
 ``stage1_levels="last"``; ``"all"`` sums the levels) ``+ gamma * (mean <T_N, T_A>)^2``;
 ``stage1_cls_loss=True`` adds the paper's image-level cross-entropy (Eq. 4; the released code
 leaves it out, see ``methods.md`` 3.4).
 
 Stage 2 (vision): text frozen (anchors computed once), vision adapters, ``seg_proj`` and
 ``det_proj`` learn. Loss: ``sum_levels seg_loss + CE(det . T, label)``; MultiStepLR on iterations.
+
+Both stages upsample the level logits to the mask bilinearly with ``align_corners=True``
+(``align_corners``; released ``calculate_similarity_map``) and augment images with nearest
+resampling (``augment_interpolation``; torchvision's default in the released transforms).
 
 Defaults are the released ``train.py``'s (seed 111, Adam betas (0.5, 0.999), stage 1: 5 epochs,
 lr 1e-5, batch 16; stage 2: 20 epochs, lr 5e-4, batch 2, milestones 16000/32000, gamma 0.5).
@@ -56,6 +65,10 @@ from cfviz.clip.aaclip.model import AAClip
 FINAL_NAME = "aaclip.safetensors"
 #: TrainConfig fields that may change when a run is resumed (they only extend it)
 _EXTENDABLE = ("stage1_epochs", "stage2_epochs")
+#: Stage-1 V-V attention axis: across the batch at each token (released) or across each image's tokens
+SURGERY_ATTENTION = {"released": "batch", "per-image": "tokens"}
+#: TrainConfig fields added later, with the value runs written before them trained with
+_LEGACY_TRAIN = {"align_corners": False, "surgery_attention": "per-image", "augment_interpolation": "bilinear"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,9 @@ class TrainConfig:
     """Training settings (defaults: the released ``train.py``). See the module doc for their meaning.
 
     ``max_batches`` caps the batches per epoch (smoke runs); ``None`` uses every image.
+    ``surgery_attention`` (``"released"`` | ``"per-image"``), ``align_corners`` (``True`` as
+    released) and ``augment_interpolation`` (``"nearest"`` as released | ``"bilinear"``) are the
+    released behaviours with cfviz's earlier ones as named alternatives.
     """
 
     seed: int = 111
@@ -83,6 +99,9 @@ class TrainConfig:
     surgery_blocks: int | None = None
     augment: bool = True
     max_batches: int | None = None
+    surgery_attention: str = "released"
+    align_corners: bool = True
+    augment_interpolation: str = "nearest"
 
     def validate(self) -> None:
         for key in ("stage1_epochs", "stage2_epochs"):
@@ -102,13 +121,25 @@ class TrainConfig:
             raise ValueError(f"max_batches must be a positive integer or None, got {self.max_batches!r}")
         if self.gamma < 0:
             raise ValueError(f"gamma (disentangle-loss weight) must be >= 0, got {self.gamma!r}")
+        if self.surgery_attention not in SURGERY_ATTENTION:
+            raise ValueError(f"surgery_attention must be one of {', '.join(SURGERY_ATTENTION)} (released code: "
+                             f"released), got {self.surgery_attention!r}")
+        if not isinstance(self.align_corners, bool):
+            raise ValueError(f"align_corners must be True (released code) or False, got {self.align_corners!r}")
+        from cfviz.clip.aaclip.data import AUGMENT_INTERPOLATIONS
+
+        if self.augment_interpolation not in AUGMENT_INTERPOLATIONS:
+            raise ValueError(f"augment_interpolation must be one of {', '.join(AUGMENT_INTERPOLATIONS)} (released "
+                             f"code: nearest), got {self.augment_interpolation!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_json`; settings a run was written without take the values it trained with."""
         names = {f.name for f in fields(cls)}
+        data = {**_LEGACY_TRAIN, **data}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
@@ -150,9 +181,10 @@ def frozen_patch_features(model: AAClip, images: torch.Tensor, train: TrainConfi
 
     bundle = model.bundle
     visual = bundle.model.visual
-    with torch.no_grad():
+    with torch.no_grad(), model.activation():
         tokens = vision_tokens(bundle, images, levels=model.config.levels,
-                               vv_from=surgery_from(bundle, train.surgery_blocks))
+                               vv_from=surgery_from(bundle, train.surgery_blocks),
+                               vv_axis=SURGERY_ATTENTION[train.surgery_attention])
         feats = [F.normalize((visual.ln_post(tokens[lv][:, 1:]) @ visual.proj).float(), dim=-1)
                  for lv in model.config.levels]
         if train.stage1_add_cls:
@@ -168,12 +200,13 @@ def stage1_loss(model: AAClip, images: torch.Tensor, masks: torch.Tensor, labels
     feats = features if features is not None else frozen_patch_features(model, images, train)
     anchors = model.anchors(list(class_names), cache=False)  # (B, 2, D) with gradients
     used = feats[-1:] if train.stage1_levels == "last" else feats
-    seg = sum(segmentation_loss(model.similarity(f, anchors), masks) for f in used)
+    seg = sum(segmentation_loss(model.similarity(f, anchors), masks, align_corners=train.align_corners)
+              for f in used)
     dis = disentangle_loss(anchors)
     loss = seg + train.gamma * dis
     parts = {"seg": float(seg.detach()), "dis": float(dis.detach())}
     if train.stage1_cls_loss:
-        with torch.no_grad():
+        with torch.no_grad(), model.activation():
             cls = F.normalize(model.bundle.model.encode_image(images).float(), dim=-1)
         c = classification_loss(cls, anchors, labels)
         loss = loss + c
@@ -182,10 +215,13 @@ def stage1_loss(model: AAClip, images: torch.Tensor, masks: torch.Tensor, labels
 
 
 def stage2_loss(model: AAClip, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
-                anchors: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Stage-2 loss of one batch: segmentation loss summed over levels + image cross-entropy."""
+                anchors: torch.Tensor, *, align_corners: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage-2 loss of one batch: segmentation loss summed over levels + image cross-entropy.
+
+    ``align_corners``: how the level logits are upsampled to the masks (``True`` as released).
+    """
     logits, det = model.forward(images, anchors)
-    seg = sum(segmentation_loss(s, masks) for s in logits)
+    seg = sum(segmentation_loss(s, masks, align_corners=align_corners) for s in logits)
     cls = classification_loss(det, anchors, labels)
     return seg + cls, {"seg": float(seg.detach()), "cls": float(cls.detach())}
 
@@ -219,9 +255,10 @@ def _check_resumable(meta: dict[str, str], path: Path, config: AAClipConfig, tra
                      data: dict[str, Any], bundle: Any) -> None:
     check_same_model(meta, bundle, path)
     fix = "use another out_dir, or train with the settings stored there"
-    if json.loads(meta["config"]) != config.to_json():
+    stored_config = {"activation": "model", **json.loads(meta["config"])}  # written before the setting: "model"
+    if stored_config != config.to_json():
         raise CheckpointError(f"{path.parent} holds a run with another AA-CLIP config; {fix}")
-    stored = json.loads(meta["train_config"])
+    stored = {**_LEGACY_TRAIN, **json.loads(meta["train_config"])}  # a run written before these settings
     now = train.to_json()
     diff = sorted(k for k in now if k not in _EXTENDABLE and stored.get(k) != now[k])
     if diff:
@@ -300,7 +337,7 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
     def get_batch(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
         images, masks, labels, names = load_batch(dataset, [records[i] for i in idx], size)
         if train.augment:
-            images, masks = augment(images, masks, gen)
+            images, masks = augment(images, masks, gen, interpolation=train.augment_interpolation)
         return images.to(device), masks.to(device), labels.to(device), names
 
     def save(stage: int, epoch: int, opt: torch.optim.Optimizer, extra_meta: dict[str, Any]) -> Path:
@@ -371,7 +408,8 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
         def step2(images: Any, masks: Any, labels: Any, names: list[str]) -> tuple[Any, dict[str, float]]:
             nonlocal step_count
             opt2.zero_grad(set_to_none=True)
-            loss, parts = stage2_loss(model, images, masks, labels, torch.stack([table[n] for n in names]))
+            loss, parts = stage2_loss(model, images, masks, labels, torch.stack([table[n] for n in names]),
+                                      align_corners=train.align_corners)
             loss.backward()
             opt2.step()
             sched.step()
