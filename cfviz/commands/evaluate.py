@@ -35,6 +35,7 @@ FLAGS: dict[str, str] = {
     "scoring.normalization": "--normalization", "scoring.score_rule": "--score-rule", "scoring.topk": "--topk",
     "scoring.sigma": "--sigma", "scoring.eval_size": "--eval-size",
     "scoring.language_min_resolution": "--min-resolution", "scoring.clip_branch": "--clip-branch",
+    "scoring.aaclip_upsample": "--aaclip-upsample",
 }
 
 EXAMPLES = """\
@@ -229,6 +230,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                          "concatenated, per-block normalised features (PatchCore)")
     sc.add_argument("--clip-branch", choices=("patchclip", "aaclip"), default=s.clip_branch,
                     help="CLIP language map fused by clipfusion/patchclip (aaclip needs --aaclip)")
+    sc.add_argument("--aaclip-upsample", choices=("align_corners", "half_pixel"), default=s.aaclip_upsample,
+                    help="AA-CLIP's map to pixels: bilinear with align_corners=True (released code) or False")
     sc.add_argument("--patchclip-language", choices=MAP_SOURCES, default=s.patchclip_language,
                     help="PatchCLIP's language map: mean of patch and window maps, patch tokens only, or windows "
                          "only")
@@ -302,6 +305,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                               sigma=get("sigma", s.sigma), eval_size=get("eval_size", s.eval_size),
                               language_min_resolution=get("min_resolution", s.language_min_resolution),
                               clip_branch=get("clip_branch", s.clip_branch),
+                              aaclip_upsample=get("aaclip_upsample", s.aaclip_upsample),
                               patchclip_language=get("patchclip_language", s.patchclip_language),
                               patchclip_visual=get("patchclip_visual", s.patchclip_visual),
                               language_layers=get("language_layers", s.language_layers),

@@ -55,8 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="input side, position embeddings interpolated to its grid (default: the released code's "
                          "518 on ViT-L-14-336's geometry, the model's own size on others)")
     ad.add_argument("--class-names", choices=("descriptive", "plain"), default="descriptive",
-                    help="class names in the prompts: the released code's descriptions (MVTec-AD, VisA) or the "
-                         "category names")
+                    help="class names in the prompts: the released code's descriptions (MVTec-AD, VisA, MPDD, BTAD, "
+                         "medical sets) or the category names")
+    ad.add_argument("--activation", choices=("gelu", "quick_gelu", "model"), default="gelu",
+                    help="the CLIP's MLP activation while AA-CLIP runs it: exact GELU (released code), QuickGELU, or "
+                         "the CLIP's own as loaded (QuickGELU from the openai tag, GELU from a local file)")
     tr = p.add_argument_group("training")
     tr.add_argument("--out", default="runs/aaclip", help="folder for checkpoints")
     tr.add_argument("--seed", type=int, default=t.seed, help="seed of shuffling, augmentation and initialisation")
@@ -73,7 +76,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="stage-1 segmentation loss on the last level (released code) or all levels")
     tr.add_argument("--surgery-blocks", type=int, default=None,
                     help="stage-1 V-V attention in the last N vision blocks (default: all after the fifth)")
+    tr.add_argument("--surgery-attention", choices=("released", "per-image"), default=t.surgery_attention,
+                    help="stage-1 V-V attention: across the images of the batch at each token, as the released "
+                         "code computes it (default), or across each image's tokens")
+    tr.add_argument("--half-pixel-upsampling", action="store_true",
+                    help="upsample the loss logits with align_corners=False (default: True, as released)")
     tr.add_argument("--no-augment", action="store_true", help="no rotation/translation/flip augmentation")
+    tr.add_argument("--augment-interpolation", choices=("nearest", "bilinear"), default=t.augment_interpolation,
+                    help="image resampling of the rotation/translation (default: nearest, as released)")
     tr.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch, for smoke runs "
                                                                   "(default: no cap)")
     tr.add_argument("--no-resume", action="store_true", help="refuse a folder that already holds checkpoints")
@@ -128,13 +138,17 @@ def run(args: argparse.Namespace) -> int:
                           levels=tuple(args.levels) if args.levels else None, text_lambda=args.text_lambda,
                           image_lambda=args.image_lambda, init=args.init,
                           image_size=getattr(args, "image_size", None),
-                          class_names=getattr(args, "class_names", "descriptive"))
+                          class_names=getattr(args, "class_names", "descriptive"),
+                          activation=getattr(args, "activation", "gelu"))
     train = TrainConfig(seed=args.seed, shots=args.shots, stage1_epochs=args.stage1_epochs,
                         stage2_epochs=args.stage2_epochs, stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr,
                         stage1_batch_size=args.stage1_batch_size, stage2_batch_size=args.stage2_batch_size,
                         gamma=args.gamma, stage1_cls_loss=args.stage1_cls_loss, stage1_levels=args.stage1_levels,
                         surgery_blocks=args.surgery_blocks, augment=not args.no_augment,
-                        max_batches=args.max_batches)
+                        max_batches=args.max_batches,
+                        surgery_attention=getattr(args, "surgery_attention", "released"),
+                        align_corners=not getattr(args, "half_pixel_upsampling", False),
+                        augment_interpolation=getattr(args, "augment_interpolation", "nearest"))
     preflight(args)
     dataset = open_dataset(args.dataset, args.root, categories=args.categories, split="test")
     bundle = _load_clip(args)

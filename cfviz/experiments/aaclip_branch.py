@@ -13,13 +13,22 @@ overrides it), with the checkpoint's class names (descriptive ``REAL_NAMES``;
 the paper's epoch 15 (``resolve_checkpoint(..., epoch=N)`` picks another). Its images are
 resized from the originals (bicubic, CLIP mean/std), not from the CLIP branch's smaller batch.
 
+The CLIP's MLP activation while AA-CLIP runs is the checkpoint's ``activation`` (exact GELU for
+a new training, as released, whatever activation the CLIP was loaded with); the store records
+the activation that ran (:func:`identity`, ``store.json`` key ``aaclip``), and a later run that
+would compute AA-CLIP with another one is refused.
+
 At scoring:
 
-* method ``aaclip`` — AA-CLIP alone as released: the anomaly map (no further smoothing) and
-  the industrial image score ``0.5 * max(map) + 0.5 * score`` after min-max over the category;
+* method ``aaclip`` — AA-CLIP alone as released: the anomaly map upsampled to the evaluation
+  grid (bilinear, ``align_corners=True``; ``scoring.aaclip_upsample="half_pixel"`` is ours; no
+  further smoothing) and the industrial image score of the released ``metrics_eval``: the
+  category's pixel maps min-max normalised over all their pixels, the scores over the
+  category, then ``0.5 * max(map) + 0.5 * score``;
 * ``ScoringConfig.clip_branch = "aaclip"`` — CLIPFusion / PatchCLIP take AA-CLIP's map and
-  image score as their CLIP language branch (``M_clip_L``) instead of PatchCLIP's. In k-shot,
-  ``M_clip_V`` stays PatchCLIP's memory-bank map (AA-CLIP has no few-shot memory at test time).
+  image score (the same two functions) as their CLIP language branch (``M_clip_L``) instead of
+  PatchCLIP's. In k-shot, ``M_clip_V`` stays PatchCLIP's memory-bank map (AA-CLIP has no few-shot
+  memory at test time).
 """
 
 from __future__ import annotations
@@ -144,8 +153,35 @@ def stored(store: Any, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(maps), np.asarray(scores, dtype=np.float32)
 
 
-def image_scores(maps: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The released industrial image score over one category (see :func:`released_image_scores`)."""
+def identity(model: Any) -> dict[str, Any]:
+    """What the store records of the AA-CLIP that ran (``store.confirm("aaclip", ...)``): its activation.
+
+    ``activation`` is the MLP activation the CLIP actually ran with under AA-CLIP (``"gelu"`` or
+    ``"quick_gelu"``), the checkpoint's setting resolved against the loaded CLIP.
+
+    >>> from cfviz.clip.aaclip import AAClip
+    >>> from cfviz.models import tiny_clip
+    >>> identity(AAClip(tiny_clip(seed=0)))
+    {'activation': 'gelu'}
+    """
+    from cfviz.clip.aaclip.encoders import model_activation
+
+    with model.activation():
+        return {"activation": model_activation(model.bundle.model)}
+
+
+def upsample(maps: np.ndarray, size: Any, mode: str = "align_corners") -> np.ndarray:
+    """AA-CLIP's patch-grid maps ``(N, gh, gw)`` as pixel maps (see :func:`~cfviz.clip.aaclip.model.upsample_maps`)."""
+    from cfviz.clip.aaclip.model import upsample_maps
+
+    return upsample_maps(maps, size, mode)
+
+
+def image_scores(pixel_maps: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The released industrial image score over one category from its *pixel* maps (:func:`upsample`).
+
+    See :func:`~cfviz.clip.aaclip.model.released_image_scores`.
+    """
     from cfviz.clip.aaclip.model import released_image_scores
 
-    return released_image_scores(maps, scores)
+    return released_image_scores(pixel_maps, scores)

@@ -46,6 +46,8 @@ CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
 #: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
 AACLIP_NAMES = ("descriptive", "plain")
+#: How AA-CLIP's patch-grid maps are upsampled (cfviz.clip.aaclip.model.UPSAMPLE_MODES).
+AACLIP_UPSAMPLE = ("align_corners", "half_pixel")
 #: ``ScoringConfig.eval_size`` for pixel metrics at each image's own mask size, and the grid maps
 #: are fused on then.
 NATIVE = "native"
@@ -477,6 +479,11 @@ class ScoringConfig:
     clip_branch:
         Which stored CLIP language map feeds CLIPFusion/PatchCLIP: ``"patchclip"`` (default) or
         ``"aaclip"`` (needs a store extracted with ``ExtractionConfig.aaclip``).
+    aaclip_upsample:
+        How AA-CLIP's patch-grid map becomes a pixel map (method ``aaclip`` and
+        ``clip_branch="aaclip"``; its image score takes the maximum of that map):
+        ``"align_corners"`` (default, the released code: bilinear, ``align_corners=True``) or
+        ``"half_pixel"`` (ours: ``align_corners=False``, as cfviz's other maps).
     patchclip_language:
         PatchCLIP's language map ``M_clip_L`` (for clipfusion and patchclip): ``"mean"`` (default,
         ours: mean of the patch-token class map and the per-scale window maps), ``"patches"``
@@ -507,6 +514,7 @@ class ScoringConfig:
     patchclip_visual: str = "mean"
     language_layers: str | None = None
     visual_pooling: str = "mean"
+    aaclip_upsample: str = "align_corners"
 
     def __post_init__(self) -> None:
         check_fraction(self.alpha_seg, "scoring.alpha_seg", why=" (the CLIP branch's weight in the fused map)")
@@ -540,6 +548,7 @@ class ScoringConfig:
             if b is not None and not (isinstance(b, str) and b):
                 raise ConfigError(f"{{{path}}} must be a UNet block name such as 'up_blocks.1', got {b!r}", path)
         check_choice(self.clip_branch, "scoring.clip_branch", CLIP_BRANCHES)
+        check_choice(self.aaclip_upsample, "scoring.aaclip_upsample", AACLIP_UPSAMPLE)
         check_choice(self.patchclip_language, "scoring.patchclip_language", MAP_SOURCES)
         check_choice(self.patchclip_visual, "scoring.patchclip_visual", MAP_SOURCES)
         if self.language_layers is not None and not (isinstance(self.language_layers, str)

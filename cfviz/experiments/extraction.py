@@ -213,6 +213,8 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     bar = progress_bar(total=len(todo_ids), desc="models", unit="img", disable=not progress)
     device = denoiser_device(models.pipe)  # .unet or .transformer: every family
     aaclip = aaclip_branch.load(models.clip, extraction) if todo else None  # None unless extraction.aaclip
+    if aaclip is not None:  # the activation AA-CLIP runs the CLIP with: later runs must agree
+        store.confirm("aaclip", aaclip_branch.identity(aaclip))
     clip_size = extraction.clip_size or int(models.clip.image_size)  # None: the model's own input size
     if clip_size != models.clip.image_size:
         from cfviz.errors import ConfigError

@@ -334,13 +334,15 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         emb = memo("clip_embeddings", key, lambda: clip_embeddings(store, ids))
         ref_emb = memo("clip_embeddings", ref_key, lambda: clip_embeddings(store, refs)) if shots else None
     if need_clip:
-        if scoring.clip_branch == "aaclip":
-            lang, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
-            img = aaclip_branch.image_scores(lang, det)
+        if scoring.clip_branch == "aaclip":  # AA-CLIP's pixel map and image score, as method "aaclip" has them
+            amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
+            lang_px = aaclip_branch.upsample(amap, size, scoring.aaclip_upsample)
+            img = aaclip_branch.image_scores(lang_px, det)
         else:
             form = scoring.patchclip_language
             lang, img = memo("clip_language", (key, form), lambda: clip_branch.stored_language(store, ids, form))
-        comps["clip_language"] = _norm(upsample(lang, size), scoring)
+            lang_px = upsample(lang, size)
+        comps["clip_language"] = _norm(lang_px, scoring)
         clip_score = img
         if shots:
             vis, vis_img = memo("clip_visual", (key, ref_key, extraction.scales, scoring.patchclip_visual),
@@ -375,8 +377,8 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         scores = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
     elif method == "aaclip":
         amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
-        comps["aaclip"] = upsample(amap, size)
-        maps, scores = comps["aaclip"], aaclip_branch.image_scores(amap, det)
+        comps["aaclip"] = aaclip_branch.upsample(amap, size, scoring.aaclip_upsample)
+        maps, scores = comps["aaclip"], aaclip_branch.image_scores(comps["aaclip"], det)
     elif method == "patchclip":
         maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), scoring.sigma)
         scores = comp_scores["clip"]

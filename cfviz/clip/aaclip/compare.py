@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cfviz.clip.aaclip.model import AAClip, released_image_scores
+from cfviz.clip.aaclip.model import AAClip, released_image_scores, upsample_maps
 
 #: the small texture set of smoke mode (64 px; 2 good + 4 defective test images per category)
 SMOKE_TEXTURES = {"image_size": 64, "n_train": 1, "n_test_good": 2, "n_per_defect": 1}
@@ -154,10 +154,13 @@ def compare_maps(s: Study, *, max_images: int | None = None, batch_size: int = 8
             r = model.predict(xa, names)
             parts.setdefault(key, []).append(r.anomaly_map.numpy())
             parts.setdefault(f"{key} score", []).append(r.image_score.numpy())
-    for key in ("plain CLIP", "AA-CLIP before", "AA-CLIP after"):
+    models = {"AA-CLIP before": s.before, "AA-CLIP after": s.after}
+    for key in ("plain CLIP", *models):
         out.maps[key] = np.concatenate(parts[key])
         raw = np.concatenate(parts[f"{key} score"])
-        out.scores[key] = raw if key == "plain CLIP" else released_image_scores(out.maps[key], raw)
+        # AA-CLIP: the released score over the pixel maps at its input size, as released test.py computes it
+        out.scores[key] = raw if key == "plain CLIP" else released_image_scores(out.maps[key], raw,
+                                                                                size=models[key].image_size)
     return out
 
 
@@ -172,7 +175,9 @@ def metrics_table(c: ComparisonMaps, *, eval_size: int = 64) -> Any:
     masks = np.stack([resize_mask(m, eval_size) for m in c.masks])
     rows = []
     for name, maps in c.maps.items():
-        px = pixel_metrics(masks, upsample(torch.from_numpy(maps), eval_size).numpy())
+        pixel = (upsample(torch.from_numpy(maps), eval_size).numpy() if name == "plain CLIP"
+                 else upsample_maps(maps, eval_size))  # AA-CLIP's maps as released: align_corners=True
+        px = pixel_metrics(masks, pixel)
         im = image_metrics(c.labels, c.scores[name])
         rows.append({"model": name, "pixel_auroc": px["pixel_auroc"], "pixel_ap": px["pixel_ap"],
                      "image_auroc": im["image_auroc"], "image_ap": im["image_ap"]})

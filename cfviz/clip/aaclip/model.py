@@ -270,10 +270,10 @@ def upsample_maps(maps: Any, size: int | tuple[int, int], mode: str = "align_cor
     AA-CLIP's released code upsamples each (blurred) level map with ``align_corners=True``; the
     sum of the levels commutes with it, so upsampling the summed map gives the same pixel map.
 
-    >>> upsample_maps(np.array([[[0.0, 1.0]]]), (1, 3)).tolist()
-    [[[0.0, 0.5, 1.0]]]
-    >>> upsample_maps(np.array([[[0.0, 1.0]]]), (1, 3), "half_pixel").round(3).tolist()
-    [[[0.0, 0.333, 1.0]]]
+    >>> upsample_maps(np.array([[[0.0, 3.0]]]), (1, 4)).round(3).tolist()
+    [[[0.0, 1.0, 2.0, 3.0]]]
+    >>> upsample_maps(np.array([[[0.0, 3.0]]]), (1, 4), "half_pixel").round(3).tolist()
+    [[[0.0, 0.75, 2.25, 3.0]]]
     """
     if mode not in UPSAMPLE_MODES:
         from cfviz.errors import ConfigError
@@ -304,22 +304,32 @@ def released_image_scores(anomaly_maps: Any, image_scores: Any, *, pixel_weight:
     maps with ``size`` to upsample them first (:func:`upsample_maps` with ``upsample``).
 
     >>> maps = np.array([[[0.0, 1.0]], [[0.5, 0.6]], [[0.1, 0.8]]])
-    >>> released_image_scores(maps, np.array([0.2, 0.9, 0.5])).round(3).tolist()
+    >>> [round(float(x), 3) for x in released_image_scores(maps, np.array([0.2, 0.9, 0.5]))]
     [0.5, 0.8, 0.614]
     """
     if not 0 <= pixel_weight <= 1:
         raise ValueError(f"pixel_weight must be in [0, 1] (released: 0.5 industrial, 1.0 medical), got {pixel_weight!r}")
-    maps = np.asarray(anomaly_maps, dtype=np.float64) if size is None else \
-        upsample_maps(anomaly_maps, size, upsample).astype(np.float64)
     scores = np.asarray(image_scores, dtype=np.float64)
-    if maps.ndim != 3 or scores.shape != (len(maps),):
-        raise ValueError(f"anomaly_maps must be (N, h, w) and image_scores (N,), got {maps.shape} and {scores.shape}")
+    n = len(anomaly_maps)
+    if np.ndim(anomaly_maps) != 3 or scores.shape != (n,):
+        raise ValueError(f"anomaly_maps must be (N, h, w) and image_scores (N,), got {np.shape(anomaly_maps)} and "
+                         f"{scores.shape}")
+    if n == 0:
+        return np.zeros(0, np.float32)
+    # min-max over all pixels, then each image's max == each image's max, min-max'd by the set's extremes
+    # (normalising is monotonic); only per-image extremes are kept, so pixel maps are made a few at a time
+    lows, peaks = np.empty(n), np.empty(n)
+    for i in range(0, n, 16):
+        chunk = np.asarray(anomaly_maps[i:i + 16], dtype=np.float64)
+        if size is not None:
+            chunk = upsample_maps(chunk, size, upsample).astype(np.float64)
+        flat = chunk.reshape(len(chunk), -1)
+        lows[i:i + 16], peaks[i:i + 16] = flat.min(axis=1), flat.max(axis=1)
 
-    def mm(x: np.ndarray) -> np.ndarray:
-        if x.max() == 1:  # released: `if preds.max() != 1:` normalise
+    def mm(x: np.ndarray, low: float, high: float) -> np.ndarray:
+        if high == 1:  # released: `if preds.max() != 1:` normalise
             return x
-        span = x.max() - x.min()
-        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+        return (x - low) / (high - low) if high > low else np.zeros_like(x)
 
-    peak = mm(maps).reshape(len(maps), -1).max(axis=1)
-    return (pixel_weight * peak + (1 - pixel_weight) * mm(scores)).astype(np.float32)
+    peak = mm(peaks, lows.min(), peaks.max())
+    return (pixel_weight * peak + (1 - pixel_weight) * mm(scores, scores.min(), scores.max())).astype(np.float32)

@@ -4,12 +4,17 @@ AA-CLIP's released code does not put the folder name into its prompts: ``dataset
 (``REAL_NAMES``, github.com/Mwxinnn/AA-CLIP at 53db195f; ``methods.md`` 3.2) maps every
 category to a short description of what the images show, e.g. MVTec-AD ``pill`` -> "oval white
 pill with small red speckles and the letters 'FF' engraved", VisA ``pcb1`` -> "dual ultrasonic
-distance sensor pcb module". :data:`DESCRIPTIVE_NAMES` holds that mapping for MVTec-AD and VisA
-(the strings as they stand in the released file, checked against two independent public copies
-of it). ``mode="plain"`` uses the category name with underscores as spaces ("metal nut").
+distance sensor pcb module". :data:`DESCRIPTIVE_NAMES` holds that mapping for every data set of
+the release: MVTec-AD and VisA (checked against two independent public copies of the file),
+MPDD, BTAD (categories ``01``-``03``) and the medical sets (Brain, Liver, Retina: "scan";
+the colon sets ClinicDB, ColonDB, Kvasir, CVC-300: "colon endoscopy image"), the strings as
+they stand in ``REAL_NAMES`` at that commit. ``mode="plain"`` uses the category name with
+underscores as spaces ("metal nut").
 
-A category the mapping does not know (the embedded textures, a folder data set) keeps its plain
-name in both modes.
+Categories are matched by name alone, whatever the data set: a folder data set whose
+categories are BTAD's ``01``, ``02``, ``03`` or MPDD's gets their descriptions (use
+``"plain"`` for a set that only shares a name). A category the mapping does not know (the
+embedded textures, other folder data sets) keeps its plain name in both modes.
 
 >>> prompt_name("metal_nut", "descriptive")
 'metal nut which has four notched edges'
@@ -59,8 +64,39 @@ VISA_NAMES: dict[str, str] = {
     "pcb1": "dual ultrasonic distance sensor pcb module",
 }
 
-#: Both data sets' categories (their names do not overlap: MVTec ``capsule``, VisA ``capsules``).
-DESCRIPTIVE_NAMES: dict[str, str] = {**MVTEC_NAMES, **VISA_NAMES}
+#: MPDD categories (``REAL_NAMES["MPDD"]`` of the released ``dataset/constants.py``).
+MPDD_NAMES: dict[str, str] = {
+    "connector": "metal clamps with black adjustment knobs",
+    "tubes": "scattered metal objects",
+    "metal_plate": "blue rectangular metal plate with a notch on one side",
+    "bracket_white": "white, elongated triangular metal bracket with a smooth, matte finish",
+    "bracket_brown": "brown L-shaped metal bracket with smooth, glossy finish and multiple mounting holes along its "
+                     "arms",
+    "bracket_black": "black ornamental metal bracket with spiral design attached to a rectangular frame",
+}
+
+#: BTAD categories (``REAL_NAMES["BTAD"]`` of the released ``dataset/constants.py``).
+BTAD_NAMES: dict[str, str] = {
+    "01": "Bright concentric rings in neon yellow and blue tones against a dark blue background, resembling a "
+          "stylized wave or energy field radiating outward.",
+    "02": "vertical fabric lines in warm, dusty pink and beige tones",
+    "03": "oval concentric circular rings in gradient shades of blue and white",
+}
+
+#: Medical sets (``REAL_NAMES`` of Brain, Liver, Retina and the four colon sets), keyed as
+#: :func:`prompt_name` looks names up (lower case).
+MEDICAL_NAMES: dict[str, str] = {
+    "brain": "scan",
+    "liver": "scan",
+    "retina": "scan",
+    "colon_clinicdb": "colon endoscopy image",
+    "colon_colondb": "colon endoscopy image",
+    "kvasir": "colon endoscopy image",
+    "cvc-300": "colon endoscopy image",
+}
+
+#: Every released data set's categories (no name is in two tables: MVTec ``capsule``, VisA ``capsules``).
+DESCRIPTIVE_NAMES: dict[str, str] = {**MVTEC_NAMES, **VISA_NAMES, **MPDD_NAMES, **BTAD_NAMES, **MEDICAL_NAMES}
 
 
 def check_mode(mode: str, what: str = "class_names") -> str:
