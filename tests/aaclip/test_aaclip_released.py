@@ -75,7 +75,11 @@ def test_descriptive_names_are_the_released_ones() -> None:
     from cfviz.data.mvtec import MVTEC_CATEGORIES
     from cfviz.data.visa import VISA_CATEGORIES
 
-    assert set(MVTEC_CATEGORIES) | set(VISA_CATEGORIES) == set(DESCRIPTIVE_NAMES)
+    from cfviz.clip.aaclip.names import BTAD_NAMES, MEDICAL_NAMES, MPDD_NAMES
+
+    assert set(MVTEC_CATEGORIES) | set(VISA_CATEGORIES) | set(MPDD_NAMES) | set(BTAD_NAMES) | set(MEDICAL_NAMES) \
+        == set(DESCRIPTIVE_NAMES)
+    assert len(DESCRIPTIVE_NAMES) == 15 + 12 + 6 + 3 + 7  # no category name in two released tables
     assert prompt_name("metal nut", "plain") == prompt_name("metal_nut", "plain") == "metal nut"
     assert prompt_name("brick") == "brick"  # unknown categories keep their name
 
