@@ -12,6 +12,10 @@ overrides it), with the checkpoint's class names (descriptive ``REAL_NAMES``;
 ``extraction.aaclip_names`` overrides them), and from a training folder the stage-2 checkpoint of
 the paper's epoch 15 (``resolve_checkpoint(..., epoch=N)`` picks another). Its images are
 resized from the originals (bicubic, CLIP mean/std), not from the CLIP branch's smaller batch.
+Where cfviz still differs from the released evaluation: pixel metrics are taken on the run's
+evaluation grid (``scoring.eval_size``, one rule for every method) rather than at 518 px, and
+the medical image-score rule (the map's maximum alone) is only in the Python API
+(:func:`~cfviz.clip.aaclip.model.released_image_scores`, ``pixel_weight=1.0``).
 
 The CLIP's MLP activation while AA-CLIP runs is the checkpoint's ``activation`` (exact GELU for
 a new training, as released, whatever activation the CLIP was loaded with); the store records
