@@ -323,3 +323,30 @@ def test_the_cli_takes_the_released_alternatives(textures, tmp_path) -> None:
     assert (train["surgery_attention"], train["align_corners"], train["augment_interpolation"]) == \
         ("per-image", False, "bilinear")
     assert config["activation"] == "model"
+
+
+def test_a_run_written_before_these_settings_resumes_only_with_the_settings_it_trained_with(textures, tmp_path):
+    from cfviz.clip.aaclip.checkpoint import CheckpointError, read_checkpoint
+    from cfviz.clip.aaclip.train import train_aaclip
+    from cfviz.utils.io import save_safetensors
+
+    small = dict(shots=2, stage1_epochs=1, stage2_epochs=0, stage1_batch_size=2, max_batches=1, seed=3)
+    old = dict(surgery_attention="per-image", align_corners=False, augment_interpolation="bilinear")
+    first = train_aaclip(tiny_clip(seed=0), textures, tmp_path / "run", config=AAClipConfig(activation="model"),
+                         train=TrainConfig(**small, **old), progress=False)
+    path = first.checkpoints[0]
+    tensors, meta = read_checkpoint(path)
+    train, config = json.loads(meta["train_config"]), json.loads(meta["config"])
+    for key in old:
+        del train[key]
+    del config["activation"]
+    save_safetensors(path, tensors, {**meta, "train_config": json.dumps(train), "config": json.dumps(config)})
+    more = {**small, "stage1_epochs": 2}
+    with pytest.raises(CheckpointError, match="align_corners, augment_interpolation, surgery_attention"):
+        train_aaclip(tiny_clip(seed=0), textures, tmp_path / "run", config=AAClipConfig(activation="model"),
+                     train=TrainConfig(**more), progress=False)
+    with pytest.raises(CheckpointError, match="another AA-CLIP config"):
+        train_aaclip(tiny_clip(seed=0), textures, tmp_path / "run", train=TrainConfig(**more, **old), progress=False)
+    resumed = train_aaclip(tiny_clip(seed=0), textures, tmp_path / "run", config=AAClipConfig(activation="model"),
+                           train=TrainConfig(**more, **old), progress=False)
+    assert resumed.resumed_from == path and resumed.epochs_run == 1
