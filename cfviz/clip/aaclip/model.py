@@ -308,7 +308,8 @@ def released_image_scores(anomaly_maps: Any, image_scores: Any, *, pixel_weight:
     [0.5, 0.8, 0.614]
     """
     if not 0 <= pixel_weight <= 1:
-        raise ValueError(f"pixel_weight must be in [0, 1] (released: 0.5 industrial, 1.0 medical), got {pixel_weight!r}")
+        raise ValueError(f"pixel_weight must be in [0, 1] (released: 0.5 industrial, 1.0 medical), got "
+                         f"{pixel_weight!r}")
     scores = np.asarray(image_scores, dtype=np.float64)
     n = len(anomaly_maps)
     if np.ndim(anomaly_maps) != 3 or scores.shape != (n,):

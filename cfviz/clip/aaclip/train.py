@@ -8,8 +8,9 @@ attention runs: ``"released"`` (default) reproduces the released block, which re
 sequence-first tokens but reads them as batch-first, so at each token position the *images of
 the batch* attend to each other (with batch size 1 each token keeps its own values) -- probably
 an upstream slip, but it is what trained the published text adapters; ``"per-image"`` (ours)
-attends over each image's own tokens, as the DPAM surgery is described. Loss: segmentation loss (released code: last level only,
-``stage1_levels="last"``; ``"all"`` sums the levels) ``+ gamma * (mean <T_N, T_A>)^2``;
+attends over each image's own tokens, as the DPAM surgery is described. Loss: segmentation
+loss (released code: last level only, ``stage1_levels="last"``; ``"all"`` sums the levels)
+``+ gamma * (mean <T_N, T_A>)^2``;
 ``stage1_cls_loss=True`` adds the paper's image-level cross-entropy (Eq. 4; the released code
 leaves it out, see ``methods.md`` 3.4).
 
