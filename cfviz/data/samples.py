@@ -11,8 +11,11 @@ Field names follow anomalib's vocabulary where it has one (``image_path``, ``mas
 ``defect_type`` is ``"good"`` for normal images (MVTec-AD's folder name).
 
 ``image_id`` keys capture-store entries, so it is deterministic, unique within a data set and
-safe as a relative file path: ``"<category>/<split>/<defect_type>/<file stem>"`` with every
-character outside ``[A-Za-z0-9._-]`` replaced by ``_``.
+readable: ``"<category>/<split>/<defect_type>/<file stem>"``, each part in Unicode normal form
+NFC with every run of characters other than letters, digits, ``_``, ``.`` and ``-`` (in any
+script) replaced by ``_``. Category names in any script stay distinct (``瓶子`` and ``螺丝`` are
+two categories); the store derives its file names from ids (ASCII, hashed:
+:func:`cfviz.capture.store.entry_key`).
 
 Masks in a :class:`Sample`:
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -54,7 +58,9 @@ from cfviz.errors import DatasetError
 
 SPLITS: tuple[str, ...] = ("train", "test")
 NORMAL_DEFECT = "good"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: runs of characters an id part does not keep: ``\w`` is Unicode-aware (letters and digits of every
+#: script, and ``_``), so ASCII names give the ids they always gave and other scripts stay readable
+_UNSAFE = re.compile(r"[^\w.-]+")
 
 _WARNING_TEXT = {
     "alpha": "has an alpha channel; it was dropped. Fix: save the images as RGB to silence this.",
@@ -74,12 +80,13 @@ JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 def safe_id_part(text: str) -> str:
-    """One component of an image id: characters outside ``[A-Za-z0-9._-]`` become ``_``.
+    """One component of an image id: NFC-normalised, runs of characters other than letters, digits
+    (any script), ``_``, ``.`` and ``-`` become ``_``.
 
-    >>> safe_id_part("metal nut"), safe_id_part("../x"), safe_id_part("")
-    ('metal_nut', '_.._x', '_')
+    >>> safe_id_part("metal nut"), safe_id_part("../x"), safe_id_part(""), safe_id_part("瓶子 1")
+    ('metal_nut', '_.._x', '_', '瓶子_1')
     """
-    out = _UNSAFE.sub("_", str(text))
+    out = _UNSAFE.sub("_", unicodedata.normalize("NFC", str(text)))
     if out.startswith("."):  # never ".", ".." or a hidden name as a path component
         out = "_" + out
     return out or "_"
