@@ -502,8 +502,10 @@ def sample_references(dataset: AnomalyDataset, category: str, k: int, seed: int 
     pool = sorted((r for r in dataset.records if r.category == category and r.split == "train" and r.label == 0),
                   key=lambda r: r.image_id)
     if not pool:
+        fix = ("add normal images to its training split" if dataset.info.get("split", "all") != "test" else
+               "open the data set with split='train' or split='all' for references")
         raise DatasetError(f"{dataset.name}: category {category!r} has no normal training images in this data "
-                           "set. Fix: open the data set with split='train' or split='all' for references.")
+                           f"set. Fix: {fix}.")
     if k > len(pool):
         raise DatasetError(f"{dataset.name}: asked for k={k} references of {category!r} but only {len(pool)} "
                            "normal training images exist. Fix: use a smaller k.")

@@ -1,0 +1,120 @@
+"""What a run needs of its data set is checked when the data set is listed, before any model loads (issue 19).
+
+Before: a data set whose categories have no test images crashed after scoring with
+``KeyError: 'category'``; one empty category of two was left out of the means without a word; a
+category with only normal (or only anomalous) test images failed in the metrics, after
+extraction, without its name; ``--shots 1`` without training images said ``split='train'``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cfviz.cli import main
+from cfviz.errors import DataContentError
+from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
+from cfviz.experiments.datacheck import LeftOutCategoryWarning
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cfviz.data.textures import generate_textures
+
+    return generate_textures(tmp_path_factory.mktemp("tex"), seed=3, image_size=64, n_train=2, n_test_good=2,
+                             n_per_defect=1, categories=["grass", "brick"], defect_kinds=["stain"])
+
+
+@pytest.fixture
+def root(source: Path, tmp_path: Path) -> Path:
+    shutil.copytree(source, tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the data set was checked")
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+
+
+def _spec(root: Path, **kw) -> RunSpec:
+    base = RunSpec(dataset="folder", root=str(root), methods=("patchclip",), shots=(0,), seeds=(0,),
+                   extraction=ExtractionConfig(timesteps=(100,), diffusion_size=64),
+                   scoring=ScoringConfig(language_min_resolution=1), batch_size=4)
+    return replace(base, **kw)
+
+
+def _empty_tests(root: Path, category: str) -> None:
+    shutil.rmtree(root / category / "test")
+    (root / category / "test").mkdir()
+
+
+def test_no_test_images_anywhere_is_one_sentence_and_keeps_earlier_results(root: Path, tmp_path: Path,
+                                                                            no_models: None) -> None:
+    for cat in ("grass", "brick"):
+        _empty_tests(root, cat)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text("an earlier complete result\n")
+    with pytest.raises(DataContentError, match=r"no category of the data set has test images \('brick', 'grass'"):
+        evaluate(_spec(root), out, progress=False)
+    assert (out / "results.csv").read_text() == "an earlier complete result\n"
+
+
+def test_an_empty_category_is_named_never_silently_dropped(root: Path, tmp_path: Path) -> None:
+    _empty_tests(root, "brick")
+    with pytest.warns(LeftOutCategoryWarning, match=r"category 'brick' is left out: no test images in .*brick"):
+        result = evaluate(_spec(root), tmp_path / "out", progress=False)
+    assert set(result.frame["category"]) == {"grass"}
+    assert list(result.left_out) == ["brick"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Left out of every table and mean: brick (no test images in" in summary
+
+
+@pytest.mark.parametrize("remove, expected", [
+    ("test/stain", r"category 'grass' has only normal test images \(2 in .*grass/test/good\) and no anomalous ones"),
+    ("test/good", r"category 'grass' has no normal test images \(.*grass/test/good is missing or empty"),
+])
+def test_a_category_with_one_kind_of_test_image_is_named_before_any_model(root: Path, tmp_path: Path, remove: str,
+                                                                          expected: str, no_models: None) -> None:
+    shutil.rmtree(root / "grass" / remove)
+    if remove == "test/stain":
+        shutil.rmtree(root / "grass" / "ground_truth")  # its masks would be masks without images
+    with pytest.raises(DataContentError, match=expected):
+        evaluate(_spec(root), tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("train_images, expected", [
+    (0, r"--shots 1 draws normal reference images .* category 'grass' has none \(.*grass/train/good is missing or "
+        r"empty\); add normal images there, or use --shots 0"),
+    (1, r"--shots 2 needs 2 normal training images of category 'grass', but .*grass/train/good holds 1; use "
+        r"--shots 1 or less"),
+])
+def test_shots_without_enough_training_images_speaks_cli(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        train_images: int, expected: str, no_models: None) -> None:
+    files = sorted((root / "grass" / "train" / "good").iterdir())
+    for f in files[train_images:]:
+        f.unlink()
+    shots = "1" if train_images == 0 else "2"
+    code = main(["evaluate", "--dataset", "folder", "--root", str(root), "--method", "patchclip", "--shots", shots,
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1, err
+    import re
+    assert re.search(expected, err), err
+    assert "split=" not in err and "shots=" not in err
+
+
+def test_a_complete_data_set_passes_the_check_untouched(source: Path) -> None:
+    from cfviz.experiments.datacheck import check_run_data
+    from cfviz.experiments.runner import open_run_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_run_data(open_run_dataset(_spec(source)), shots=(0, 2)) == {}
