@@ -72,6 +72,11 @@ _WARNING_TEXT = {
                     "above 0 would grow each defect by its blurred border). Masks saved as JPEG (lossy) or "
                     "with anti-aliased edges do this. Fix: save masks as PNG holding exactly two values "
                     "(0 and 255) to silence this."),
+    "broken_link": ("is a symbolic link to a file that does not exist; it is left out of the data set. Fix: "
+                    "restore the file it points to or delete the link (stray_files='error' stops on it)."),
+    "mask_without_image": ("is a mask that belongs to no test image; it is never used. Fix: add its image, set "
+                           "mask_suffix= if masks are named differently, or delete it (stray_files='error' stops "
+                           "on it)."),
     "empty_mask": ("marks no defect pixel (all zero) although its image is anomalous. The image is kept: it "
                    "counts for image metrics, and its pixels count as normal in pixel metrics. Fix: redraw the "
                    "mask, or check that it belongs to its image."),
