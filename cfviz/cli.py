@@ -5,7 +5,8 @@ or open_clip: each sub-command's arguments are added the first time that sub-com
 or its help is shown, so ``cfviz --help`` and ``cfviz --version`` answer at once.
 
 Every error a user can cause ends in one line, ``cfviz COMMAND: error: SENTENCE``, naming the
-flag or file and the fix, with exit code 1 (2 for what argparse itself rejects).
+flag or file and the fix, with exit code 1 (2 for what argparse itself rejects). Warnings are one
+line each, ``cfviz COMMAND: warning: SENTENCE``; both name settings by their flags (:func:`cli_message`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -167,6 +169,17 @@ def cli_message(exc: BaseException, flags: Mapping[str, str] | None = None) -> s
     return " ".join(text.split())
 
 
+def _warning_printer(command: str, flags: Mapping[str, str]) -> Callable[..., None]:
+    """A :func:`warnings.showwarning` that prints ``cfviz COMMAND: warning: SENTENCE`` in CLI words."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = cli_message(message if isinstance(message, Warning) else category(message), flags)
+        print(f"cfviz {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
+
+
 def _os_message(exc: OSError) -> str:
     reason = exc.strerror or type(exc).__name__
     if exc.filename is not None:
@@ -185,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     flags: Mapping[str, str] = getattr(args, "cli_flags", {}) or {}
     try:
-        return int(func(args) or 0)
+        with warnings.catch_warnings():  # warnings, too, in CLI words, one line each
+            warnings.showwarning = _warning_printer(args.command, flags)
+            return int(func(args) or 0)
     except CfvizError as exc:  # one clear sentence, no stack trace from deep inside a library
         print(f"cfviz {args.command}: error: {cli_message(exc, flags)}", file=sys.stderr)
         return 1

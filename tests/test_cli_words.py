@@ -146,3 +146,26 @@ def test_one_table_names_every_setting() -> None:
     assert all(names[path] == flag for path, flag in FLAGS.items())
     assert names["pretrained"] == "--clip-pretrained" and names["model"] == "--diffusion"
     assert all(path in FLAGS for path in PARAMETER_SETTINGS.values())
+
+
+def test_warnings_reach_cli_users_in_cli_words(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from cfviz.cli import main
+    from cfviz.data.textures import generate_textures
+
+    root = generate_textures(tmp_path / "tex", seed=1, image_size=32, n_train=1, n_test_good=1, n_per_defect=1,
+                             categories=["grass"], defect_kinds=["stain"])
+    (root / "grass/test/good/009.png").symlink_to(root / "nowhere.png")
+    shutil.copy(root / "grass/ground_truth/stain/000_mask.png", root / "grass/ground_truth/stain/005_mask.png")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # the data set is listed (and warned about); no model needed
+
+    monkeypatch.setattr("cfviz.experiments.runner.CaptureStore", stop)
+    main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "out"), "--no-progress"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
+    assert len(lines) == 2 and "009.png is a symbolic link" in lines[0] and "005_mask.png is a mask" in lines[1], lines
+    assert all(line.startswith("cfviz evaluate: warning: ") and not _python_spellings(line) for line in lines), lines
+    assert "--stray-files error" in lines[0]
