@@ -318,12 +318,15 @@ def check_clip_weights_cached(arch: str, tag: str) -> None:
     offline that can be known now, from the cache alone.
     """
     from cfviz.models.clip import CHECKPOINT_ENV, cached_weights
-    from cfviz.models.hub import hub_cache_dir, hub_offline
+    from cfviz.models.hub import hub_offline
 
-    if not hub_offline() or cached_weights(arch, tag) is not None:
+    if not hub_offline():
+        return
+    found, where = cached_weights(arch, tag)
+    if found is not None:
         return
     raise ConfigError(f"{{models.clip_pretrained}} {tag!r}: the {arch} weights are not in the local cache "
-                      f"({hub_cache_dir()}, or ~/.cache/clip) and HF_HUB_OFFLINE is set; pass a checkpoint file as "
+                      f"({where}) and HF_HUB_OFFLINE is set; pass a checkpoint file as "
                       f"{{models.clip_pretrained}}, set {CHECKPOINT_ENV} to one, or run once with network access",
                       "models.clip_pretrained")
 

@@ -473,10 +473,9 @@ def weights_source(tag: str, cfg: dict[str, Any], tags: list[str], cache_dir: An
     return "none", "", []
 
 
-def cached_weights(name: str, tag: str, cache_dir: Any = None) -> Path | None:
-    """The local file of an open_clip tag's weights, if it is downloaded already (no network, no open_clip import).
-
-    For checks before a run (offline, a tag must be cached); :func:`load_clip` finds the same file.
+def cached_weights(name: str, tag: str, cache_dir: Any = None) -> tuple[Path | None, str]:
+    """The local file of an open_clip tag's weights if it is downloaded already, and where it was looked
+    for (no network, no open_clip import). For checks before a run; :func:`load_clip` finds the same file.
     """
     from cfviz.models import clip_catalog
 
@@ -488,14 +487,16 @@ def cached_weights(name: str, tag: str, cache_dir: Any = None) -> Path | None:
 
         from cfviz.models.hub import hub_cache_dir
 
+        cache = hub_cache_dir(cache_dir)
         for filename in names:
-            found = try_to_load_from_cache(where, filename, cache_dir=hub_cache_dir(cache_dir))
+            found = try_to_load_from_cache(where, filename, cache_dir=cache)
             if isinstance(found, str):
-                return Path(found)
-    elif kind == "url":
+                return Path(found), cache
+        return None, f"{cache}, hub repository {where}"
+    if kind == "url":
         path = Path(names[0]) / os.path.basename(where)
-        return path if path.is_file() else None
-    return None
+        return (path if path.is_file() else None), str(path)
+    return None, "nowhere: open_clip lists no download for it"
 
 
 def hub_file_for_clip(repo_id: str, names: list[str], *, cache_dir: Any, what: str) -> Path:
