@@ -81,7 +81,7 @@ def check_run_data(dataset: Any, shots: Sequence[int] = (0,)) -> dict[str, str]:
         if not counts[0]:
             raise DataContentError(
                 f"category {c!r} has no normal test images ({_where(dataset, c, 'test', 'good')} is missing or "
-                f"empty; {counts[1]} anomalous ones), so its image metrics cannot be computed; add normal test "
+                f"empty; {counts[1]} anomalous), so its image metrics cannot be computed; add normal test "
                 f"images there, or leave {c!r} out with {{categories}}", "categories")
     k = max(shots, default=0)
     for c in tests:
