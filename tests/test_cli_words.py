@@ -100,16 +100,22 @@ def test_errors_of_every_bad_setting_speak_cli(data_root: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: hub ids and tags are not there
+    from cfviz.experiments.config import ExtractionConfig, ModelChoice
+
     base = RunSpec(dataset="folder", root=str(data_root))
+    # real weights asked for: the CLIP name, tag and file checks run too (offline, nothing cached)
+    pretrained = dataclasses.replace(base, models=ModelChoice(clip="pretrained"),
+                                     extraction=ExtractionConfig(clip_size=None))
     leaks, errors = [], 0
     for path in FLAGS:
         if path in ("out_dir", "store_dir", "shard", "distributed"):  # arguments of evaluate(), not RunSpec fields
             continue
-        for value in _bad_values(_default(base, path)):
+        for value, spec in [(v, b) for b in (base, pretrained) if b is base or path.startswith("models.")
+                            for v in _bad_values(_default(base, path))]:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    _before_models(_with(base, path, value), tmp_path)
+                    _before_models(_with(spec, path, value), tmp_path)
             except CfvizError as exc:
                 errors += 1
                 message = cli_message(exc, FLAGS)
@@ -118,7 +124,7 @@ def test_errors_of_every_bad_setting_speak_cli(data_root: Path, tmp_path: Path,
                     leaks.append(f"{path}={value!r}: {bad} in {message!r}")
             except (TypeError, ValueError) as exc:  # a plain error would reach the CLI user as a traceback
                 leaks.append(f"{path}={value!r}: {type(exc).__name__}: {exc}")
-    assert errors >= 60, errors  # the sweep reaches most settings' checks
+    assert errors >= 150, errors  # the sweep reaches most settings' checks
     assert not leaks, "\n".join(leaks)
 
 
