@@ -119,3 +119,50 @@ def test_a_complete_data_set_passes_the_check_untouched(source: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_run_data(open_run_dataset(_spec(source)), shots=(0, 2)) == {}
+
+
+def test_every_category_is_scored_or_named(tmp_path: Path) -> None:
+    """The invariant, over random layouts: a category is scored only with both kinds of test image
+    (and k training images for k shots), is named as left out when it has no test image, and any
+    other case stops the run with a sentence naming it. Nothing is dropped without a word."""
+    import numpy as np
+
+    from cfviz.data.samples import AnomalyDataset, SampleRecord, make_image_id
+    from cfviz.experiments.datacheck import check_run_data
+    from cfviz.experiments.runner import test_categories
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        records = []
+        counts = {}
+        for c in range(int(rng.integers(1, 4))):
+            cat = f"c{c}"
+            n_train, n_good, n_bad = (int(x) for x in rng.integers(0, 3, size=3))
+            counts[cat] = (n_train, n_good, n_bad)
+            for split, defect, n in (("train", "good", n_train), ("test", "good", n_good), ("test", "dent", n_bad)):
+                for i in range(n):
+                    records.append(SampleRecord(Path(f"/d/{cat}/{split}/{defect}/{i}.png"), None, int(defect != "good"),
+                                                cat, defect, split, make_image_id(cat, split, defect, str(i))))
+        if not records:
+            continue
+        ds = AnomalyDataset(records, has_masks=False, info={"kind": "folder"})
+        k = int(rng.integers(0, 3))
+        present = list(ds.categories)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                left_out = check_run_data(ds, shots=(k,))
+            except DataContentError as exc:
+                text = str(exc)
+                bad = [c for c in present if (sum(counts[c][1:]) and (not counts[c][1] or not counts[c][2]
+                                                                    or counts[c][0] < k))]
+                assert bad or all(not sum(counts[c][1:]) for c in present), (trial, counts, k, text)
+                assert any(f"'{c}'" in text for c in (bad or present)), (trial, text)
+                continue
+        scored = test_categories(ds)
+        assert set(scored) | set(left_out) == set(present) and not set(scored) & set(left_out), trial
+        for c in scored:
+            n_train, n_good, n_bad = counts[c]
+            assert n_good and n_bad and n_train >= k, (trial, c, counts[c], k)
+        for c in left_out:
+            assert not sum(counts[c][1:]) and any(f"'{c}' is left out" in str(w.message) for w in caught), trial
