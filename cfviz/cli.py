@@ -5,7 +5,8 @@ or open_clip: each sub-command's arguments are added the first time that sub-com
 or its help is shown, so ``cfviz --help`` and ``cfviz --version`` answer at once.
 
 Every error a user can cause ends in one line, ``cfviz COMMAND: error: SENTENCE``, naming the
-flag or file and the fix, with exit code 1 (2 for what argparse itself rejects).
+flag or file and the fix, with exit code 1 (2 for what argparse itself rejects). Warnings are one
+line each, ``cfviz COMMAND: warning: SENTENCE``; both name settings by their flags (:func:`cli_message`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,14 +30,35 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "cfviz.commands.train_aaclip",
 )
 
-#: Python idioms in library messages, and how a CLI user says the same thing.
-PYTHON_TO_CLI: dict[str, str] = {
-    "missing_masks='warn'": "--missing-masks warn",
-    "missing_masks='error'": "--missing-masks error",
-    "mask_suffix=": "--mask-suffix",
-    "lower min_resolution": "lower --min-resolution",
-    "limit_per_type=": "--limit-per-type",
+#: Library parameters whose name differs from the last part of the setting they set, as
+#: ``{parameter: setting path}``. With the sub-command's flags (setting path -> flag) this is the one
+#: table by which every error is written in CLI words (:func:`cli_names`); a setting's own name
+#: (``missing_masks``, ``clip_pretrained``) needs no entry.
+PARAMETER_SETTINGS: dict[str, str] = {
+    "pretrained": "models.clip_pretrained",  # load_clip(name, pretrained=...)
+    "name": "models.clip_arch",              # load_clip(name=...)
+    "model": "models.diffusion",             # load_inpainting(model=...)
+    "min_resolution": "scoring.language_min_resolution",
 }
+
+
+def cli_names(flags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every Python spelling of a setting (its path, its last part, a library parameter) -> its flag.
+
+    ``flags`` (setting path -> flag) defaults to ``cfviz evaluate``'s, which has every setting.
+
+    >>> names = cli_names()
+    >>> names["models.clip_pretrained"], names["clip_pretrained"], names["pretrained"], names["missing_masks"]
+    ('--clip-pretrained', '--clip-pretrained', '--clip-pretrained', '--missing-masks')
+    """
+    if not flags:
+        from cfviz.commands.evaluate import FLAGS
+
+        flags = FLAGS
+    names = {path.rsplit(".", 1)[-1]: flag for path, flag in flags.items()}
+    names.update({param: flags[path] for param, path in PARAMETER_SETTINGS.items() if path in flags})
+    names.update(flags)
+    return names
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -113,14 +136,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cli_message(exc: BaseException, flags: Mapping[str, str]) -> str:
-    """An error as one line in CLI terms: settings named by their flags, Python idioms translated."""
+def cli_message(exc: BaseException, flags: Mapping[str, str] | None = None) -> str:
+    """An error as one line in CLI terms: every Python spelling of a setting written as its flag.
+
+    A configuration error's marked settings are phrased by ``flags``; in any message,
+    ``name=value`` (and ``name=...``) of a setting becomes ``--flag value``, and a setting's path
+    or (multi-word) parameter name its flag (:func:`cli_names`).
+
+    >>> from cfviz.errors import DatasetError
+    >>> cli_message(DatasetError("pass missing_masks='warn' to go on, or set mask_suffix= for other names"))
+    'pass --missing-masks warn to go on, or set --mask-suffix for other names'
+    """
+    import re
+
     from cfviz.errors import ConfigError
 
-    text = exc.phrase(flags) if isinstance(exc, ConfigError) else str(exc)
-    for python, cli in PYTHON_TO_CLI.items():
-        text = text.replace(python, cli)
+    names = cli_names(flags)
+    text = exc.phrase(names) if isinstance(exc, ConfigError) else str(exc)
+
+    def keyword(m: re.Match[str]) -> str:
+        flag, value = names.get(m["name"]), (m["value"] or "").strip("'\"")
+        if flag is None:
+            return m[0]
+        return flag if value in ("", "...", "[...]") else f"{flag} {value}"
+
+    text = re.sub(r"(?<![\w.-])(?P<name>[A-Za-z_][\w.]*)=(?P<value>\.\.\.|\[\.\.\.\]|'[^']*'|\"[^\"]*\"|[^\s,;)]+)?",
+                  keyword, text)
+    spelled = sorted((n for n in names if "_" in n or "." in n), key=len, reverse=True)
+    if spelled:  # bare multi-word names and setting paths ("lower min_resolution")
+        pattern = r"(?<![\w./-])(" + "|".join(map(re.escape, spelled)) + r")(?![\w/-]|\.\w)"
+        text = re.sub(pattern, lambda m: names[m[1]], text)
     return " ".join(text.split())
+
+
+def _warning_printer(command: str, flags: Mapping[str, str]) -> Callable[..., None]:
+    """A :func:`warnings.showwarning` that prints ``cfviz COMMAND: warning: SENTENCE`` in CLI words."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = cli_message(message if isinstance(message, Warning) else category(message), flags)
+        print(f"cfviz {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
 
 
 def _os_message(exc: OSError) -> str:
@@ -141,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     flags: Mapping[str, str] = getattr(args, "cli_flags", {}) or {}
     try:
-        return int(func(args) or 0)
+        with warnings.catch_warnings():  # warnings, too, in CLI words, one line each
+            warnings.showwarning = _warning_printer(args.command, flags)
+            return int(func(args) or 0)
     except CfvizError as exc:  # one clear sentence, no stack trace from deep inside a library
         print(f"cfviz {args.command}: error: {cli_message(exc, flags)}", file=sys.stderr)
         return 1

@@ -63,3 +63,11 @@ class ConfigError(CfvizError, ValueError):
 
 class DataRootError(ConfigError, DatasetError):
     """The data folder of a run cannot be read, or (for a generated data set) cannot be written."""
+
+
+class DataContentError(ConfigError, DatasetError):
+    """The data set of a run lacks what the run needs (test images of both kinds, normal training images).
+
+    Found when the data set is listed, before any model loads; ``field`` names the setting that
+    asks for what is missing (``"shots"``) or the data set itself (``"root"``).
+    """

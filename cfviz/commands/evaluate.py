@@ -11,7 +11,7 @@ DATASETS = ("mvtec", "visa", "folder", "textures", "conformal")
 FLAGS: dict[str, str] = {
     "dataset": "--dataset", "root": "--root", "categories": "--categories",
     "dataset_options.missing_masks": "--missing-masks", "dataset_options.mask_suffix": "--mask-suffix",
-    "dataset_options.limit_per_type": "--limit-per-type",
+    "dataset_options.limit_per_type": "--limit-per-type", "dataset_options.stray_files": "--stray-files",
     "methods": "--method", "shots": "--shots", "seeds": "--seeds", "out_dir": "--out", "store_dir": "--store",
     "batch_size": "--batch-size", "shard": "--shard", "distributed": "--distributed", "store_form": "--store-form",
     "models.clip": "--clip", "models.clip_arch": "--clip-arch", "models.clip_pretrained": "--clip-pretrained",
@@ -113,7 +113,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
-    from cfviz.data.mvtec import MISSING_MASK_POLICIES
+    from cfviz.data.mvtec import MISSING_MASK_POLICIES, STRAY_FILE_POLICIES
     from cfviz.experiments.config import (AACLIP_NAMES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
                                           TOKEN_MODES, ExtractionConfig, ScoringConfig)
     from cfviz.diffusion.mapdiff import VISUAL_POOLINGS
@@ -126,6 +126,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--missing-masks", choices=MISSING_MASK_POLICIES, default=None,
                       help="an anomalous test image without a mask: stop with an error, or warn and keep it for "
                            "image metrics (mvtec, folder, visa; default: error)")
+    data.add_argument("--stray-files", choices=STRAY_FILE_POLICIES, default=None,
+                      help="a test image that is a dangling symbolic link, or a mask that belongs to no test image: "
+                           "warn, naming the file, and go on, or stop with an error (mvtec, folder; default: warn)")
     data.add_argument("--mask-suffix", default=None,
                       help="appended to an image's stem to name its mask (mvtec, folder; default: _mask)")
     data.add_argument("--limit-per-type", type=int, default=None, metavar="N",
@@ -243,7 +246,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     """Reader options given on the command line (only those given: the readers' defaults apply)."""
     options = {"missing_masks": getattr(args, "missing_masks", None), "mask_suffix": getattr(args, "mask_suffix", None),
-               "limit_per_type": getattr(args, "limit_per_type", None)}
+               "limit_per_type": getattr(args, "limit_per_type", None),
+               "stray_files": getattr(args, "stray_files", None)}
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -72,7 +72,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 
 # Conversion kinds that deserve a (single, per data set) warning: they lose information.
 WARNED_CONVERSIONS: frozenset[str] = frozenset({"alpha", "high_bit_depth", "missing_mask", "mask_levels",
-                                                "empty_mask"})
+                                                "empty_mask", "broken_link", "mask_without_image"})
 
 # Class-index masks (VisA) hold small integers; a larger value means the mask holds intensities.
 _MAX_CLASS_INDEX = 127

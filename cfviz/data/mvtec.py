@@ -20,6 +20,9 @@ Rules, so that nothing is guessed silently:
   use ``""`` for folders whose masks share the image's name.
 * Order is deterministic: categories by name, ``train`` before ``test``, ``good`` before the
   defect folders (by name), files by name.
+* Files that cannot be used are never dropped silently: a test image that is a dangling symbolic
+  link and a mask in ``ground_truth/<defect>/`` that belongs to no test image are warned about,
+  naming the file (``stray_files="warn"``, the default), or refused (``stray_files="error"``).
 * Listing reads no pixels; mask sizes are checked when a sample is loaded. Masks are binarised
   at half their range (:func:`cfviz.data.images.binarise_mask`; JPEG masks are warned about).
 * ``limit_per_type=N`` keeps the first N test images of each category and defect folder in
@@ -51,6 +54,8 @@ MVTEC_CATEGORIES: tuple[str, ...] = (
 )
 
 MISSING_MASK_POLICIES = ("error", "warn")
+#: what a data set does with a stray file (a dangling link among the images, a mask with no image)
+STRAY_FILE_POLICIES = ("warn", "error")
 
 
 def split_names(split: str) -> tuple[str, ...]:
@@ -115,6 +120,36 @@ def _category_folders(root: Path) -> dict[str, Path]:
     return found
 
 
+_STRAY_TEXT = {"broken_link": "is a symbolic link to a file that does not exist, so it is not a sample",
+               "mask_without_image": "is a mask that belongs to no test image, so it is never used"}
+_STRAY_FIX = {"broken_link": "restore the file it points to, or delete the link",
+              "mask_without_image": "add its image to test/<defect>/, set mask_suffix= if masks are named "
+                                    "differently, or delete the mask"}
+
+
+def _dangling_images(folder: Path) -> list[Path]:
+    """Image files of ``folder`` that are symbolic links to nothing (``is_file()`` is False for them)."""
+    return [f for f in folder.iterdir() if f.is_symlink() and not f.exists() and is_image_file(f)]
+
+
+def _masks_without_image(category_dir: Path, mask_suffix: str) -> list[Path]:
+    """Mask files of ``category_dir/ground_truth/<defect>/`` whose image ``test/<defect>/<stem>.*`` is not there."""
+    gt = category_dir / "ground_truth"
+    if not gt.is_dir():
+        return []
+    out: list[Path] = []
+    for defect_dir in _subdirs(gt):
+        images = category_dir / "test" / defect_dir.name
+        stems = {f.stem for f in images.iterdir() if is_image_file(f)} if images.is_dir() else set()  # links too
+        for m in sorted(defect_dir.iterdir(), key=lambda f: f.name):
+            if not is_image_file(m) or not (m.is_file() or m.is_symlink()):
+                continue
+            stem = m.stem[: len(m.stem) - len(mask_suffix)] if mask_suffix and m.stem.endswith(mask_suffix) else None
+            if (stem if mask_suffix else m.stem) not in stems:
+                out.append(m)
+    return out
+
+
 class FolderDataset(AnomalyDataset):
     """Any folder in the MVTec-AD layout (see the module docstring).
 
@@ -133,6 +168,10 @@ class FolderDataset(AnomalyDataset):
     limit_per_type : keep only the first N test images of each (category, defect type) in
         sorted image-id order (None keeps all); see :func:`cfviz.data.samples.limit_records`.
         Missing masks of images left out are not looked for.
+    stray_files : ``"warn"`` (default): an image file that is a dangling symbolic link, and a mask
+        file of ``ground_truth/<defect>/`` that matches no test image, are counted in
+        ``conversions["broken_link"]`` / ``conversions["mask_without_image"]`` and warned about
+        once per kind, naming the file. ``"error"``: either raises :class:`~cfviz.errors.DatasetError`.
 
     Raises
     ------
@@ -161,10 +200,13 @@ class FolderDataset(AnomalyDataset):
 
     def __init__(self, root: str | os.PathLike[str], categories: str | Iterable[str] | None = None,
                  split: str = "test", *, mask_suffix: str = "_mask", missing_masks: str = "error",
-                 has_masks: bool = True, limit_per_type: int | None = None, name: str | None = None) -> None:
+                 has_masks: bool = True, limit_per_type: int | None = None, stray_files: str = "warn",
+                 name: str | None = None) -> None:
         limit_per_type = check_limit_per_type(limit_per_type)
         if missing_masks not in MISSING_MASK_POLICIES:
             raise DatasetError(f"missing_masks must be one of {MISSING_MASK_POLICIES}, got {missing_masks!r}.")
+        if stray_files not in STRAY_FILE_POLICIES:
+            raise DatasetError(f"stray_files must be one of {STRAY_FILE_POLICIES}, got {stray_files!r}.")
         if not isinstance(mask_suffix, str):
             raise DatasetError(f"mask_suffix must be a string such as '_mask', got {mask_suffix!r}.")
         root_path = Path(root).expanduser()
@@ -172,6 +214,7 @@ class FolderDataset(AnomalyDataset):
         chosen = choose_categories(list(folders), as_category_list(categories), str(root_path))
         splits = split_names(split)
         self._ignored = 0
+        self._strays: list[tuple[str, Path]] = []  # (kind, file): dangling links, masks without an image
         records: list[SampleRecord] = []
         missing: list[tuple[Path, Path]] = []
         for cat in chosen:
@@ -191,19 +234,27 @@ class FolderDataset(AnomalyDataset):
             raise DatasetError(f"anomalous image {image} has no mask: expected {expected} (any image extension)"
                                f"{more}. Fix: add the mask, set mask_suffix= if masks are named differently, or "
                                "pass missing_masks='warn' to keep such images as unannotated.")
+        if self._strays and stray_files == "error":
+            kind, path = self._strays[0]
+            more = f" ({len(self._strays) - 1} more stray files)" if len(self._strays) > 1 else ""
+            raise DatasetError(f"{path} {_STRAY_TEXT[kind]}{more}. Fix: {_STRAY_FIX[kind]}, or pass "
+                               "stray_files='warn' to list such files as warnings and go on.")
         info: dict[str, Any] = {
             "kind": self.kind, "root": os.fspath(root_path), "split": split, "categories": chosen,
             "mask_suffix": mask_suffix, "missing_masks": missing_masks, "ignored_files": self._ignored,
-            "limit_per_type": limit_per_type,
+            "limit_per_type": limit_per_type, "stray_files": stray_files,
         }
         super().__init__(records, has_masks=has_masks, root=root_path, name=name, info=info)
         for image, _ in missing:
             self.note("missing_mask", image)
+        for kind, path in self._strays:
+            self.note(kind, path)
 
     def _images_in(self, folder: Path) -> list[Path]:
         files = [f for f in folder.iterdir() if f.is_file() and not _hidden(f)]
         images = sorted((f for f in files if is_image_file(f)), key=lambda f: f.name)
         self._ignored += len(files) - len(images)
+        self._strays += [("broken_link", f) for f in sorted(_dangling_images(folder))]
         return images
 
     def _list_category(self, cat: str, folder: Path, splits: tuple[str, ...], mask_suffix: str,
@@ -235,6 +286,8 @@ class FolderDataset(AnomalyDataset):
                             missing.append((img, folder / "ground_truth" / defect / f"{img.stem}{mask_suffix}.png"))
                     out.append(SampleRecord(img, mask_path, label, cat, defect, split,
                                             make_image_id(cat, split, defect, img.stem)))
+            if split == "test" and has_masks:
+                self._strays += [("mask_without_image", m) for m in _masks_without_image(folder, mask_suffix)]
         return out
 
     @staticmethod

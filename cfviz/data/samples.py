@@ -11,8 +11,11 @@ Field names follow anomalib's vocabulary where it has one (``image_path``, ``mas
 ``defect_type`` is ``"good"`` for normal images (MVTec-AD's folder name).
 
 ``image_id`` keys capture-store entries, so it is deterministic, unique within a data set and
-safe as a relative file path: ``"<category>/<split>/<defect_type>/<file stem>"`` with every
-character outside ``[A-Za-z0-9._-]`` replaced by ``_``.
+readable: ``"<category>/<split>/<defect_type>/<file stem>"``, each part in Unicode normal form
+NFC with every run of characters other than letters, digits, ``_``, ``.`` and ``-`` (in any
+script) replaced by ``_``. Category names in any script stay distinct (``瓶子`` and ``螺丝`` are
+two categories); the store derives its file names from ids (ASCII, hashed:
+:func:`cfviz.capture.store.entry_key`).
 
 Masks in a :class:`Sample`:
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -54,7 +58,9 @@ from cfviz.errors import DatasetError
 
 SPLITS: tuple[str, ...] = ("train", "test")
 NORMAL_DEFECT = "good"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: runs of characters an id part does not keep: ``\w`` is Unicode-aware (letters and digits of every
+#: script, and ``_``), so ASCII names give the ids they always gave and other scripts stay readable
+_UNSAFE = re.compile(r"[^\w.-]+")
 
 _WARNING_TEXT = {
     "alpha": "has an alpha channel; it was dropped. Fix: save the images as RGB to silence this.",
@@ -66,6 +72,11 @@ _WARNING_TEXT = {
                     "above 0 would grow each defect by its blurred border). Masks saved as JPEG (lossy) or "
                     "with anti-aliased edges do this. Fix: save masks as PNG holding exactly two values "
                     "(0 and 255) to silence this."),
+    "broken_link": ("is a symbolic link to a file that does not exist; it is left out of the data set. Fix: "
+                    "restore the file it points to or delete the link (stray_files='error' stops on it)."),
+    "mask_without_image": ("is a mask that belongs to no test image; it is never used. Fix: add its image, set "
+                           "mask_suffix= if masks are named differently, or delete it (stray_files='error' stops "
+                           "on it)."),
     "empty_mask": ("marks no defect pixel (all zero) although its image is anomalous. The image is kept: it "
                    "counts for image metrics, and its pixels count as normal in pixel metrics. Fix: redraw the "
                    "mask, or check that it belongs to its image."),
@@ -74,12 +85,13 @@ JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 def safe_id_part(text: str) -> str:
-    """One component of an image id: characters outside ``[A-Za-z0-9._-]`` become ``_``.
+    """One component of an image id: NFC-normalised, runs of characters other than letters, digits
+    (any script), ``_``, ``.`` and ``-`` become ``_``.
 
-    >>> safe_id_part("metal nut"), safe_id_part("../x"), safe_id_part("")
-    ('metal_nut', '_.._x', '_')
+    >>> safe_id_part("metal nut"), safe_id_part("../x"), safe_id_part(""), safe_id_part("瓶子 1")
+    ('metal_nut', '_.._x', '_', '瓶子_1')
     """
-    out = _UNSAFE.sub("_", str(text))
+    out = _UNSAFE.sub("_", unicodedata.normalize("NFC", str(text)))
     if out.startswith("."):  # never ".", ".." or a hidden name as a path component
         out = "_" + out
     return out or "_"
@@ -495,8 +507,10 @@ def sample_references(dataset: AnomalyDataset, category: str, k: int, seed: int 
     pool = sorted((r for r in dataset.records if r.category == category and r.split == "train" and r.label == 0),
                   key=lambda r: r.image_id)
     if not pool:
+        fix = ("add normal images to its training split" if dataset.info.get("split", "all") != "test" else
+               "open the data set with split='train' or split='all' for references")
         raise DatasetError(f"{dataset.name}: category {category!r} has no normal training images in this data "
-                           "set. Fix: open the data set with split='train' or split='all' for references.")
+                           f"set. Fix: {fix}.")
     if k > len(pool):
         raise DatasetError(f"{dataset.name}: asked for k={k} references of {category!r} but only {len(pool)} "
                            "normal training images exist. Fix: use a smaller k.")

@@ -393,9 +393,9 @@ def clip_input_size(choice: ModelChoice) -> int:
 
     if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
         return tiny_geometry(None if choice.clip_arch == TINY_CLIP else choice.clip_arch)[0]
-    import open_clip
+    from cfviz.models.clip_catalog import get_model_config  # open_clip's files: no torch import
 
-    size = ((open_clip.get_model_config(choice.clip_arch) or {}).get("vision_cfg") or {}).get("image_size")
+    size = ((get_model_config(choice.clip_arch) or {}).get("vision_cfg") or {}).get("image_size")
     size = size[0] if isinstance(size, (list, tuple)) else size
     if not _is_int(size):
         raise ConfigError(f"{{models.clip_arch}} {choice.clip_arch!r} has no ViT input size in its open_clip "

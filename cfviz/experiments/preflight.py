@@ -7,8 +7,10 @@ CLIP architecture, pretrained tag or checkpoint file, the diffusion folder and t
 checkpoint. Each failure is one :class:`~cfviz.errors.ConfigError` whose ``field`` names the
 setting (``"models.device"``, ``"out_dir"``), so that the CLI can name its flag.
 
-It is cheap: file-system probes and header reads. Only a CLIP that is not the tiny one imports
-open_clip (seconds, once) to list architectures and tags; no model is built.
+It is cheap: file-system probes and header reads. No model library is imported for a check
+that needs only a name or a file: CLIP architectures and tags are read from open_clip's files
+(:mod:`cfviz.models.clip_catalog`), so a bad ``--clip-arch`` or a tag not cached offline fails in
+about a second; only ``--device`` other than cpu and ``--dtype float16`` on the CPU import torch.
 
 >>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int
 >>> preflight(RunSpec(models=ModelChoice(device="gpu")))
@@ -279,14 +281,14 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
         check_checkpoint_file(env_file if from_env else pretrained, "models.clip_pretrained",
                               origin=f" (from {CHECKPOINT_ENV})" if from_env else "")
     if arch != TINY_CLIP:
-        import open_clip
+        from cfviz.models import clip_catalog  # open_clip's files, without importing open_clip (and torch)
 
-        models = open_clip.list_models()
+        models = clip_catalog.list_models()
         if arch not in models:
             raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture{_closest(arch, models)} "
                               f"(open_clip.list_models() lists all {len(models)}; {TINY_CLIP!r} is the tiny one)",
                               "models.clip_arch")
-        vision = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {})
+        vision = (clip_catalog.get_model_config(arch) or {}).get("vision_cfg", {})
         if isinstance(vision.get("layers"), (list, tuple)):  # ModifiedResNet: no patch grid
             raise ConfigError(f"{{models.clip_arch}} {arch!r} has a ResNet image tower; cfviz needs a ViT, e.g. "
                               f"{DEFAULT_CLIP!r}", "models.clip_arch")
@@ -296,9 +298,9 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
     if arch == TINY_CLIP:
         raise ConfigError(f"{{models.clip_arch}} {TINY_CLIP!r} has no published weights; pass a checkpoint file as "
                           "{models.clip_pretrained}", "models.clip_pretrained", mentions=("models.clip_arch",))
-    from open_clip.pretrained import list_pretrained_tags_by_model
+    from cfviz.models import clip_catalog
 
-    tags = list_pretrained_tags_by_model(arch)
+    tags = clip_catalog.pretrained_tags(arch)
     if pretrained.lower().replace("-", "_") not in tags:
         if not tags:
             raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r}: open_clip publishes no weights for {arch}; "
@@ -306,6 +308,27 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
         raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r} is not a pretrained tag of {arch}"
                           f"{_closest(pretrained, tags)} (its tags: {', '.join(tags)}), or pass a checkpoint file",
                           "models.clip_pretrained")
+    check_clip_weights_cached(arch, pretrained)
+
+
+def check_clip_weights_cached(arch: str, tag: str) -> None:
+    """Offline (``HF_HUB_OFFLINE``), an open_clip tag's weights must be downloaded already.
+
+    Online they are fetched when the models load (an unreachable host fails within seconds there);
+    offline that can be known now, from the cache alone.
+    """
+    from cfviz.models.clip import CHECKPOINT_ENV, cached_weights
+    from cfviz.models.hub import hub_offline
+
+    if not hub_offline():
+        return
+    found, where = cached_weights(arch, tag)
+    if found is not None:
+        return
+    raise ConfigError(f"{{models.clip_pretrained}} {tag!r}: the {arch} weights are not in the local cache "
+                      f"({where}) and HF_HUB_OFFLINE is set; pass a checkpoint file as "
+                      f"{{models.clip_pretrained}}, set {CHECKPOINT_ENV} to one, or run once with network access",
+                      "models.clip_pretrained")
 
 
 def check_checkpoint_file(path: str | os.PathLike[str], field: str, *, origin: str = "") -> None:

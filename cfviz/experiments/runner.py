@@ -42,6 +42,8 @@ class EvaluationResult:
     references: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     random_weights: bool = True
     spec: RunSpec | None = None  #: the run's settings
+    #: categories of the data set not scored, with the reason (no test images); the means leave them out
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def model_identity(choice: ModelChoice) -> dict[str, Any]:
@@ -178,6 +180,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     """
     import pandas as pd
 
+    from cfviz.experiments.datacheck import check_run_data
     from cfviz.experiments.distributed import processes
     from cfviz.experiments.config import resolve_clip_size
     from cfviz.experiments.families import resolve_family_settings
@@ -195,6 +198,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         spec = resolve_family_settings(spec)  # SD3/FLUX/PixArt: their layers in place of the UNet defaults
         out = Path(out_dir)
         dataset = open_run_dataset(spec)
+        left_out = check_run_data(dataset, spec.shots)  # what each category lacks, before any model loads
         categories = test_categories(dataset)
         refs = references_needed(dataset, spec)
         records = [r for r in dataset.records if r.split == "test" and r.category in categories]
@@ -233,7 +237,8 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     summary = summarize(frame)
     references = {c: {s: [r.image_id for r in recs] for s, recs in per.items()} for c, per in refs.items()}
     result = EvaluationResult(frame=frame, summary=summary, out_dir=out, store=store, extraction=report,
-                              references=references, random_weights=spec.models.random_weights, spec=spec)
+                              references=references, random_weights=spec.models.random_weights, spec=spec,
+                              left_out=left_out)
     write_outputs(result, spec)
     if procs is not None:
         procs.close()
@@ -328,8 +333,12 @@ def summarize(frame: Any) -> Any:
     return agg.rename(columns={"count": "n_seeds"})
 
 
-def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights: bool) -> str:
-    """The Markdown tables: means ± std per method and shots, per-category detail, published numbers."""
+def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights: bool,
+                     left_out: dict[str, str] | None = None) -> str:
+    """The Markdown tables: means ± std per method and shots, per-category detail, published numbers.
+
+    ``left_out`` (category -> reason) names the data set's categories that were not scored.
+    """
     from cfviz.data import dataset_has_masks
     from cfviz.experiments.published import published_frame
 
@@ -338,6 +347,9 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
         lines += [f"> **{RANDOM_WEIGHTS_NOTE}**", ""]
     lines += [f"Categories: {', '.join(sorted(frame['category'].unique()))}. Seeds: {list(spec.seeds)}. "
               "Values in %, mean over categories; ± is the std over seeds (k-shot references differ per seed).", ""]
+    if left_out:
+        lines += ["> **Left out of every table and mean: " + "; ".join(f"{c} ({why})" for c, why in left_out.items())
+                  + ".**", ""]
     # say when and why pixel metrics are missing (a mask-less data set, or categories without usable masks)
     cats = sorted(frame["category"].unique())
     with_pixel = set(frame.loc[frame["metric"].str.startswith("pixel_"), "category"])
@@ -389,10 +401,11 @@ def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:
     out = result.out_dir
     atomic_write_with(out / "results.csv", lambda tmp: result.frame.to_csv(tmp, index=False))
     atomic_write_text(out / "summary.md", summary_markdown(result.frame, result.summary, spec,
-                                                           random_weights=result.random_weights))
+                                                           random_weights=result.random_weights,
+                                                           left_out=result.left_out))
     atomic_write_json(out / "run.json", {
         "spec": json.loads(json.dumps(asdict(spec), default=str)),
         "store": str(result.store.path), "extraction": str(result.extraction),
-        "references": result.references, "random_weights": result.random_weights,
+        "references": result.references, "random_weights": result.random_weights, "left_out": result.left_out,
         "library_versions": library_versions(),
     })

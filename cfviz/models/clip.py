@@ -94,9 +94,9 @@ def tiny_geometry(like: str | None = None) -> tuple[int, int]:
     vision = model_config(_CFVIZ_ARCHS[TINY_CLIP])["vision_cfg"]
     if like is not None and like not in _CFVIZ_ARCHS and like != DEFAULT_CLIP:
         _check_arch_name(like)
-        import open_clip
+        from cfviz.models.clip_catalog import get_model_config
 
-        vision = (open_clip.get_model_config(like) or {}).get("vision_cfg", {})
+        vision = (get_model_config(like) or {}).get("vision_cfg", {})
     size, patch = vision.get("image_size"), vision.get("patch_size")
     size = size[0] if isinstance(size, (list, tuple)) else size
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
@@ -336,9 +336,9 @@ def _closest(word: str, choices: list[str]) -> str:
 def _check_arch_name(name: str) -> None:
     if name in _CFVIZ_ARCHS:
         return
-    import open_clip
+    from cfviz.models.clip_catalog import list_models
 
-    models = open_clip.list_models()
+    models = list_models()
     if name not in models:
         raise ConfigError(f"unknown CLIP architecture {name!r}{_closest(name, models)} (use an open_clip model "
                           f"name from open_clip.list_models(), e.g. {DEFAULT_CLIP!r}, or {TINY_CLIP!r})")
@@ -427,32 +427,76 @@ def _hub_checkpoint(name: str, tag: str, cache_dir: Any) -> tuple[Path, bool, An
     if not cfg:
         raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {name}{_closest(tag, tags)} (known tags: "
                           f"{', '.join(tags) or 'none'}), or pass a checkpoint file")
-    hf, url = cfg.get("hf_hub", ""), cfg.get("url", "")
     what = f"the {name} CLIP weights {tag!r}"
+    source = weights_source(tag, cfg, tags, cache_dir)
+    extra: dict[str, Any]
+    if source[0] == "hub":
+        _, repo_id, names = source
+        path = hub_file_for_clip(repo_id, names, cache_dir=cache_dir, what=what)
+        extra = {"hub_repo": repo_id, "file": path.name, "commit": _commit_of(path)}
+    elif source[0] == "url":
+        from cfviz.models.hub import url_file
+
+        _, url, (folder,) = source
+        base = os.path.basename(url)
+        sha = Path(base).stem.split("-")[-1] if "mlfoundations" in url else (
+            url.split("/")[-2] if "openaipublic" in url else None)
+        path = url_file(url, cache_dir=Path(folder), sha256_prefix=sha, what=what, fix=_fix(folder))
+        extra = {"url": url, "file": path.name}
+    else:
+        raise ValueError(f"open_clip lists no download for {name}/{tag}; pass a checkpoint file")
+    return path, bool(cfg.get("quick_gelu", False)), cfg.get("mean"), cfg.get("std"), extra
+
+
+def weights_source(tag: str, cfg: dict[str, Any], tags: list[str], cache_dir: Any = None) -> tuple[str, str, list[str]]:
+    """Where an open_clip tag's weights come from: ``("hub", repo id, file names to try)``,
+    ``("url", url, [download folder])`` or ``("none", "", [])``; ``cfg`` is the tag's pretrained config.
+
+    >>> weights_source("openai", {"hf_hub": "timm/vit_base_patch32_clip_224.openai/", "url": "https://x/a.pt"},
+    ...                ["openai"])
+    ('hub', 'timm/vit_base_patch32_clip_224.openai', ['open_clip_model.safetensors', 'open_clip_pytorch_model.bin'])
+    """
+    hf, url = cfg.get("hf_hub", ""), cfg.get("url", "")
     repo_id, filename = os.path.split(hf) if hf else ("", "")
     # open_clip points some tags at another tag's hub repository (ViT-B-16-plus-240 laion400m_e32
     # -> ...laion400m_e31); the release URL has the weights the tag names, so prefer it then
     repo_tag = repo_id.rsplit(".", 1)[-1] if repo_id else ""
     use_url = bool(url) and repo_tag != tag and repo_tag in tags
-    extra: dict[str, Any]
     if repo_id and not use_url:
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
         if filename and Path(filename).suffix in (".bin", ".pth", ".pt"):
             names.insert(0, str(Path(filename).with_suffix(".safetensors")))
-        path = hub_file_for_clip(repo_id, names, cache_dir=cache_dir, what=what)
-        extra = {"hub_repo": repo_id, "file": path.name, "commit": _commit_of(path)}
-    elif url:
-        from cfviz.models.hub import url_file
-
-        base = os.path.basename(url)
-        sha = Path(base).stem.split("-")[-1] if "mlfoundations" in url else (
-            url.split("/")[-2] if "openaipublic" in url else None)
+        return "hub", repo_id, names
+    if url:
         folder = Path(cache_dir) if cache_dir is not None else Path("~/.cache/clip").expanduser()
-        path = url_file(url, cache_dir=folder, sha256_prefix=sha, what=what, fix=_fix(str(folder)))
-        extra = {"url": url, "file": path.name}
-    else:
-        raise ValueError(f"open_clip lists no download for {name}/{tag}; pass a checkpoint file")
-    return path, bool(cfg.get("quick_gelu", False)), cfg.get("mean"), cfg.get("std"), extra
+        return "url", url, [str(folder)]
+    return "none", "", []
+
+
+def cached_weights(name: str, tag: str, cache_dir: Any = None) -> tuple[Path | None, str]:
+    """The local file of an open_clip tag's weights if it is downloaded already, and where it was looked
+    for (no network, no open_clip import). For checks before a run; :func:`load_clip` finds the same file.
+    """
+    from cfviz.models import clip_catalog
+
+    cfg = clip_catalog.pretrained_cfg(name, tag)
+    kind, where, names = weights_source(tag.lower().replace("-", "_"), cfg, clip_catalog.pretrained_tags(name),
+                                        cache_dir)
+    if kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        from cfviz.models.hub import hub_cache_dir
+
+        cache = hub_cache_dir(cache_dir)
+        for filename in names:
+            found = try_to_load_from_cache(where, filename, cache_dir=cache)
+            if isinstance(found, str):
+                return Path(found), cache
+        return None, f"{cache}, hub repository {where}"
+    if kind == "url":
+        path = Path(names[0]) / os.path.basename(where)
+        return (path if path.is_file() else None), str(path)
+    return None, "nowhere: open_clip lists no download for it"
 
 
 def hub_file_for_clip(repo_id: str, names: list[str], *, cache_dir: Any, what: str) -> Path:

@@ -1,0 +1,152 @@
+"""open_clip's architectures and pretrained tags, read from its files without importing it.
+
+Checking a CLIP name, tag or input size needs only open_clip's model configuration files
+(``open_clip/model_configs/*.json``) and its table of published weights (``open_clip/pretrained.py``);
+importing open_clip imports torch, which takes seconds to tens of seconds on a loaded machine. So
+these functions read the files (parsed once, never executed), and ask open_clip itself only when
+it is already imported (it then also knows configs added with ``open_clip.add_model_config``) or
+when its files cannot be read this way (another layout: then it is imported, as before).
+
+The answers equal open_clip's own (``tests/models/test_clip_catalog.py`` compares them for every
+architecture and tag of the installed version).
+
+>>> "ViT-B-16-plus-240" in list_models(), get_model_config("ViT-B-16-plus-240")["vision_cfg"]["image_size"]
+(True, 240)
+>>> pretrained_tags("ViT-B-16-plus-240")
+['laion400m_e31', 'laion400m_e32']
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+#: the configuration keys open_clip requires of a model config file (``factory._rescan_model_configs``)
+_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
+
+
+def _package_dir() -> Path | None:
+    """open_clip's folder, found without importing it (None when it is not installed)."""
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
+def _natural_key(text: str) -> list[Any]:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]
+
+
+@functools.lru_cache(maxsize=1)
+def _file_configs() -> dict[str, dict[str, Any]] | None:
+    folder = _package_dir()
+    if folder is None or not (folder / "model_configs").is_dir():
+        return None
+    configs = {}
+    for path in sorted((folder / "model_configs").glob("*.json")):
+        cfg = json.loads(path.read_text())
+        if all(k in cfg for k in _CONFIG_KEYS):
+            configs[path.stem] = cfg
+    return dict(sorted(configs.items(), key=lambda item: _natural_key(item[0])))
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _value(node: ast.AST, names: dict[str, Any]) -> Any:
+    """The value of a literal-like expression of ``pretrained.py`` (dicts, strings, config calls)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return names.get(node.id)  # constants from elsewhere (mean, std) are not needed: None
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise _Unknown("dict unpacking")
+        return {_value(k, names): _value(v, names) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return [_value(e, names) for e in node.elts]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
+        fields = {kw.arg: _value(kw.value, names) for kw in node.keywords if kw.arg}
+        if node.func.id == "dict":
+            return fields
+        return {"url": "", "hf_hub": "", **fields}  # _pcfg(url='', hf_hub='', **kwargs) and its siblings
+    raise _Unknown(ast.dump(node)[:80])
+
+
+@functools.lru_cache(maxsize=1)
+def _file_pretrained() -> dict[str, dict[str, dict[str, Any]]] | None:
+    """``{architecture: {tag: config}}`` as open_clip's ``_PRETRAINED`` (url, hf_hub, quick_gelu, ...)."""
+    folder = _package_dir()
+    if folder is None or not (folder / "pretrained.py").is_file():
+        return None
+    names: dict[str, Any] = {}
+    try:
+        for stmt in ast.parse((folder / "pretrained.py").read_text()).body:
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                    and stmt.targets[0].id.startswith("_")):
+                try:
+                    names[stmt.targets[0].id] = _value(stmt.value, names)
+                except _Unknown:
+                    continue  # helpers (a partial of hf_hub_download, ...) the table does not use
+        table = names.get("_PRETRAINED")
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            return None
+    except (SyntaxError, OSError, UnicodeDecodeError):
+        return None
+    # as open_clip does after the table: architectures with QuickGELU tags get "<name>-quickgelu" twins
+    quick = {f"{arch}-quickgelu": {tag: copy.deepcopy(cfg) for tag, cfg in tags.items() if cfg.get("quick_gelu")}
+             for arch, tags in table.items()}
+    table.update({arch: tags for arch, tags in quick.items() if tags})
+    return table
+
+
+def _imported() -> Any:
+    """open_clip when it is imported already (or when its files cannot be read), else None."""
+    if "open_clip" in sys.modules or _file_configs() is None or _file_pretrained() is None:
+        import open_clip
+
+        return open_clip
+    return None
+
+
+def list_models() -> list[str]:
+    """open_clip's architecture names (``open_clip.list_models()``)."""
+    oc = _imported()
+    return oc.list_models() if oc else list(_file_configs() or {})
+
+
+def get_model_config(name: str) -> dict[str, Any] | None:
+    """An architecture's configuration (``open_clip.get_model_config``), or None when unknown."""
+    oc = _imported()
+    if oc:
+        return oc.get_model_config(name)
+    cfg = (_file_configs() or {}).get(name)
+    return copy.deepcopy(cfg) if cfg is not None else None
+
+
+def pretrained_tags(name: str) -> list[str]:
+    """The pretrained tags open_clip publishes for an architecture (``list_pretrained_tags_by_model``)."""
+    if _imported():
+        from open_clip.pretrained import list_pretrained_tags_by_model
+
+        return list(list_pretrained_tags_by_model(name))
+    return list((_file_pretrained() or {}).get(name, {}))
+
+
+def pretrained_cfg(name: str, tag: str) -> dict[str, Any]:
+    """Where a tag's weights come from (``get_pretrained_cfg``: ``url``, ``hf_hub``, ``quick_gelu``, ...)."""
+    if _imported():
+        from open_clip.pretrained import get_pretrained_cfg
+
+        return dict(get_pretrained_cfg(name, tag))
+    return copy.deepcopy((_file_pretrained() or {}).get(name, {}).get(tag.lower().replace("-", "_"), {}))
