@@ -79,7 +79,7 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     score follows ``scoring.score_rule``.
     """
     from cfviz.data.samples import sample_references
-    from cfviz.experiments.scoring import load_masks, pooled_diffusion_visual_maps
+    from cfviz.experiments.scoring import VISUAL_RANGES, load_masks, pooled_diffusion_visual_maps
     from cfviz.fusion import image_scores, normalize_maps, smooth, upsample
 
     if shots < 1:
@@ -93,7 +93,9 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     if masks is None and dataset.has_masks:
         masks = load_masks(dataset, tests, scoring.eval_size)
     raw = pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction)
-    maps = smooth(normalize_maps(upsample(raw, scoring.grid), scoring.normalization), scoring.sigma)  # type: ignore[arg-type]
+    bounds = VISUAL_RANGES["diff_visual"]  # used by normalization "inductive" only, as in predict
+    maps = smooth(normalize_maps(upsample(raw, scoring.grid), scoring.normalization, bounds=bounds),  # type: ignore[arg-type]
+                  scoring.sigma)
     scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
     labels = np.array([r.label for r in tests], dtype=np.int64)
     return labels, scores, maps, masks

@@ -208,3 +208,17 @@ def test_rule_settings_are_validated_and_set_by_the_cli() -> None:
     s = spec_from_args(p.parse_args(["--image-score", "cls", "--smoothing", "own", "--normalization", "inductive"]))
     assert (s.scoring.image_score, s.scoring.smoothing, s.scoring.normalization) == ("cls", "own", "inductive")
     assert {"scoring.image_score", "scoring.smoothing"} <= set(FLAGS)
+
+
+def test_the_rule_is_scoring_only(run: EvaluationResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rule setting rescored from the same store: no model loads, no store file changes."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a scoring setting loaded a model")
+
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    files = {p: p.stat().st_mtime_ns for p in sorted(run.store.path.rglob("*")) if p.is_file()}
+    scoring = replace(run.spec.scoring, image_score="cls", smoothing="own", normalization="inductive")
+    other = evaluate(replace(run.spec, scoring=scoring), tmp_path, store_dir=run.store.path, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in sorted(run.store.path.rglob("*")) if p.is_file()} == files
+    assert len(other.frame) == len(run.frame)
+    assert "each method's own (own)" in (tmp_path / "summary.md").read_text()
