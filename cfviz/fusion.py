@@ -31,7 +31,7 @@ the image score of the diffusion map, both normalised over the set): cfviz's rul
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -179,9 +179,9 @@ def image_scores(maps: np.ndarray, rule: ScoreRule = "max", *, topk: float = 0.0
     raise ValueError(f"image score rule must be 'max', 'topk_mean' or 'mean', got {rule!r}")
 
 
-def method_image_scores(rule: ImageScore, seg_map: np.ndarray, *, cls_map: np.ndarray | None = None,
+def method_image_scores(rule: ImageScore | str, seg_map: np.ndarray, *, cls_map: np.ndarray | None = None,
                         cls_score: np.ndarray | None = None, own: np.ndarray | None = None,
-                        score_rule: ScoreRule = "max", topk: float = 0.01) -> np.ndarray:
+                        score_rule: ScoreRule | str = "max", topk: float = 0.01) -> np.ndarray:
     """One method's image scores ``(N,)`` under one of :data:`IMAGE_SCORES`, the same for every method.
 
     Parameters
@@ -207,8 +207,9 @@ def method_image_scores(rule: ImageScore, seg_map: np.ndarray, *, cls_map: np.nd
         return np.asarray(own, dtype=np.float32)
     if rule == "cls" and cls_score is not None:
         return np.asarray(cls_score, dtype=np.float32)
+    reduce = cast(ScoreRule, score_rule)  # image_scores checks it
     if rule == "eq9" and cls_map is not None:
-        return image_scores(cls_map, score_rule, topk=topk)
+        return image_scores(cls_map, reduce, topk=topk)
     if rule in IMAGE_SCORES:
-        return image_scores(seg_map, score_rule, topk=topk)
+        return image_scores(seg_map, reduce, topk=topk)
     raise ValueError(f"image score rule must be one of {', '.join(IMAGE_SCORES)}, got {rule!r}")

@@ -94,8 +94,8 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
         masks = load_masks(dataset, tests, scoring.eval_size)
     raw = pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction)
     bounds = VISUAL_RANGES["diff_visual"]  # used by normalization "inductive" only, as in predict
-    maps = smooth(normalize_maps(upsample(raw, scoring.grid), scoring.normalization, bounds=bounds),  # type: ignore[arg-type]
-                  scoring.sigma)
+    norm: Any = scoring.normalization
+    maps = smooth(normalize_maps(upsample(raw, scoring.grid), norm, bounds=bounds), scoring.sigma)
     scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
     labels = np.array([r.label for r in tests], dtype=np.int64)
     return labels, scores, maps, masks
@@ -222,9 +222,8 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
                     a = float(a)
                     maps = smooth(fuse(clip_maps, diff_maps, a), scoring.sigma)
                     own = a * p.component_scores["clip"] + (1 - a) * p.component_scores["diff"]
-                    scores = method_image_scores(scoring.image_score, maps, cls_score=p.cls_scores,  # type: ignore[arg-type]
-                                                 own=own, score_rule=scoring.score_rule,  # type: ignore[arg-type]
-                                                 topk=scoring.topk)
+                    scores = method_image_scores(scoring.image_score, maps, cls_score=p.cls_scores, own=own,
+                                                 score_rule=scoring.score_rule, topk=scoring.topk)
                     for metric, value in metric_values(p.labels, scores, masks, maps, metrics).items():
                         rows.append({"category": category, "shots": k, "seed": seed, "alpha": a,
                                      "task": "segmentation" if metric.startswith("pixel_") else "classification",

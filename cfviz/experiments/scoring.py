@@ -457,8 +457,8 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
                             lambda: pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
             comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring, bounds=VISUAL_RANGES["diff_visual"])
         diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
-        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, sigma), scoring.score_rule,  # type: ignore[arg-type]
-                                                 topk=scoring.topk), scoring)
+        rule: Any = scoring.score_rule
+        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, sigma), rule, topk=scoring.topk), scoring)
 
     # smoothing="shared": sigma on every method's final map; "own": WinCLIP and AA-CLIP as released
     own_sigma = 0.0 if scoring.smoothing == "own" else sigma
@@ -487,8 +487,8 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     else:  # mapdiff
         maps = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), sigma)
         own = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
-    scores = method_image_scores(scoring.image_score, maps, cls_map=cls_map, cls_score=cls_score,  # type: ignore[arg-type]
-                                 own=own, score_rule=scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+    scores = method_image_scores(scoring.image_score, maps, cls_map=cls_map, cls_score=cls_score, own=own,
+                                 score_rule=scoring.score_rule, topk=scoring.topk)
     return Predictions(method=method, category=category, shots=shots, seed=seed, image_ids=ids, labels=labels,
                        masks=masks, maps=np.asarray(maps, dtype=np.float32), scores=np.asarray(scores, np.float32),
                        components=comps, component_scores=comp_scores, references=refs,
