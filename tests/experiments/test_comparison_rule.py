@@ -191,6 +191,10 @@ def test_published_numbers_state_their_grid(run: EvaluationResult) -> None:
     text = summary_markdown(frame, summarize(frame), spec, random_weights=False)
     assert "(paper " in text and "240 px CLIP input" in text and "--image-score own --smoothing own" in text
     assert isinstance(pub, pd.DataFrame)
+    from cfviz.experiments.export import results_table
+
+    table = results_table(frame, published=True)
+    assert any("grid: 240 px CLIP input" in note for note in table.notes)
 
 
 def test_rule_settings_are_validated_and_set_by_the_cli() -> None:
