@@ -167,6 +167,14 @@ def test_inductive_normalisation_uses_no_other_test_image(run: EvaluationResult,
     np.testing.assert_allclose(part.scores, full.scores[:-1], atol=1e-6)
 
 
+@pytest.mark.parametrize("method, shots", SETTINGS)
+def test_every_method_is_scored_on_one_grid(run: EvaluationResult, method: str, shots: int) -> None:
+    """eval_size: every method's maps and the masks share the grid (masks nearest-neighbour, values kept)."""
+    p = _predict(run, method, shots, eval_size=16)
+    assert p.maps.shape[1:] == p.masks.shape[1:] == (16, 16)
+    assert set(np.unique(p.masks)) <= {0, 1}
+
+
 # ------------------------------------------------------------------------------ named, printed, validated
 def test_the_rule_is_printed_and_kept(run: EvaluationResult) -> None:
     summary = (run.out_dir / "summary.md").read_text()
