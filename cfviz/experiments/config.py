@@ -747,7 +747,8 @@ class RunSpec:
         if s.normalization == "reference" and methods & set(NORMALIZED_METHODS):
             raise ConfigError("{scoring.normalization} 'reference' is not available in the evaluation runner (it "
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
-                              "'image' or 'none'", "scoring.normalization")
+                              "'inductive' (the references' range, no other test image), 'image' or 'none'",
+                              "scoring.normalization")
         if not e.clip_windows:
             self._check_no_windows()
         needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})
