@@ -392,13 +392,14 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
                    methods: Sequence[str] = ("clipfusion",), categories: Sequence[str] | None = None,
                    shots: Sequence[int] = (0, 1), seeds: Sequence[int] = (0,), scoring: ScoringConfig | None = None,
                    extraction: ExtractionConfig | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
-                   movable_only: bool = True) -> Any:
+                   movable_only: bool = False) -> Any:
     """Metrics of every alternative of each scoring-side choice next to the default, from the store.
 
-    With ``movable_only`` (default) a knob's rows hold only the metrics it can move for that
-    method under ``scoring``'s image-score rule (:func:`metric_kinds`): no image rows for
-    ``patchclip_language`` under ``image_score="own"`` or ``"cls"``, so a figure of the spread per
-    knob never shows a line that is flat by construction. ``False`` keeps every metric.
+    With ``movable_only=True`` a knob's rows hold only the metrics it can move for that method
+    under ``scoring``'s image-score rule (:func:`metric_kinds`): no image rows for
+    ``patchclip_language`` under ``image_score="own"`` or ``"cls"``, no pixel rows for
+    ``score_rule``, so a figure of the spread per knob never shows a line that is flat by
+    construction. ``False`` (default) keeps every metric of every knob.
 
     One setting is changed at a time from ``scoring`` (default :class:`ScoringConfig`); its
     value there is the default of the row set. The branch maps of a category are read and

@@ -172,9 +172,8 @@ def test_design_choices_defaults_are_the_runs_rows(base: EvaluationResult, spec:
 
     t = design_choices(base.store, open_dataset(spec), shots=(0, 1), seeds=(0,), scoring=spec.scoring,
                        metrics=("image_auroc", "pixel_auroc"))
-    # smoothing "own" cannot move CLIPFusion (only WinCLIP and AA-CLIP), so it has no rows here
     assert set(t.knob) == {"patchclip_language", "patchclip_visual", "normalization", "score_rule", "sigma",
-                           "language_layers", "image_score"}  # and visual_block when the store holds several blocks
+                           "language_layers", "image_score", "smoothing"}  # and visual_block with several blocks
     assert not (t[t.knob == "patchclip_visual"].shots == 0).any()
     ran = _rows(base.frame)
     for _, row in t[t.default].iterrows():  # a knob at its default is the run itself
