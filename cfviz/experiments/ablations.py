@@ -311,11 +311,18 @@ def metric_kinds(knob: str, scoring: ScoringConfig | None = None,
     ['image', 'pixel']
     >>> sorted(metric_kinds("score_rule")), sorted(metric_kinds("language_layers", methods=["patchclip"]))
     (['image'], [])
+    >>> sorted(metric_kinds("normalization", methods=["winclip"]))
+    []
     """
     from cfviz.experiments.config import METHODS
 
+    from cfviz.experiments.config import NORMALIZED_METHODS
+
     scoring = scoring or ScoringConfig()
     effect = KNOB_EFFECTS.get(knob, "any")
+    only = {"normalization": NORMALIZED_METHODS, "clip_branch": ("clipfusion", "patchclip")}.get(knob)
+    if only is not None and not set(methods or METHODS) & set(only):
+        return frozenset()  # WinCLIP and AA-CLIP maps are not normalised, nor do they read the CLIP branch
     if effect in ("any", "score"):
         return frozenset({"image", "pixel"} if effect == "any" else {"image"})
     kinds: set[str] = set()
