@@ -11,27 +11,39 @@ made comparable, nor how an image score is taken from a map. Here:
 * every map is first brought to one grid (bilinear upsampling to the evaluation size);
 * then to a comparable range by :func:`normalize_maps`. Default ``"dataset"``: min-max over all
   maps of the evaluated set (per category) — transductive, as AA-CLIP's evaluation normalises
-  per class. Alternatives: ``"image"`` (per-image min-max; loses cross-image comparability,
-  bad for classification), ``"reference"`` (z-score against the same map computed on the k normal
+  per class. Alternatives: ``"inductive"`` (ours: min-max against the range of the same map on
+  the k normal references, or a fixed range, or, with neither, each map alone: no other test
+  image is used), ``"image"`` (per-image min-max; loses cross-image comparability, bad for
+  classification), ``"reference"`` (z-score against the same map computed on the k normal
   reference images; k-shot only, inductive), ``"none"``;
-* the image score of a map is a parameter (:func:`image_scores`): ``"max"`` (default),
-  ``"topk_mean"`` (mean of the top fraction of pixels) or ``"mean"``;
+* a map is reduced to a number by :func:`image_scores`: ``"max"`` (default), ``"topk_mean"``
+  (mean of the top fraction of pixels) or ``"mean"``;
 * optional Gaussian smoothing (``sigma`` in pixels of the evaluation grid) after fusion.
 
-Classification (eq. 9) fuses image scores the same way:
-``s = alpha * s_clip + (1 - alpha) * s_diff`` where ``s_clip`` is the CLIP branch's image score and
-``s_diff`` the image score of the fused diffusion map, both normalised over the set.
+Classification: the paper's eq. 9 is eq. 4's fusion with alpha = 0.75. How an image score is then
+taken is one rule for every method (:data:`IMAGE_SCORES`, :func:`method_image_scores`); the
+default ``"eq9"`` reduces the map fused with the classification alpha (a one-branch method: its
+own map). ``"own"`` keeps each method's favourite, for CLIPFusion the score fusion
+``s = alpha * s_clip + (1 - alpha) * s_diff`` (``s_clip`` the CLIP branch's image score, ``s_diff``
+the image score of the diffusion map, both normalised over the set): cfviz's rule before issue 20.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
-Normalization = Literal["dataset", "image", "reference", "none"]
+Normalization = Literal["dataset", "image", "reference", "none", "inductive"]
 ScoreRule = Literal["max", "topk_mean", "mean"]
+ImageScore = Literal["eq9", "map", "cls", "own"]
+
+#: The image-score rules every method follows alike (``ScoringConfig.image_score``):
+#: ``eq9`` the classification map (fused with alpha_cls; a one-branch method's own map) reduced by
+#: the score rule; ``map`` the segmentation map reduced by it; ``cls`` the global (CLS) score,
+#: the map's where a method has none; ``own`` each method's favourite.
+IMAGE_SCORES: tuple[str, ...] = ("eq9", "map", "cls", "own")
 
 ALPHA_SEGMENTATION = 0.25
 ALPHA_CLASSIFICATION = 0.75
@@ -57,7 +69,7 @@ def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear") -> 
 
 
 def normalize_maps(maps: np.ndarray, method: Normalization = "dataset", *, reference: np.ndarray | None = None,
-                   eps: float = 1e-12) -> np.ndarray:
+                   bounds: tuple[float, float] | None = None, eps: float = 1e-12) -> np.ndarray:
     """Bring ``(N, h, w)`` maps (or ``(N,)`` scores) to a comparable range.
 
     Parameters
@@ -65,14 +77,28 @@ def normalize_maps(maps: np.ndarray, method: Normalization = "dataset", *, refer
     method:
         ``"dataset"``: (x - min) / (max - min) over all N maps together; ``"image"``: the same per
         map; ``"reference"``: (x - mean) / std of ``reference`` (maps of normal references);
+        ``"inductive"``: (x - lo) / (hi - lo) with the min and max of ``reference`` (maps of
+        normal references), else with ``bounds`` (a fixed range), else per map (``"image"``);
         ``"none"``: unchanged.
 
     >>> normalize_maps(np.array([[1.0, 3.0], [5.0, 9.0]]), "dataset").tolist()
     [[0.0, 0.25], [0.5, 1.0]]
+    >>> normalize_maps(np.array([[1.0, 3.0], [5.0, 9.0]]), "inductive", reference=np.array([1.0, 5.0])).tolist()
+    [[0.0, 0.5], [1.0, 2.0]]
     """
     x = np.asarray(maps, dtype=np.float32)
     if method == "none":
         return x
+    if method == "inductive":
+        if reference is not None and np.asarray(reference).size:
+            ref = np.asarray(reference, dtype=np.float32)
+            lo, hi = float(ref.min()), float(ref.max())
+        elif bounds is not None:
+            lo, hi = float(bounds[0]), float(bounds[1])
+        else:
+            method = "image"
+    if method == "inductive":
+        return (x - lo) / max(hi - lo, eps)
     if method == "dataset":
         lo, hi = float(x.min()), float(x.max())
         return (x - lo) / max(hi - lo, eps)
@@ -88,7 +114,7 @@ def normalize_maps(maps: np.ndarray, method: Normalization = "dataset", *, refer
                              "images (k-shot); use 'dataset' in zero-shot")
         ref = np.asarray(reference, dtype=np.float32)
         return (x - float(ref.mean())) / max(float(ref.std()), eps)
-    raise ValueError(f"normalization must be 'dataset', 'image', 'reference' or 'none', got {method!r}")
+    raise ValueError(f"normalization must be 'dataset', 'image', 'reference', 'inductive' or 'none', got {method!r}")
 
 
 def fuse(clip: Mapping[str, np.ndarray | None], diffusion: Mapping[str, np.ndarray | None], alpha: float) -> np.ndarray:
@@ -151,3 +177,39 @@ def image_scores(maps: np.ndarray, rule: ScoreRule = "max", *, topk: float = 0.0
         k = max(1, int(round(topk * x.shape[1])))
         return np.sort(x, axis=1)[:, -k:].mean(axis=1)
     raise ValueError(f"image score rule must be 'max', 'topk_mean' or 'mean', got {rule!r}")
+
+
+def method_image_scores(rule: ImageScore | str, seg_map: np.ndarray, *, cls_map: np.ndarray | None = None,
+                        cls_score: np.ndarray | None = None, own: np.ndarray | None = None,
+                        score_rule: ScoreRule | str = "max", topk: float = 0.01) -> np.ndarray:
+    """One method's image scores ``(N,)`` under one of :data:`IMAGE_SCORES`, the same for every method.
+
+    Parameters
+    ----------
+    seg_map:
+        ``(N, h, w)`` the method's final (segmentation) maps.
+    cls_map:
+        The maps fused with the classification weight (CLIPFusion's eq. 9); ``None``: ``seg_map``.
+    cls_score:
+        The method's global image score (PatchCLIP's CLS score, WinCLIP's zero-shot image score,
+        AA-CLIP's detection score); ``None`` for a method without one (MapDiff: ``"cls"`` then
+        reduces its map).
+    own:
+        The method's own favourite score (needed by ``"own"``).
+
+    >>> m = np.arange(8.0).reshape(2, 2, 2)
+    >>> method_image_scores("map", m).tolist(), method_image_scores("cls", m, cls_score=np.array([0.5, 0.25])).tolist()
+    ([3.0, 7.0], [0.5, 0.25])
+    """
+    if rule == "own":
+        if own is None:
+            raise ValueError("image score rule 'own' needs the method's own scores")
+        return np.asarray(own, dtype=np.float32)
+    if rule == "cls" and cls_score is not None:
+        return np.asarray(cls_score, dtype=np.float32)
+    reduce = cast(ScoreRule, score_rule)  # image_scores checks it
+    if rule == "eq9" and cls_map is not None:
+        return image_scores(cls_map, reduce, topk=topk)
+    if rule in IMAGE_SCORES:
+        return image_scores(seg_map, reduce, topk=topk)
+    raise ValueError(f"image score rule must be one of {', '.join(IMAGE_SCORES)}, got {rule!r}")

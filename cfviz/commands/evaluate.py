@@ -36,6 +36,7 @@ FLAGS: dict[str, str] = {
     "scoring.sigma": "--sigma", "scoring.eval_size": "--eval-size",
     "scoring.language_min_resolution": "--min-resolution", "scoring.clip_branch": "--clip-branch",
     "scoring.aaclip_upsample": "--aaclip-upsample",
+    "scoring.smoothing": "--smoothing", "scoring.image_score": "--image-score",
 }
 
 EXAMPLES = """\
@@ -114,8 +115,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES, STRAY_FILE_POLICIES
-    from cfviz.experiments.config import (AACLIP_NAMES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES, METHODS, PROMPT_AVERAGES, SCORE_RULES,
-                                          TOKEN_MODES, ExtractionConfig, ScoringConfig)
+    from cfviz.experiments.config import (AACLIP_NAMES, IMAGE_SCORES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES,
+                                          METHODS, PROMPT_AVERAGES, SCORE_RULES, SMOOTHINGS, TOKEN_MODES,
+                                          ExtractionConfig, ScoringConfig)
     from cfviz.diffusion.mapdiff import VISUAL_POOLINGS
 
     e, s = ExtractionConfig(), ScoringConfig()
@@ -209,12 +211,22 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     sc = p.add_argument_group("scoring (cheap: recomputed from the store)")
     sc.add_argument("--alpha-seg", type=float, default=s.alpha_seg, help="CLIP weight in the fused map (0-1)")
     sc.add_argument("--alpha-cls", type=float, default=s.alpha_cls, help="CLIP weight in the image score (0-1)")
-    sc.add_argument("--normalization", choices=("dataset", "image", "none"), default=s.normalization,
-                    help="how maps are made comparable before fusion")
-    sc.add_argument("--score-rule", choices=SCORE_RULES, default=s.score_rule, help="image score from a map")
+    sc.add_argument("--normalization", choices=("dataset", "inductive", "image", "none"), default=s.normalization,
+                    help="how maps are made comparable before fusion: dataset (min-max over a category's test "
+                         "maps, transductive), inductive (k-shot: the references' range for language maps, a "
+                         "fixed range for visual maps; zero-shot: each map alone), image, none")
+    sc.add_argument("--image-score", choices=IMAGE_SCORES, default=s.image_score,
+                    help="one image-score rule for every method: eq9 (the map fused with --alpha-cls, paper eq. 9; "
+                         "a one-branch method's own map) reduced by --score-rule, map (the final map), cls (the "
+                         "global CLS score; MapDiff its map), own (each method's favourite)")
+    sc.add_argument("--score-rule", choices=SCORE_RULES, default=s.score_rule,
+                    help="how --image-score's map becomes a number: max, mean of the top --topk, or mean")
     sc.add_argument("--topk", type=float, default=s.topk, help="fraction of pixels averaged by --score-rule "
                                                              "topk_mean")
     sc.add_argument("--sigma", type=float, default=s.sigma, help="Gaussian smoothing of final maps (pixels)")
+    sc.add_argument("--smoothing", choices=SMOOTHINGS, default=s.smoothing,
+                    help="shared: --sigma on every method's final map (WinCLIP's and AA-CLIP's too); own: each "
+                         "method's favourite (WinCLIP unsmoothed, AA-CLIP its released blur only)")
     sc.add_argument("--eval-size", type=_eval_size, default=s.eval_size, metavar="PX|native",
                     help="grid on which maps and masks are compared; native: each image's own mask size for "
                          "pixel metrics (maps fused on 256)")
@@ -315,7 +327,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                               language_layers=get("language_layers", s.language_layers),
                               visual_block=get("visual_block", s.visual_block),
                               reference_block=get("reference_block", s.reference_block),
-                              visual_pooling=get("visual_pooling", s.visual_pooling)),
+                              visual_pooling=get("visual_pooling", s.visual_pooling),
+                              smoothing=get("smoothing", s.smoothing), image_score=get("image_score", s.image_score)),
         batch_size=get("batch_size", 4), store_form=get("store_form", "full"),
     )
 

@@ -79,7 +79,7 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     score follows ``scoring.score_rule``.
     """
     from cfviz.data.samples import sample_references
-    from cfviz.experiments.scoring import load_masks, pooled_diffusion_visual_maps
+    from cfviz.experiments.scoring import VISUAL_RANGES, load_masks, pooled_diffusion_visual_maps
     from cfviz.fusion import image_scores, normalize_maps, smooth, upsample
 
     if shots < 1:
@@ -93,7 +93,9 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     if masks is None and dataset.has_masks:
         masks = load_masks(dataset, tests, scoring.eval_size)
     raw = pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction)
-    maps = smooth(normalize_maps(upsample(raw, scoring.grid), scoring.normalization), scoring.sigma)  # type: ignore[arg-type]
+    bounds = VISUAL_RANGES["diff_visual"]  # used by normalization "inductive" only, as in predict
+    norm: Any = scoring.normalization
+    maps = smooth(normalize_maps(upsample(raw, scoring.grid), norm, bounds=bounds), scoring.sigma)
     scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
     labels = np.array([r.label for r in tests], dtype=np.int64)
     return labels, scores, maps, masks
@@ -188,7 +190,9 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
     The branch maps are read once per (category, shots, seed) with
     :func:`cfviz.experiments.predict`; each alpha only re-fuses them. Segmentation metrics
     (``pixel_*``) describe the map ``alpha * M_clip + (1 - alpha) * M_diff``, classification
-    metrics (``image_*``) the score ``alpha * s_clip + (1 - alpha) * s_diff``.
+    metrics (``image_*``) the image score of ``scoring.image_score`` at that alpha: ``"eq9"`` and
+    ``"map"`` reduce that map, ``"own"`` is ``alpha * s_clip + (1 - alpha) * s_diff``, ``"cls"``
+    the CLS score (flat in alpha).
 
     Returns
     -------
@@ -198,7 +202,7 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
     import pandas as pd
 
     from cfviz.experiments.scoring import load_masks, predict
-    from cfviz.fusion import fuse, smooth
+    from cfviz.fusion import fuse, method_image_scores, smooth
 
     scoring = scoring or ScoringConfig()
     bad = [a for a in alphas if not 0.0 <= float(a) <= 1.0]
@@ -217,7 +221,9 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
                 for a in alphas:
                     a = float(a)
                     maps = smooth(fuse(clip_maps, diff_maps, a), scoring.sigma)
-                    scores = a * p.component_scores["clip"] + (1 - a) * p.component_scores["diff"]
+                    own = a * p.component_scores["clip"] + (1 - a) * p.component_scores["diff"]
+                    scores = method_image_scores(scoring.image_score, maps, cls_score=p.cls_scores, own=own,
+                                                 score_rule=scoring.score_rule, topk=scoring.topk)
                     for metric, value in metric_values(p.labels, scores, masks, maps, metrics).items():
                         rows.append({"category": category, "shots": k, "seed": seed, "alpha": a,
                                      "task": "segmentation" if metric.startswith("pixel_") else "classification",
@@ -248,13 +254,97 @@ def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") 
 DESIGN_KNOBS: dict[str, tuple[Any, ...]] = {
     "patchclip_language": ("mean", "patches", "windows"),
     "patchclip_visual": ("mean", "patches", "windows"),
-    "normalization": ("dataset", "image", "none"),
+    "normalization": ("dataset", "inductive", "image", "none"),
     "score_rule": ("max", "topk_mean", "mean"),
+    "image_score": ("eq9", "map", "cls", "own"),
+    "smoothing": ("shared", "own"),
     "sigma": (4.0, 0.0, 8.0),
     "language_layers": (None, "down_blocks.*", "up_blocks.*"),
 }
 #: Knobs of M_diff_V, so without a setting in zero-shot.
 K_SHOT_KNOBS = ("patchclip_visual", "visual_block")
+
+#: What each scoring knob changes: one branch map (``clip_language``, ``clip_visual``, ``diff``: M_diff_L
+#: and M_diff_V), the smoothing of final maps (``sigma``), the fusion weight of the segmentation map
+#: (``alpha_seg``) or of the image score (``alpha_cls``), whether WinCLIP and AA-CLIP are smoothed
+#: (``smoothing``), or the image score alone (``score``); ``any``:
+#: maps and scores. :func:`metric_kinds` turns this into the metrics a knob can move.
+KNOB_EFFECTS: dict[str, str] = {
+    "patchclip_language": "clip_language", "patchclip_visual": "clip_visual", "clip_branch": "any",
+    "language_layers": "diff", "language_steps": "diff", "language_min_resolution": "diff", "visual_block": "diff",
+    "visual_pooling": "diff", "visual_timestep": "diff", "reference_timestep": "diff", "reference_block": "diff",
+    "sigma": "sigma", "smoothing": "smoothing", "alpha_seg": "alpha_seg", "alpha_cls": "alpha_cls",
+    "score_rule": "score", "topk": "score", "image_score": "score", "normalization": "any", "eval_size": "any",
+}
+#: Which map effects each method's image score reads under ``image_score`` "cls" and "own"
+#: (under "eq9" and "map" every score is read off the map, so it reads them all).
+_SCORE_READS: dict[tuple[str, str], frozenset[str]] = {
+    ("own", "clipfusion"): frozenset({"clip_visual", "diff", "sigma", "alpha_cls"}),  # a*s_clip + (1-a)*s_diff
+    ("own", "patchclip"): frozenset({"clip_visual"}),  # (CLS + max M_clip_V) / 2, unsmoothed
+    ("own", "mapdiff"): frozenset({"diff", "sigma"}),
+    ("cls", "mapdiff"): frozenset({"diff", "sigma"}),  # no CLS score: its map's
+}
+#: Which map effects reach each method's final map.
+_MAP_READS: dict[str, frozenset[str]] = {
+    "clipfusion": frozenset({"clip_language", "clip_visual", "diff", "sigma", "alpha_seg"}),
+    "patchclip": frozenset({"clip_language", "clip_visual", "sigma"}),
+    "mapdiff": frozenset({"diff", "sigma"}), "winclip": frozenset({"sigma", "smoothing"}),
+    "aaclip": frozenset({"sigma", "smoothing"}),  # smoothing "own" leaves only these two unsmoothed
+}
+
+
+def metric_kinds(knob: str, scoring: ScoringConfig | None = None,
+                 methods: Sequence[str] | None = None) -> frozenset[str]:
+    """Which kinds of metrics (``"image"``, ``"pixel"``) a scoring knob can move for ``methods`` under ``scoring``.
+
+    A knob that changes a map moves pixel metrics of the methods whose final map holds it, and
+    image metrics only where the image-score rule (``scoring.image_score``) reads that map:
+    ``patchclip_language`` cannot move image AUROC under ``"cls"`` or ``"own"`` (PatchCLIP's CLS
+    score comes from the global embedding), so a sensitivity table or figure should show its
+    pixel metrics only. ``methods`` default: every method. The answer is "can", not "does": a
+    knob may leave a metric it can move unchanged on some data. A knob not in
+    :data:`KNOB_EFFECTS`: both kinds.
+
+    >>> sorted(metric_kinds("patchclip_language", ScoringConfig(image_score="own")))
+    ['pixel']
+    >>> sorted(metric_kinds("patchclip_language", ScoringConfig(image_score="eq9")))
+    ['image', 'pixel']
+    >>> sorted(metric_kinds("score_rule")), sorted(metric_kinds("language_layers", methods=["patchclip"]))
+    (['image'], [])
+    >>> sorted(metric_kinds("normalization", methods=["winclip"]))
+    []
+    """
+    from cfviz.experiments.config import METHODS
+
+    from cfviz.experiments.config import NORMALIZED_METHODS
+
+    scoring = scoring or ScoringConfig()
+    effect = KNOB_EFFECTS.get(knob, "any")
+    only = {"normalization": NORMALIZED_METHODS, "clip_branch": ("clipfusion", "patchclip")}.get(knob)
+    if only is not None and not set(methods or METHODS) & set(only):
+        return frozenset()  # WinCLIP and AA-CLIP maps are not normalised, nor do they read the CLIP branch
+    if effect in ("any", "score"):
+        return frozenset({"image", "pixel"} if effect == "any" else {"image"})
+    kinds: set[str] = set()
+    for method in methods or METHODS:
+        in_map = effect in _MAP_READS.get(method, frozenset())
+        if in_map and effect != "alpha_cls":
+            kinds.add("pixel")
+        rule = scoring.image_score
+        if rule == "eq9":  # CLIPFusion's classification map is fused with alpha_cls, not alpha_seg
+            reads = (in_map and effect != "alpha_seg") or (effect == "alpha_cls" and method == "clipfusion")
+        elif rule == "map":
+            reads = in_map
+        else:
+            reads = effect in _SCORE_READS.get((rule, method), frozenset())
+        if reads:
+            kinds.add("image")
+    return frozenset(kinds)
+
+
+def metric_kind(metric: str) -> str:
+    """``"image"`` or ``"pixel"``: the kind of a metric name (``image_auroc``, ``pixel_aupro``, ...)."""
+    return "pixel" if metric.startswith("pixel_") else "image"
 #: Extraction-side design choices swept by :func:`extraction_choices` (one store each): setting ->
 #: alternatives to the run's value. Each is an :class:`~cfviz.experiments.config.ExtractionConfig` field.
 EXTRACTION_KNOBS: dict[str, tuple[Any, ...]] = {
@@ -308,8 +398,15 @@ def _alternatives(base: ScoringConfig, name: str, values: Sequence[Any]) -> list
 def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequence[Any]] | None = None,
                    methods: Sequence[str] = ("clipfusion",), categories: Sequence[str] | None = None,
                    shots: Sequence[int] = (0, 1), seeds: Sequence[int] = (0,), scoring: ScoringConfig | None = None,
-                   extraction: ExtractionConfig | None = None, metrics: Sequence[str] = DEFAULT_METRICS) -> Any:
+                   extraction: ExtractionConfig | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
+                   movable_only: bool = False) -> Any:
     """Metrics of every alternative of each scoring-side choice next to the default, from the store.
+
+    With ``movable_only=True`` a knob's rows hold only the metrics it can move for that method
+    under ``scoring``'s image-score rule (:func:`metric_kinds`): no image rows for
+    ``patchclip_language`` under ``image_score="own"`` or ``"cls"``, no pixel rows for
+    ``score_rule``, so a figure of the spread per knob never shows a line that is flat by
+    construction. ``False`` (default) keeps every metric of every knob.
 
     One setting is changed at a time from ``scoring`` (default :class:`ScoringConfig`); its
     value there is the default of the row set. The branch maps of a category are read and
@@ -363,9 +460,13 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
                         continue  # no visual map in zero-shot
                     for label, cfg, is_default in configs:
                         for method in methods:
+                            kinds = metric_kinds(name, base, [method]) if movable_only else {"image", "pixel"}
+                            wanted = [m for m in metrics if metric_kind(m) in kinds]
+                            if not wanted:
+                                continue
                             p = predict(store, dataset, category, method, shots=k, seed=seed, scoring=cfg,
                                         extraction=extraction, masks=masks, cache=cache)
-                            for metric, value in metric_values(p.labels, p.scores, masks, p.maps, metrics).items():
+                            for metric, value in metric_values(p.labels, p.scores, masks, p.maps, wanted).items():
                                 rows.append({"knob": name, "setting": label, "default": is_default,
                                              "method": method, "category": category, "shots": k, "seed": seed,
                                              "metric": metric, "value": value})

@@ -67,8 +67,10 @@ def resolved_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> Pair:
     >>> resolved_pair(ScoringConfig(), ExtractionConfig())
     (261, 'up_blocks.1', 261, 'up_blocks.1')
     """
-    ordered = list(extraction.timesteps)
-    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else ordered[len(ordered) // 2]
+    from cfviz.experiments.scoring import _default_visual_timestep
+
+    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
+        _default_visual_timestep(extraction.timesteps)  # the middle by value, as scoring takes it
     t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
     return _t(t_q), scoring.visual_block, _t(t_r), scoring.reference_block or scoring.visual_block
 

@@ -40,8 +40,14 @@ DTYPES = ("float32", "float16", "bfloat16")
 #: What a capture store keeps of the test images: everything, or M_diff_V's distance maps in place
 #: of their UNet features (see cfviz.experiments.compact).
 STORE_FORMS = ("full", "compact")
-NORMALIZATIONS = ("dataset", "image", "reference", "none")
+NORMALIZATIONS = ("dataset", "image", "reference", "none", "inductive")
 SCORE_RULES = ("max", "topk_mean", "mean")
+# --- the one comparison rule (issue 20): run-level scoring settings applied to every method alike
+#: ``ScoringConfig.smoothing``: ``sigma`` on every method's final map, or each method's own favourite
+#: (CLIPFusion/PatchCLIP/MapDiff smoothed, WinCLIP unsmoothed as published, AA-CLIP its own blur only).
+SMOOTHINGS = ("shared", "own")
+#: ``ScoringConfig.image_score``: how every method's image score is made (see cfviz.fusion.IMAGE_SCORES).
+IMAGE_SCORES = ("eq9", "map", "cls", "own")
 CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
 #: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
@@ -441,13 +447,34 @@ class ScoringConfig:
         CLIP-branch weights for segmentation (0.25) and classification (0.75), paper eqs. 4 and 9.
     normalization:
         How maps are made comparable before fusion (see :func:`cfviz.fusion.normalize_maps`):
-        ``"dataset"`` (default, ours: min-max over the category's test images), ``"image"``
-        (min-max per map; image scores stay min-max over the category), ``"none"``.
+        ``"dataset"`` (default, ours: min-max over the category's test images, anomalous ones
+        included: transductive, as AA-CLIP's released evaluation), ``"inductive"`` (no other test
+        image is used: k-shot, each language map min-max scaled by the range of the same map on the
+        k normal references and each visual map by its fixed range (distances: M_clip_V in [0, 1],
+        M_diff_V in [0, 2]); zero-shot, each map by its own min and max; image scores are not
+        rescaled), ``"image"`` (min-max per map; image scores stay min-max over the category),
+        ``"none"``.
     score_rule, topk:
-        How an image score is taken from a map (see :func:`cfviz.fusion.image_scores`).
-    sigma:
+        How a map is reduced to one number (see :func:`cfviz.fusion.image_scores`): ``"max"``
+        (default), ``"topk_mean"`` (mean of the top ``topk`` fraction of pixels) or ``"mean"``.
+        Which map, and whether a global (CLS) score is used instead, is ``image_score``.
+    image_score:
+        The one image-score rule of every method (:func:`cfviz.fusion.method_image_scores`):
+        ``"eq9"`` (default: the paper's classification fusion, eq. 9 = eq. 4's map fusion with
+        ``alpha_cls``, reduced by ``score_rule``; a one-branch method's own map; the reduction
+        is ours, the paper does not say), ``"map"`` (the final segmentation map reduced by
+        ``score_rule``), ``"cls"`` (the global image score alone: PatchCLIP's CLS score, WinCLIP's
+        zero-shot image score, AA-CLIP's detection score; MapDiff has none and keeps its map's), or
+        ``"own"`` (each method's favourite, cfviz's rule before issue 20: CLIPFusion
+        ``alpha_cls * s_clip + (1 - alpha_cls) * s_diff``; PatchCLIP its CLS score, k-shot the
+        mean with M_clip_V's max; WinCLIP(+) and AA-CLIP as released; MapDiff its map's score).
+    sigma, smoothing:
         Gaussian smoothing (pixels of the ``eval_size`` grid) of the final maps; 0 = none.
-        WinCLIP is always scored unsmoothed, as published.
+        ``smoothing="shared"`` (default: one rule for all) smooths every method's final map alike,
+        WinCLIP's and AA-CLIP's included (AA-CLIP keeps its released blur on the patch grid too);
+        ``"own"``: each method's favourite: ``sigma`` on CLIPFusion/PatchCLIP/MapDiff, WinCLIP
+        unsmoothed as published, AA-CLIP its released blur only. Default 4: PatchCore's released
+        code (also in caoyunkang's WinCLIP, commented out there).
     eval_size:
         Grid on which maps and masks are compared (masks nearest-neighbour, maps bilinear):
         256 (default, ours) or ``"native"``: maps are fused on the 256 grid, then each image's
@@ -464,8 +491,9 @@ class ScoringConfig:
         patterns over layer names, comma-separated (``"up_blocks.*"``, ``"up1.attn0,up2.*"``).
         The store holds every layer, so this is a scoring setting.
     visual_timestep, visual_block:
-        Query timestep and block of M_diff_V (default: the middle captured timestep, ``up_blocks.1``,
-        from DIFT). Several stored blocks, comma-separated (``"up_blocks.1,up_blocks.2"``), are
+        Query timestep and block of M_diff_V (default: the middle of the captured timesteps
+        sorted, e.g. 261 of 50, 261, 400, and ``up_blocks.1``, from DIFT; the run names the pair it
+        used in ``run.json`` and ``summary.md``, :func:`cfviz.experiments.scoring.visual_pair`). Several stored blocks, comma-separated (``"up_blocks.1,up_blocks.2"``), are
         pooled by ``visual_pooling``.
     reference_timestep, reference_block:
         Reference side of M_diff_V; ``None`` = matched with the query (the paper's default). With
@@ -515,8 +543,13 @@ class ScoringConfig:
     language_layers: str | None = None
     visual_pooling: str = "mean"
     aaclip_upsample: str = "align_corners"
+    # the one comparison rule (issue 20): applied to every method alike
+    smoothing: str = "shared"
+    image_score: str = "eq9"
 
     def __post_init__(self) -> None:
+        check_choice(self.smoothing, "scoring.smoothing", SMOOTHINGS)
+        check_choice(self.image_score, "scoring.image_score", IMAGE_SCORES)
         check_fraction(self.alpha_seg, "scoring.alpha_seg", why=" (the CLIP branch's weight in the fused map)")
         check_fraction(self.alpha_cls, "scoring.alpha_cls", why=" (the CLIP branch's weight in the image score)")
         check_choice(self.normalization, "scoring.normalization", NORMALIZATIONS)
@@ -723,7 +756,8 @@ class RunSpec:
         if s.normalization == "reference" and methods & set(NORMALIZED_METHODS):
             raise ConfigError("{scoring.normalization} 'reference' is not available in the evaluation runner (it "
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
-                              "'image' or 'none'", "scoring.normalization")
+                              "'inductive' (the references' range, no other test image), 'image' or 'none'",
+                              "scoring.normalization")
         if not e.clip_windows:
             self._check_no_windows()
         needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})

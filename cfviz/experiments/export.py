@@ -163,9 +163,10 @@ def _published_means(dataset: str, categories: Sequence[str]) -> tuple[dict[tupl
             values[key] = sum(per[c]["published"] for c in categories) / len(categories)
             sources[key] = per[categories[0]]["source"] + (" (mean over the same categories)"
                                                            if set(categories) != listed else "")
+            sources[key] += f", grid: {per[categories[0]]['grid']}"
         elif "mean" in per and (not listed or set(categories) >= listed):
             values[key] = per["mean"]["published"]
-            sources[key] = per["mean"]["source"]
+            sources[key] = f"{per['mean']['source']}, grid: {per['mean']['grid']}"
     return values, sources
 
 

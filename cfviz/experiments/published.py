@@ -9,6 +9,10 @@ Sources (see ../shared/reference/methods.md in the project notes):
 CLIPFusion's own per-class numbers are not in the project's reference notes, so no published
 CLIPFusion row is shown; add them to :data:`PUBLISHED` when you have them from the paper.
 Values are percentages.
+
+Each row names the evaluation ``grid`` its pixel metrics were computed on (:data:`GRIDS`), which
+is not cfviz's (256 px, masks nearest-neighbour, or ``--eval-size native``): pixel numbers are
+comparable only roughly, and the summary says so next to them.
 """
 
 from __future__ import annotations
@@ -34,13 +38,25 @@ _WINCLIP_VISA_0 = {
 _ORDER = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max")
 
 
+#: The grid each source's pixel metrics were computed on, as far as the project's notes say.
+GRIDS: dict[str, str] = {
+    "winclip": ("240 px CLIP input, maps upsampled bilinearly to it (anomalib's WinCLIP; the paper's own evaluation "
+                "size is not in the notes)"),
+    "aaclip": "518 x 518 px: masks nearest-neighbour, maps bilinear (AA-CLIP's released test.py)",
+}
+
+
 def _rows(table: dict[str, tuple[float, ...]], dataset: str, method: str, shots: int, source: str) -> list[dict[str, Any]]:
     return [{"dataset": dataset, "method": method, "shots": shots, "category": cat, "metric": m,
              "published": v, "source": source}
             for cat, vals in table.items() for m, v in zip(_ORDER, vals)]
 
 
-PUBLISHED: list[dict[str, Any]] = [
+def _with_grid(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "grid": GRIDS[r["method"]]} for r in rows]
+
+
+PUBLISHED: list[dict[str, Any]] = _with_grid([
     *_rows(_WINCLIP_MVTEC_0, "mvtec", "winclip", 0, "WinCLIP (CVPR 2023), per-class table"),
     *_rows(_WINCLIP_VISA_0, "visa", "winclip", 0, "WinCLIP (CVPR 2023), per-class table"),
     # abstract: WinCLIP+ 1-normal-shot classification / segmentation AUROC
@@ -61,11 +77,12 @@ PUBLISHED: list[dict[str, Any]] = [
      "published": 95.5, "source": "AA-CLIP (CVPR 2025), MVTec-trained full-shot"},
     {"dataset": "visa", "method": "aaclip", "shots": 0, "category": "mean", "metric": "image_auroc",
      "published": 84.6, "source": "AA-CLIP (CVPR 2025), MVTec-trained full-shot"},
-]
+])
 
 
 def published_frame() -> Any:
-    """The published numbers as a tidy DataFrame (dataset, method, shots, category, metric, published, source)."""
+    """The published numbers as a tidy DataFrame (dataset, method, shots, category, metric, published, source,
+    grid: the evaluation grid of the source's pixel metrics)."""
     import pandas as pd
 
     return pd.DataFrame(PUBLISHED)

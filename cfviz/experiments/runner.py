@@ -347,6 +347,8 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
         lines += [f"> **{RANDOM_WEIGHTS_NOTE}**", ""]
     lines += [f"Categories: {', '.join(sorted(frame['category'].unique()))}. Seeds: {list(spec.seeds)}. "
               "Values in %, mean over categories; ± is the std over seeds (k-shot references differ per seed).", ""]
+    lines += ["Comparison rule (every method alike):", ""]
+    lines += [f"- {name}: {text}" for name, text in run_rule(spec).items()] + [""]
     if left_out:
         lines += ["> **Left out of every table and mean: " + "; ".join(f"{c} ({why})" for c, why in left_out.items())
                   + ".**", ""]
@@ -384,7 +386,10 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     if real_data:
-        lines += ["", "(paper X): the published number for the same setting (see cfviz/experiments/published.py)."]
+        grids = sorted(set(pub.loc[(pub.dataset == spec.dataset) & pub.method.isin(list(spec.methods)), "grid"]))
+        lines += ["", "(paper X): the published number for the same setting (see cfviz/experiments/published.py); "
+                  "published numbers come from each method's own image-score and smoothing rules (compare with "
+                  "--image-score own --smoothing own) and other evaluation grids: " + "; ".join(grids) + "."]
     lines += ["", "## Per category (mean over seeds)", ""]
     per_cat = frame.groupby(["method", "shots", "category", "metric"])["value"].mean().reset_index()
     header = ["method", "shots", "category", *metrics]
@@ -396,6 +401,27 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
     return "\n".join(lines) + "\n"
 
 
+def _diffusion_k_shot(spec: RunSpec) -> bool:
+    """Whether a run scores M_diff_V (a diffusion method with k > 0)."""
+    from cfviz.experiments.config import DIFFUSION_METHODS
+
+    return max(spec.shots) > 0 and bool(set(spec.methods) & set(DIFFUSION_METHODS))
+
+
+def run_rule(spec: RunSpec) -> dict[str, str]:
+    """The comparison rule of a run in words (:func:`cfviz.experiments.scoring.comparison_rule`)."""
+    from cfviz.experiments.scoring import comparison_rule
+
+    return comparison_rule(spec.scoring, spec.extraction, k_shot=_diffusion_k_shot(spec))
+
+
+def _visual_pair(spec: RunSpec) -> dict[str, Any] | None:
+    """M_diff_V's (timestep, block) pair, named, of a run that scores it; else ``None``."""
+    from cfviz.experiments.scoring import visual_pair
+
+    return visual_pair(spec.scoring, spec.extraction) if _diffusion_k_shot(spec) else None
+
+
 def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:
     """Write results.csv, summary.md and run.json atomically into ``result.out_dir``."""
     out = result.out_dir
@@ -405,6 +431,7 @@ def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:
                                                            left_out=result.left_out))
     atomic_write_json(out / "run.json", {
         "spec": json.loads(json.dumps(asdict(spec), default=str)),
+        "comparison_rule": run_rule(spec), "visual_pair": _visual_pair(spec),
         "store": str(result.store.path), "extraction": str(result.extraction),
         "references": result.references, "random_weights": result.random_weights, "left_out": result.left_out,
         "library_versions": library_versions(),

@@ -7,13 +7,18 @@ segmentation maps and image scores, for one k-shot setting and seed:
   with ``alpha_seg`` for maps and ``alpha_cls`` for image scores (see :mod:`cfviz.fusion`);
 * ``patchclip`` — the CLIP branch alone (M_clip_L [+ M_clip_V]);
 * ``mapdiff`` — the diffusion branch alone (M_diff_L [+ M_diff_V]);
-* ``winclip`` — WinCLIP (zero-shot) or WinCLIP+ (k-shot), as published, unsmoothed;
+* ``winclip`` — WinCLIP (zero-shot) or WinCLIP+ (k-shot) maps as published;
 * ``aaclip`` — AA-CLIP adapters as released (needs a store extracted with adapters; see
   :mod:`cfviz.experiments.aaclip_branch`). ``scoring.clip_branch="aaclip"`` makes AA-CLIP the
   CLIP language branch of ``clipfusion`` and ``patchclip``.
 
-Every map is upsampled to ``eval_size``, normalised over the category's test images, fused, then
-smoothed; the components stay available for notebooks (failure cases, explorer).
+Every map is upsampled to ``eval_size``, normalised (``scoring.normalization``: over the category's
+test images by default), fused, then smoothed; the components stay available for notebooks
+(failure cases, explorer). One comparison rule holds for every method (issue 20):
+``scoring.smoothing`` (``"shared"``: ``sigma`` on every method's final map) and
+``scoring.image_score`` (``"eq9"``: the map fused with ``alpha_cls``, or a one-branch method's own
+map, reduced by ``score_rule``; :func:`cfviz.fusion.method_image_scores`). ``"own"`` keeps each
+method's favourite. :func:`comparison_rule` describes the rule of a run in words.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore
 from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig
-from cfviz.fusion import fuse, image_scores, normalize_maps, smooth, upsample
+from cfviz.fusion import fuse, image_scores, method_image_scores, normalize_maps, smooth, upsample
 
 
 @dataclass
@@ -48,6 +53,9 @@ class Predictions:
         Normalised branch image scores (``clip``, ``diff``, ...), each ``(N,)``.
     references:
         Image ids of the k normal references (empty in zero-shot).
+    cls_scores:
+        ``(N,)`` the method's global (CLS) image score, as ``image_score="cls"`` uses it; ``None``
+        for a method without one (MapDiff).
     """
 
     method: str
@@ -63,6 +71,7 @@ class Predictions:
     component_scores: dict[str, np.ndarray] = field(default_factory=dict)
     references: list[str] = field(default_factory=list)
     defect_types: list[str] = field(default_factory=list)
+    cls_scores: np.ndarray | None = None
 
     def frame(self) -> Any:
         """One row per image: id, label, defect type, score (handy for failure-case tables)."""
@@ -130,10 +139,78 @@ def _memo(cache: BranchCache | None, context: Any = None) -> Any:
     return lambda kind, key, compute: cache.get(kind, (context, key), compute)
 
 
+# ---------------------------------------------------------------------------------- the comparison rule
+def comparison_rule(scoring: ScoringConfig, extraction: ExtractionConfig | None = None, *,
+                    k_shot: bool = True) -> dict[str, str]:
+    """The run-level settings every method is scored under, in words: ``setting -> description``.
+
+    The runner prints them in ``summary.md`` and keeps them in ``run.json``. ``extraction`` (and
+    ``k_shot``) add the (timestep, block) pair of M_diff_V.
+
+    >>> rule = comparison_rule(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261)))
+    >>> print(rule["smoothing"])
+    Gaussian sigma 4 px on every method's final map (shared)
+    >>> rule["M_diff_V pair"]
+    'query t=261 up_blocks.1, reference t=261 up_blocks.1'
+    """
+    from cfviz.experiments.config import NATIVE, NATIVE_WORKING_GRID
+
+    s = scoring
+    if s.smoothing == "shared":
+        smoothing = f"Gaussian sigma {s.sigma:g} px on every method's final map (shared)"
+    else:
+        smoothing = (f"each method's own (own): sigma {s.sigma:g} px on CLIPFusion, PatchCLIP and MapDiff; WinCLIP "
+                     "unsmoothed as published; AA-CLIP its released blur only")
+    norm = {"dataset": "min-max over each category's test maps (dataset; transductive)",
+            "inductive": ("inductive: k-shot, language maps scaled by their range on the k references, visual maps "
+                          "by their fixed distance range; zero-shot, each map alone; image scores kept as they are"),
+            "image": "min-max of each map alone (image); image scores min-max over the category",
+            "reference": "z-score against the references' maps (reference)",
+            "none": "none"}[s.normalization]
+    reduce = "max" if s.score_rule == "max" else (f"mean of the top {100 * s.topk:g} %" if s.score_rule == "topk_mean"
+                                                  else "mean")
+    score = {"eq9": (f"{reduce} of the classification map (eq9): CLIPFusion's maps fused with alpha_cls "
+                     f"{s.alpha_cls:g} (paper eq. 9), every other method its own map"),
+             "map": f"{reduce} of every method's final (segmentation) map (map)",
+             "cls": f"the global (CLS) score of every method that has one (cls); MapDiff the {reduce} of its map",
+             "own": "each method's own rule (own)"}[s.image_score]
+    if s.eval_size == NATIVE:
+        grid = f"each mask at its own size (native); maps fused on {NATIVE_WORKING_GRID} px, then resized bilinearly"
+    else:
+        grid = f"{s.grid} x {s.grid} px: masks resized nearest-neighbour, maps bilinearly"
+    out = {"smoothing": smoothing, "normalization before fusion": norm, "image score": score,
+           "evaluation grid": grid}
+    if extraction is not None and k_shot:
+        p = visual_pair(s, extraction)
+        out["M_diff_V pair"] = (f"query t={p['query_timestep']} {p['query_block']}, "
+                                f"reference t={p['reference_timestep']} {p['reference_block']}")
+    return out
+
+
 # ---------------------------------------------------------------------------------- raw branch maps
 def _default_visual_timestep(timesteps: Sequence[Any]) -> Any:
-    ordered = list(timesteps)
+    """The middle of the captured timesteps in order of value (not of the list): 261 of 50, 400, 261.
+
+    >>> _default_visual_timestep([50, 400, 261]), _default_visual_timestep([100, 400])
+    (261, 400)
+    """
+    ordered = sorted(timesteps, key=float)
     return ordered[len(ordered) // 2]
+
+
+def visual_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> dict[str, Any]:
+    """The (timestep, block) pairs M_diff_V compares, named: query and reference side.
+
+    The runner writes it into ``run.json`` and ``summary.md``, so a table always says which pair
+    its k-shot diffusion numbers come from.
+
+    >>> visual_pair(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261)))
+    {'query_timestep': 261, 'query_block': 'up_blocks.1', 'reference_timestep': 261, 'reference_block': 'up_blocks.1'}
+    """
+    from cfviz.experiments.compact import resolved_pair
+
+    t_q, b_q, t_r, b_r = resolved_pair(scoring, extraction)
+    return {"query_timestep": t_q, "query_block": b_q, "reference_timestep": t_r, "reference_block": b_r}
 
 
 def _step_index(entry: Any, timestep: Any) -> int:
@@ -273,11 +350,20 @@ def clip_embeddings(store: CaptureStore, ids: Sequence[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- predictions
-def _norm(x: np.ndarray, scoring: ScoringConfig, reference: np.ndarray | None = None) -> np.ndarray:
+#: Fixed ranges of the visual (distance) maps, used by ``normalization="inductive"``: WinCLIP's visual
+#: association score (1 - cos) / 2 for M_clip_V, the cosine distance 1 - cos for M_diff_V.
+VISUAL_RANGES: dict[str, tuple[float, float]] = {"clip_visual": (0.0, 1.0), "diff_visual": (0.0, 2.0)}
+
+
+def _norm(x: np.ndarray, scoring: ScoringConfig, reference: np.ndarray | None = None,
+          bounds: tuple[float, float] | None = None) -> np.ndarray:
     method = scoring.normalization
-    if method == "image" and np.ndim(x) < 2:  # an image score has no pixels of its own: min-max over the set
-        method = "dataset"
-    return normalize_maps(x, method, reference=reference)  # type: ignore[arg-type]
+    if np.ndim(x) < 2:
+        if method == "inductive":  # an image score is kept as it is (CLS scores are probabilities)
+            return np.asarray(x, dtype=np.float32)
+        if method == "image":  # an image score has no pixels of its own: min-max over the set
+            method = "dataset"
+    return normalize_maps(x, method, reference=reference, bounds=bounds)  # type: ignore[arg-type]
 
 
 def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, shots: int = 0, seed: int = 0,
@@ -330,6 +416,9 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     emb = ref_emb = None
     memo = _memo(cache, (scoring, extraction))  # every key carries the settings it was computed under
     key, ref_key = tuple(ids), tuple(refs)
+    # inductive normalisation, k-shot: each language map is scaled by its range on the k references
+    by_refs = scoring.normalization == "inductive" and bool(shots)
+    cls_score: np.ndarray | None = None  # the method's global (CLS) image score, if it has one
     if method == "winclip" or (need_clip and shots):
         emb = memo("clip_embeddings", key, lambda: clip_embeddings(store, ids))
         ref_emb = memo("clip_embeddings", ref_key, lambda: clip_embeddings(store, refs)) if shots else None
@@ -337,58 +426,78 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         if scoring.clip_branch == "aaclip":  # AA-CLIP's pixel map and image score, as method "aaclip" has them
             amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
             lang_px = aaclip_branch.upsample(amap, size, scoring.aaclip_upsample)
-            img = aaclip_branch.image_scores(lang_px, det)
+            img, cls_score = aaclip_branch.image_scores(lang_px, det), det
+            ref_px = None
+            if by_refs:
+                ref_amap = memo("aaclip", ref_key, lambda: aaclip_branch.stored(store, refs))[0]
+                ref_px = aaclip_branch.upsample(ref_amap, size, scoring.aaclip_upsample)
         else:
             form = scoring.patchclip_language
             lang, img = memo("clip_language", (key, form), lambda: clip_branch.stored_language(store, ids, form))
+            cls_score = img
             lang_px = upsample(lang, size)
-        comps["clip_language"] = _norm(lang_px, scoring)
+            ref_px = upsample(memo("clip_language", (ref_key, form),
+                                   lambda: clip_branch.stored_language(store, refs, form))[0], size) if by_refs else None
+        comps["clip_language"] = _norm(lang_px, scoring, reference=ref_px)
         clip_score = img
         if shots:
             vis, vis_img = memo("clip_visual", (key, ref_key, extraction.scales, scoring.patchclip_visual),
                                 lambda: clip_branch.visual(emb, ref_emb, extraction, scoring.patchclip_visual))
-            comps["clip_visual"] = _norm(upsample(vis, size), scoring)
+            comps["clip_visual"] = _norm(upsample(vis, size), scoring, bounds=VISUAL_RANGES["clip_visual"])
             clip_score = clip_branch.combine_image_scores(img, vis_img)
         comp_scores["clip"] = _norm(clip_score, scoring)
+    sigma = scoring.sigma
     if need_diff:
         lang_key = (key, scoring.language_steps, scoring.language_min_resolution, scoring.language_layers)
         diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring))
-        comps["diff_language"] = _norm(upsample(diff_lang, size), scoring)
+        ref_diff_lang = memo("diff_language", (ref_key, *lang_key[1:]),
+                             lambda: diffusion_language_maps(store, refs, scoring)) if by_refs else None
+        comps["diff_language"] = _norm(upsample(diff_lang, size), scoring,
+                                       reference=None if ref_diff_lang is None else upsample(ref_diff_lang, size))
         if shots:
             vis_key = (key, ref_key, scoring.visual_timestep, scoring.reference_timestep, scoring.visual_block,
                        scoring.reference_block, extraction.timesteps)
             diff_vis = memo("diff_visual", (vis_key, scoring.visual_pooling),
                             lambda: pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
-            comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring)
+            comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring, bounds=VISUAL_RANGES["diff_visual"])
         diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
-        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, scoring.sigma), scoring.score_rule,  # type: ignore[arg-type]
-                                                 topk=scoring.topk), scoring)
+        rule: Any = scoring.score_rule
+        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, sigma), rule, topk=scoring.topk), scoring)
 
+    # smoothing="shared": sigma on every method's final map; "own": WinCLIP and AA-CLIP as released
+    own_sigma = 0.0 if scoring.smoothing == "own" else sigma
+    cls_map = None  # the classification map when it is not the segmentation map (CLIPFusion's eq. 9)
     if method == "winclip":
         zero_shot = memo("winclip_zero_shot", key, lambda: clip_branch.stored_winclip(store, ids))
         wmap, wscore = memo("winclip", (key, ref_key, extraction.scales),
                             lambda: clip_branch.winclip_from(zero_shot, emb, ref_emb, extraction))
         comps["winclip"] = upsample(wmap, size)
-        maps, scores = comps["winclip"], wscore
+        maps, own = smooth(comps["winclip"], own_sigma), wscore
+        cls_score = zero_shot[1].numpy()  # WinCLIP's zero-shot image score
     elif method == "clipfusion":
         clip_maps = {"language": comps["clip_language"], "visual": comps.get("clip_visual")}
         diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
-        maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), scoring.sigma)
-        scores = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
+        maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), sigma)
+        if scoring.image_score == "eq9":
+            cls_map = smooth(fuse(clip_maps, diff_maps, scoring.alpha_cls), sigma)
+        own = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
     elif method == "aaclip":
         amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
         comps["aaclip"] = aaclip_branch.upsample(amap, size, scoring.aaclip_upsample)
-        maps, scores = comps["aaclip"], aaclip_branch.image_scores(comps["aaclip"], det)
+        maps, own, cls_score = smooth(comps["aaclip"], own_sigma), aaclip_branch.image_scores(comps["aaclip"], det), det
     elif method == "patchclip":
-        maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), scoring.sigma)
-        scores = comp_scores["clip"]
+        maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), sigma)
+        own = comp_scores["clip"]
     else:  # mapdiff
-        maps = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), scoring.sigma)
-        scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+        maps = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), sigma)
+        own = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+    scores = method_image_scores(scoring.image_score, maps, cls_map=cls_map, cls_score=cls_score, own=own,
+                                 score_rule=scoring.score_rule, topk=scoring.topk)
     return Predictions(method=method, category=category, shots=shots, seed=seed, image_ids=ids, labels=labels,
                        masks=masks, maps=np.asarray(maps, dtype=np.float32), scores=np.asarray(scores, np.float32),
                        components=comps, component_scores=comp_scores, references=refs,
-                       defect_types=[r.defect_type for r in tests])
+                       defect_types=[r.defect_type for r in tests],
+                       cls_scores=None if cls_score is None else np.asarray(cls_score, np.float32))
 
 
 def annotated_masks(dataset: Any, records: Sequence[Any], size: int | str) -> tuple[np.ndarray, np.ndarray]:
