@@ -91,7 +91,7 @@ def aaclip_run(tmp_path_factory: pytest.TempPathFactory):
     spec = RunSpec(dataset="textures", methods=("aaclip",), categories=("brick",),
                    models=ModelChoice(clip="tiny", diffusion="tiny"),
                    extraction=ExtractionConfig(timesteps=(500,), aaclip=path, aaclip_sha256=digest),
-                   scoring=ScoringConfig(eval_size=32))
+                   scoring=ScoringConfig(eval_size=32, smoothing="own", image_score="own"))  # AA-CLIP as released: its own rule
     ev = importlib.import_module("cfviz.experiments.runner")
     mp = pytest.MonkeyPatch()
     mp.setattr(ev, "open_run_dataset", lambda s: brick)
