@@ -246,8 +246,8 @@ def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") 
 #: README's "Choices" for where every default comes from); none re-runs a model. An alternative
 #: may also be a dict of fields changed together (``visual_block`` below: blocks and pooling).
 DESIGN_KNOBS: dict[str, tuple[Any, ...]] = {
-    "patchclip_language": ("mean", "patches", "windows"),
-    "patchclip_visual": ("mean", "patches", "windows"),
+    "patchclip_language": ("patches", "mean", "windows"),
+    "patchclip_visual": ("patches", "mean", "windows"),
     "normalization": ("dataset", "image", "none"),
     "score_rule": ("max", "topk_mean", "mean"),
     "sigma": (4.0, 0.0, 8.0),
@@ -342,7 +342,7 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
         stored = list(stored_as.features)
         if len(stored) > 1 and base.visual_block in stored:
             knobs["visual_block"] = visual_block_alternatives(stored, base.visual_block)[1:]
-        if not getattr(stored_as, "clip_windows", True):  # a windowless store (--clip-windows off): patches only
+        if getattr(stored_as, "clip_windows", None) is False:  # a windowless store (--clip-windows off): patches only
             for name in ("patchclip_language", "patchclip_visual"):
                 knobs[name] = tuple(v for v in knobs[name] if v == "patches")
     knobs = dict(knobs)

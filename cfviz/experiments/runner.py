@@ -78,11 +78,12 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     and the batch size (kernels give batch-dependent numbers; batches are planned from it); on
     the CPU also the number of torch threads.
     """
-    from cfviz.experiments.config import resolve_clip_size
+    from cfviz.experiments.config import resolve_clip_size, resolve_clip_windows
     from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.models import weights_identity
 
     spec = resolve_clip_size(spec)  # the CLIP input size it resolves to (None = the model's), as stored
+    spec = resolve_clip_windows(spec)  # auto: windows only when a method needs them
     spec = resolve_family_settings(spec)  # a transformer family's own attention/feature defaults
     identity = {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
                 "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
@@ -179,7 +180,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     import pandas as pd
 
     from cfviz.experiments.distributed import processes
-    from cfviz.experiments.config import resolve_clip_size
+    from cfviz.experiments.config import resolve_clip_size, resolve_clip_windows
     from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.preflight import preflight
 
@@ -192,6 +193,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         # every setting, path, device and model name, before any data is generated or model built
         preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
         spec = resolve_clip_size(spec)  # the CLIP's own input size, recorded in the store's identity
+        spec = resolve_clip_windows(spec)  # auto: window embeddings only when a method or form needs them
         spec = resolve_family_settings(spec)  # SD3/FLUX/PixArt: their layers in place of the UNet defaults
         out = Path(out_dir)
         dataset = open_run_dataset(spec)
