@@ -455,12 +455,14 @@ def resolve_clip_size(spec: RunSpec) -> RunSpec:
     return replace(spec, extraction=replace(spec.extraction, clip_size=size))
 
 
-def resolve_clip_windows(spec: RunSpec) -> RunSpec:
+def resolve_clip_windows(spec: RunSpec, stored: bool | None = None) -> RunSpec:
     """``spec`` with ``extraction.clip_windows`` decided: auto (``None``) becomes whether a method needs windows.
 
     On when :meth:`RunSpec.window_needs` lists anything (WinCLIP, a PatchCLIP ``"mean"`` or
-    ``"windows"`` map), off otherwise; a given ``True``/``False`` is kept. The store records the
-    resolved value (off only: on is what stores written before the setting hold).
+    ``"windows"`` map), or when ``stored`` (the value of the store the run will use, if it exists)
+    is on: a store that already holds windows is reused rather than refused; off otherwise. A
+    given ``True``/``False`` is kept. The store records the resolved value (off only: on is what
+    stores written before the setting hold) and ``run.json`` the resolved spec.
 
     >>> resolve_clip_windows(RunSpec()).extraction.clip_windows
     False
@@ -471,7 +473,7 @@ def resolve_clip_windows(spec: RunSpec) -> RunSpec:
 
     if spec.extraction.clip_windows is not None:
         return spec
-    return replace(spec, extraction=replace(spec.extraction, clip_windows=bool(spec.window_needs())))
+    return replace(spec, extraction=replace(spec.extraction, clip_windows=bool(spec.window_needs()) or bool(stored)))
 
 
 @dataclass(frozen=True)

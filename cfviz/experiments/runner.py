@@ -101,6 +101,21 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     return identity
 
 
+def stored_clip_windows(store_dir: str | Path) -> bool | None:
+    """Whether an existing store at ``store_dir`` holds CLIP window embeddings; ``None`` without a store.
+
+    Its header records ``clip_windows`` only when off (stores written before the setting have windows).
+    """
+    header = Path(store_dir) / "store.json"
+    if not header.is_file():
+        return None
+    try:
+        extraction = json.loads(header.read_text()).get("config", {}).get("extraction", {})
+    except (ValueError, AttributeError):
+        return None  # a damaged header: CaptureStore says so, naming the file
+    return extraction.get("clip_windows", True) is not False
+
+
 #: Reader options that drop test images (and so change which images share a planned batch).
 SUBSET_OPTIONS: dict[str, Any] = {"limit_per_type": None, "missing_masks": "skip"}
 
@@ -193,7 +208,8 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         # every setting, path, device and model name, before any data is generated or model built
         preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
         spec = resolve_clip_size(spec)  # the CLIP's own input size, recorded in the store's identity
-        spec = resolve_clip_windows(spec)  # auto: window embeddings only when a method or form needs them
+        # auto: window embeddings only when a method or form needs them, or the store already holds them
+        spec = resolve_clip_windows(spec, stored_clip_windows(store_dir or Path(out_dir) / "store"))
         spec = resolve_family_settings(spec)  # SD3/FLUX/PixArt: their layers in place of the UNet defaults
         out = Path(out_dir)
         dataset = open_run_dataset(spec)

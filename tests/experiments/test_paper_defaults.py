@@ -79,3 +79,8 @@ def test_a_default_run_computes_no_windows_and_one_with_winclip_does(tmp_path: P
     a = cheap.frame.sort_values(["shots", "seed", "metric"]).reset_index(drop=True)
     b = full.frame[full.frame.method == "clipfusion"].sort_values(["shots", "seed", "metric"]).reset_index(drop=True)
     assert (a["value"] - b["value"]).abs().max() < 1e-4
+    # a later run that needs no windows reuses a store that holds them (auto), instead of being refused
+    again = evaluate(spec(("clipfusion",)), tmp_path / "again", store_dir=full.store.path, progress=False)
+    assert again.spec.extraction.clip_windows is True and again.extraction.new == 0
+    c = again.frame.sort_values(["shots", "seed", "metric"]).reset_index(drop=True)
+    assert c["value"].equals(b["value"])
