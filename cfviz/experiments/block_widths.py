@@ -99,3 +99,29 @@ def _config_widths(store: Any) -> dict[str, int]:
 def equal_width_pairs(blocks: Sequence[str], widths: Mapping[str, int]) -> list[tuple[str, str]]:
     """Every (query, reference) pair of ``blocks`` whose widths are equal, matched pairs included."""
     return [(q, r) for q in blocks for r in blocks if widths[q] == widths[r]]
+
+
+def block_pairs(blocks: Sequence[str], widths: Mapping[str, int], width_bridge: str = "none") -> Any:
+    """What the block-matching grid does with each (query, reference) pair of ``blocks``: a DataFrame.
+
+    Columns query, reference (short names), query_width, reference_width and ``cell``: ``"as
+    is"`` (equal widths), ``"bridged"`` (different widths, adjacent channels averaged: only with
+    ``width_bridge="average"``) or ``"left out"`` (different widths, the default).
+
+    >>> block_pairs(["up_blocks.1", "up_blocks.2"], {"up_blocks.1": 1280, "up_blocks.2": 640}).cell.tolist()
+    ['as is', 'left out', 'left out', 'as is']
+    """
+    import pandas as pd
+
+    from cfviz.capture.naming import short_name
+
+    if width_bridge not in WIDTH_BRIDGES:
+        raise ValueError(f"width_bridge must be one of {', '.join(WIDTH_BRIDGES)}, got {width_bridge!r}")
+    rows = []
+    for q in blocks:
+        for r in blocks:
+            same = widths[q] == widths[r]
+            cell = "as is" if same else ("bridged" if width_bridge == "average" else "left out")
+            rows.append({"query": short_name(q), "reference": short_name(r), "query_width": widths[q],
+                         "reference_width": widths[r], "cell": cell})
+    return pd.DataFrame(rows)
