@@ -165,7 +165,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--features", nargs="+", default=list(e.features), help="UNet blocks kept for M_diff_V")
     ext.add_argument("--state", default=e.state,
                      help="the [state] word(s) of the MapDiff prompt; commas make an ensemble written into one "
-                          "prompt (damage,defect,scratch), each state weighing equally in M_diff_L")
+                          "prompt (damage,defect,scratch), each state weighing equally in M_diff_L; the prompt "
+                          "conditions the UNet, so an ensemble changes M_diff_V's features too")
     ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size,
                      help="image side fed to the diffusion model (a multiple of 8)")
     ext.add_argument("--noise-seed", type=int, default=e.noise_seed, help="seed of the diffusion noise")

@@ -220,6 +220,11 @@ class ExtractionConfig:
     diffusion_size: int = 512
     timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS
     prompt_template: str = PROMPT_TEMPLATE
+    #: The [state] word(s) of the MapDiff prompt (default "damage", ours). Commas make an ensemble
+    #: (``"damage,defect,scratch"``): one prompt lists every state ("... with damage, defect,
+    #: scratch") and M_diff_L weighs each state's words equally (:attr:`states`). The ensemble
+    #: changes the prompt, hence the text conditioning of every UNet call, so it changes M_diff_V
+    #: too (the UNet features are computed under that prompt), not only M_diff_L.
     state: str = "damage"
     attention: str = "*attn2"
     features: tuple[str, ...] = (DEFAULT_FEATURE_BLOCK,)
@@ -342,6 +347,8 @@ class ExtractionConfig:
         ``"crack damage"`` is one state of two words; ``"damage,defect,scratch"`` an ensemble of
         three states, written into one prompt (:func:`cfviz.diffusion.forward.state_phrase`),
         whose M_diff_L weighs each state equally (:func:`cfviz.diffusion.mapdiff.state_groups`).
+        The prompt conditions every UNet call, so an ensemble also changes the stored features and
+        with them M_diff_V.
 
         >>> ExtractionConfig(state="crack damage,scratch").states
         [['crack', 'damage'], ['scratch']]
