@@ -92,12 +92,12 @@ def knob_sensitivity(effects: Any, *, shots: int, metrics: Sequence[str] = ("ima
                 ax.errorbar([d], [yy], xerr=[s] if s > 0 else None, fmt="o", ms=3.5, color=CATEGORICAL[0],
                             ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
             ax.set_title(f"{_label(metric)}, k={shots}")
-            ax.set_xlabel(f"alternative - default ({_label(metric)}, points)")
+            ax.set_xlabel("alternative − default (points)")
             ax.grid(axis="x", alpha=0.3)
         axes[0].set_yticks(list(ys.values()), labels)
         axes[0].invert_yaxis()
         spread = (f"Error bars: ± 1 standard deviation over {seeds} seeds (k-shot reference draws), of the "
-                  "difference taken per seed." if seeds > 1 and shots > 0 else
+                  "difference taken per seed (none drawn: every draw gave the same difference)." if seeds > 1 and shots > 0 else
                   "One draw only (zero-shot, or one seed): no spread to show; run several seeds to tell an "
                   "effect from the noise of the reference draws.")
         add_note(fig, f"{spread} Each knob is shown only for the metrics it can move. " + (note or ""))
