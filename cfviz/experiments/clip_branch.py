@@ -16,7 +16,8 @@ Both follow :class:`~cfviz.clip.patchclip.PatchCLIP` and :class:`~cfviz.clip.win
 with their defaults exactly (tests/experiments check the equality); they only start from
 embeddings instead of images so that k-shot settings and seeds never re-run CLIP.
 
-Cheap extraction: with ``extraction.clip_windows=False`` no window embeddings are computed (one
+Cheap extraction (the default run's: ``extraction.clip_windows`` auto resolves to off unless a method
+or form needs windows): with ``extraction.clip_windows=False`` no window embeddings are computed (one
 forward pass per image instead of one plus a batch of short window sequences per scale): the
 store gets image and patch embeddings, PatchCLIP's patch-token outputs (``clip/map/language`` is
 then the patch map) and no WinCLIP outputs. The setting is part of the store's identity, and
