@@ -127,3 +127,13 @@ def test_defect_breakdown_and_disagreement() -> None:
     d = failures.disagreement(_preds())
     assert d.image_id.iloc[-1] == "a" and d.mean_abs_difference.iloc[-1] == pytest.approx(0.0)
     assert d.correlation[d.image_id == "a"].item() == pytest.approx(1.0)
+
+
+def test_the_export_names_bridged_pairs(session) -> None:  # type: ignore[no-untyped-def]
+    from cfviz.experiments.export import matching_export
+
+    plain = matching_export(ablations.matching_table(session.store, session.dataset, kind="block"))
+    assert not any("averaging adjacent channels" in n for n in plain.notes)
+    bridged = matching_export(ablations.matching_table(session.store, session.dataset, kind="block",
+                                                       width_bridge="average"))
+    assert any("averaging adjacent channels" in n and "up1/up2" in n for n in bridged.notes)
