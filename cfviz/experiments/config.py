@@ -265,7 +265,8 @@ class ExtractionConfig:
     winclip_prompts: str = "normalized"
     #: Words whose cross-attention is recorded and averaged into M_diff_L: ``"state"`` (default; the
     #: paper's M_diff_L reads the [state] token, e.g. "damage"), ``"object"`` (the category's
-    #: words, e.g. "metal nut") or ``"all"`` (every word of the prompt); stop words are left out.
+    #: object words as ``object_names`` writes them, e.g. "metal nut", "printed circuit board") or
+    #: ``"all"`` (every word of the prompt); stop words are left out.
     #: Ours to vary; changes only the stored attention (``attn/*``).
     language_tokens: str = "state"
     #: Tokens whose cross-attention is stored: ``"language"`` (default: the ``language_tokens``
