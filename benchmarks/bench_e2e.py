@@ -39,6 +39,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,16 @@ def main() -> None:
         kind = "tiny" if args.tiny else "random"
         models = load_models(ModelChoice(clip=kind, diffusion=kind, dtype=args.dtype, device=args.device))
         t_build = time.perf_counter() - t0
-        extraction = ExtractionConfig(diffusion_size=64) if args.tiny else ExtractionConfig()
+        # the default run's extraction, resolved as `cfviz evaluate` resolves it (issue 20: CLIP windows
+        # auto, i.e. off for the default CLIPFusion run; stores of earlier code always had them)
+        try:
+            from cfviz.experiments.config import RunSpec, resolve_clip_windows
+
+            extraction = resolve_clip_windows(RunSpec()).extraction
+        except ImportError:  # code from before the setting was auto
+            extraction = ExtractionConfig()
+        if args.tiny:
+            extraction = replace(extraction, diffusion_size=64)
 
         clock = StageClock(sync=torch.cuda.synchronize if str(args.device).startswith("cuda") else None)
         undo: list[Callable[[], None]] = []
@@ -303,7 +313,8 @@ def main() -> None:
         f"{n} test images ({args.image_size} x {args.image_size} PNG, generated grass textures) in batches of "
         f"{args.batch_size}, through `cfviz.experiments.extraction.extract` with the default ExtractionConfig "
         f"(timesteps {list(extraction.timesteps)}, all cross-attention layers, token {list(extraction.state_tokens)}, "
-        f"features {list(extraction.features)}, CLIP windows {list(extraction.scales)}), "
+        f"features {list(extraction.features)}, CLIP windows "
+        f"{'off (the default run: no method needs them)' if getattr(extraction, 'clip_windows', None) is False else list(extraction.scales)}), "
         f"{args.dtype} on {args.device}. One-off costs "
         f"(not timed below): building the random models {t_build:.1f} s; a first extract call on one reference "
         f"image (text anchors of the class, allocator warm-up) {t_warm:.1f} s.",

@@ -110,9 +110,10 @@ def main() -> None:
         "nearest-neighbour search over the reference patches), so they run at the plain encoding's cost. "
         "Any form with windows adds one batch of short window sequences per scale (365 windows at scales 2 and 3): "
         f"{windows:.1f}x the plain encoding in all, the same as WinCLIP; the mean form costs what the windows form "
-        "does (the patch map is a by-product of the same forward pass). In `cfviz evaluate`, `--clip-windows off` "
-        "with `--patchclip-language patches --patchclip-visual patches` extracts CLIP at the patch forms' cost "
-        "(`tests/clip/test_clip_windows_off.py`). Wall times here are several times the CPU times because other "
+        "does (the patch map is a by-product of the same forward pass). In `cfviz evaluate` the patch forms are the "
+        "default (`--patchclip-language patches --patchclip-visual patches`, issue 20) and `--clip-windows auto` "
+        "computes windows only for a run that needs them (WinCLIP, a window form), so the default run extracts CLIP "
+        "at the patch forms' cost (`tests/experiments/test_paper_defaults.py`). Wall times here are several times the CPU times because other "
         "jobs shared the 2 cores.",
         "",
     ]

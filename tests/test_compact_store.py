@@ -78,10 +78,16 @@ def test_compact_matching_tables_equal_the_full_ones(runs, spec) -> None:
     full, small = runs
     dataset = open_run_dataset(spec)
     for kind in ("timestep", "block"):
-        kw = dict(kind=kind, shots=1, seeds=(0, 1), scoring=spec.scoring, extraction=spec.extraction)
+        kw = dict(kind=kind, shots=1, seeds=(0, 1), scoring=spec.scoring, extraction=spec.extraction,
+                  width_bridge="average")  # every block pair (the compact store keeps the bridged ones too)
         a, b = matching_table(full.store, dataset, **kw), matching_table(small.store, dataset, **kw)
         assert len(a) == 2 * 2 * 9 * 4  # categories x seeds x pairs x metrics
         assert a.equals(b)
+    # the default grid (equal widths only: the tiny UNet's up0 and up1 are 64 wide, up2 32) from the compact
+    # store, whose widths come from the shipped configuration (its features are gone)
+    kw.pop("width_bridge")
+    a, b = matching_table(full.store, dataset, **kw), matching_table(small.store, dataset, **kw)
+    assert len(a) == 2 * 2 * 5 * 4 and a.equals(b)
 
 
 def test_features_are_gone_and_the_maps_stored(runs, spec) -> None:

@@ -19,7 +19,10 @@ and produces the two CLIP maps that CLIPFusion fuses with the diffusion maps:
   does, otherwise the global score alone.
 
 The paper does not spell these rules out (``methods.md`` section 1); each is a parameter with the
-default above so that notebooks can sweep it. Maps are on the patch grid; upsampling to pixels
+default above so that notebooks can sweep it. The evaluation runner's default is the patch form of
+both maps (``ScoringConfig.patchclip_language`` / ``patchclip_visual`` ``"patches"``: one forward
+pass, as the method's name and the paper's latency table suggest), the class with ``scales=()``;
+this class keeps WinCLIP's windows by default so that its API stays as it was. Maps are on the patch grid; upsampling to pixels
 is left to the fusion step (:func:`~cfviz.clip.scores.upsample`). With the offline random-weight
 models the numbers show that the pipeline runs, not how well PatchCLIP detects anomalies.
 

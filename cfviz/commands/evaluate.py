@@ -8,6 +8,9 @@ from typing import Any
 DATASETS = ("mvtec", "visa", "folder", "textures", "conformal")
 
 #: RunSpec setting path -> the flag that sets it (configuration errors name the flag).
+#: ``--clip-windows`` -> ``ExtractionConfig.clip_windows`` (``None``: auto, decided by the run's methods).
+CLIP_WINDOWS: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+
 FLAGS: dict[str, str] = {
     "dataset": "--dataset", "root": "--root", "categories": "--categories",
     "dataset_options.missing_masks": "--missing-masks", "dataset_options.mask_suffix": "--mask-suffix",
@@ -23,7 +26,7 @@ FLAGS: dict[str, str] = {
     "extraction.noise_seed": "--noise-seed",
     "extraction.aaclip": "--aaclip", "extraction.winclip_prompts": "--winclip-prompts",
     "extraction.aaclip_size": "--aaclip-size", "extraction.aaclip_names": "--aaclip-names",
-    "extraction.clip_windows": "--clip-windows",
+    "extraction.clip_windows": "--clip-windows", "extraction.object_names": "--object-names",
     "extraction.language_tokens": "--language-tokens", "extraction.tokens": "--tokens",
     "extraction.mask": "--inpaint-mask",
     "extraction.noise": "--noise", "extraction.noise_draws": "--noise-draws",
@@ -118,6 +121,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     from cfviz.experiments.config import (AACLIP_NAMES, IMAGE_SCORES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES,
                                           METHODS, PROMPT_AVERAGES, SCORE_RULES, SMOOTHINGS, TOKEN_MODES,
                                           ExtractionConfig, ScoringConfig)
+    from cfviz.clip.object_names import OBJECT_NAME_MODES
     from cfviz.diffusion.mapdiff import VISUAL_POOLINGS
 
     e, s = ExtractionConfig(), ScoringConfig()
@@ -167,7 +171,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--features", nargs="+", default=list(e.features), help="UNet blocks kept for M_diff_V")
     ext.add_argument("--state", default=e.state,
                      help="the [state] word(s) of the MapDiff prompt; commas make an ensemble written into one "
-                          "prompt (damage,defect,scratch), each state weighing equally in M_diff_L")
+                          "prompt (damage,defect,scratch), each state weighing equally in M_diff_L; the prompt "
+                          "conditions the UNet, so an ensemble changes M_diff_V's features too")
     ext.add_argument("--diffusion-size", type=int, default=e.diffusion_size,
                      help="image side fed to the diffusion model (a multiple of 8)")
     ext.add_argument("--noise-seed", type=int, default=e.noise_seed, help="seed of the diffusion noise")
@@ -193,9 +198,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     ext.add_argument("--aaclip-names", choices=AACLIP_NAMES, default=None,
                      help="class names in AA-CLIP's prompts: the released code's descriptions or the category "
                           "names (default: the checkpoint's, descriptive)")
-    ext.add_argument("--clip-windows", choices=("on", "off"), default="on",
-                     help="off: skip CLIP's window embeddings at extraction (much faster; then only PatchCLIP with "
-                          "--patchclip-language patches --patchclip-visual patches, no winclip)")
+    ext.add_argument("--clip-windows", choices=tuple(CLIP_WINDOWS), default="auto",
+                     help="CLIP's window embeddings at extraction: auto (default) computes them only when a method "
+                          "needs them (winclip, --patchclip-language/--patchclip-visual mean or windows); off "
+                          "skips them (then only PatchCLIP's patches forms, no winclip); on always")
+    ext.add_argument("--object-names", choices=OBJECT_NAME_MODES, default=e.object_names,
+                     help="the category's words in both prompts: readable names for MVTec-AD and VisA (default; "
+                          "pcb1 -> 'printed circuit board', chewinggum -> 'chewing gum') or the folder name")
     ext.add_argument("--winclip-prompts", choices=PROMPT_AVERAGES, default=e.winclip_prompts,
                      help="WinCLIP's text anchors: mean of unit-normalised prompt embeddings, or of raw ones "
                           "(anomalib)")
@@ -248,11 +257,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     sc.add_argument("--aaclip-upsample", choices=("align_corners", "half_pixel"), default=s.aaclip_upsample,
                     help="AA-CLIP's map to pixels: bilinear with align_corners=True (released code) or False")
     sc.add_argument("--patchclip-language", choices=MAP_SOURCES, default=s.patchclip_language,
-                    help="PatchCLIP's language map: mean of patch and window maps, patch tokens only, or windows "
-                         "only")
+                    help="PatchCLIP's language map: patch tokens of one forward pass (default), or the mean of "
+                         "patch and window maps, or windows only (both need window embeddings)")
     sc.add_argument("--patchclip-visual", choices=MAP_SOURCES, default=s.patchclip_visual,
-                    help="PatchCLIP's k-shot visual map: mean of patch and window maps, patches only, or windows "
-                         "only")
+                    help="PatchCLIP's k-shot visual map: patches (default), or the mean of patch and window maps "
+                         "(WinCLIP+), or windows only (both need window embeddings)")
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,8 +317,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                                     noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
                                     aaclip_sha256=aaclip_sha256, aaclip_size=getattr(args, "aaclip_size", None),
                                     aaclip_names=getattr(args, "aaclip_names", None),
-                                    clip_windows=getattr(args, "clip_windows", "on") != "off",
+                                    clip_windows=CLIP_WINDOWS[getattr(args, "clip_windows", "auto")],
                                     winclip_prompts=get("winclip_prompts", e.winclip_prompts),
+                                    object_names=get("object_names", e.object_names),
                                     language_tokens=get("language_tokens", e.language_tokens),
                                     mask=get("inpaint_mask", e.mask), noise=get("noise", e.noise),
                                     noise_draws=get("noise_draws", e.noise_draws),

@@ -114,7 +114,7 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
                    pairs: Sequence[tuple[Any, Any]] | None = None, categories: Sequence[str] | None = None,
                    shots: int = 1, seeds: Sequence[int] = (0,), scoring: ScoringConfig | None = None,
                    extraction: ExtractionConfig | None = None,
-                   metrics: Sequence[str] = DEFAULT_METRICS) -> Any:
+                   metrics: Sequence[str] = DEFAULT_METRICS, width_bridge: str = "none") -> Any:
     """Results of M_diff_V for (query, reference) timestep or block pairs (paper Table 5).
 
     Parameters
@@ -124,14 +124,23 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
         ``"block"`` (pairs of stored feature blocks, timestep fixed at ``scoring.visual_timestep``,
         default the middle captured one).
     pairs:
-        ``(query, reference)`` pairs; default every pair of the captured timesteps / stored blocks.
-        Blocks may be given by short name (``"up1"``) or module path (``"up_blocks.1"``).
+        ``(query, reference)`` pairs; default every pair of the captured timesteps, or every pair
+        of stored blocks that ``width_bridge`` admits. Blocks may be given by short name
+        (``"up1"``) or module path (``"up_blocks.1"``).
     shots, seeds:
         k normal references and the seeds of their draws (one row per seed: the seed is recorded).
+    width_bridge:
+        Blocks of different widths (:mod:`cfviz.experiments.block_widths`; SD2's ``up_blocks.1``,
+        ``.2``, ``.3`` are 1280, 640 and 320 wide): ``"none"`` (default) compares only blocks of
+        equal width, so no pair is degraded by a bridge (a given pair of different widths is
+        refused); ``"average"`` (ours) adds those pairs, the wider block's adjacent channels
+        averaged down to the narrower width (:func:`cfviz.diffusion.mapdiff.match_channels`),
+        marked ``bridged``.
 
     Returns
     -------
-    DataFrame with columns category, shots, seed, kind, query, reference, matched, metric, value.
+    DataFrame with columns category, shots, seed, kind, query, reference, matched, bridged,
+    metric, value (``bridged``: the pair's widths differ and were averaged to match).
     Metric values are fractions in [0, 1] (figures and tables show them in %). Blocks are named
     by their short names (``up1``; :func:`cfviz.capture.naming.module_path` gives ``up_blocks.1``).
     """
@@ -141,11 +150,20 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
     from cfviz.errors import CfvizError
     from cfviz.experiments.scoring import extraction_of, load_masks
 
+    from cfviz.experiments.block_widths import WIDTH_BRIDGES, equal_width_pairs, stored_block_widths
+
     if kind not in ("timestep", "block"):
         raise ValueError(f"kind must be 'timestep' or 'block', got {kind!r}")
+    if width_bridge not in WIDTH_BRIDGES:
+        raise ValueError(f"width_bridge must be one of {', '.join(WIDTH_BRIDGES)}, got {width_bridge!r}")
     scoring = scoring or ScoringConfig()
     extraction = extraction or extraction_of(store)
-    if pairs is None:
+    widths: dict[str, int] = {}
+    if kind == "block":
+        widths = stored_block_widths(store, list(extraction.features))
+    if pairs is None and kind == "block" and width_bridge == "none":
+        pairs = equal_width_pairs(list(extraction.features), widths)
+    elif pairs is None:
         pairs = matching_pairs(list(extraction.timesteps) if kind == "timestep" else list(extraction.features))
     if kind == "block":
         stored = list(extraction.features)
@@ -161,6 +179,11 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
                              f"{', '.join(stored)}); add them to ExtractionConfig.features and extract into a "
                              "new store")
         pairs = [(resolve(q), resolve(r)) for q, r in pairs]
+        bridged = [(short_name(q), short_name(r)) for q, r in pairs if widths[q] != widths[r]]
+        if bridged and width_bridge == "none":
+            raise ValueError(f"block pairs {bridged} have different widths ({', '.join(f'{short_name(b)}: {widths[b]}' for b in stored)}); "
+                             "compare blocks of equal width, or pass width_bridge='average' to average the wider "
+                             "block's adjacent channels (ours; it degrades such pairs whatever the hypothesis)")
     rows: list[dict[str, Any]] = []
     for category in _categories(dataset, categories):
         tests = [r for r in dataset.records if r.category == category and r.split == "test"]
@@ -177,7 +200,9 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
                 qn, rn = (short_name(q), short_name(r)) if kind == "block" else (q, r)
                 for metric, value in metric_values(labels, scores, masks, maps, metrics).items():
                     rows.append({"category": category, "shots": shots, "seed": seed, "kind": kind, "query": qn,
-                                 "reference": rn, "matched": q == r, "metric": metric, "value": value})
+                                 "reference": rn, "matched": q == r,
+                                 "bridged": kind == "block" and widths[q] != widths[r], "metric": metric,
+                                 "value": value})
     return pd.DataFrame(rows)
 
 
@@ -252,8 +277,8 @@ def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") 
 #: README's "Choices" for where every default comes from); none re-runs a model. An alternative
 #: may also be a dict of fields changed together (``visual_block`` below: blocks and pooling).
 DESIGN_KNOBS: dict[str, tuple[Any, ...]] = {
-    "patchclip_language": ("mean", "patches", "windows"),
-    "patchclip_visual": ("mean", "patches", "windows"),
+    "patchclip_language": ("patches", "mean", "windows"),
+    "patchclip_visual": ("patches", "mean", "windows"),
     "normalization": ("dataset", "inductive", "image", "none"),
     "score_rule": ("max", "topk_mean", "mean"),
     "image_score": ("eq9", "map", "cls", "own"),
@@ -439,7 +464,7 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
         stored = list(stored_as.features)
         if len(stored) > 1 and base.visual_block in stored:
             knobs["visual_block"] = visual_block_alternatives(stored, base.visual_block)[1:]
-        if not getattr(stored_as, "clip_windows", True):  # a windowless store (--clip-windows off): patches only
+        if getattr(stored_as, "clip_windows", None) is False:  # a windowless store (--clip-windows off): patches only
             for name in ("patchclip_language", "patchclip_visual"):
                 knobs[name] = tuple(v for v in knobs[name] if v == "patches")
     knobs = dict(knobs)

@@ -16,7 +16,8 @@ Both follow :class:`~cfviz.clip.patchclip.PatchCLIP` and :class:`~cfviz.clip.win
 with their defaults exactly (tests/experiments check the equality); they only start from
 embeddings instead of images so that k-shot settings and seeds never re-run CLIP.
 
-Cheap extraction: with ``extraction.clip_windows=False`` no window embeddings are computed (one
+Cheap extraction (the default run's: ``extraction.clip_windows`` auto resolves to off unless a method
+or form needs windows): with ``extraction.clip_windows=False`` no window embeddings are computed (one
 forward pass per image instead of one plus a batch of short window sequences per scale): the
 store gets image and patch embeddings, PatchCLIP's patch-token outputs (``clip/map/language`` is
 then the patch map) and no WinCLIP outputs. The setting is part of the store's identity, and
@@ -44,17 +45,20 @@ def _emb_name(kind: str, scale: int | None = None) -> str:
 def window_scales(extraction: ExtractionConfig) -> tuple[int, ...]:
     """The window scales extraction computes: ``extraction.scales``, or none with ``clip_windows=False``.
 
+    ``None`` (auto, unresolved: no run decided it, or a store written before the setting) means on;
+    a run resolves it first (:func:`~cfviz.experiments.config.resolve_clip_windows`).
+
     >>> window_scales(ExtractionConfig()), window_scales(ExtractionConfig(clip_windows=False))
     ((2, 3), ())
     """
-    return tuple(extraction.scales) if getattr(extraction, "clip_windows", True) else ()
+    return () if getattr(extraction, "clip_windows", None) is False else tuple(extraction.scales)
 
 
 def _models(bundle: Any, category: str, extraction: ExtractionConfig) -> tuple[Any, Any]:
     """PatchCLIP and WinCLIP of a category (WinCLIP is ``None`` without windows)."""
     from cfviz.clip import PatchCLIP, WinCLIP
 
-    name = category.replace("_", " ")
+    name = extraction.object_name(category)  # extraction.object_names: readable (default) or folder
     scales = window_scales(extraction)
     kw = {"class_name": name, "scales": scales, "stride": extraction.stride}
     normalized = getattr(extraction, "winclip_prompts", "normalized") == "normalized"
@@ -114,7 +118,7 @@ def stored_language(store: CaptureStore, ids: Sequence[str], form: str = "mean")
     """``M_clip_L`` ``(N, gh, gw)`` and the zero-shot image scores ``(N,)`` stored at extraction.
 
     ``form`` (``ScoringConfig.patchclip_language``): ``"mean"`` the stored map (mean of the patch
-    map and the window maps, PatchCLIP's default), ``"patches"`` the patch-token class map alone,
+    map and the window maps), ``"patches"`` (the default) the patch-token class map alone,
     ``"windows"`` the mean of the per-scale window maps alone.
     """
     maps, scores = [], []

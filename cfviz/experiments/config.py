@@ -29,6 +29,7 @@ from typing import Any
 
 from cfviz.errors import ConfigError
 
+from cfviz.clip.object_names import OBJECT_NAME_MODES, object_name
 from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, NOISE_MODES, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION, VISUAL_POOLINGS
 from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
@@ -227,6 +228,11 @@ class ExtractionConfig:
     diffusion_size: int = 512
     timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS
     prompt_template: str = PROMPT_TEMPLATE
+    #: The [state] word(s) of the MapDiff prompt (default "damage", ours). Commas make an ensemble
+    #: (``"damage,defect,scratch"``): one prompt lists every state ("... with damage, defect,
+    #: scratch") and M_diff_L weighs each state's words equally (:attr:`states`). The ensemble
+    #: changes the prompt, hence the text conditioning of every UNet call, so it changes M_diff_V
+    #: too (the UNet features are computed under that prompt), not only M_diff_L.
     state: str = "damage"
     attention: str = "*attn2"
     features: tuple[str, ...] = (DEFAULT_FEATURE_BLOCK,)
@@ -244,18 +250,31 @@ class ExtractionConfig:
     #: AA-CLIP's class names in its prompts: ``"descriptive"`` (the released code's REAL_NAMES) or
     #: ``"plain"``; ``None``: the checkpoint's (descriptive for a new training).
     aaclip_names: str | None = None
-    #: Window embeddings at extraction (``True``, default). ``False`` skips them (the larger part of
-    #: CLIP's time): the store then has no window embeddings and no WinCLIP outputs, so only PatchCLIP
-    #: with ``scoring.patchclip_language`` and ``patchclip_visual`` both ``"patches"`` can be scored
-    #: (checked by :meth:`RunSpec.validate`, before anything runs).
-    clip_windows: bool = True
+    #: Window embeddings at extraction (the larger part of CLIP's time: 11.7x a plain encode,
+    #: ``benchmarks/results/patchclip.md``). ``None`` (default, "auto"): a run computes them only when
+    #: one of its methods or forms needs them (WinCLIP, or a PatchCLIP ``"mean"``/``"windows"`` map;
+    #: :func:`resolve_clip_windows`), so the default CLIPFusion run is one CLIP forward pass per
+    #: image, as the method's name and the paper's latency table suggest; outside a run (a bare
+    #: ``ExtractionConfig``, or a store that does not record the setting) ``None`` means on.
+    #: ``True`` always computes them; ``False`` never: the store then has no window embeddings and no
+    #: WinCLIP outputs, so only PatchCLIP with ``scoring.patchclip_language`` and ``patchclip_visual``
+    #: both ``"patches"`` can be scored (checked by :meth:`RunSpec.validate`, before anything runs).
+    clip_windows: bool | None = None
+    #: The object word(s) of a category in both prompts (CLIP's ensemble and MapDiff's
+    #: "a close-up cropped png photo of a [object] with [state]"): ``"readable"`` (default: MVTec-AD
+    #: and VisA categories by readable names, VisA ``pcb1`` -> "printed circuit board",
+    #: ``chewinggum`` -> "chewing gum"; :mod:`cfviz.clip.object_names`, from AA-CLIP's released class
+    #: names) or ``"folder"`` (the folder name, underscores as spaces: stores written before the
+    #: setting). It changes the prompts, so it is part of the store's identity.
+    object_names: str = "readable"
     #: WinCLIP's text anchors: the mean of unit-normalised prompt embeddings (``"normalized"``,
     #: ours: every prompt weighs the same) or of the raw ones (``"raw"``, as anomalib's WinCLIP
     #: does). Changes WinCLIP's stored zero-shot maps and scores (PatchCLIP keeps normalised ones).
     winclip_prompts: str = "normalized"
     #: Words whose cross-attention is recorded and averaged into M_diff_L: ``"state"`` (default; the
     #: paper's M_diff_L reads the [state] token, e.g. "damage"), ``"object"`` (the category's
-    #: words, e.g. "metal nut") or ``"all"`` (every word of the prompt); stop words are left out.
+    #: object words as ``object_names`` writes them, e.g. "metal nut", "printed circuit board") or
+    #: ``"all"`` (every word of the prompt); stop words are left out.
     #: Ours to vary; changes only the stored attention (``attn/*``).
     language_tokens: str = "state"
     #: Tokens whose cross-attention is stored: ``"language"`` (default: the ``language_tokens``
@@ -311,14 +330,15 @@ class ExtractionConfig:
         check_int(self.noise_seed, "extraction.noise_seed", minimum=0)
         check_choice(self.mask, "extraction.mask", INPAINT_MASKS)
         check_choice(self.winclip_prompts, "extraction.winclip_prompts", PROMPT_AVERAGES)
+        check_choice(self.object_names, "extraction.object_names", OBJECT_NAME_MODES)
         if self.aaclip_size is not None:
             check_int(self.aaclip_size, "extraction.aaclip_size", minimum=1,
                       why=" (AA-CLIP's input side, a multiple of the CLIP's patch size; unset: the checkpoint's)")
         if self.aaclip_names is not None:
             check_choice(self.aaclip_names, "extraction.aaclip_names", AACLIP_NAMES)
-        if not isinstance(self.clip_windows, bool):
-            raise ConfigError(f"{{extraction.clip_windows}} must be True or False, got {self.clip_windows!r}",
-                              "extraction.clip_windows")
+        if self.clip_windows is not None and not isinstance(self.clip_windows, bool):
+            raise ConfigError(f"{{extraction.clip_windows}} must be True, False or None (auto: only when a method "
+                              f"needs them), got {self.clip_windows!r}", "extraction.clip_windows")
         check_choice(self.language_tokens, "extraction.language_tokens", LANGUAGE_TOKENS)
         check_choice(self.tokens, "extraction.tokens", TOKEN_MODES)
         check_choice(self.noise, "extraction.noise", NOISE_MODES)
@@ -336,6 +356,8 @@ class ExtractionConfig:
         ``"crack damage"`` is one state of two words; ``"damage,defect,scratch"`` an ensemble of
         three states, written into one prompt (:func:`cfviz.diffusion.forward.state_phrase`),
         whose M_diff_L weighs each state equally (:func:`cfviz.diffusion.mapdiff.state_groups`).
+        The prompt conditions every UNet call, so an ensemble also changes the stored features and
+        with them M_diff_V.
 
         >>> ExtractionConfig(state="crack damage,scratch").states
         [['crack', 'damage'], ['scratch']]
@@ -355,15 +377,25 @@ class ExtractionConfig:
         ['metal', 'nut']
         >>> ExtractionConfig(language_tokens="all").tokens_for("bottle")
         ['close-up', 'cropped', 'png', 'photo', 'bottle', 'damage']
+        >>> ExtractionConfig(language_tokens="object").tokens_for("pcb1")
+        ['printed', 'circuit', 'board']
         """
         if self.language_tokens == "state":
             return self.state_tokens
-        words = str(category).replace("_", " ").split()
+        words = self.object_name(category).split()
         if self.language_tokens == "all":
             from cfviz.diffusion.forward import build_prompt
 
             words = build_prompt(" ".join(words), self.state, self.prompt_template).replace(",", " ").split()
         return list(dict.fromkeys(w for w in words if w.lower() not in STOP_WORDS))
+
+    def object_name(self, category: str) -> str:
+        """The object word(s) of ``category`` in the prompts (``object_names``).
+
+        >>> ExtractionConfig().object_name("chewinggum"), ExtractionConfig(object_names="folder").object_name("chewinggum")
+        ('chewing gum', 'chewinggum')
+        """
+        return object_name(category, self.object_names)
 
     @property
     def finest_attention(self) -> int:
@@ -377,13 +409,15 @@ class ExtractionConfig:
         for name in _LATER_FIELDS:  # settings added later: left out at their default, so older stores match
             if out[name] == _LATER_FIELDS[name]:
                 out.pop(name)
+        if out.get("clip_windows", False) is None:  # unresolved auto (no run): windows on, as an older store
+            out.pop("clip_windows")
         return out
 
 
 #: ExtractionConfig fields added after stores were first written, with their defaults: left out of
 #: the store's identity at the default, so a store written before they existed still matches.
 _LATER_FIELDS: dict[str, Any] = {"winclip_prompts": "normalized", "language_tokens": "state", "tokens": "language",
-                                 "aaclip_size": None, "aaclip_names": None, "clip_windows": True,
+                                 "aaclip_size": None, "aaclip_names": None, "clip_windows": True, "object_names": "folder",
                                  "noise": "shared", "noise_draws": 1, "batch_timesteps": False}
 
 
@@ -435,6 +469,27 @@ def resolve_clip_size(spec: RunSpec) -> RunSpec:
     if given == size:
         return spec
     return replace(spec, extraction=replace(spec.extraction, clip_size=size))
+
+
+def resolve_clip_windows(spec: RunSpec, stored: bool | None = None) -> RunSpec:
+    """``spec`` with ``extraction.clip_windows`` decided: auto (``None``) becomes whether a method needs windows.
+
+    On when :meth:`RunSpec.window_needs` lists anything (WinCLIP, a PatchCLIP ``"mean"`` or
+    ``"windows"`` map), or when ``stored`` (the value of the store the run will use, if it exists)
+    is on: a store that already holds windows is reused rather than refused; off otherwise. A
+    given ``True``/``False`` is kept. The store records the resolved value (off only: on is what
+    stores written before the setting hold) and ``run.json`` the resolved spec.
+
+    >>> resolve_clip_windows(RunSpec()).extraction.clip_windows
+    False
+    >>> resolve_clip_windows(RunSpec(methods=("clipfusion", "winclip"))).extraction.clip_windows
+    True
+    """
+    from dataclasses import replace
+
+    if spec.extraction.clip_windows is not None:
+        return spec
+    return replace(spec, extraction=replace(spec.extraction, clip_windows=bool(spec.window_needs()) or bool(stored)))
 
 
 @dataclass(frozen=True)
@@ -513,15 +568,18 @@ class ScoringConfig:
         ``"align_corners"`` (default, the released code: bilinear, ``align_corners=True``) or
         ``"half_pixel"`` (ours: ``align_corners=False``, as cfviz's other maps).
     patchclip_language:
-        PatchCLIP's language map ``M_clip_L`` (for clipfusion and patchclip): ``"mean"`` (default,
-        ours: mean of the patch-token class map and the per-scale window maps), ``"patches"``
-        (patch tokens only: one forward pass, the cheap form the method's name suggests) or
-        ``"windows"`` (window maps only, as WinCLIP's language map). The paper does not say.
-        Read from the store: no model runs.
+        PatchCLIP's language map ``M_clip_L`` (for clipfusion and patchclip): ``"patches"``
+        (default: the patch-token class map of one CLIP forward pass, what the method's name and
+        the paper's latency argument (Table 7: no multi-scale window passes) point to), ``"mean"``
+        (ours: mean of the patch-token map and WinCLIP's per-scale window maps, 11.7x the CLIP
+        cost) or ``"windows"`` (window maps only, as WinCLIP's language map). The two window forms
+        need ``extraction.clip_windows`` (auto turns it on for them). Read from the store: no
+        model runs.
     patchclip_visual:
-        PatchCLIP's visual map ``M_clip_V`` (k-shot): ``"mean"`` (default, ours, following
-        WinCLIP+'s few-shot map: mean of the patch and window association maps), ``"patches"`` or
-        ``"windows"``. From stored embeddings: no model runs.
+        PatchCLIP's visual map ``M_clip_V`` (k-shot): ``"patches"`` (default: nearest-neighbour
+        association of the patch embeddings, one forward pass per image), ``"mean"`` (WinCLIP+'s
+        few-shot map: mean of the patch and window association maps) or ``"windows"``. From
+        stored embeddings: no model runs.
     """
 
     alpha_seg: float = ALPHA_SEGMENTATION
@@ -538,8 +596,8 @@ class ScoringConfig:
     reference_timestep: int | None = None
     reference_block: str | None = None
     clip_branch: str = "patchclip"
-    patchclip_language: str = "mean"
-    patchclip_visual: str = "mean"
+    patchclip_language: str = "patches"
+    patchclip_visual: str = "patches"
     language_layers: str | None = None
     visual_pooling: str = "mean"
     aaclip_upsample: str = "align_corners"
@@ -705,8 +763,12 @@ class RunSpec:
         self._check_combination()
         return self
 
-    def _check_no_windows(self) -> None:
-        """``extraction.clip_windows=False``: every method asked for must do without window embeddings."""
+    def window_needs(self) -> list[str]:
+        """What in this run needs CLIP's window embeddings (settings in ``{path}`` form); empty: nothing.
+
+        >>> RunSpec().window_needs(), RunSpec(methods=("clipfusion", "winclip")).window_needs()
+        ([], ["{methods} 'winclip'"])
+        """
         s, methods = self.scoring, set(self.methods)
         need = []
         if "winclip" in methods:
@@ -716,6 +778,11 @@ class RunSpec:
             need.append(f"{{scoring.patchclip_language}} {s.patchclip_language!r}")
         if methods & {"patchclip", "clipfusion"} and max(self.shots) > 0 and s.patchclip_visual != "patches":
             need.append(f"{{scoring.patchclip_visual}} {s.patchclip_visual!r}")
+        return need
+
+    def _check_no_windows(self) -> None:
+        """``extraction.clip_windows=False``: every method asked for must do without window embeddings."""
+        need = self.window_needs()
         if need:
             raise ConfigError(f"{{extraction.clip_windows}} off skips CLIP's window embeddings, but {' and '.join(need)} "
                               "need them; turn {extraction.clip_windows} on, or use {scoring.patchclip_language} and "
@@ -758,7 +825,7 @@ class RunSpec:
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
                               "'inductive' (the references' range, no other test image), 'image' or 'none'",
                               "scoring.normalization")
-        if not e.clip_windows:
+        if e.clip_windows is False:
             self._check_no_windows()
         needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})
         if needs_aaclip and not e.aaclip:

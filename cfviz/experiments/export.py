@@ -281,5 +281,9 @@ def matching_export(frame: Any, *, metrics: Sequence[str] | None = None, digits:
     notes = [f"M_diff_V with query and reference {what}s; k = {', '.join(map(str, shots))}; "
              f"mean over categories: {', '.join(categories)}.",
              "No published numbers for this table in cfviz.experiments.published."]
+    if "bridged" in frame.columns and frame["bridged"].any():  # matching_table(width_bridge="average")
+        bridged = frame[frame["bridged"].astype(bool)][["query", "reference"]].drop_duplicates()
+        notes.append("Blocks of different widths, compared by averaging adjacent channels of the wider one (ours): "
+                     + ", ".join(f"{q}/{r}" for q, r in zip(bridged["query"], bridged["reference"])) + ".")
     mid = (n_matched,) if 0 < n_matched < len(rows) else ()
     return Table(header, tuple(rows), tuple(notes), mid)

@@ -117,9 +117,18 @@ def run_batches(records: Sequence[Any], batch_size: int, shard: tuple[int, int] 
     return plan if shard is None else batches_for_shard(plan, *shard)
 
 
-def object_name(category: str) -> str:
-    """The [object] word(s) of a category: ``"metal_nut"`` -> ``"metal nut"``."""
-    return category.replace("_", " ")
+def object_name(category: str, mode: str = "folder") -> str:
+    """The [object] word(s) of a category: ``"metal_nut"`` -> ``"metal nut"``.
+
+    ``mode`` is ``ExtractionConfig.object_names`` (:func:`cfviz.clip.object_names.object_name`);
+    runs pass theirs (default ``"readable"``), this function keeps its earlier default.
+
+    >>> object_name("chewinggum"), object_name("chewinggum", "readable")
+    ('chewinggum', 'chewing gum')
+    """
+    from cfviz.clip.object_names import object_name as named
+
+    return named(category, mode)
 
 
 def relative_path(path: Any, root: Any) -> str | None:
@@ -226,7 +235,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     def prepare(batch: list[str]) -> tuple[list[Any], list[str], Any, Any]:
         """Pixels, prompts and both model inputs of a batch (runs ahead, on the prefetch thread)."""
         samples = [dataset.load(by_id[i]) for i in batch]
-        prompts = [build_prompt(object_name(s.category), extraction.state, extraction.prompt_template)
+        prompts = [build_prompt(extraction.object_name(s.category), extraction.state, extraction.prompt_template)
                    for s in samples]
         images = [s.image for s in samples]
         return samples, prompts, clip_batch(images, clip_size), diffusion_batch(images, extraction.diffusion_size)

@@ -80,11 +80,12 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     and the batch size (kernels give batch-dependent numbers; batches are planned from it); on
     the CPU also the number of torch threads.
     """
-    from cfviz.experiments.config import resolve_clip_size
+    from cfviz.experiments.config import resolve_clip_size, resolve_clip_windows
     from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.models import weights_identity
 
     spec = resolve_clip_size(spec)  # the CLIP input size it resolves to (None = the model's), as stored
+    spec = resolve_clip_windows(spec)  # auto: windows only when a method needs them
     spec = resolve_family_settings(spec)  # a transformer family's own attention/feature defaults
     identity = {"models": model_identity(spec.models), "weights": weights_identity(spec.models),
                 "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
@@ -100,6 +101,21 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
     if spec.store_form != "full":  # absent for the full form, so stores written before it keep matching
         identity["store_form"] = spec.store_form
     return identity
+
+
+def stored_clip_windows(store_dir: str | Path) -> bool | None:
+    """Whether an existing store at ``store_dir`` holds CLIP window embeddings; ``None`` without a store.
+
+    Its header records ``clip_windows`` only when off (stores written before the setting have windows).
+    """
+    header = Path(store_dir) / "store.json"
+    if not header.is_file():
+        return None
+    try:
+        extraction = json.loads(header.read_text()).get("config", {}).get("extraction", {})
+    except (ValueError, AttributeError):
+        return None  # a damaged header: CaptureStore says so, naming the file
+    return extraction.get("clip_windows", True) is not False
 
 
 #: Reader options that drop test images (and so change which images share a planned batch).
@@ -182,7 +198,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
 
     from cfviz.experiments.datacheck import check_run_data
     from cfviz.experiments.distributed import processes
-    from cfviz.experiments.config import resolve_clip_size
+    from cfviz.experiments.config import resolve_clip_size, resolve_clip_windows
     from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.preflight import preflight
 
@@ -195,6 +211,8 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         # every setting, path, device and model name, before any data is generated or model built
         preflight(spec, out_dir, store_dir if store_dir is not None else Path(out_dir) / "store")
         spec = resolve_clip_size(spec)  # the CLIP's own input size, recorded in the store's identity
+        # auto: window embeddings only when a method or form needs them, or the store already holds them
+        spec = resolve_clip_windows(spec, stored_clip_windows(store_dir or Path(out_dir) / "store"))
         spec = resolve_family_settings(spec)  # SD3/FLUX/PixArt: their layers in place of the UNet defaults
         out = Path(out_dir)
         dataset = open_run_dataset(spec)

@@ -10,7 +10,8 @@ Modules: ``style`` (style, captions, saving), ``overlays`` (map over image, a ro
 ``grids`` (timestep x block, token, and words x timesteps/blocks grids), ``clipviz`` (CLIP window and patch scores),
 ``ablation`` (heat maps, alpha curves, bars), ``gallery`` (image galleries, qualitative grid),
 ``failures`` (ranked failure cases, their attention, branch disagreement), ``compare`` (two
-runs' maps of one image side by side on one colour scale).
+runs' maps of one image side by side on one colour scale), ``sensitivity`` (notebook 08: each
+knob's effect with its spread over seeds, methods under one shared rule vs their favourites).
 
 Importing :mod:`cfviz.viz` does not import matplotlib: names resolve on first use.
 
@@ -45,6 +46,8 @@ _LAZY: dict[str, str] = {
     "clip_scores_figure": ".clipviz",
     # ablation
     "ablation_heatmap": ".ablation", "alpha_curves": ".ablation", "metric_bars": ".ablation",
+    # sensitivity study (notebook 08)
+    "knob_sensitivity": ".sensitivity", "method_comparison": ".sensitivity",
     # gallery
     "gallery": ".gallery", "qualitative_grid": ".gallery",
     # failure cases

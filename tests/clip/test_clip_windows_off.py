@@ -41,8 +41,8 @@ def test_embed_skips_the_windows() -> None:
 
 @pytest.mark.parametrize("methods, shots, scoring, named", [
     (("winclip",), (0,), PATCHES, "methods 'winclip'"),
-    (("patchclip",), (0,), ScoringConfig(patchclip_visual="patches"), "patchclip_language 'mean'"),
-    (("clipfusion",), (0, 1), ScoringConfig(patchclip_language="patches"), "patchclip_visual 'mean'"),
+    (("patchclip",), (0,), ScoringConfig(patchclip_language="mean"), "patchclip_language 'mean'"),
+    (("clipfusion",), (0, 1), ScoringConfig(patchclip_visual="mean"), "patchclip_visual 'mean'"),
 ])
 def test_runs_that_need_windows_are_refused_naming_the_setting(methods, shots, scoring, named) -> None:
     with pytest.raises(ConfigError, match=named) as err:

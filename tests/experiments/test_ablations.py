@@ -25,15 +25,54 @@ def test_matching_table_covers_every_pair(session) -> None:  # type: ignore[no-u
     assert t["value"].between(0, 1).all()
     assert (t["matched"] == (t["query"] == t["reference"])).all()
     # the matched default equals M_diff_V as predict() makes it (query = reference by default)
-    b = ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up_blocks.1", "up_blocks.2")])
+    b = ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up_blocks.1", "up_blocks.2")],
+                                 width_bridge="average")  # the tiny UNet's up1 is 64 wide, up2 32
     assert set(b["query"]) == {"up1"} and set(b["reference"]) == {"up2"} and not b["matched"].any()
+    assert b["bridged"].all()
     # blocks go by their short names, in and out (one name per block everywhere)
-    short = ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up1", "up2")])
+    short = ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up1", "up2")],
+                                     width_bridge="average")
     assert short.drop(columns="value").equals(b.drop(columns="value"))
     np.testing.assert_allclose(short["value"], b["value"])
     # a mismatched pair gives other maps than the matched one
     a = t[(t.metric == "pixel_auroc")].set_index(["query", "reference"])["value"]
     assert a.nunique() > 1
+
+
+def test_block_pairs_of_different_widths_only_with_a_named_bridge(session) -> None:  # type: ignore[no-untyped-def]
+    """Issue 20: the default block grid compares only blocks of equal width; bridging is an option."""
+    from cfviz.experiments.block_widths import stored_block_widths, unet_block_widths
+    from cfviz.models._config import model_config
+
+    blocks = list(session.spec.extraction.features)
+    widths = stored_block_widths(session.store, blocks)
+    assert widths == {b: unet_block_widths(model_config("tiny_inpainting_unet"))[b] for b in blocks}
+    t = ablations.matching_table(session.store, session.dataset, kind="block", shots=1, seeds=[0])
+    named = {"up0": "up_blocks.0", "up1": "up_blocks.1", "up2": "up_blocks.2", "up3": "up_blocks.3"}
+    pairs = set(zip(t["query"], t["reference"]))
+    assert pairs and all(widths[named[q]] == widths[named[r]] for q, r in pairs)
+    assert not t["bridged"].any()
+    every = ablations.matching_table(session.store, session.dataset, kind="block", shots=1, seeds=[0],
+                                     width_bridge="average")
+    assert pairs < set(zip(every["query"], every["reference"]))
+    assert len(set(zip(every["query"], every["reference"]))) == len(blocks) ** 2
+    assert (every["bridged"] == [widths[named[q]] != widths[named[r]] for q, r in zip(every["query"],
+                                                                                       every["reference"])]).all()
+    with pytest.raises(ValueError, match="width_bridge='average'"):
+        ablations.matching_table(session.store, session.dataset, kind="block", pairs=[("up1", "up2")])
+    with pytest.raises(ValueError, match="width_bridge must be one of none, average"):
+        ablations.matching_table(session.store, session.dataset, kind="block", width_bridge="pad")
+
+
+def test_sd2_equal_width_pairs_are_documented() -> None:
+    from cfviz.experiments.block_widths import equal_width_pairs, unet_block_widths
+    from cfviz.models._config import model_config
+
+    w = unet_block_widths(model_config("sd2_inpainting_unet"))
+    ups = ["up_blocks.1", "up_blocks.2", "up_blocks.3"]
+    assert equal_width_pairs(ups, w) == [(b, b) for b in ups]  # the decoder's grid: matched pairs only
+    assert {b for b, c in w.items() if c == 1280} == {"down_blocks.2", "down_blocks.3", "mid_block", "up_blocks.0",
+                                                      "up_blocks.1"}
 
 
 def test_matching_table_refuses_unstored_blocks(session) -> None:  # type: ignore[no-untyped-def]
@@ -88,3 +127,13 @@ def test_defect_breakdown_and_disagreement() -> None:
     d = failures.disagreement(_preds())
     assert d.image_id.iloc[-1] == "a" and d.mean_abs_difference.iloc[-1] == pytest.approx(0.0)
     assert d.correlation[d.image_id == "a"].item() == pytest.approx(1.0)
+
+
+def test_the_export_names_bridged_pairs(session) -> None:  # type: ignore[no-untyped-def]
+    from cfviz.experiments.export import matching_export
+
+    plain = matching_export(ablations.matching_table(session.store, session.dataset, kind="block"))
+    assert not any("averaging adjacent channels" in n for n in plain.notes)
+    bridged = matching_export(ablations.matching_table(session.store, session.dataset, kind="block",
+                                                       width_bridge="average"))
+    assert any("averaging adjacent channels" in n and "up1/up2" in n for n in bridged.notes)

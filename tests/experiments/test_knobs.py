@@ -56,9 +56,9 @@ def _rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 SCORING_KNOBS = [
     # (setting, value, rows that must change: (method, shots) pairs; every other row must not)
-    ("patchclip_language", "patches", {("clipfusion", 0), ("clipfusion", 1), ("patchclip", 0), ("patchclip", 1)}),
+    ("patchclip_language", "mean", {("clipfusion", 0), ("clipfusion", 1), ("patchclip", 0), ("patchclip", 1)}),
     ("patchclip_language", "windows", {("clipfusion", 0), ("clipfusion", 1), ("patchclip", 0), ("patchclip", 1)}),
-    ("patchclip_visual", "patches", {("clipfusion", 1), ("patchclip", 1)}),
+    ("patchclip_visual", "mean", {("clipfusion", 1), ("patchclip", 1)}),
     ("patchclip_visual", "windows", {("clipfusion", 1), ("patchclip", 1)}),
     # smoothing "shared" (the default since issue 20): sigma reaches WinCLIP's maps too
     ("sigma", 0.0, {(m, k) for m in ("clipfusion", "patchclip", "mapdiff", "winclip") for k in (0, 1)}),

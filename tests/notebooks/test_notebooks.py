@@ -26,7 +26,7 @@ FIGURES = {
     "04_alpha_sensitivity": ["alpha_sensitivity_k0", "alpha_sensitivity_k1", "alpha_sensitivity_shots"],
     "05_qualitative_figures": ["qualitative_brick"],
     "06_failure_cases": ["failures_brick", "failures_by_defect_type", "disagreement_brick"],
-    "08_design_choices": ["design_choices"],
+    "08_design_choices": ["design_choices", "methods_shared_vs_favourite"],
 }
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
