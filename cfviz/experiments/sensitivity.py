@@ -1,11 +1,12 @@
 """Notebook 08's sensitivity study, as tables a reviewer can trust.
 
-* :func:`metric_kinds` — which metrics a knob can move at all (image-level, pixel-level or both).
-  ``patchclip_language`` changes PatchCLIP's language map only, and no image score reads that
-  map (PatchCLIP's is the CLS score, CLIPFusion's CLIP share the CLS score, or with shots its mean
-  with the visual map's max), so it can move pixel metrics only; ``score_rule`` changes image
-  scores only. A knob's table leaves out the metrics it cannot move, so a short line is never a
-  metric that could not have moved.
+* :func:`metric_kinds` — which metrics a knob can move at all (image-level, pixel-level or both),
+  under the run's image-score rule (:func:`cfviz.experiments.ablations.metric_kinds` says it; this
+  is its tuple form). Under ``--image-score own`` or ``cls``, ``patchclip_language`` changes
+  PatchCLIP's language map only and no image score reads that map, so it moves pixel metrics
+  only; under the default ``eq9`` the image score is read off the map, so it moves both.
+  ``score_rule`` changes image scores only. A knob's table leaves out the metrics it cannot move,
+  so a short line is never a metric that could not have moved.
 * :func:`knob_effects` — each alternative's metric and its difference from the default, per
   seed (reference draw) then mean and standard deviation over seeds, so a difference can be told
   from the spread of the k-shot draws.
@@ -14,12 +15,9 @@
 
 Figures: :func:`cfviz.viz.knob_sensitivity` and :func:`cfviz.viz.method_comparison`.
 
-Seam: which metrics a knob can move depends on the image-score rule; :func:`metric_kinds` is
-the one place that says it, so the shared rule's own knob metadata (issue 20, "one comparison
-rule") can replace :data:`KNOB_METRIC_KINDS` there without touching the study or its figures.
-
->>> metric_kinds("patchclip_language"), metric_kinds("score_rule"), metric_kinds("sigma")
-(('pixel',), ('image',), ('image', 'pixel'))
+>>> own = ScoringConfig(image_score="own")
+>>> metric_kinds("patchclip_language", own), metric_kinds("patchclip_language"), metric_kinds("score_rule")
+(('pixel',), ('image', 'pixel'), ('image',))
 """
 
 from __future__ import annotations
@@ -28,19 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from cfviz.experiments import ablations
+from cfviz.experiments.ablations import metric_kind
 from cfviz.experiments.config import ScoringConfig
 
 #: The two kinds of metric: image-level (classification) and pixel-level (segmentation).
 METRIC_KINDS: tuple[str, ...] = ("image", "pixel")
-
-#: Scoring knobs that cannot move every metric kind, with the kinds they can move (any other knob,
-#: extraction knobs included, can move both). Under the current image-score rules: PatchCLIP's
-#: language map never reaches an image score; the score rule never reaches a map.
-KNOB_METRIC_KINDS: dict[str, tuple[str, ...]] = {
-    "patchclip_language": ("pixel",),
-    "score_rule": ("image",),
-    "topk": ("image",),
-}
 
 #: Each method's own favourite settings (changes to the shared :class:`ScoringConfig`), the named
 #: alternative to the shared rule: WinCLIP's published maps are unsmoothed (sigma 0); PatchCLIP's
@@ -55,27 +46,17 @@ METHOD_FAVOURITES: dict[str, dict[str, Any]] = {
 _WINDOW_FORMS = {"patchclip_language": ("mean", "windows"), "patchclip_visual": ("mean", "windows")}
 
 
-def metric_kind(metric: str) -> str:
-    """``"image"`` for ``image_*`` metrics, ``"pixel"`` for ``pixel_*`` ones.
-
-    >>> metric_kind("image_auroc"), metric_kind("pixel_aupro")
-    ('image', 'pixel')
-    """
-    if metric.startswith("image_"):
-        return "image"
-    if metric.startswith("pixel_"):
-        return "pixel"
-    raise ValueError(f"unknown metric {metric!r}; metrics are named image_* or pixel_*")
-
-
-def metric_kinds(knob: str, scoring: ScoringConfig | None = None) -> tuple[str, ...]:
-    """The metric kinds ``knob`` can move (``scoring``: the rule in force; see the module's seam note)."""
-    return KNOB_METRIC_KINDS.get(knob, METRIC_KINDS)
+def metric_kinds(knob: str, scoring: ScoringConfig | None = None, methods: Sequence[str] | None = None
+                 ) -> tuple[str, ...]:
+    """The metric kinds ``knob`` can move for ``methods`` under ``scoring``, sorted (see the module docstring)."""
+    return tuple(sorted(ablations.metric_kinds(knob, scoring, methods)))
 
 
 def movable(table: Any, scoring: ScoringConfig | None = None) -> Any:
     """The rows of a design-choice ``table`` whose metric its knob can move (:func:`metric_kinds`)."""
-    keep = [metric_kind(m) in metric_kinds(k, scoring) for k, m in zip(table["knob"], table["metric"])]
+    methods = table["method"] if "method" in table else [None] * len(table)
+    keep = [metric_kind(m) in metric_kinds(k, scoring, None if method is None else [method])
+            for k, m, method in zip(table["knob"], table["metric"], methods)]
     return table[keep]
 
 

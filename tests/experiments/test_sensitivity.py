@@ -3,6 +3,8 @@ their spread over seeds, and the methods under one shared rule vs their own favo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -19,22 +21,23 @@ def session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 
 def test_the_metric_kinds_are_what_the_knobs_can_move(session) -> None:  # type: ignore[no-untyped-def]
-    """The invariant behind KNOB_METRIC_KINDS: a knob said not to move a kind leaves its input unchanged,
-    for every method that uses it: PatchCLIP's language map never reaches an image score, the score rule
-    never reaches a map (whatever the data, so also whatever the metric)."""
+    """The study asks the comparison rule's own knob metadata (ablations.metric_kinds), under the rule in force:
+    under "own" PatchCLIP's language map never reaches an image score, under "eq9" it does; the score rule never
+    reaches a map (whatever the data, so also whatever the metric)."""
     from dataclasses import replace
 
     from cfviz.experiments.scoring import predict
 
-    assert sensitivity.metric_kinds("patchclip_language") == ("pixel",)
+    own = replace(session.spec.scoring, image_score="own")
+    assert sensitivity.metric_kinds("patchclip_language", own) == ("pixel",)
+    assert sensitivity.metric_kinds("patchclip_language", session.spec.scoring) == ("image", "pixel")
     assert sensitivity.metric_kinds("score_rule") == ("image",)
     assert sensitivity.metric_kinds("noise_draws") == ("image", "pixel")  # any other knob: both
-    base = session.spec.scoring
     for method in ("clipfusion", "patchclip"):
         for k in (0, 1):
             def run(**change):  # type: ignore[no-untyped-def]
                 return predict(session.store, session.dataset, "brick", method, shots=k, seed=0,
-                               scoring=replace(base, **change))
+                               scoring=replace(own, **change))
             ref = run()
             for form in ("mean", "windows"):
                 other = run(patchclip_language=form)
@@ -48,7 +51,9 @@ def test_effects_keep_only_movable_metrics_with_the_spread_over_seeds(session) -
     table = design_choices(session.store, session.dataset, methods=["clipfusion"], shots=[0, 1], seeds=[0, 1, 2],
                            scoring=session.spec.scoring, knobs={"patchclip_language": ("mean",), "sigma": (0.0,)})
     effects = sensitivity.knob_effects(table, session.spec.scoring)
-    assert set(effects[effects.knob == "patchclip_language"].kind) == {"pixel"}
+    assert set(effects[effects.knob == "patchclip_language"].kind) == {"image", "pixel"}  # eq9 reads the map
+    own = sensitivity.knob_effects(table, replace(session.spec.scoring, image_score="own"))
+    assert set(own[own.knob == "patchclip_language"].kind) == {"pixel"}
     assert set(effects[effects.knob == "sigma"].kind) == {"image", "pixel"}
     k1 = effects[effects.shots == 1]
     assert (k1.seeds == 3).all() and (effects[effects.shots == 0].seeds == 1).all()
@@ -85,7 +90,9 @@ def test_the_figures(session) -> None:  # type: ignore[no-untyped-def]
 
     table = design_choices(session.store, session.dataset, methods=["clipfusion"], shots=[1], seeds=[0, 1],
                            scoring=session.spec.scoring, knobs={"patchclip_language": ("mean",), "sigma": (0.0,)})
-    fig = viz.knob_sensitivity(sensitivity.knob_effects(table), shots=1)
+    own = replace(session.spec.scoring, image_score="own")  # under which PatchCLIP's map reaches no image score
+    fig = viz.knob_sensitivity(sensitivity.knob_effects(table, own), shots=1,
+                               kinds=lambda knob: sensitivity.metric_kinds(knob, own))
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count(" cannot move") == 1  # patchclip_language in the image panel
     frame = sensitivity.compare_methods(session.store, session.dataset, methods=["clipfusion", "winclip"],
