@@ -144,6 +144,19 @@ def test_categories(dataset: Any) -> list[str]:
     return [c for c in dataset.categories if any(r.category == c and r.split == "test" for r in dataset.records)]
 
 
+def run_records(dataset: Any, categories: list[str], refs: dict[str, dict[str, list[Any]]]) -> list[Any]:
+    """The images a run extracts: the test images of ``categories``, then each k-shot reference
+    (``refs``: :func:`references_needed`) once."""
+    records = [r for r in dataset.records if r.split == "test" and r.category in categories]
+    seen = {r.image_id for r in records}
+    for per_seed in refs.values():  # k-shot references join the extraction, each once
+        for rec in (r for recs in per_seed.values() for r in recs):
+            if rec.image_id not in seen:
+                seen.add(rec.image_id)
+                records.append(rec)
+    return records
+
+
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
              shard: tuple[int, int] | None = None, progress: bool = True,
              repair: bool = False, distributed: str = "auto") -> EvaluationResult | ExtractionReport:
@@ -197,13 +210,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         dataset = open_run_dataset(spec)
         categories = test_categories(dataset)
         refs = references_needed(dataset, spec)
-        records = [r for r in dataset.records if r.split == "test" and r.category in categories]
-        seen = {r.image_id for r in records}
-        for per_seed in refs.values():  # k-shot references join the extraction, each once
-            for rec in (r for recs in per_seed.values() for r in recs):
-                if rec.image_id not in seen:
-                    seen.add(rec.image_id)
-                    records.append(rec)
+        records = run_records(dataset, categories, refs)
         # the header is written with the first entry: a run that fails before it leaves no store
         store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
         missing_at_start = len(store.missing([r.image_id for r in records]))
