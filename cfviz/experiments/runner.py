@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class EvaluationResult:
     references: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     random_weights: bool = True
     spec: RunSpec | None = None  #: the run's settings
+    #: the scoring's own :class:`~cfviz.experiments.scoring.Predictions` of the settings asked for
+    #: with ``evaluate(keep=...)``, by (category, method, shots, seed): figures reuse them
+    predictions: dict[tuple[str, str, int, int], Any] = field(default_factory=dict)
 
 
 def model_identity(choice: ModelChoice) -> dict[str, Any]:
@@ -159,7 +163,8 @@ def run_records(dataset: Any, categories: list[str], refs: dict[str, dict[str, l
 
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
              shard: tuple[int, int] | None = None, progress: bool = True,
-             repair: bool = False, distributed: str = "auto") -> EvaluationResult | ExtractionReport:
+             repair: bool = False, distributed: str = "auto",
+             keep: Collection[tuple[str, int, int]] = ()) -> EvaluationResult | ExtractionReport:
     """Run (or resume) an evaluation and write its tables.
 
     Parameters
@@ -185,6 +190,11 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         (``WORLD_SIZE`` > 1), extract process ``p``'s share of the batches (``shard=(p, n)``),
         wait for every process, then score on the main process only; the others return their
         extraction report. ``"off"``: ignore the launcher. See :mod:`cfviz.experiments.distributed`.
+    keep:
+        ``(method, shots, seed)`` settings whose predictions (maps, scores, branch maps) the result
+        keeps in :attr:`EvaluationResult.predictions`, for every category: a figure then shows what
+        was scored without predicting again. Empty by default (predictions of a full data set are
+        large).
 
     The result (or, with ``shard``, the report itself) carries the
     :class:`~cfviz.experiments.extraction.ExtractionReport`: N new, M already stored, K in all.
@@ -235,12 +245,14 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         from cfviz.experiments.compact import compact_store
 
         compact_store(store, dataset, categories, spec, progress=progress)
-    rows = _score(store, dataset, categories, spec, progress)
+    kept: dict[tuple[str, str, int, int], Any] = {}
+    rows = _score(store, dataset, categories, spec, progress, keep=set(keep), kept=kept)
     frame = pd.DataFrame(rows)
     summary = summarize(frame)
     references = {c: {s: [r.image_id for r in recs] for s, recs in per.items()} for c, per in refs.items()}
     result = EvaluationResult(frame=frame, summary=summary, out_dir=out, store=store, extraction=report,
-                              references=references, random_weights=spec.models.random_weights, spec=spec)
+                              references=references, random_weights=spec.models.random_weights, spec=spec,
+                              predictions=kept)
     write_outputs(result, spec)
     if procs is not None:
         procs.close()
@@ -277,8 +289,11 @@ def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: C
 
 
 def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSpec, progress: bool, *,
-           cache: bool = True) -> list[dict]:
+           cache: bool = True, keep: Collection[tuple[str, int, int]] = (),
+           kept: dict[tuple[str, str, int, int], Any] | None = None) -> list[dict]:
     """Metric rows of every (category, method, shots, seed).
+
+    The predictions of the ``keep`` settings ``(method, shots, seed)`` go into ``kept``.
 
     With ``cache`` (the default) a category's store entries are read, and each branch map
     computed, once for all its settings (:class:`~cfviz.experiments.scoring.BranchCache`, dropped
@@ -300,6 +315,8 @@ def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSp
             for method, shots, seed in settings:
                 p = predict(store, dataset, category, method, shots=shots, seed=seed, scoring=spec.scoring,
                             extraction=spec.extraction, masks=masks, cache=branches)
+                if kept is not None and (method, shots, seed) in keep:
+                    kept[(category, method, shots, seed)] = p
                 values: dict[str, Any] = dict(image_metrics(p.labels, p.scores))
                 if p.masks is not None and p.masks[annotated].any():  # images without a mask left out
                     values.update(pixel_metrics(p.masks[annotated], p.maps[annotated]))
