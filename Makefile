@@ -51,7 +51,8 @@ test: $(STAMP)
 # pip takes PyPI's torch/torchvision at the lower bounds (CUDA builds, ~3 GB downloaded, cached by pip)
 $(OLDEST_STAMP): pyproject.toml $(OLDEST)
 	@test -x $(OLDEST_PY) || $(PYTHON) -m venv $(OLDEST_VENV)
-	$(OLDEST_PY) -m pip install --quiet --disable-pip-version-check -c $(OLDEST) -e '.[dev]'
+	@echo "installing the oldest supported versions ($(OLDEST)) into $(OLDEST_VENV): ~3 GB the first time, minutes ..."
+	$(OLDEST_PY) -m pip install --disable-pip-version-check -c $(OLDEST) -e '.[dev]'
 	@touch $(OLDEST_STAMP)
 
 test-oldest: $(OLDEST_STAMP)
