@@ -1,0 +1,54 @@
+"""Issue 21, figures that contradicted the run or lost its context: each test pins one case.
+
+* notebook 06's "detection rate by defect type" put the normal images' false-positive rate in a
+  bar labelled "detected (%)" and showed no n;
+* the failure gallery called its pixel-map colour bar and its image-score captions both "anomaly
+  score" (two scales, one word);
+* figure 09's colour bar of two [0, 1] min-max maps ran from 0.2 to 0.8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tests.viz.test_viz_misleading import _image, _preds
+
+
+def test_defect_breakdown_names_the_false_positive_rate_and_shows_n(figs) -> None:
+    import cfviz.viz as viz
+    from cfviz.experiments.failures import defect_breakdown
+
+    p = _preds()
+    b = defect_breakdown(p, threshold=0.5)
+    good = b.set_index("defect_type").loc["good"]
+    assert bool(good.normal) and (good.images, good.n_detected) == (3, 1)  # 'b' (0.7) of three normals
+    fig = viz.defect_breakdown_figure(b.assign(category="brick"), note="offline")
+    ax = figs.panels(fig)[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[-1] == "good (normal)" and "good" not in " ".join(ticks[:-1])
+    # one bar per type, each annotated with images at or above the threshold / n
+    assert ticks == ["crack", "cut", "hole", "good (normal)"]
+    assert [round(r.get_height(), 1) for r in ax.patches] == [100.0, 0.0, 100.0, 33.3]
+    assert [t.get_text() for t in ax.texts] == ["1/1", "0/1", "1/1", "1/3"]
+    colours = {tuple(r.get_facecolor()) for r in ax.patches[:3]}
+    assert len(colours) == 1 and tuple(ax.patches[3].get_facecolor()) not in colours  # its own colour
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("false-positive rate" in t for t in legend) and any("detection rate" in t for t in legend)
+    assert "detected (%)" not in ax.get_ylabel()
+    assert figs.overlapping_text(fig) == []
+
+
+def test_failure_gallery_names_the_pixel_and_the_image_scale_apart(figs) -> None:
+    import cfviz.viz as viz
+    from cfviz.experiments.failures import rank_failures
+
+    p = _preds()
+    fig = viz.failure_gallery(p, rank_failures(p, k=2, threshold=0.5), _image, note="offline")
+    (bar,) = figs.colorbar_labels(fig)
+    assert "pixel" in bar and "image" not in bar and "anomaly score" not in bar
+    subtitles = [ax.get_xlabel() for ax in figs.panels(fig)]
+    assert all("image score" in s for s in subtitles), subtitles
+    assert subtitles[0].endswith("image score 0.70 ≥ 0.50")
+    assert "image-score threshold 0.50" in fig.get_suptitle()
+    assert figs.overlapping_text(fig) == []
