@@ -84,7 +84,7 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
     dnorm = TwoSlopeNorm(0.0, -d, d)
     n_cols = 3 if difference else 2
     with style_context():
-        fig = new_figure(n_cols * panel_size + 1.4, len(fit) * panel_size + 0.7)
+        fig = new_figure(n_cols * panel_size + 0.4, len(fit) * panel_size + 1.2)
         axes = fig.subplots(len(fit), n_cols, squeeze=False)
         cmap = cmap or SCORE_CMAP
         titles = [str(labels[0]), str(labels[1]), f"{labels[1]} − {labels[0]}"]
@@ -104,15 +104,17 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
                     ax.set_title(titles[c])
                 if c == 0 and row:
                     ax.set_ylabel(row)
-        shrink = min(0.9, 0.45 + 0.2 * len(fit))
-        add_colorbar(fig, norm, axes[0, 0].images[-1].cmap, axes[:, :2].ravel().tolist(), label, shrink=shrink)
+        # each bar under the panels it belongs to, its label under it: a label beside the shared bar
+        # stood between the maps and the difference panel, as if it named the latter
+        bar = dict(location="bottom", shrink=0.8, aspect=25, pad=0.03)
+        add_colorbar(fig, norm, axes[0, 0].images[-1].cmap, axes[:, :2].ravel().tolist(), label, **bar)
         if difference:
-            cb = add_colorbar(fig, dnorm, axes[0, 2].images[-1].cmap, axes[:, 2].tolist(), "difference",
-                              shrink=shrink)
+            cb = add_colorbar(fig, dnorm, axes[0, 2].images[-1].cmap, axes[:, 2].tolist(),
+                              f"difference ({labels[1]} − {labels[0]})", **{**bar, "aspect": 12})
             from matplotlib.ticker import FuncFormatter
 
             # tick labels carry their own exponent: an offset text ("1e-5") would sit on the title
-            cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+            cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
         if title:
             fig.suptitle(title)
         add_note(fig, note)

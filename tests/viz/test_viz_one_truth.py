@@ -52,3 +52,35 @@ def test_failure_gallery_names_the_pixel_and_the_image_scale_apart(figs) -> None
     assert subtitles[0].endswith("image score 0.70 ≥ 0.50")
     assert "image-score threshold 0.50" in fig.get_suptitle()
     assert figs.overlapping_text(fig) == []
+
+
+def test_family_figure_shows_the_whole_unit_range_and_each_bar_under_its_panels(monkeypatch, figs) -> None:
+    """Figure 09: two min-max maps ([0, 1]) had a colour bar from 0.2 to 0.8, and its label stood
+    between the maps and the difference panel."""
+    from types import SimpleNamespace
+
+    from cfviz.experiments import family_maps
+
+    rng = np.random.default_rng(0)
+
+    def fake_map(runs, label, image_id):  # a min-max scaled map whose ends blur away when resized
+        m = rng.random((8, 8))
+        return (m - m.min()) / (m.max() - m.min())
+
+    monkeypatch.setattr(family_maps, "family_language_map", fake_map)
+    rec = SimpleNamespace(image_id="brick/test/hole/000")
+    sample = SimpleNamespace(image=np.full((32, 32, 3), 128, np.uint8), mask=np.eye(32, dtype=bool))
+    runs = SimpleNamespace(labels=["tiny", "tiny-sd3"], note="offline",
+                           dataset=SimpleNamespace(records=[rec], load=lambda r: sample))
+    fig = family_maps.family_language_figure(runs, rec.image_id)
+    shared, diff = figs.colorbars(fig)
+    ticks = [float(t) for t in shared.get_xticks() if shared.get_xlim()[0] - 1e-9 <= t <= shared.get_xlim()[1] + 1e-9]
+    assert shared.get_xlim() == (0.0, 1.0) and ticks[0] == 0.0 and ticks[-1] == 1.0
+    panels = figs.panels(fig)
+    for bar, group in ((shared, panels[:2]), (diff, panels[2:3])):
+        fig.canvas.draw()
+        box, boxes = bar.get_position(), [ax.get_position() for ax in group]
+        assert box.y1 <= min(b.y0 for b in boxes)  # under its panels
+        assert min(b.x0 for b in boxes) - 1e-6 <= box.x0 and box.x1 <= max(b.x1 for b in boxes) + 1e-6
+    assert figs.colorbar_labels(fig) == ["M_diff_L (min-max per map)", "difference (tiny-sd3 − tiny)"]
+    assert figs.overlapping_text(fig) == []
