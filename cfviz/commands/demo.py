@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     shutil.copyfile(result.out_dir / "results.csv", figures / "demo_results.csv")
     shutil.copyfile(result.out_dir / "summary.md", figures / "demo_summary.md")
     note = RANDOM_WEIGHTS_NOTE if result.random_weights else None
+    print(f"drawing the figures into {figures} (from the run's own predictions) ...", flush=True)
     paths = write_figures(result, dataset, figures, note)
     print()
     print((figures / "demo_summary.md").read_text())

@@ -82,5 +82,6 @@ def test_family_figure_shows_the_whole_unit_range_and_each_bar_under_its_panels(
         box, boxes = bar.get_position(), [ax.get_position() for ax in group]
         assert box.y1 <= min(b.y0 for b in boxes)  # under its panels
         assert min(b.x0 for b in boxes) - 1e-6 <= box.x0 and box.x1 <= max(b.x1 for b in boxes) + 1e-6
-    assert figs.colorbar_labels(fig) == ["M_diff_L (min-max per map)", "difference (tiny-sd3 − tiny)"]
+    assert figs.colorbar_labels(fig) == ["M_diff_L (min-max per map)", "difference (panel title)"]
+    assert [ax.get_title() for ax in panels] == ["tiny", "tiny-sd3", "tiny-sd3 − tiny"]
     assert figs.overlapping_text(fig) == []
