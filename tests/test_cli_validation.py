@@ -326,6 +326,18 @@ def test_switches_show_no_internal_default() -> None:
     assert "--no-smoke use real weights and data (see -p)" in text and "(default: True)" not in text
 
 
+def test_demo_help_quotes_the_measured_time() -> None:
+    """Issue 21: the help said "about a minute on a laptop CPU"; it quotes benchmarks/results/demo.md."""
+    import re
+
+    text = " ".join(_subparsers(build_parser())["demo"].format_help().split())
+    assert "about a minute" not in text
+    said = float(re.search(r"first run takes about (\d+) s of CPU time", text).group(1))
+    results = (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "demo.md").read_text()
+    measured = float(re.search(r"\| first run[^|]*\| [\d.]+ \| ([\d.]+) \|", results).group(1))  # the latest run
+    assert abs(said - measured) <= 0.25 * measured, (said, measured)
+
+
 def test_demo_help_shows_only_what_the_demo_uses() -> None:
     text = _subparsers(build_parser())["demo"].format_help()
     for flag in ("--out", "--figures", "--device", "--clip"):

@@ -146,7 +146,7 @@ FLAGS: dict[str, str] = {
 
 EXAMPLES = """\
 examples:
-  cfviz demo                                  # offline tiny models, about a minute on a laptop CPU
+  cfviz demo                                  # offline tiny models: ~75 s of CPU time, ~20 s once stored
   cfviz demo --categories brick grass --figures /tmp/demo-figures
   cfviz demo --clip pretrained --diffusion stabilityai/stable-diffusion-2-inpainting --device cuda
 """
@@ -204,7 +204,10 @@ def add_parser(sub: Any) -> None:
                        description="Generate the embedded texture data set when missing, run zero-shot and "
                                    "1-shot CLIPFusion, PatchCLIP, MapDiff and WinCLIP with the offline tiny "
                                    "models, and write a results table and figures. The methods, shots and "
-                                   "settings are fixed; use `cfviz evaluate` to choose them.",
+                                   "settings are fixed; use `cfviz evaluate` to choose them. Measured "
+                                   "(benchmarks/results/demo.md, 2 cores): the first run takes about 75 s of "
+                                   "CPU time (the models run on 57 images; 5 min wall on a machine busy with "
+                                   "other work), a rerun about 20 s (the store holds every image).",
                        epilog=EXAMPLES)
     _defer(p, add_arguments)
     p.set_defaults(func=run, cli_flags={**FLAGS, "figures": "--figures"}, dataset="textures",
