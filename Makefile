@@ -30,11 +30,17 @@ help:
 
 venv: $(STAMP)
 
+# A line per step and pip's own progress (a package per line, download bars on a terminal): the
+# first install downloads a few GB and takes minutes, and must not look like a hang.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
+	@echo "[1/3] virtual environment $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
+	@echo "[2/3] installing cfviz with the tested versions of its dependencies ($(CONSTRAINTS)); the first time downloads PyTorch and friends (a few GB, minutes) ..."
+	$(PY) -m pip install --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
+	@echo "[3/3] git filter: notebooks are committed without outputs"
 	@! git rev-parse --git-dir >/dev/null 2>&1 || git config filter.cfviz-strip.clean '$(abspath $(PY)) -m cfviz.notebooks strip'  # .gitattributes: notebooks are committed without outputs
 	@touch $(STAMP)
+	@echo "installed: $(VENV)"
 
 demo: $(STAMP)
 	$(VENV)/bin/cfviz demo
@@ -45,7 +51,8 @@ test: $(STAMP)
 # pip takes PyPI's torch/torchvision at the lower bounds (CUDA builds, ~3 GB downloaded, cached by pip)
 $(OLDEST_STAMP): pyproject.toml $(OLDEST)
 	@test -x $(OLDEST_PY) || $(PYTHON) -m venv $(OLDEST_VENV)
-	$(OLDEST_PY) -m pip install --quiet --disable-pip-version-check -c $(OLDEST) -e '.[dev]'
+	@echo "installing the oldest supported versions ($(OLDEST)) into $(OLDEST_VENV): ~3 GB the first time, minutes ..."
+	$(OLDEST_PY) -m pip install --disable-pip-version-check -c $(OLDEST) -e '.[dev]'
 	@touch $(OLDEST_STAMP)
 
 test-oldest: $(OLDEST_STAMP)

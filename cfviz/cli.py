@@ -62,7 +62,8 @@ def cli_names(flags: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default (unless it is None/False or the help already says it).
+    """Shows each flag's default (unless it is None/False, the help already says it, or the flag takes
+    no value: ``--no-smoke``'s internal ``True`` is not a default a user chooses).
 
     Descriptions are wrapped; text with line breaks (the examples epilog) is kept as written.
     """
@@ -76,7 +77,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         default = action.default
         if "default" in text or default is None or default is False or default is argparse.SUPPRESS \
-                or not action.option_strings:
+                or not action.option_strings or action.nargs == 0:
             return text
         if isinstance(default, (list, tuple)):
             shown = " ".join(str(d) for d in default)

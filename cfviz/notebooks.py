@@ -225,12 +225,19 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
     tag = "smoke" if smoke else f"{spec.dataset}-{spec.models.clip}-{Path(str(spec.models.diffusion)).name}"
     if params.get("state") and spec.extraction.state != "damage":
         tag += "-" + "-".join(spec.extraction.state_tokens)  # other prompt words: another store, not a refusal
-    if progress:
-        print(f"capture store {run / tag / 'store'}: running the models for images it lacks (the first notebook "
-              f"of a run; {'about a minute on CPU in smoke mode' if smoke else 'minutes to hours'}), then scoring "
-              f"{', '.join(map(str, spec.categories or ['every category']))} ...", flush=True)
-    result = evaluate(spec, run / tag, store_dir=run / tag / "store", progress=progress)
     dataset = open_run_dataset(spec)
+    if progress:
+        store_dir = run / tag / "store"
+        lacking, total = _images_to_compute(spec, dataset, store_dir)
+        cats = ", ".join(test_categories(dataset))
+        if lacking:
+            print(f"capture store {store_dir}: running the models for the {lacking} of {total} images it lacks "
+                  f"({'about a minute on CPU in smoke mode' if smoke else 'minutes to hours'}), then scoring "
+                  f"{cats} ...", flush=True)
+        else:
+            print(f"capture store {store_dir}: all {total} images stored, no model runs; scoring {cats} ...",
+                  flush=True)
+    result = evaluate(spec, run / tag, store_dir=run / tag / "store", progress=progress)
     if progress:
         print(f"ready in {time.perf_counter() - t0:.0f} s: {len(result.store)} images in the store", flush=True)
     from cfviz.viz.style import OFFLINE_NOTE
@@ -238,6 +245,17 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
     return NotebookSession(spec=spec, result=result, dataset=dataset, figures_dir=_resolve(figures_dir, root),
                            smoke=smoke, note=OFFLINE_NOTE if spec.models.random_weights else None,
                            categories=test_categories(dataset))
+
+
+def _images_to_compute(spec: Any, dataset: Any, store_dir: Path) -> tuple[int, int]:
+    """(images the run still has to compute, images it uses): what the store at ``store_dir`` lacks."""
+    from cfviz.capture.store import CaptureStore
+    from cfviz.experiments.runner import references_needed, run_records, test_categories
+
+    ids = [r.image_id for r in run_records(dataset, test_categories(dataset), references_needed(dataset, spec))]
+    if not (store_dir / "store.json").exists():
+        return len(ids), len(ids)
+    return len(CaptureStore(store_dir, readonly=True).missing(ids)), len(ids)
 
 
 # ---------------------------------------------------------------------------------- execution

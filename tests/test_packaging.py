@@ -124,3 +124,14 @@ def test_make_test_oldest_runs_the_model_facing_tests_in_its_own_venv() -> None:
     commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     assert commands.index("make test-oldest") > commands.index("make test"), "CI runs make test-oldest after make test"
+
+
+def test_make_install_shows_its_steps_and_pips_progress() -> None:
+    """Issue 21: `make demo` on a fresh machine spent ~10 min in a silent `pip --quiet` install."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\n$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    install = [line for line in recipe.splitlines() if "pip install" in line]
+    assert len(install) == 1 and "--quiet" not in install[0] and " -q" not in install[0]
+    steps = re.findall(r'@echo "\[(\d)/(\d)\]', recipe)
+    assert [int(i) for i, _ in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 2
+    assert recipe.index("[2/") < recipe.index("pip install")  # said before the long step starts

@@ -6,8 +6,9 @@ and writes under ``figures/``:
 
 * ``demo_results.csv`` and ``demo_summary.md`` — the tidy results and the Markdown table;
 * ``demo_metrics.png/.pdf`` — image and pixel AUROC per method and shots (mean over categories);
-* ``demo_qualitative.png/.pdf`` — one anomalous image per category: image, ground truth,
-  ``M_clip``, ``M_diff``, the fused map and WinCLIP+.
+* ``demo_qualitative.png/.pdf`` — one anomalous image per defect type (:data:`PICK_RULE`):
+  image, ground truth, ``M_clip``, ``M_diff``, the fused map and WinCLIP+, from the run's own
+  predictions (nothing is predicted again for the figure).
 
 The capture store lands in ``runs/demo/store``: a second run reuses it and runs no model.
 """
@@ -39,24 +40,65 @@ def describe(spec: Any, dataset: Any) -> str:
     ])
 
 
+#: How :func:`qualitative_rows` picks its images (the figure's subtitle says it too).
+PICK_RULE = ("one anomalous image per defect type (categories in turn): the one with the highest "
+             "CLIPFusion image score, a best case")
+
+
+def pick_examples(preds: dict[str, Any]) -> list[tuple[str, int]]:
+    """``(category, index)`` of one anomalous test image per defect type (:data:`PICK_RULE`).
+
+    Defect types in sorted order; the i-th comes from the i-th category in turn when that category
+    has it (else the first that has it), and within it the image with the highest image score.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace as P
+    >>> preds = {"brick": P(labels=np.array([0, 1, 1]), scores=np.array([.9, .2, .4]),
+    ...                     defect_types=["good", "hole", "hole"]),
+    ...          "grass": P(labels=np.array([1, 1]), scores=np.array([.3, .1]), defect_types=["cut", "hole"])}
+    >>> pick_examples(preds)  # cut: grass (the first category lacks it); hole: grass's turn, its only hole
+    [('grass', 0), ('grass', 1)]
+    """
+    cats = list(preds)
+    kinds = sorted({t for p in preds.values() for t, y in zip(p.defect_types, p.labels) if y == 1})
+    picks = []
+    for i, kind in enumerate(kinds):
+        having = [c for c in cats if any(t == kind and y == 1
+                                         for t, y in zip(preds[c].defect_types, preds[c].labels))]
+        turn = cats[i % len(cats)]
+        cat = turn if turn in having else having[0]
+        p = preds[cat]
+        idx = [j for j, (t, y) in enumerate(zip(p.defect_types, p.labels)) if t == kind and y == 1]
+        picks.append((cat, max(idx, key=lambda j: float(p.scores[j]))))  # ties: the first
+    return picks
+
+
 def qualitative_rows(result: Any, dataset: Any, shots: int) -> list[dict[str, Any]]:
-    """One row per category for :func:`cfviz.viz.qualitative_grid`: its first anomalous test image."""
+    """Rows for :func:`cfviz.viz.qualitative_grid`, picked by :func:`pick_examples`.
+
+    The maps are the run's own predictions (``evaluate(keep=...)``: seed 0, ``shots``), predicted
+    again from the store only when the result did not keep them.
+    """
     from cfviz.experiments.failures import branch_maps
     from cfviz.experiments.runner import test_categories
     from cfviz.experiments.scoring import predict
 
-    scoring = result.spec.scoring
+    def run_predictions(category: str, method: str) -> Any:
+        kept = result.predictions.get((category, method, shots, 0))
+        return kept if kept is not None else predict(result.store, dataset, category, method, shots=shots, seed=0,
+                                                     scoring=result.spec.scoring, extraction=result.spec.extraction)
+
+    fused = {c: run_predictions(c, "clipfusion") for c in test_categories(dataset)}
     rows = []
-    for category in test_categories(dataset):
-        fused = predict(result.store, dataset, category, "clipfusion", shots=shots, seed=0, scoring=scoring)
-        win = predict(result.store, dataset, category, "winclip", shots=shots, seed=0, scoring=scoring)
-        idx = int(next(i for i, label in enumerate(fused.labels) if label == 1))
-        sample = dataset.load(next(r for r in dataset.records if r.image_id == fused.image_ids[idx]))
-        clip, diff = branch_maps(fused)
+    for category, idx in pick_examples(fused):
+        p = fused[category]
+        win = run_predictions(category, "winclip")
+        sample = dataset.load(next(r for r in dataset.records if r.image_id == p.image_ids[idx]))
+        clip, diff = branch_maps(p)
         rows.append({
             "image": sample.image, "mask": sample.mask, "M_clip": clip[idx], "M_diff": diff[idx],
-            "fused": fused.maps[idx], "WinCLIP" + ("+" if shots else ""): win.maps[idx],
-            "label": f"{category}\n{sample.defect_type}",
+            "fused": p.maps[idx], "WinCLIP" + ("+" if shots else ""): win.maps[idx],
+            "label": f"{category}, {sample.defect_type}\nimage score {float(p.scores[idx]):.2f}",
         })
     return rows
 
@@ -85,7 +127,9 @@ def write_figures(result: Any, dataset: Any, out: Path, note: str | None) -> lis
     shots = max(result.spec.shots)
     rows = qualitative_rows(result, dataset, shots)
     columns = ("image", "ground truth", "M_clip", "M_diff", "fused", "WinCLIP" + ("+" if shots else ""))
-    fig = viz.qualitative_grid(rows, columns=columns, title=f"CLIPFusion, {shots}-shot", note=note)
+    picked = f"Rows: {PICK_RULE}."
+    fig = viz.qualitative_grid(rows, columns=columns, title=f"CLIPFusion, {shots}-shot",
+                               note=f"{picked} {note}" if note else picked)
     paths += viz.save_figure(fig, "demo_qualitative", out)
     plt.close(fig)
     return paths
@@ -102,7 +146,7 @@ FLAGS: dict[str, str] = {
 
 EXAMPLES = """\
 examples:
-  cfviz demo                                  # offline tiny models, about a minute on a laptop CPU
+  cfviz demo                                  # offline tiny models: ~75 s of CPU time, ~20 s once stored
   cfviz demo --categories brick grass --figures /tmp/demo-figures
   cfviz demo --clip pretrained --diffusion stabilityai/stable-diffusion-2-inpainting --device cuda
 """
@@ -122,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
     print(describe(spec, dataset))
     if spec.models.random_weights:
         print(f"note:    {RANDOM_WEIGHTS_NOTE}")
-    result = evaluate(spec, args.out, store_dir=args.store, progress=not args.no_progress)
+    keep = [(m, max(spec.shots), 0) for m in ("clipfusion", "winclip")]  # the qualitative figure's maps
+    result = evaluate(spec, args.out, store_dir=args.store, progress=not args.no_progress, keep=keep)
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.out_dir / "results.csv", figures / "demo_results.csv")
     shutil.copyfile(result.out_dir / "summary.md", figures / "demo_summary.md")
     note = RANDOM_WEIGHTS_NOTE if result.random_weights else None
+    print(f"drawing the figures into {figures} (from the run's own predictions) ...", flush=True)
     paths = write_figures(result, dataset, figures, note)
     print()
     print((figures / "demo_summary.md").read_text())
@@ -158,7 +204,10 @@ def add_parser(sub: Any) -> None:
                        description="Generate the embedded texture data set when missing, run zero-shot and "
                                    "1-shot CLIPFusion, PatchCLIP, MapDiff and WinCLIP with the offline tiny "
                                    "models, and write a results table and figures. The methods, shots and "
-                                   "settings are fixed; use `cfviz evaluate` to choose them.",
+                                   "settings are fixed; use `cfviz evaluate` to choose them. Measured "
+                                   "(benchmarks/results/demo.md, 2 cores): the first run takes about 75 s of "
+                                   "CPU time (the models run on 57 images; 5 min wall on a machine busy with "
+                                   "other work), a rerun about 20 s (the store holds every image).",
                        epilog=EXAMPLES)
     _defer(p, add_arguments)
     p.set_defaults(func=run, cli_flags={**FLAGS, "figures": "--figures"}, dataset="textures",

@@ -139,10 +139,13 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
 
     Returns
     -------
-    DataFrame with columns category, shots, seed, kind, query, reference, matched, bridged,
-    metric, value (``bridged``: the pair's widths differ and were averaged to match).
-    Metric values are fractions in [0, 1] (figures and tables show them in %). Blocks are named
-    by their short names (``up1``; :func:`cfviz.capture.naming.module_path` gives ``up_blocks.1``).
+    DataFrame with columns category, shots, seed, kind, query, reference, matched, bridged, fixed,
+    metric, value (``bridged``: the pair's widths differ and were averaged to match). ``fixed`` names
+    what the pairs hold fixed (:func:`matching_fixed`: ``"block up1"`` for timestep pairs,
+    ``"timestep 261"`` for block pairs). Metric values are fractions in [0, 1] (figures and tables
+    show them in %). Blocks are named by their short names (``up1``;
+    :func:`cfviz.capture.naming.module_path` gives ``up_blocks.1``). ``frame.attrs["random_weights"]``
+    says whether the store's models have random weights (exports then say so).
     """
     import pandas as pd
 
@@ -184,6 +187,7 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
             raise ValueError(f"block pairs {bridged} have different widths ({', '.join(f'{short_name(b)}: {widths[b]}' for b in stored)}); "
                              "compare blocks of equal width, or pass width_bridge='average' to average the wider "
                              "block's adjacent channels (ours; it degrades such pairs whatever the hypothesis)")
+    fixed = matching_fixed(kind, scoring, extraction)
     rows: list[dict[str, Any]] = []
     for category in _categories(dataset, categories):
         tests = [r for r in dataset.records if r.category == category and r.split == "test"]
@@ -201,9 +205,37 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
                 for metric, value in metric_values(labels, scores, masks, maps, metrics).items():
                     rows.append({"category": category, "shots": shots, "seed": seed, "kind": kind, "query": qn,
                                  "reference": rn, "matched": q == r,
-                                 "bridged": kind == "block" and widths[q] != widths[r], "metric": metric,
+                                 "bridged": kind == "block" and widths[q] != widths[r], "fixed": fixed,
+                                 "metric": metric,
                                  "value": value})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["random_weights"] = store_random_weights(store)
+    return frame
+
+
+def matching_fixed(kind: str, scoring: ScoringConfig, extraction: ExtractionConfig) -> str:
+    """What a matching table holds fixed: the block of timestep pairs, the timestep of block pairs.
+
+    >>> ex = ExtractionConfig(timesteps=(100, 261, 500))
+    >>> matching_fixed("timestep", ScoringConfig(), ex), matching_fixed("block", ScoringConfig(), ex)
+    ('block up1', 'timestep 261')
+    """
+    from cfviz.capture.naming import short_name
+    from cfviz.experiments.scoring import _default_visual_timestep
+
+    if kind == "timestep":
+        return "block " + ", ".join(short_name(b) for b in scoring.visual_blocks)
+    t = scoring.visual_timestep if scoring.visual_timestep is not None else \
+        _default_visual_timestep(extraction.timesteps)
+    return f"timestep {t}"
+
+
+def store_random_weights(store: CaptureStore) -> bool:
+    """Whether the store's entries come from random-weight models (``tiny``/``random``)."""
+    from cfviz.experiments.config import ModelChoice
+
+    models = store.config.get("models", {})
+    return ModelChoice(clip=models.get("clip", "tiny"), diffusion=models.get("diffusion", "tiny")).random_weights
 
 
 def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = DEFAULT_ALPHAS,

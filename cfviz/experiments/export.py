@@ -42,6 +42,8 @@ METRIC_NAMES: dict[str, str] = {"image_auroc": "I-AUROC", "image_ap": "I-AP", "i
                                 "pixel_aupro": "P-AUPRO"}
 #: Data sets that have published numbers (:mod:`cfviz.experiments.published`).
 PUBLISHED_DATASETS: tuple[str, ...] = ("mvtec", "visa")
+#: The note under every exported table of a random-weight run.
+RANDOM_WEIGHTS_TABLE_NOTE = "Offline random-weight models: the numbers show the pipeline runs, not detection quality."
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -233,18 +235,22 @@ def results_table(source: Any, *, published: bool | None = None, metrics: Sequen
     if used_sources:
         notes.append("Published: " + "; ".join(dict.fromkeys(used_sources)) + ".")
     if frame.attrs.get("random_weights"):
-        notes.append("Offline random-weight models: the numbers show the pipeline runs, not detection quality.")
+        notes.append(RANDOM_WEIGHTS_TABLE_NOTE)
     return Table(header, tuple(rows), tuple(notes), tuple(midrules))
 
 
-def matching_export(frame: Any, *, metrics: Sequence[str] | None = None, digits: int = 1) -> Table:
+def matching_export(frame: Any, *, metrics: Sequence[str] | None = None, digits: int = 1,
+                    random_weights: bool | None = None) -> Table:
     """The timestep or block matching table (paper Table 5) as a :class:`Table`.
 
     ``frame`` is :func:`cfviz.experiments.ablations.matching_table`'s result (one kind). One row per
     (query, reference) pair, matched pairs first (marked "yes"); values are the mean over categories
-    (per seed, then mean ± std over seeds), in percent. No published numbers exist for this table
-    in :mod:`cfviz.experiments.published` (CLIPFusion's are not in the project's notes), so the
-    notes say so rather than leave the reader to wonder.
+    (per seed, then mean ± std over seeds), in percent. The notes under the table (the LaTeX
+    footnote) name what the pairs hold fixed (the block of timestep pairs, the timestep of block
+    pairs: the frame's ``fixed`` column) and, for random-weight models (``random_weights``; default
+    ``frame.attrs["random_weights"]``, set by ``matching_table``), say so as :func:`results_table`
+    does. No published numbers exist for this table in :mod:`cfviz.experiments.published`
+    (CLIPFusion's are not in the project's notes); none are shown.
     """
     need = ("category", "seed", "kind", "query", "reference", "matched", "metric", "value")
     missing = [c for c in need if c not in getattr(frame, "columns", ())]
@@ -278,9 +284,14 @@ def matching_export(frame: Any, *, metrics: Sequence[str] | None = None, digits:
     n_matched = int(pairs["matched"].sum())
     categories = sorted(set(frame["category"]))
     shots = sorted(set(frame["shots"])) if "shots" in frame.columns else []
-    notes = [f"M_diff_V with query and reference {what}s; k = {', '.join(map(str, shots))}; "
-             f"mean over categories: {', '.join(categories)}.",
-             "No published numbers for this table in cfviz.experiments.published."]
+    fixed = sorted(set(frame["fixed"])) if "fixed" in frame.columns else []
+    notes = [f"M_diff_V with query and reference {what}s"
+             + (f", {' / '.join(fixed)} held fixed" if fixed else "")
+             + f"; k = {', '.join(map(str, shots))}; mean over categories: {', '.join(categories)}."]
+    if random_weights is None:
+        random_weights = bool(frame.attrs.get("random_weights"))
+    if random_weights:
+        notes.append(RANDOM_WEIGHTS_TABLE_NOTE)
     if "bridged" in frame.columns and frame["bridged"].any():  # matching_table(width_bridge="average")
         bridged = frame[frame["bridged"].astype(bool)][["query", "reference"]].drop_duplicates()
         notes.append("Blocks of different widths, compared by averaging adjacent channels of the wider one (ours): "

@@ -81,17 +81,28 @@ def rank_failures(p: Any, k: int = 4, threshold: float | None = None) -> Any:
 
 
 def defect_breakdown(p: Any, threshold: float | None = None) -> Any:
-    """Per defect type: images, mean score and the share detected at ``threshold`` (F1-max default).
+    """Per defect type: images, mean image score and the share of images whose image score reaches
+    ``threshold`` (F1-max default).
 
-    For normal images ("good") ``detected`` is the false-positive rate.
+    ``normal`` marks the normal images' row ("good"): there ``detected`` is the false-positive
+    rate, not a detection rate. ``n_detected`` counts the images at or above the threshold.
+
+    >>> import numpy as np
+    >>> from cfviz.experiments.scoring import Predictions
+    >>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c"],
+    ...                 labels=np.array([0, 1, 1]), masks=None, maps=np.zeros((3, 2, 2), np.float32),
+    ...                 scores=np.array([0.6, 0.2, 0.8], np.float32), defect_types=["good", "hole", "hole"])
+    >>> defect_breakdown(p, 0.5)[["defect_type", "normal", "images", "n_detected", "detected"]].values.tolist()
+    [['good', True, 1, 1, 1.0], ['hole', False, 2, 1, 0.5]]
     """
     thr = _threshold(p, threshold)
     frame = p.frame()
     frame["detected"] = frame.score >= thr
     out = frame.groupby("defect_type").agg(images=("image_id", "size"), mean_score=("score", "mean"),
-                                           detected=("detected", "mean")).reset_index()
+                                           n_detected=("detected", "sum"), detected=("detected", "mean"),
+                                           normal=("label", lambda y: bool((y == 0).all()))).reset_index()
     out["threshold"] = thr
-    return out
+    return out[["defect_type", "normal", "images", "n_detected", "detected", "mean_score", "threshold"]]
 
 
 def branch_maps(p: Any) -> tuple[np.ndarray, np.ndarray]:

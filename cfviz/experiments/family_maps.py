@@ -176,5 +176,7 @@ def family_language_figure(runs: FamilyRuns, image_id: str | None = None, *, fam
     options.setdefault("note", runs.note)
     options.setdefault("title", f"MapDiff language map (M_diff_L) of {image_id}, one per denoiser family")
     options.setdefault("label", "M_diff_L (min-max per map)")
+    options.setdefault("vmin", 0.0)  # both maps are min-max scaled: the bar shows the whole [0, 1]
+    options.setdefault("vmax", 1.0)
     return compare_maps(family_language_map(runs, a, image_id), family_language_map(runs, b, image_id),
                         labels=(a, b), image=sample.image, mask=sample.mask, **options)

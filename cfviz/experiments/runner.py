@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class EvaluationResult:
     spec: RunSpec | None = None  #: the run's settings
     #: categories of the data set not scored, with the reason (no test images); the means leave them out
     left_out: dict[str, str] = field(default_factory=dict)
+    #: the scoring's own :class:`~cfviz.experiments.scoring.Predictions` of the settings asked for
+    #: with ``evaluate(keep=...)``, by (category, method, shots, seed): figures reuse them
+    predictions: dict[tuple[str, str, int, int], Any] = field(default_factory=dict)
 
 
 def model_identity(choice: ModelChoice) -> dict[str, Any]:
@@ -162,9 +166,23 @@ def test_categories(dataset: Any) -> list[str]:
     return [c for c in dataset.categories if any(r.category == c and r.split == "test" for r in dataset.records)]
 
 
+def run_records(dataset: Any, categories: list[str], refs: dict[str, dict[str, list[Any]]]) -> list[Any]:
+    """The images a run extracts: the test images of ``categories``, then each k-shot reference
+    (``refs``: :func:`references_needed`) once."""
+    records = [r for r in dataset.records if r.split == "test" and r.category in categories]
+    seen = {r.image_id for r in records}
+    for per_seed in refs.values():  # k-shot references join the extraction, each once
+        for rec in (r for recs in per_seed.values() for r in recs):
+            if rec.image_id not in seen:
+                seen.add(rec.image_id)
+                records.append(rec)
+    return records
+
+
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
              shard: tuple[int, int] | None = None, progress: bool = True,
-             repair: bool = False, distributed: str = "auto") -> EvaluationResult | ExtractionReport:
+             repair: bool = False, distributed: str = "auto",
+             keep: Collection[tuple[str, int, int]] = ()) -> EvaluationResult | ExtractionReport:
     """Run (or resume) an evaluation and write its tables.
 
     Parameters
@@ -190,6 +208,11 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         (``WORLD_SIZE`` > 1), extract process ``p``'s share of the batches (``shard=(p, n)``),
         wait for every process, then score on the main process only; the others return their
         extraction report. ``"off"``: ignore the launcher. See :mod:`cfviz.experiments.distributed`.
+    keep:
+        ``(method, shots, seed)`` settings whose predictions (maps, scores, branch maps) the result
+        keeps in :attr:`EvaluationResult.predictions`, for every category: a figure then shows what
+        was scored without predicting again. Empty by default (predictions of a full data set are
+        large).
 
     The result (or, with ``shard``, the report itself) carries the
     :class:`~cfviz.experiments.extraction.ExtractionReport`: N new, M already stored, K in all.
@@ -219,13 +242,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         left_out = check_run_data(dataset, spec.shots)  # what each category lacks, before any model loads
         categories = test_categories(dataset)
         refs = references_needed(dataset, spec)
-        records = [r for r in dataset.records if r.split == "test" and r.category in categories]
-        seen = {r.image_id for r in records}
-        for per_seed in refs.values():  # k-shot references join the extraction, each once
-            for rec in (r for recs in per_seed.values() for r in recs):
-                if rec.image_id not in seen:
-                    seen.add(rec.image_id)
-                    records.append(rec)
+        records = run_records(dataset, categories, refs)
         # the header is written with the first entry: a run that fails before it leaves no store
         store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
         missing_at_start = len(store.missing([r.image_id for r in records]))
@@ -250,13 +267,14 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         from cfviz.experiments.compact import compact_store
 
         compact_store(store, dataset, categories, spec, progress=progress)
-    rows = _score(store, dataset, categories, spec, progress)
+    kept: dict[tuple[str, str, int, int], Any] = {}
+    rows = _score(store, dataset, categories, spec, progress, keep=set(keep), kept=kept)
     frame = pd.DataFrame(rows)
     summary = summarize(frame)
     references = {c: {s: [r.image_id for r in recs] for s, recs in per.items()} for c, per in refs.items()}
     result = EvaluationResult(frame=frame, summary=summary, out_dir=out, store=store, extraction=report,
                               references=references, random_weights=spec.models.random_weights, spec=spec,
-                              left_out=left_out)
+                              left_out=left_out, predictions=kept)
     write_outputs(result, spec)
     if procs is not None:
         procs.close()
@@ -293,8 +311,11 @@ def _extract_if_needed(dataset: Any, records: list[Any], spec: RunSpec, store: C
 
 
 def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSpec, progress: bool, *,
-           cache: bool = True) -> list[dict]:
+           cache: bool = True, keep: Collection[tuple[str, int, int]] = (),
+           kept: dict[tuple[str, str, int, int], Any] | None = None) -> list[dict]:
     """Metric rows of every (category, method, shots, seed).
+
+    The predictions of the ``keep`` settings ``(method, shots, seed)`` go into ``kept``.
 
     With ``cache`` (the default) a category's store entries are read, and each branch map
     computed, once for all its settings (:class:`~cfviz.experiments.scoring.BranchCache`, dropped
@@ -316,6 +337,8 @@ def _score(store: CaptureStore, dataset: Any, categories: list[str], spec: RunSp
             for method, shots, seed in settings:
                 p = predict(store, dataset, category, method, shots=shots, seed=seed, scoring=spec.scoring,
                             extraction=spec.extraction, masks=masks, cache=branches)
+                if kept is not None and (method, shots, seed) in keep:
+                    kept[(category, method, shots, seed)] = p
                 values: dict[str, Any] = dict(image_metrics(p.labels, p.scores))
                 if p.masks is not None and p.masks[annotated].any():  # images without a mask left out
                     values.update(pixel_metrics(p.masks[annotated], p.maps[annotated]))
@@ -385,7 +408,7 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
     metrics = [m for m in METRIC_ORDER if m in set(summary["metric"])]
     pub = published_frame()
     real_data = spec.dataset in ("mvtec", "visa") and not random_weights
-    header = ["method", "shots", *metrics]
+    header = ["method", "shots", *_percent_columns(metrics)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, shots), grp in summary.groupby(["method", "shots"], sort=True):
         cells = [method, str(shots)]
@@ -410,7 +433,7 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
                   "--image-score own --smoothing own) and other evaluation grids: " + "; ".join(grids) + "."]
     lines += ["", "## Per category (mean over seeds)", ""]
     per_cat = frame.groupby(["method", "shots", "category", "metric"])["value"].mean().reset_index()
-    header = ["method", "shots", "category", *metrics]
+    header = ["method", "shots", "category", *_percent_columns(metrics)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, shots, category), grp in per_cat.groupby(["method", "shots", "category"], sort=True):
         vals = {r.metric: r.value for r in grp.itertuples()}
@@ -438,6 +461,12 @@ def _visual_pair(spec: RunSpec) -> dict[str, Any] | None:
     from cfviz.experiments.scoring import visual_pair
 
     return visual_pair(spec.scoring, spec.extraction) if _diffusion_k_shot(spec) else None
+
+
+def _percent_columns(metrics: list[str]) -> list[str]:
+    """Column names of the Markdown tables: each metric with its unit, as in
+    :func:`cfviz.notebooks.summary_table` (``image_auroc (%)``)."""
+    return [f"{m} (%)" for m in metrics]
 
 
 def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:

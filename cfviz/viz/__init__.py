@@ -52,6 +52,7 @@ _LAZY: dict[str, str] = {
     "gallery": ".gallery", "qualitative_grid": ".gallery",
     # failure cases
     "failure_gallery": ".failures", "case_attention_grid": ".failures", "disagreement_figure": ".failures",
+    "defect_breakdown_figure": ".failures",
 }
 
 __all__ = sorted(_LAZY)

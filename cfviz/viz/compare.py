@@ -27,6 +27,12 @@ from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alph
 from cfviz.viz.style import DIVERGING_CMAP, SCORE_CMAP, add_note, new_figure, style_context
 
 
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+
+
 def _rows(maps: Any, name: str) -> dict[str, np.ndarray]:
     if isinstance(maps, Mapping):
         if not maps:
@@ -84,10 +90,13 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
     dnorm = TwoSlopeNorm(0.0, -d, d)
     n_cols = 3 if difference else 2
     with style_context():
-        fig = new_figure(n_cols * panel_size + 1.4, len(fit) * panel_size + 0.7)
+        fig = new_figure(n_cols * panel_size + 0.4, len(fit) * panel_size + 1.2)
         axes = fig.subplots(len(fit), n_cols, squeeze=False)
         cmap = cmap or SCORE_CMAP
-        titles = [str(labels[0]), str(labels[1]), f"{labels[1]} − {labels[0]}"]
+        # long names (families: "SD3 MMDiT (tiny-sd3)") wrap to the panel instead of running into a neighbour
+        width = max(12, int(panel_size * 15))
+        titles = [_wrap(str(labels[0]), width), _wrap(str(labels[1]), width),
+                  _wrap(f"{labels[1]} − {labels[0]}", width)]
         for r, (row, (pa, pb)) in enumerate(fit.items()):
             for c, (data, nm, cm) in enumerate([(pa, norm, cmap), (pb, norm, cmap),
                                                 (diffs[row], dnorm, DIVERGING_CMAP)][:n_cols]):
@@ -104,15 +113,17 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
                     ax.set_title(titles[c])
                 if c == 0 and row:
                     ax.set_ylabel(row)
-        shrink = min(0.9, 0.45 + 0.2 * len(fit))
-        add_colorbar(fig, norm, axes[0, 0].images[-1].cmap, axes[:, :2].ravel().tolist(), label, shrink=shrink)
+        # each bar under the panels it belongs to, its label under it: a label beside the shared bar
+        # stood between the maps and the difference panel, as if it named the latter
+        bar = dict(location="bottom", shrink=0.8, aspect=25, pad=0.03)
+        add_colorbar(fig, norm, axes[0, 0].images[-1].cmap, axes[:, :2].ravel().tolist(), label, **bar)
         if difference:
-            cb = add_colorbar(fig, dnorm, axes[0, 2].images[-1].cmap, axes[:, 2].tolist(), "difference",
-                              shrink=shrink)
+            cb = add_colorbar(fig, dnorm, axes[0, 2].images[-1].cmap, axes[:, 2].tolist(), "difference (panel title)",
+                              **{**bar, "aspect": 12})
             from matplotlib.ticker import FuncFormatter
 
             # tick labels carry their own exponent: an offset text ("1e-5") would sit on the title
-            cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+            cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
         if title:
             fig.suptitle(title)
         add_note(fig, note)

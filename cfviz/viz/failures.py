@@ -62,8 +62,10 @@ def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: 
     """The ranked cases of :func:`~cfviz.experiments.failures.rank_failures` with their maps.
 
     Titles use the ``case`` column (misclassified cases in red), subtitles the defect type and
-    score against the threshold; anomalous images have their ground truth outlined. ``image``
-    loads an image by id (e.g. ``session.image``); other keywords go to :func:`cfviz.viz.gallery`.
+    the image score against the threshold; anomalous images have their ground truth outlined.
+    The two scales are named apart: the colour bar is the pixel map's ("pixel score"), the
+    subtitles and the title give image scores and their threshold. ``image`` loads an image by id
+    (e.g. ``session.image``); other keywords go to :func:`cfviz.viz.gallery`.
     """
     from cfviz.experiments.failures import case_title
     from cfviz.viz.gallery import gallery
@@ -75,14 +77,15 @@ def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: 
     for r in rows:
         i = _index(p, r.image_id)
         case = getattr(r, "case", None) or case_title(r.kind, int(r.rank), bool(r.wrong))
-        verdict = ">=" if r.score >= r.threshold else "<"
+        verdict = "≥" if r.score >= r.threshold else "<"
         items.append({"image": image(r.image_id), "map": p.maps[i], "mask": _mask(p, i), "title": _wrapped(case),
-                      "subtitle": f"{r.defect_type}: {r.score:.2f} {verdict} {r.threshold:.2f}"})
+                      "subtitle": f"{r.defect_type}\nimage score {r.score:.2f} {verdict} {r.threshold:.2f}"})
         wrong.append(bool(r.wrong))
     if title is None:
         n_wrong = sum(wrong)
         title = (f"{p.category}: {n_wrong} of {len(rows)} ranked cases misclassified "
-                 f"(threshold {rows[0].threshold:.2f})")
+                 f"(image-score threshold {rows[0].threshold:.2f})")
+    kwargs.setdefault("label", f"pixel score\n({p.method} map)")
     fig = gallery(items, ncols=ncols or len(items), title=title, note=note, **kwargs)
     for ax, w in zip(fig.axes, wrong):
         ax.title.set_color(WRONG_COLOR if w else CORRECT_COLOR)
@@ -162,5 +165,65 @@ def disagreement_figure(p: Any, image: Callable[[str], Any], *, image_ids: Seque
                            handlelength=1.2, borderaxespad=0)
         fig.suptitle(f"{p.category}: where the CLIP and diffusion maps disagree most" if len(idx) > 2
                      else f"{p.category}: CLIP vs diffusion maps")
+        add_note(fig, note)
+    return fig
+
+
+#: Bar colours of :func:`defect_breakdown_figure`: detected defects vs false positives of normal images.
+DETECTED_COLOR = "#0072B2"
+FALSE_POSITIVE_COLOR = "#D55E00"
+
+
+def defect_breakdown_figure(breakdown: Any, *, title: str | None = None, note: str | None = None,
+                            panel_width: float = 0.45) -> Any:
+    """Per defect type, the share of images whose image score reaches the threshold, with n per bar.
+
+    ``breakdown`` is :func:`~cfviz.experiments.failures.defect_breakdown` (``.assign(category=c)``
+    for several categories: one panel each, the threshold is per category). A defect type's bar is
+    its detection rate; the normal images' bar ("good") is the false-positive rate, in its own
+    colour and named so under the bar. Each bar is annotated with ``detected/n``.
+
+    >>> import pandas as pd
+    >>> b = pd.DataFrame({"defect_type": ["good", "hole"], "normal": [True, False], "images": [4, 2],
+    ...                   "n_detected": [1, 2], "detected": [0.25, 1.0], "threshold": [0.5, 0.5]})
+    >>> fig = defect_breakdown_figure(b)
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['hole', 'good (normal)']
+    >>> [t.get_text() for t in fig.axes[0].texts]
+    ['2/2', '1/4']
+    """
+    from matplotlib.patches import Patch
+
+    need = {"defect_type", "normal", "images", "n_detected", "threshold"}
+    missing = sorted(need - set(getattr(breakdown, "columns", ())))
+    if missing:
+        raise ValueError(f"breakdown lacks the columns {missing}; pass defect_breakdown(predictions)")
+    frame = breakdown if "category" in breakdown.columns else breakdown.assign(category="")
+    cats = list(dict.fromkeys(frame["category"]))
+    widths = [max(1.2, panel_width * len(frame[frame.category == c]) + 0.3) for c in cats]
+    with style_context():
+        fig = new_figure(sum(widths) + 2.4, 2.7)
+        axes = fig.subplots(1, len(cats), squeeze=False, sharey=True, gridspec_kw={"width_ratios": widths})[0]
+        for ax, cat in zip(axes, cats):
+            part = frame[frame.category == cat].sort_values(["normal", "defect_type"], kind="stable")
+            values = 100 * part["n_detected"].to_numpy(float) / part["images"].to_numpy(float)
+            colors = [FALSE_POSITIVE_COLOR if n else DETECTED_COLOR for n in part["normal"]]
+            xs = np.arange(len(part))
+            ax.bar(xs, values, color=colors, width=0.7)
+            for x, v, k, n in zip(xs, values, part["n_detected"], part["images"]):
+                ax.text(x, v + 1.5, f"{int(k)}/{int(n)}", ha="center", va="bottom", fontsize="x-small")
+            ax.set_xticks(xs, [f"{t} (normal)" if n else str(t) for t, n in zip(part["defect_type"], part["normal"])],
+                          rotation=35, ha="right", rotation_mode="anchor", fontsize="x-small")
+            ax.set_ylim(0, 112)
+            ax.set_yticks(range(0, 101, 20))
+            thr = float(part["threshold"].iloc[0])
+            ax.set_title(f"{cat + ': ' if cat else ''}threshold {thr:.2f}", fontsize="small")
+        axes[0].set_ylabel("images with image score\n≥ threshold (%)")
+        axes[-1].legend(handles=[Patch(color=DETECTED_COLOR, label="defect type:\ndetection rate"),
+                                 Patch(color=FALSE_POSITIVE_COLOR, label="normal images:\nfalse-positive rate")],
+                        title="bar labels: images ≥ threshold / n", title_fontsize="x-small",
+                        loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize="x-small")
+        fig.suptitle(title or "Image-level detection per defect type (F1-max threshold of the image scores)",
+                     fontsize="small")
         add_note(fig, note)
     return fig
