@@ -3,7 +3,7 @@
 Captured maps have several meaningful axes — step (with its timestep), layer or block, batch row,
 token, height, width — and notebooks slice them by label, not by position. ``LabelledMaps`` keeps
 the labels next to the data so that ``maps.sel(token="damage", timestep=261).mean("layer")`` says
-what it does.
+what it does; :meth:`LabelledMaps.to_xarray` hands them to xarray itself.
 """
 
 from __future__ import annotations
@@ -70,6 +70,22 @@ class LabelledMaps:
     def numpy(self) -> Any:
         """The data as a float32 NumPy array."""
         return self.data.detach().float().cpu().numpy()
+
+    def to_xarray(self) -> Any:
+        """The maps as a float32 ``xarray.DataArray`` with the same dims and coords (``pip install xarray``).
+
+        >>> import torch
+        >>> m = LabelledMaps(torch.ones(2, 3, 3), ("step", "h", "w"), {"step": [0, 1]},
+        ...                  {"timestep": ("step", [900, 500])})
+        >>> m.to_xarray().swap_dims(step="timestep").sel(timestep=500).dims
+        ('h', 'w')
+        """
+        try:
+            import xarray
+        except ImportError:
+            raise ImportError("LabelledMaps.to_xarray needs the xarray package: pip install xarray") from None
+        coords = {**self.coords, **{name: (d, list(v)) for name, (d, v) in self.aux.items()}}
+        return xarray.DataArray(self.numpy(), dims=self.dims, coords=coords)
 
     def _axis(self, dim: str) -> int:
         if dim not in self.dims:

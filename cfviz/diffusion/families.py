@@ -16,7 +16,7 @@ Noise levels are ``timesteps`` on the 0..1000 training scale for every family:
 Inpainting inputs go where the model takes them (SD/SDXL 9-channel UNets: ``[z_t, mask,
 masked-image latents]``; FLUX Fill: packed ``[z, masked-image latents, 8x8-packed mask]``);
 ``mask`` is refused for models without them. Noise for level ``t`` comes from a generator seeded
-by ``(seed, t)`` (:func:`cfviz.diffusion.forward.noise_seed`), as in ``mapdiff_forward``. The calls
+by ``(seed, t)`` (:func:`cfviz.diffusion.inputs.noise_seed`), as in ``mapdiff_forward``. The calls
 are declared unguided (``rows="auto"`` keeps every image).
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cfviz.diffusion.inputs import encode_prompts, inpaint_inputs, noise_seed, pixel_mask
 from cfviz.errors import CfvizError
 
 #: Families whose denoiser is trained with flow matching (noise level = sigma = t / 1000).
@@ -39,24 +40,6 @@ def _vae_latents(pipe: Any, images: Any) -> Any:
     return (mean - float(shift)) * float(vae.config.scaling_factor)
 
 
-def _pixel_mask(images: Any, mask: Any) -> Any:
-    """``(B, 1, H, W)`` float mask, 1 = inpaint (same forms as :func:`~cfviz.diffusion.forward.inpaint_inputs`)."""
-    import torch
-
-    b, _, h, w = images.shape
-    if mask is None or (isinstance(mask, str) and mask == "none"):
-        return torch.zeros(b, 1, h, w, dtype=images.dtype, device=images.device)
-    if isinstance(mask, str) and mask == "full":
-        return torch.ones(b, 1, h, w, dtype=images.dtype, device=images.device)
-    if isinstance(mask, str):
-        raise CfvizError(f"mask must be None, 'none', 'full' or a tensor, got {mask!r}")
-    m = torch.as_tensor(mask, device=images.device, dtype=images.dtype)
-    m = m[:, None] if m.ndim == 3 else m
-    if m.shape[1] != 1 or tuple(m.shape[-2:]) != (h, w):
-        raise CfvizError(f"mask must be (B, 1, {h}, {w}), got {tuple(m.shape)}")
-    return (m >= 0.5).to(images.dtype).expand(b, -1, -1, -1)
-
-
 def _pack(x: Any) -> Any:
     """FLUX's 2x2 packing: ``(B, C, h, w)`` -> ``(B, h/2 * w/2, 4C)``."""
     b, c, h, w = x.shape
@@ -67,8 +50,6 @@ def _encode_text(pipe: Any, family: str, prompts: list[str], device: Any, max_se
     """The denoiser's text keyword arguments from the pipeline's own ``encode_prompt`` (no guidance)."""
     msl = {} if max_sequence_length is None else {"max_sequence_length": int(max_sequence_length)}
     if family in ("sd", "cross"):
-        from cfviz.diffusion.forward import encode_prompts
-
         return {"encoder_hidden_states": encode_prompts(pipe, prompts)}
     if family == "sdxl":
         emb, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
@@ -128,7 +109,6 @@ def family_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *, time
 
     from cfviz.capture.families import detect_family
     from cfviz.capture.session import classifier_free_guidance
-    from cfviz.diffusion.forward import noise_seed
 
     fam = detect_family(pipe)
     family = fam.name
@@ -175,8 +155,6 @@ def _conditioning(pipe: Any, fam: Any, images: Any, latents: Any, text: dict, ma
     """Everything but the noisy latents and the timestep, in the denoiser's keywords."""
     import torch
 
-    from cfviz.diffusion.forward import inpaint_inputs
-
     family, b = fam.name, latents.shape[0]
     kw = {k: v for k, v in text.items() if not k.startswith("_")}
     if fam.inpainting and family in ("sd", "sdxl"):
@@ -196,7 +174,7 @@ def _conditioning(pipe: Any, fam: Any, images: Any, latents: Any, text: dict, ma
         if pipe.transformer.config.guidance_embeds:
             kw["guidance"] = torch.full((b,), float(guidance), device=latents.device)
         if fam.inpainting:  # FLUX Fill: masked-image latents and the 8x8-packed pixel mask, both packed
-            pix = _pixel_mask(images, mask)
+            pix = pixel_mask(images, mask)
             masked = _vae_latents(pipe, images * (pix < 0.5)) if bool(pix.any()) else latents
             f = images.shape[-1] // w  # the VAE's downsampling factor
             m = pix[:, 0].view(b, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(b, f * f, h, w)

@@ -20,9 +20,10 @@ store keeps one step per timestep whatever N is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
+from cfviz.diffusion.inputs import InpaintInputs, draw_noise, encode_prompts, inpaint_inputs, noise_seed  # noqa: F401
 from cfviz.errors import CfvizError
 
 PROMPT_TEMPLATE = "a close-up cropped png photo of a {object} with {state}"
@@ -60,64 +61,6 @@ def build_prompt(object_name: str, state: str, template: str = PROMPT_TEMPLATE) 
     return template.format(object=object_name.replace("_", " "), state=state_phrase(state))
 
 
-def _key_words(key: str) -> list[int]:
-    """Four 32-bit words of the SHA-256 of ``key`` (an image id): a stable, platform-free hash."""
-    import hashlib
-
-    digest = hashlib.sha256(str(key).encode("utf-8")).digest()
-    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
-
-
-def noise_seed(seed: int, timestep: int, draw: int = 0, key: str | None = None) -> int:
-    """The generator seed for the noise at ``timestep`` (independent of the other timesteps).
-
-    ``draw`` numbers the draws averaged at one timestep (draw 0 is the single draw of earlier
-    versions: the same seed); ``key`` (an image id) gives that image its own draw
-    (``noise="per-image"``), independent of the images it is batched with.
-
-    >>> noise_seed(0, 261) == noise_seed(0, 261) != noise_seed(1, 261)
-    True
-    >>> len({noise_seed(0, 261), noise_seed(0, 261, draw=1), noise_seed(0, 261, key="a"), noise_seed(0, 261, key="b")})
-    4
-    """
-    import numpy as np
-
-    entropy = [int(seed), int(timestep)]
-    if key is not None:  # tag 1 keeps per-image entropy apart from any shared one (trailing zeros pad)
-        entropy += [int(draw), 1, *_key_words(key)]
-    elif draw:
-        entropy += [int(draw)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def draw_noise(shape: Any, seed: int, timestep: int, *, draw: int = 0, keys: Sequence[str] | None = None) -> Any:
-    """Noise ``(B, *shape[1:])`` (float32, CPU) for one timestep and draw.
-
-    ``keys=None``: one draw shared by every row (``noise="shared"``); otherwise one draw per row,
-    seeded by that row's key (its image id), so a row's noise does not depend on its batch.
-
-    >>> import torch
-    >>> a = draw_noise((2, 4, 8, 8), 0, 100, keys=["x", "y"])
-    >>> b = draw_noise((1, 4, 8, 8), 0, 100, keys=["y"])
-    >>> torch.equal(a[1], b[0]), torch.equal(a[0], a[1])
-    (True, False)
-    """
-    import torch
-
-    b, rest = int(shape[0]), tuple(int(x) for x in shape[1:])
-    if keys is None:
-        gen = torch.Generator("cpu").manual_seed(noise_seed(seed, timestep, draw))
-        return torch.randn(rest, generator=gen, dtype=torch.float32).expand(b, *rest)
-    keys = list(keys)
-    if len(keys) != b:
-        raise CfvizError(f"noise keys: {len(keys)} image ids for a batch of {b}; give one id per image")
-    rows = []
-    for key in keys:
-        gen = torch.Generator("cpu").manual_seed(noise_seed(seed, timestep, draw, key=key))
-        rows.append(torch.randn(rest, generator=gen, dtype=torch.float32))
-    return torch.stack(rows)
-
-
 def average_draws(cache: Any, draws: int) -> Any:
     """Average each run of ``draws`` consecutive steps of a capture into one step (in place).
 
@@ -146,75 +89,8 @@ def average_draws(cache: Any, draws: int) -> Any:
                     continue
                 merged[k] = (torch.stack([p.float() for p in parts]).mean(0)).to(parts[0].dtype)
             table[name] = merged
-    from dataclasses import replace
-
     cache.steps = [replace(group[0], step=k) for k, group in enumerate(groups)]
     return cache
-
-
-@dataclass
-class InpaintInputs:
-    """The conditioning latents of the inpainting UNet for a batch of images."""
-
-    latents: Any  #: (B, 4, h, w) clean image latents, already times the VAE scaling factor
-    mask: Any  #: (B, 1, h, w) inpainting mask at latent resolution (1 = to be inpainted)
-    masked_image_latents: Any  #: (B, 4, h, w) latents of the image with the masked region blanked
-
-
-def _vae_encode(pipe: Any, images: Any) -> Any:
-    vae = pipe.vae
-    dist = vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist
-    return dist.mean * float(vae.config.scaling_factor)  # the mean: deterministic latents
-
-
-def inpaint_inputs(pipe: Any, images: Any, mask: Any = None) -> InpaintInputs:
-    """VAE-encode images (``(B, 3, H, W)`` in [-1, 1]) and build the inpainting conditioning.
-
-    Parameters
-    ----------
-    mask:
-        ``None`` or ``"none"``: nothing masked (default; the whole image is context).
-        ``"full"``: everything masked. A tensor ``(B or 1, 1, H, W)`` with 1 where the model should
-        inpaint (diffusers' convention).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise CfvizError(f"images must be (batch, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
-    b, _, h, w = images.shape
-    if mask is None or (isinstance(mask, str) and mask == "none"):
-        pixel_mask = torch.zeros(b, 1, h, w, device=images.device, dtype=images.dtype)
-    elif isinstance(mask, str) and mask == "full":
-        pixel_mask = torch.ones(b, 1, h, w, device=images.device, dtype=images.dtype)
-    elif isinstance(mask, str):
-        raise CfvizError(f"mask must be None, 'none', 'full' or a tensor, got {mask!r}")
-    else:
-        pixel_mask = torch.as_tensor(mask, device=images.device, dtype=images.dtype)
-        if pixel_mask.ndim == 3:
-            pixel_mask = pixel_mask[:, None]
-        if pixel_mask.shape[-2:] != (h, w) or pixel_mask.shape[1] != 1:
-            raise CfvizError(f"mask must be (B, 1, {h}, {w}), got {tuple(pixel_mask.shape)}")
-        pixel_mask = (pixel_mask >= 0.5).to(images.dtype).expand(b, -1, -1, -1)
-    with torch.no_grad():
-        latents = _vae_encode(pipe, images)
-        nothing_masked = not bool(pixel_mask.any())
-        # with nothing masked the masked image is the image: skip the second VAE pass
-        masked = latents if nothing_masked else _vae_encode(pipe, images * (pixel_mask < 0.5))
-    lat_mask = F.interpolate(pixel_mask.float(), size=latents.shape[-2:]).to(latents.dtype)
-    return InpaintInputs(latents=latents, mask=lat_mask.to(latents.device), masked_image_latents=masked)
-
-
-def encode_prompts(pipe: Any, prompts: Sequence[str]) -> Any:
-    """Text-encoder hidden states ``(B, L, D)`` for the prompts (no classifier-free guidance)."""
-    import torch
-
-    tok = pipe.tokenizer
-    ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
-    enc = pipe.text_encoder
-    with torch.no_grad():
-        return enc(ids.to(enc.device))[0]
 
 
 def check_noise(noise: str, draws: int) -> None:

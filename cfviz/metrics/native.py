@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.metrics._validate import MetricInputError
+from cfviz.utils.lazy import lazy_names
 
 
 class NativeMasks(np.ndarray):
@@ -82,30 +83,5 @@ def at_mask_sizes(maps: Any, masks: Sequence[Any]) -> list[np.ndarray]:
     return out
 
 
-def native_curves(masks: Any, maps: Any, connectivity: int = 8) -> Any:
-    """:class:`~cfviz.metrics.pixel.PixelCurves` of maps against masks of different sizes."""
-    from cfviz.metrics._sort import count_below, sort_in_place
-    from cfviz.metrics._validate import as_scores, check_connectivity
-    from cfviz.metrics.aupro import region_weights
-    from cfviz.metrics.pixel import PixelCurves
-    from cfviz.metrics.ranking import RankingStats, distinct_positives
-
-    connectivity = check_connectivity(connectivity)
-    mask_list = masks.masks() if isinstance(masks, NativeMasks) else [np.asarray(m) > 0 for m in masks]
-    map_list = at_mask_sizes(maps, mask_list)
-    if not mask_list:
-        raise MetricInputError("masks is empty; give at least one mask")
-    negatives, positives, weights, n_regions = [], [], [], 0
-    for m, a in zip(mask_list, map_list):
-        m = np.asarray(m).astype(bool)
-        a = as_scores(a, "maps")
-        negatives.append(a[~m])
-        positives.append(a[m])
-        w, k = region_weights(m[None], connectivity)
-        weights.append(w)
-        n_regions += k
-    neg = sort_in_place(np.concatenate(negatives))
-    values, counts, summed = distinct_positives(np.concatenate(positives), np.concatenate(weights))
-    n_below, n_equal = count_below((neg,), values)
-    stats = RankingStats((neg,), values, counts, n_below, n_equal, summed)
-    return PixelCurves(stats, n_regions, len(mask_list), int(connectivity))
+# native_curves builds PixelCurves, so it lives in .pixel (which reads these masks); the old import path keeps working
+__getattr__, __dir__ = lazy_names(__name__, {"native_curves": "cfviz.metrics.pixel"})

@@ -19,7 +19,8 @@ import numpy as np
 from cfviz.metrics._sort import count_below, kept_values, resolve_n_jobs, sort_in_place
 from cfviz.metrics._validate import (MetricInputError, as_binary, as_map_stack, as_scores, check_connectivity,
                                      check_fpr_limit)
-from cfviz.metrics.aupro import aupro_from_stats, pro_curve_from_stats, region_weights
+from cfviz.metrics._pro import aupro_from_stats, pro_curve_from_stats, region_weights
+from cfviz.metrics.native import NativeMasks, at_mask_sizes, is_native
 from cfviz.metrics.ranking import RankingStats, distinct_positives
 
 
@@ -73,11 +74,7 @@ class PixelCurves:
             Threads for sorting the normal pixels (``None``: all CPUs). The result does not
             depend on it.
         """
-        from cfviz.metrics.native import is_native
-
         if is_native(masks):
-            from cfviz.metrics.native import native_curves
-
             return native_curves(masks, maps, connectivity)
         m = as_map_stack(as_binary(masks, "masks"), "masks")
         a = as_map_stack(as_scores(maps, "maps"), "maps")
@@ -147,3 +144,26 @@ def _defect_stats(masks: np.ndarray, maps: np.ndarray, connectivity: int
     """Distinct defect scores with their counts and summed 1/|region| weights; the region count."""
     weights, n_regions = region_weights(masks, connectivity)
     return distinct_positives(maps[masks], weights), n_regions
+
+
+def native_curves(masks: Any, maps: Any, connectivity: int = 8) -> PixelCurves:
+    """:class:`PixelCurves` of maps against masks of different sizes."""
+    connectivity = check_connectivity(connectivity)
+    mask_list = masks.masks() if isinstance(masks, NativeMasks) else [np.asarray(m) > 0 for m in masks]
+    map_list = at_mask_sizes(maps, mask_list)
+    if not mask_list:
+        raise MetricInputError("masks is empty; give at least one mask")
+    negatives, positives, weights, n_regions = [], [], [], 0
+    for m, a in zip(mask_list, map_list):
+        m = np.asarray(m).astype(bool)
+        a = as_scores(a, "maps")
+        negatives.append(a[~m])
+        positives.append(a[m])
+        w, k = region_weights(m[None], connectivity)
+        weights.append(w)
+        n_regions += k
+    neg = sort_in_place(np.concatenate(negatives))
+    values, counts, summed = distinct_positives(np.concatenate(positives), np.concatenate(weights))
+    n_below, n_equal = count_below((neg,), values)
+    stats = RankingStats((neg,), values, counts, n_below, n_equal, summed)
+    return PixelCurves(stats, n_regions, len(mask_list), int(connectivity))

@@ -67,8 +67,17 @@ class ClipBundle:
         """Number of text token positions (77 for CLIP)."""
         return int(self.model.context_length)
 
+    @property
+    def cfviz_info(self) -> dict[str, Any]:
+        """Provenance (a new dict, read by :func:`cfviz.models.model_info`): the model's with this bundle's fields."""
+        attached = getattr(self.model, "cfviz_info", None)
+        info = dict(attached) if isinstance(attached, dict) else {}
+        info.update(kind="clip", library="open_clip", name=self.name, revision=self.pretrained,
+                    pretrained=self.pretrained, weights=self.weights, seed=self.seed, dtype=self.dtype,
+                    device=self.device)
+        info.setdefault("source", "config" if self.weights == "random" else "local")
+        return info
+
     def info(self) -> dict[str, Any]:
         """Provenance as a JSON-ready dict (same as :func:`cfviz.models.model_info`)."""
-        from cfviz.models.info import model_info
-
-        return model_info(self)
+        return self.cfviz_info

@@ -144,19 +144,8 @@ def tiny_inpaint_pipeline(seed: int = 0, device: Any = "cpu", dtype: Any = None)
     >>> out.images.shape
     (1, 512, 512, 3)
     """
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from cfviz.models.tokenizer import clip_tokenizer
-
-    check_seed(seed)
-    with seeded(seed):
-        unet = UNet2DConditionModel.from_config(model_config("tiny_inpainting_unet"))
-        vae = AutoencoderKL.from_config(model_config("tiny_vae"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**model_config("tiny_text_encoder")))
-    return _assemble(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
-                     scheduler=ddim_scheduler(), name=TINY_PIPELINE, seed=seed, device=device, dtype=dtype)
+    return _random_sd_inpaint(("tiny_inpainting_unet", "tiny_vae", "tiny_text_encoder"), TINY_PIPELINE, seed,
+                              device, dtype)
 
 
 def random_inpaint_pipeline(seed: int = 0, *, device: Any = "cpu", dtype: Any = None) -> Any:
@@ -170,6 +159,12 @@ def random_inpaint_pipeline(seed: int = 0, *, device: Any = "cpu", dtype: Any = 
 
     >>> pipe = random_inpaint_pipeline(seed=0)  # doctest: +SKIP
     """
+    return _random_sd_inpaint(("sd2_inpainting_unet", "sd_vae", "sd2_text_encoder"),
+                              f"{DEFAULT_SD_INPAINT} (architecture)", seed, device, dtype)
+
+
+def _random_sd_inpaint(configs: tuple[str, str, str], name: str, seed: int, device: Any, dtype: Any) -> Any:
+    """An SD inpainting pipeline of seeded random weights from (UNet, VAE, text encoder) config names."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -177,12 +172,11 @@ def random_inpaint_pipeline(seed: int = 0, *, device: Any = "cpu", dtype: Any = 
 
     check_seed(seed)
     with seeded(seed):
-        unet = UNet2DConditionModel.from_config(model_config("sd2_inpainting_unet"))
-        vae = AutoencoderKL.from_config(model_config("sd_vae"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**model_config("sd2_text_encoder")))
+        unet = UNet2DConditionModel.from_config(model_config(configs[0]))
+        vae = AutoencoderKL.from_config(model_config(configs[1]))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**model_config(configs[2])))
     return _assemble(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
-                     scheduler=ddim_scheduler(), name=f"{DEFAULT_SD_INPAINT} (architecture)", seed=seed,
-                     device=device, dtype=dtype)
+                     scheduler=ddim_scheduler(), name=name, seed=seed, device=device, dtype=dtype)
 
 
 def _assemble(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, name: str,

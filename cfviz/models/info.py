@@ -49,17 +49,7 @@ def model_info(obj: Any) -> dict[str, Any]:
     >>> info["name"], info["weights"], info["seed"]
     ('cfviz-tiny-clip', 'random', 1)
     """
-    from cfviz.models.bundle import ClipBundle
-
-    if isinstance(obj, ClipBundle):
-        attached = getattr(obj.model, "cfviz_info", None)
-        base = dict(attached) if isinstance(attached, dict) else {}
-        base.update(kind="clip", library="open_clip", name=obj.name, revision=obj.pretrained,
-                    pretrained=obj.pretrained, weights=obj.weights, seed=obj.seed,
-                    dtype=obj.dtype, device=obj.device)
-        base.setdefault("source", "config" if obj.weights == "random" else "local")
-        return base
-    attached = getattr(obj, "cfviz_info", None)
+    attached = getattr(obj, "cfviz_info", None)  # a ClipBundle's combines its model's with its own fields
     if isinstance(attached, dict):
         return dict(attached)
     # not built by cfviz: read what diffusers/transformers record

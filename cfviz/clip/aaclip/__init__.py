@@ -39,7 +39,7 @@ _LAZY: dict[str, str] = {
     "train_aaclip": "cfviz.clip.aaclip.train",
     "training_records": "cfviz.clip.aaclip.data",
     "TrainingDataError": "cfviz.clip.aaclip.data",
-    "load_aaclip": "cfviz.clip.aaclip.checkpoint",
+    "load_aaclip": "cfviz.clip.aaclip.model",
     "latest_checkpoint": "cfviz.clip.aaclip.checkpoint",
     "epoch_checkpoint": "cfviz.clip.aaclip.checkpoint",
     "PAPER_EPOCH": "cfviz.clip.aaclip.checkpoint",

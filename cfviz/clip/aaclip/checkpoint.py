@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from cfviz.errors import CfvizError
+from cfviz.utils.lazy import lazy_names
 
 FORMAT = "cfviz-aaclip/1"
 _EPOCH_FILE = re.compile(r"^stage([12])_epoch_(\d{3,})\.safetensors$")
@@ -152,33 +153,5 @@ def check_same_model(meta: dict[str, str], bundle: Any, path: Any) -> None:
         raise CheckpointError(f"{path} was trained on another CLIP ({detail}); load the CLIP it was trained on")
 
 
-def load_aaclip(path: str | os.PathLike[str], bundle: Any, *, check_model: bool = True,
-                image_size: int | str | None = None, class_names: str | None = None) -> Any:
-    """An :class:`~cfviz.clip.aaclip.model.AAClip` on ``bundle`` with the weights of ``path``.
-
-    ``path`` may be a file or a training folder (its ``aaclip.safetensors``, else its last epoch).
-    ``image_size`` and ``class_names`` replace the checkpoint's (``None``: those it was trained
-    with); the adapters do not depend on either.
-    """
-    from dataclasses import replace
-
-    from cfviz.clip.aaclip.config import AAClipConfig
-    from cfviz.clip.aaclip.model import AAClip
-
-    tensors, meta = read_checkpoint(path)
-    if check_model:
-        check_same_model(meta, bundle, path)
-    config = AAClipConfig.from_json(meta["config"])
-    if image_size is not None:
-        config = replace(config, image_size=image_size)
-    if class_names is not None:
-        config = replace(config, class_names=class_names)
-    model = AAClip(bundle, config, seed=int(meta.get("seed", 0)))
-    state = {k[len("adapters/"):]: v for k, v in tensors.items() if k.startswith("adapters/")}
-    try:
-        model.adapters.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: adapter weights do not fit {bundle.name} ({str(exc).splitlines()[0]})") from None
-    model.adapters.to(torch.device(bundle.device))
-    model.metadata = meta  # type: ignore[attr-defined]
-    return model
+# load_aaclip builds an AAClip, so it lives in .model (which reads and writes through here); this old path works
+__getattr__, __dir__ = lazy_names(__name__, {"load_aaclip": "cfviz.clip.aaclip.model"})

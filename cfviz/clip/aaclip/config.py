@@ -30,6 +30,8 @@ ANOMALOUS_STATES: tuple[str, ...] = ("a damaged {}", "a broken {}", "a {} with f
                                      "a {} with damage")
 TEMPLATES: tuple[str, ...] = ("{}.", "a photo of {}.")
 INITS = ("xavier", "clip")
+#: ``activation`` values: exact GELU (released), QuickGELU, or the CLIP's own (:func:`~.encoders.mlp_activation`).
+ACTIVATIONS = ("gelu", "quick_gelu", "model")
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,6 @@ class AAClipConfig:
 
             raise ConfigError(f"class_names must be one of {', '.join(NAME_MODES)} (released code: descriptive), got "
                              f"{self.class_names!r}")
-        from cfviz.clip.aaclip.encoders import ACTIVATIONS
-
         if self.activation not in ACTIVATIONS:
             from cfviz.errors import ConfigError
 

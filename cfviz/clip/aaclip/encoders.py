@@ -36,11 +36,9 @@ import torch
 from torch.nn import functional as F
 
 from cfviz.clip.aaclip.adapters import residual_mix
+from cfviz.clip.aaclip.config import ACTIVATIONS
 from cfviz.clip.token_order import blocks_take_batch_first, run_block
 
-
-#: ``AAClipConfig.activation`` values: exact GELU (released), QuickGELU, or the CLIP's own.
-ACTIVATIONS = ("gelu", "quick_gelu", "model")
 #: V-V attention axes: across the batch at each token (released code) or across each image's tokens.
 VV_AXES = ("batch", "tokens")
 

@@ -34,8 +34,9 @@ Example
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ import torch
 from torch.nn import functional as F
 
 from cfviz.clip.aaclip.adapters import AAClipAdapters
+from cfviz.clip.aaclip.checkpoint import CheckpointError, check_same_model, read_checkpoint, save_checkpoint
 from cfviz.clip.aaclip.config import AAClipConfig
 from cfviz.clip.aaclip.encoders import mlp_activation, text_features, vision_tokens
 
@@ -220,15 +222,11 @@ class AAClip:
 
     def save(self, path: Any, metadata: dict[str, Any] | None = None) -> Any:
         """Write the adapter weights and config to a safetensors file atomically (see :mod:`.checkpoint`)."""
-        from cfviz.clip.aaclip.checkpoint import save_checkpoint
-
         return save_checkpoint(path, self, metadata=metadata)
 
     @classmethod
     def load(cls, path: Any, bundle: Any) -> AAClip:
         """Load adapters saved by :meth:`save` or by training onto ``bundle`` (the same CLIP)."""
-        from cfviz.clip.aaclip.checkpoint import load_aaclip
-
         return load_aaclip(path, bundle)
 
     def __repr__(self) -> str:
@@ -236,6 +234,30 @@ class AAClip:
         return (f"AAClip({self.bundle.name} at {c.image_size} px, K_T={c.text_adapter_blocks}, "
                 f"K_I={c.image_adapter_blocks}, levels={c.levels}, lambda=({c.text_lambda}, {c.image_lambda}), "
                 f"{c.class_names} names)")
+
+
+def load_aaclip(path: str | os.PathLike[str], bundle: Any, *, check_model: bool = True,
+                image_size: int | str | None = None, class_names: str | None = None) -> AAClip:
+    """An :class:`AAClip` on ``bundle`` with the weights of ``path``.
+
+    ``path`` may be a file or a training folder (its ``aaclip.safetensors``, else its last epoch).
+    ``image_size`` and ``class_names`` replace the checkpoint's (``None``: those it was trained
+    with); the adapters do not depend on either.
+    """
+    tensors, meta = read_checkpoint(path)
+    if check_model:
+        check_same_model(meta, bundle, path)
+    given = {"image_size": image_size, "class_names": class_names}
+    config = replace(AAClipConfig.from_json(meta["config"]), **{k: v for k, v in given.items() if v is not None})
+    model = AAClip(bundle, config, seed=int(meta.get("seed", 0)))
+    state = {k[len("adapters/"):]: v for k, v in tensors.items() if k.startswith("adapters/")}
+    try:
+        model.adapters.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: adapter weights do not fit {bundle.name} ({str(exc).splitlines()[0]})") from None
+    model.adapters.to(torch.device(bundle.device))
+    model.metadata = meta  # type: ignore[attr-defined]
+    return model
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, kernel: int) -> torch.Tensor:
