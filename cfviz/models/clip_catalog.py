@@ -63,8 +63,9 @@ class _Unknown(Exception):
     pass
 
 
-def _value(node: ast.AST, names: dict[str, Any]) -> Any:
-    """The value of a literal-like expression of ``pretrained.py`` (dicts, strings, config calls)."""
+def _value(node: ast.AST, names: dict[str, Any], params: dict[str, list[str]]) -> Any:
+    """The value of a literal-like expression of ``pretrained.py`` (dicts, strings, config calls);
+    ``params`` names the positional parameters of its config functions (``_pcfg(url='', hf_hub='', **kwargs)``)."""
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
@@ -72,15 +73,35 @@ def _value(node: ast.AST, names: dict[str, Any]) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise _Unknown("dict unpacking")
-        return {_value(k, names): _value(v, names) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+        return {_value(k, names, params): _value(v, names, params)  # type: ignore[arg-type]
+                for k, v in zip(node.keys, node.values)}
     if isinstance(node, (ast.Tuple, ast.List)):
-        return [_value(e, names) for e in node.elts]
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
-        fields = {kw.arg: _value(kw.value, names) for kw in node.keywords if kw.arg}
-        if node.func.id == "dict":
+        return [_value(e, names, params) for e in node.elts]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and all(kw.arg for kw in node.keywords):
+        fields = {kw.arg: _value(kw.value, names, params) for kw in node.keywords}
+        if node.func.id == "dict" and not node.args:
             return fields
-        return {"url": "", "hf_hub": "", **fields}  # _pcfg(url='', hf_hub='', **kwargs) and its siblings
+        positional = params.get(node.func.id, [])
+        if node.func.id == "dict" or len(node.args) > len(positional):
+            raise _Unknown(ast.dump(node)[:80])
+        # _pcfg("https://...") (open_clip 2.24) or _pcfg(url=..., hf_hub=...): {url, hf_hub, **kwargs}
+        fields.update({p: _value(a, names, params) for p, a in zip(positional, node.args)})
+        return {"url": "", "hf_hub": "", **fields}
     raise _Unknown(ast.dump(node)[:80])
+
+
+def _mutates(stmt: ast.stmt, name: str) -> bool:
+    """Whether a module-level statement changes the dict ``name`` in place (``name.update(...)``, ``name[k] = v``)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name:
+            if node.attr not in ("items", "keys", "values", "get"):
+                return True
+        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == name
+                and not isinstance(node.ctx, ast.Load)):
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,24 +110,46 @@ def _file_pretrained() -> dict[str, dict[str, dict[str, Any]]] | None:
     folder = _package_dir()
     if folder is None or not (folder / "pretrained.py").is_file():
         return None
-    names: dict[str, Any] = {}
     try:
-        for stmt in ast.parse((folder / "pretrained.py").read_text()).body:
-            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+        return _parse_pretrained((folder / "pretrained.py").read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _parse_pretrained(source: str) -> dict[str, dict[str, dict[str, Any]]] | None:
+    """``_PRETRAINED`` of a ``pretrained.py`` source, or None when its layout is not one this reader knows.
+
+    >>> _parse_pretrained("def _pcfg(url='', hf_hub='', **kw): ...\\n_PRETRAINED = {'RN50': dict(openai=_pcfg('u'))}")
+    {'RN50': {'openai': {'url': 'u', 'hf_hub': ''}}}
+    """
+    names: dict[str, Any] = {}
+    params: dict[str, list[str]] = {}
+    twins = False
+    try:
+        for stmt in ast.parse(source).body:
+            if isinstance(stmt, ast.FunctionDef):
+                params[stmt.name] = [a.arg for a in stmt.args.posonlyargs + stmt.args.args]
+            elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
                     and stmt.targets[0].id.startswith("_")):
                 try:
-                    names[stmt.targets[0].id] = _value(stmt.value, names)
+                    names[stmt.targets[0].id] = _value(stmt.value, names, params)
                 except _Unknown:
                     continue  # helpers (a partial of hf_hub_download, ...) the table does not use
+            elif "_PRETRAINED" in names and _mutates(stmt, "_PRETRAINED"):
+                # newer open_clip ends the table with its QuickGELU twins (2.24 lists them by hand);
+                # any other change is a layout this reader does not know
+                if ast.unparse(stmt) != "_PRETRAINED.update(_PRETRAINED_quickgelu)":
+                    return None
+                twins = True
         table = names.get("_PRETRAINED")
         if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
             return None
-    except (SyntaxError, OSError, UnicodeDecodeError):
+    except SyntaxError:
         return None
-    # as open_clip does after the table: architectures with QuickGELU tags get "<name>-quickgelu" twins
-    quick = {f"{arch}-quickgelu": {tag: copy.deepcopy(cfg) for tag, cfg in tags.items() if cfg.get("quick_gelu")}
-             for arch, tags in table.items()}
-    table.update({arch: tags for arch, tags in quick.items() if tags})
+    if twins:  # as open_clip's loop: architectures with QuickGELU tags get "<name>-quickgelu" twins
+        quick = {f"{arch}-quickgelu": {tag: copy.deepcopy(cfg) for tag, cfg in tags.items() if cfg.get("quick_gelu")}
+                 for arch, tags in table.items()}
+        table.update({arch: tags for arch, tags in quick.items() if tags})
     return table
 
 

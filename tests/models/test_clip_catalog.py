@@ -58,16 +58,25 @@ def test_preflight_of_clip_names_and_files_imports_no_model_library(tmp_path: Pa
 
 
 def test_a_cached_tag_passes_offline(tmp_path: Path, monkeypatch) -> None:
-    """The cache check finds the file open_clip would load (hub layout), so offline runs with cached weights go on."""
+    """The cache check finds the file open_clip would load, so offline runs with cached weights go on:
+    the hub layout where the installed open_clip names a hub repository for ViT-B-32 'openai', else
+    (open_clip 2.24, ``make test-oldest``) its release-URL download folder ``~/.cache/clip``."""
     from cfviz.experiments.preflight import check_clip_weights_cached
 
-    snapshot = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "open_clip_model.safetensors").write_bytes(b"x")
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = clip_catalog.pretrained_cfg("ViT-B-32", "openai")
+    if cfg.get("hf_hub"):
+        assert cfg["hf_hub"] == "timm/vit_base_patch32_clip_224.openai/"
+        snapshot = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / ("a" * 40)
+        snapshot.mkdir(parents=True)
+        (snapshot / "open_clip_model.safetensors").write_bytes(b"x")
+        (snapshot.parents[1] / "refs").mkdir()
+        (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    else:
+        (tmp_path / "home" / ".cache" / "clip").mkdir(parents=True)
+        (tmp_path / "home" / ".cache" / "clip" / os.path.basename(cfg["url"])).write_bytes(b"x")
     check_clip_weights_cached("ViT-B-32", "openai")  # no error
 
 
@@ -86,3 +95,31 @@ def test_catalog_equals_open_clip_for_every_architecture_and_tag() -> None:
         for tag, cfg in tags.items():
             for key in ("url", "hf_hub", "quick_gelu"):
                 assert table[arch][tag].get(key) == cfg.get(key), (arch, tag, key)
+
+
+_HEAD = "def _pcfg(url='', hf_hub='', **kwargs):\n    return {'url': url, 'hf_hub': hf_hub, **kwargs}\n"
+
+
+def test_both_pretrained_layouts_are_read() -> None:
+    """open_clip 2.24 passes the URL positionally and lists QuickGELU twins by hand; newer releases pass
+    keywords and add the twins in a loop after the table. Both read as open_clip builds them; an unknown
+    change of the table after it is written reads as unknown (None: open_clip is then imported)."""
+    old = _HEAD + ("_A = dict(openai=_pcfg('https://x/A.pt'), t=_pcfg('https://x/t.pt', 'org/repo/'))\n"
+                   "_PRETRAINED = {'A': _A, 'A-quickgelu': dict(yfcc=_pcfg('https://x/q.pt'))}\n")
+    assert clip_catalog._parse_pretrained(old) == {
+        "A": {"openai": {"url": "https://x/A.pt", "hf_hub": ""}, "t": {"url": "https://x/t.pt", "hf_hub": "org/repo/"}},
+        "A-quickgelu": {"yfcc": {"url": "https://x/q.pt", "hf_hub": ""}}}
+    new = _HEAD + ("_PRETRAINED = {'A': dict(openai=_pcfg(url='https://x/A.pt', hf_hub='h/', quick_gelu=True),\n"
+                   "                        b=_pcfg(hf_hub='b/'))}\n"
+                   "_PRETRAINED_quickgelu = {}\n"
+                   "for k, v in _PRETRAINED.items():\n"
+                   "    q = {tk: tv for tk, tv in v.items() if tv.get('quick_gelu', False)}\n"
+                   "    if q:\n"
+                   "        _PRETRAINED_quickgelu[k + '-quickgelu'] = q\n"
+                   "_PRETRAINED.update(_PRETRAINED_quickgelu)\n")
+    twin = {"url": "https://x/A.pt", "hf_hub": "h/", "quick_gelu": True}
+    assert clip_catalog._parse_pretrained(new) == {"A": {"openai": twin, "b": {"url": "", "hf_hub": "b/"}},
+                                                   "A-quickgelu": {"openai": twin}}
+    assert clip_catalog._parse_pretrained(old.replace("_pcfg('https://x/A.pt')", "_pcfg('u', 'h', 'extra')")) is None
+    assert clip_catalog._parse_pretrained(old + "_PRETRAINED['B'] = _A\n") is None
+    assert clip_catalog._parse_pretrained(new.replace("update(_PRETRAINED_quickgelu)", "update(_OTHER)")) is None
