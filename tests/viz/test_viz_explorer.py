@@ -46,10 +46,13 @@ def test_fused_map_and_score_follow_alpha() -> None:
 
 def test_live_metrics_change_with_alpha() -> None:
     d = _data()
-    clip_side = ed.live_metrics(d, 1.0, sigma=0)
-    diff_side = ed.live_metrics(d, 0.0, sigma=0)
+    clip_side = ed.live_metrics(d, 1.0, alpha_cls=1.0, sigma=0)
+    diff_side = ed.live_metrics(d, 0.0, alpha_cls=0.0, sigma=0)
     assert clip_side["pixel_auroc"] > 0.95 > diff_side["pixel_auroc"]
     assert clip_side["score"] == pytest.approx(0.8) and diff_side["score"] == pytest.approx(0.2)
+    # the image score follows the classification weight (eq. 9, default 0.75), never the segmentation one
+    seg_only = [ed.live_metrics(d, a, sigma=0)["score"] for a in (0.0, 0.25, 1.0)]
+    assert seg_only == pytest.approx([0.75 * 0.8 + 0.25 * 0.2] * 3)
 
 
 def test_figures_show_the_selection() -> None:
@@ -108,6 +111,8 @@ class _P:
         d = _rich()
         self.maps = np.stack([d.prediction] * 3)
         self.masks = np.stack([d.mask, np.zeros_like(d.mask), d.mask])
+        rich = [_rich(i, label=int("good" not in i)) for i in self.image_ids]
+        self.components = {k: np.stack([r.components[k] for r in rich]) for k in rich[0].components}
 
 
 def _explorer(monkeypatch: pytest.MonkeyPatch, calls: list[str] | None = None, **kwargs):  # type: ignore[no-untyped-def]
@@ -156,7 +161,9 @@ def test_every_control_changes_what_it_should_and_nothing_else(monkeypatch: pyte
         (e.layer, "up.attn"): {"attention"},
         (e.token, "damage"): {"attention"},
         (e.clip_scale, 2): {"clip"},
-        (e.alpha, 0.7): {"fused"},
+        (e.alpha, 0.7): {"fused", "prediction"},  # the predicted mask follows the fused map
+        (e.alpha_cls, 0.5): set(),  # numbers only
+        (e.threshold, 0.9): {"prediction"},
         (e.opacity, 0.3): {"attention", "clip", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
         (e.show_mask, False): {"attention", "clip", "gt", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
         (e.image, (0, 2)): {"attention", "clip", "image", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
@@ -237,9 +244,10 @@ def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
 
     e = _explorer(monkeypatch)
     line = e.on_screen.value
-    assert "k = 1" in line and "seed 7" in line and "alpha = 0.25" in line and "min-max" in line
+    assert "k = 1" in line and "seed 7" in line and "alpha_seg = 0.25" in line and "min-max" in line
+    assert "alpha_cls = 0.75" in line and "the run's settings" in line
     e.alpha.value = 0.6
-    assert "alpha = 0.60" in e.on_screen.value
+    assert "alpha_seg = 0.60" in e.on_screen.value and "not the run's" in e.on_screen.value
     assert e.metrics.value.count("pixel AUROC") == 1  # metrics once, not also in a title
     # the top windows are listed with their colours and scores, best first
     legend = e.window_legend.value
@@ -318,7 +326,7 @@ def test_saved_view_is_the_screen_pixel_for_pixel(monkeypatch: pytest.MonkeyPatc
     for a, b in zip(drawn, shown):
         assert np.array_equal(np.asarray(a), b)
     titles = [ax.get_title() for ax in fig.axes]
-    assert any("alpha = 0.80" in t for t in titles) and not any("<" in t for t in titles)
+    assert any("alpha_seg = 0.80" in t for t in titles) and not any("<" in t for t in titles)
     assert "k = 1" in fig.texts[-1].get_text()  # the on-screen settings line goes with it
     paths = e.save_view("view", tmp_path)
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
