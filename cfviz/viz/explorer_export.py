@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +46,25 @@ def _panel(fig: Any, slot: Any, panel: Any) -> Any:
     return ax
 
 
-def _colorbar(fig: Any, ax: Any, lo: float, hi: float, label: str, marks: list[tuple[float, str]] = ()) -> Any:
+def _colorbar(fig: Any, ax: Any, lo: float, hi: float, label: str, marks: Sequence[tuple[float, str]] = ()) -> Any:
+    """A colour bar right of ``ax`` (an inset: the panels keep their size) spanning ``lo..hi``; ``marks``:
+    ``(value, text)`` lines across it, in its units."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     from cfviz.viz.style import SCORE_CMAP
 
-    cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap=SCORE_CMAP), ax=ax, fraction=0.07, pad=0.03)
-    cb.set_label(label, fontsize=6)
-    cb.ax.tick_params(labelsize=5.5)
-    for value, text in marks:
+    cax = ax.inset_axes([1.04, 0.0, 0.06, 1.0])
+    cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap=SCORE_CMAP), cax=cax)
+    cb.set_label(label, fontsize=6, labelpad=1)
+    cb.ax.tick_params(labelsize=5.5, length=2, pad=1)
+    for value, text in marks:  # a line across the bar and a pointer on its left; the text goes in the label
         y = min(max(value, lo), hi)
-        cb.ax.axhline(y, color="white", lw=2.2)
-        cb.ax.axhline(y, color="black", lw=0.9)
-        cb.ax.text(1.05, y, text, transform=cb.ax.get_yaxis_transform(), fontsize=5.5, va="center",
-                   ha="left", fontweight="bold", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 0.5})
+        cb.ax.axhline(y, color="white", lw=2.4)
+        cb.ax.axhline(y, color="black", lw=1.0)
+        cb.ax.plot([-0.25], [y], marker=">", color="black", markersize=3.5, clip_on=False,
+                   transform=cb.ax.get_yaxis_transform())
+        cb.set_label(f"{label} ({text})", fontsize=6, labelpad=1)
     return cb
 
 
@@ -87,9 +92,11 @@ def screen_figure(explorer: Any) -> Any:
     d = e.data
     st = e.state
     hists = e.histogram_data(p)
-    fig = new_figure(7.16, 8.4 if hists else 6.6)
-    rows = [2.0, 1.0, 1.0] + ([1.1] if hists else [])
-    grid = fig.add_gridspec(len(rows), 6, height_ratios=rows, width_ratios=[1, 1, 1, 1, 0.9, 0.9])
+    fig = new_figure(7.16, 8.6 if hists else 6.8)
+    fig.set_layout_engine("none")  # a fixed grid: panels keep the screen's proportions, bars are insets
+    rows = [2.0, 1.0, 1.0] + ([1.0] if hists else [])
+    grid = fig.add_gridspec(len(rows), 6, height_ratios=rows, width_ratios=[1, 1, 1, 1, 0.8, 0.8], left=0.03,
+                            right=0.99, top=0.9, bottom=0.1 if hists else 0.12, wspace=0.45, hspace=0.42)
     # row 1: cross-attention and CLIP windows, each with its colour bar; the window ranks beside them
     ax = _panel(fig, grid[0, 0:2], e.attention_panel)
     if "attention" in e._bars:
@@ -101,7 +108,7 @@ def screen_figure(explorer: Any) -> Any:
         s = st["clip_scale"]
         for t in ed.top_windows(d, s, TOP_K) if s in ed.window_scales(d) else []:
             color = RANK_COLORS[(t["rank"] - 1) % len(RANK_COLORS)]
-            handles.append(Patch(facecolor="none", edgecolor=color, lw=1.5,
+            handles.append(Patch(facecolor="0.6" if color.upper() == "#FFFFFF" else "none", edgecolor=color, lw=1.5,
                                  label=f"#{t['rank']}: {t['score']:.3g} (row {t['box'][0]}, col {t['box'][1]})"))
     if st["show_mask"] and d.mask is not None and np.asarray(d.mask).any():
         handles.append(Line2D([], [], color=MASK_COLOR, lw=1.5, label="ground truth"))
@@ -113,7 +120,7 @@ def screen_figure(explorer: Any) -> Any:
     if "fused" in e._bars:
         lo, hi = e._bars["fused"]
         pos, text = threshold_mark(st["threshold"], lo, hi)
-        _colorbar(fig, ax, lo, hi, "map value", [(lo + pos * (hi - lo), text)])
+        _colorbar(fig, ax, lo, hi, "map value", [(lo + pos * (hi - lo), f"threshold {st['threshold']:.3g}")])
     _panel(fig, grid[1, 3], e.pred_panel)
     if st["show_mask"] and d.mask is not None:
         outcome = [Patch(color=c, label=f"{n} ({w})") for (n, c), w in
@@ -123,10 +130,10 @@ def screen_figure(explorer: Any) -> Any:
     _legend(fig, grid[1, 4:6], f"predicted mask (map >= {st['threshold']:.3g})", outcome)
     # row 3: the four branch maps on one bar (min-max per map)
     axes = [_panel(fig, grid[2, k], panel) for k, panel in enumerate(e.branch_panels.values())]
-    _colorbar(fig, axes, 0.0, 1.0, "min-max per map")
+    _colorbar(fig, axes[-1], 0.0, 1.0, "min-max per map")
     # row 4: the score histograms, thresholds marked
     for k, h in enumerate(hists):
-        ax = fig.add_subplot(grid[3, 0:3] if k == 0 else grid[3, 3:6])
+        ax = fig.add_subplot(grid[3, 0:2] if k == 0 else grid[3, 3:6])
         plot_histogram(ax, *h["counts"], h["thresholds"], title=h["title"], xlabel=h["xlabel"])
         ax.tick_params(labelsize=5.5)
         ax.title.set_fontsize(6.5)
