@@ -264,6 +264,7 @@ class AttentionExplorer:
         self.on_screen = w.HTML()
         self.on_screen.add_class("cfviz-help")
         self.metrics = w.HTML(layout=w.Layout(min_height="20px"))
+        self.metrics.add_class("cfviz-metrics")
         self.caption = w.HTML()
         self.caption.add_class("cfviz-help")
         self.attention_panel = _Panel(w, BIG, "cfviz-attention-view")
@@ -279,6 +280,7 @@ class AttentionExplorer:
         self.fusion_bar, self.branch_bar = w.HTML(), w.HTML()
         self.outcome_legend = w.HTML(layout=w.Layout(width="170px", margin="34px 0 0 8px"))
         self.histograms = w.HTML()
+        self.histograms.add_class("cfviz-histograms")
         # the views as before (tests, notebooks): the attention map and the fused map
         self.attention_view, self.fusion_view = self.attention_panel.image, self.fused_panel.image
 

@@ -68,7 +68,7 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         other = next(s for s in scales if s != lablib.selected(page, "CLIP window"))
         lablib.act(page, "select", "CLIP window", other, ["clip"])
         lablib.act(page, "slider", "opacity", "ArrowLeft", heat)
-        lablib.act(page, "slider", "alpha", "ArrowRight", ["fused"])
+        _two_weights_and_the_threshold(page, lab)
 
         boxes = lablib.panel_boxes(page)
         lablib.act(page, "checkbox", "ground truth", None, ["gt", *heat])
@@ -76,6 +76,7 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         assert lablib.panel_boxes(page) == boxes, "turning off the ground truth moved the panels"
         lablib.act(page, "checkbox", "ground truth", None, ["gt", *heat])
 
+        _empty_filter_says_none(page)
         images = lablib.options(page, "image")
         other = next(o for o in images if o != lablib.selected(page, "image"))
         lablib.act(page, "select", "image", other, ["image", *heat])
@@ -94,3 +95,60 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
                                " return [...w.querySelector('select').options].map(o => o.textContent).join('|')"
                                " !== old.join('|'); }", arg=order, timeout=20_000)
         page.locator(".cfviz-explorer").first.screenshot(path=str(shots / "explorer_after.png"))
+
+
+def _results(lab) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The run's results.csv rows of the explorer's setting (clipfusion, the largest k, seed 0)."""
+    import pandas as pd
+
+    (csv,) = Path(lab["work"], "run").glob("*/results.csv")
+    table = pd.read_csv(csv)
+    rows = table[(table.method == "clipfusion") & (table.shots == table.shots.max()) & (table.seed == 0)]
+    return dict(zip(rows.metric, rows.value))
+
+
+def _two_weights_and_the_threshold(page, lab) -> None:  # type: ignore[no-untyped-def]
+    """alpha_seg moves the fused map and the predicted mask, alpha_cls only the image numbers; at the
+    run's weights the category image AUROC on screen is results.csv's."""
+    run = _results(lab)
+    assert lablib.readout(page, "alpha_seg") == "0.25" and lablib.readout(page, "alpha_cls") == "0.75"
+    auroc, text = lablib.metric(page, "category_image_auroc")
+    assert auroc == pytest.approx(run["image_auroc"], abs=1e-12) and text == f"{100 * run['image_auroc']:.1f} %"
+    score = lablib.metric(page, "score")
+    lablib.act(page, "slider", "alpha_seg", "ArrowRight", ["fused", "prediction"])
+    assert lablib.readout(page, "alpha_seg") == "0.30"
+    lablib.wait_text(page, ".cfviz-metrics", "alpha_seg = 0.30")
+    assert lablib.metric(page, "category_image_auroc")[0] == auroc and lablib.metric(page, "score") == score
+    title = page.evaluate("() => document.querySelector('.cfviz-explorer .cfviz-prediction-view')"
+                          ".parentElement.innerText")
+    assert "alpha_seg = 0.30" in title, title
+    lablib.act(page, "slider", "alpha_cls", "ArrowLeft", ["metrics"])
+    assert lablib.readout(page, "alpha_cls") == "0.70"
+    lablib.wait_text(page, ".cfviz-metrics", "alpha_cls = 0.70")
+    line = page.evaluate("() => document.querySelector('.cfviz-explorer .cfviz-metrics').innerText")
+    assert "alpha_cls = 0.70" in line and f"{100 * run['image_auroc']:.1f} %" in line  # the run's number, named
+    lablib.act(page, "slider", "alpha_cls", "ArrowRight", ["metrics"])
+    lablib.wait_text(page, ".cfviz-metrics", "alpha_cls = 0.75")
+    lablib.act(page, "slider", "alpha_seg", "ArrowLeft", ["fused", "prediction"])
+    lablib.wait_text(page, ".cfviz-metrics", "alpha_seg = 0.25")
+    assert lablib.metric(page, "category_image_auroc")[0] == pytest.approx(run["image_auroc"], abs=1e-12)
+    lablib.act(page, "slider", "threshold", "ArrowRight", ["prediction"])
+    lablib.act(page, "slider", "threshold", "ArrowLeft", ["prediction"])
+
+
+def _empty_filter_says_none(page) -> None:  # type: ignore[no-untyped-def]
+    """A subset without images ("false negatives" in this run) says so and shows nothing else."""
+    page.evaluate("""() => { const w = [...document.querySelectorAll('.cfviz-explorer .widget-dropdown')]
+        .find(w => w.textContent.includes('show')); const s = w.querySelector('select');
+        s.selectedIndex = [...s.options].findIndex(o => o.textContent.replace(/\u00a0/g, ' ') === 'false negatives');
+        s.dispatchEvent(new Event('change', {bubbles: true})); }""")
+    page.wait_for_selector(".cfviz-explorer .cfviz-none", timeout=20_000)
+    assert "none in this run" in page.locator(".cfviz-explorer .cfviz-none").inner_text()
+    assert lablib.options(page, "image") == ["none in this run"]
+    assert not any(lablib.visible(page, sel) for sel in lablib.PANELS.values()), "panels still on screen"
+    assert not lablib.visible(page, ".cfviz-metrics")
+    page.evaluate("""() => { const w = [...document.querySelectorAll('.cfviz-explorer .widget-dropdown')]
+        .find(w => w.textContent.includes('show')); const s = w.querySelector('select');
+        s.selectedIndex = 0; s.dispatchEvent(new Event('change', {bubbles: true})); }""")
+    page.wait_for_function("() => !document.querySelector('.cfviz-explorer .cfviz-none')", timeout=20_000)
+    assert lablib.visible(page, lablib.PANELS["fused"])
