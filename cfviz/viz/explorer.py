@@ -47,9 +47,9 @@ from cfviz.viz import explore_data as ed
 from cfviz.viz import render as rd
 from cfviz.viz.style import MASK_COLOR, RANK_COLORS, SCORE_CMAP
 
-#: CSS widths (px) of the large (attention, CLIP) and small panels; pixels are rendered HIDPI times
-#: larger so that they stay sharp on HiDPI screens.
-BIG, SMALL, HIDPI = 256, 160, 2
+#: CSS widths (px) of the large (attention, CLIP) and small panels (the explorer fits a 1280x800
+#: screen); pixels are rendered HIDPI times larger so that they stay sharp on HiDPI screens.
+BIG, SMALL, HIDPI = 208, 144, 2
 #: Windows outlined in the CLIP panel.
 TOP_K = 3
 #: Pixel outcomes of the predicted mask (Okabe-Ito). Chosen so that the three, and the ground-truth
@@ -74,6 +74,9 @@ HELP = {
     "threshold": "predicted mask = fused map >= threshold (the fused colour bar's units; starts at the run's "
                  "pixel F1-max)",
 }
+#: How the colour bars read (in the help box).
+SCALES = ("Colour bars: attention, CLIP windows and the fused map span the shown map's own min..max, in its "
+          "units (the fused bar marks the threshold); branch maps are min-max per map (0..1).")
 #: What the image menu shows when the chosen subset is empty (and nothing else is shown).
 NONE_LABEL = "none in this run"
 _CSS = """<style>
@@ -141,15 +144,15 @@ def threshold_mark(threshold: float, lo: float, hi: float) -> tuple[float, str]:
     in the bar's units; a threshold outside the bar is pinned to its end and says so.
 
     >>> threshold_mark(0.5, 0.0, 2.0)
-    (0.25, '≥ 0.5 predicted')
+    (0.25, '≥ 0.5')
     >>> threshold_mark(3.0, 0.0, 2.0)
-    (1.0, 'threshold 3 > max: none predicted')
+    (1.0, '3 > max')
     """
     if threshold > hi:
-        return 1.0, f"threshold {threshold:.3g} > max: none predicted"
+        return 1.0, f"{threshold:.3g} > max"
     if threshold <= lo:
-        return 0.0, f"threshold {threshold:.3g} ≤ min: all predicted"
-    return (threshold - lo) / (hi - lo), f"≥ {threshold:.3g} predicted"
+        return 0.0, f"{threshold:.3g} ≤ min"
+    return (threshold - lo) / (hi - lo), f"≥ {threshold:.3g}"
 
 
 def _swatch(color: str, box: bool = True) -> str:
@@ -270,7 +273,7 @@ class AttentionExplorer:
         self.attention_panel = _Panel(w, BIG, "cfviz-attention-view")
         self.clip_panel = _Panel(w, BIG, "cfviz-clip-view")
         self.attention_bar, self.clip_bar = w.HTML(), w.HTML()
-        self.window_legend = w.HTML(layout=w.Layout(width="190px", margin="34px 0 0 8px"))
+        self.window_legend = w.HTML(layout=w.Layout(width="200px", margin="34px 0 0 8px"))
         self.image_panel = _Panel(w, SMALL, "cfviz-image-view")
         self.gt_panel = _Panel(w, SMALL, "cfviz-gt-view")
         self.fused_panel = _Panel(w, SMALL, "cfviz-fusion-view")
@@ -288,16 +291,16 @@ class AttentionExplorer:
                           self.show_mask, self.clip_scale, self.alpha, self.alpha_cls, self.threshold)
         for ctl in self._controls:
             ctl.observe(self._changed, names="value")
-        help_box = w.Accordion([w.HTML(" · ".join(f"<b>{n}</b>: {html.escape(h)}" for n, h in HELP.items()))])
+        help_box = w.Accordion([w.HTML(" · ".join(f"<b>{n}</b>: {html.escape(h)}" for n, h in HELP.items())
+                                       + f"<br>{html.escape(SCALES)}")], layout=w.Layout(width="520px"))
         help_box.set_title(0, "help: what each control does")
         help_box.selected_index = None
         help_box.children[0].add_class("cfviz-help")
         self.tabs = w.Tab([
             w.VBox([w.HBox([self.attention_panel.box, self.attention_bar, w.HTML(layout=w.Layout(width="30px")),
                             self.clip_panel.box, self.clip_bar, self.window_legend]),
-                    self.caption,
                     w.HBox([self.image_panel.box, self.gt_panel.box, self.fused_panel.box, self.fusion_bar,
-                            w.HTML(layout=w.Layout(width="60px")), self.pred_panel.box, self.outcome_legend])]),
+                            w.HTML(layout=w.Layout(width="44px")), self.pred_panel.box, self.outcome_legend])]),
             w.HBox([*(p.box for p in self.branch_panels.values()), self.branch_bar]),
             self.histograms,
         ])
@@ -309,8 +312,7 @@ class AttentionExplorer:
             w.HBox([self.show, self.sort, self.image]),
             w.HBox([self.timestep, self.layer, self.token, self.clip_scale]),
             w.HBox([self.opacity, self.show_mask, self.alpha, self.alpha_cls]),
-            w.HBox([self.threshold, self.f1_button]),
-            help_box,
+            w.HBox([self.threshold, self.f1_button, help_box]),
             self.error,
             self.message,
             self.body,
@@ -684,6 +686,7 @@ class AttentionExplorer:
                      f"image F1-max threshold {ed.image_threshold(at):.3f})")
         self.header.value = head
         self.caption.value = html.escape(ed.layer_caption(st["layer"]) + "." + (f" {self.note}" if self.note else ""))
+        # the caption (layer, note) ends the settings line: one line less between the controls and the panels
         method = str(getattr(p, "method", "?"))
         settings = (f"alpha_seg = {seg:.2f} (eq. 4), alpha_cls = {cls:.2f} (eq. 9), sigma = {self.sigma:g}"
                     if fusable else f"{html.escape(method)}'s own map and score (no weights)")
@@ -694,10 +697,9 @@ class AttentionExplorer:
         self.on_screen.value = (
             f"<b>on screen</b>: {html.escape(method)}, "
             f"{html.escape(str(getattr(p, 'category', '?')))}, k = {getattr(p, 'shots', '?')} "
-            f"(reference draw seed {getattr(p, 'seed', '?')}) · {settings} ({run_line}) · attention and "
-            "CLIP windows: colours span the shown map's min..max · branch maps: min-max per map (0..1) · "
-            f"fused map: its own min..max, in its units · predicted mask: map >= {thr:.3g} "
-            f"({html.escape(self.threshold_source())})")
+            f"(reference draw seed {getattr(p, 'seed', '?')}) · {settings} ({run_line}) · predicted mask: "
+            f"map >= {thr:.3g} ({html.escape(self.threshold_source())}) · colour bars: each map's min..max (branch "
+            f"maps min-max per map, 0..1) · {self.caption.value}")
 
     def _histograms(self, p: Any) -> None:
         """Normal vs anomalous image scores (at alpha_cls) and pixel scores (at alpha_seg), thresholds marked."""
@@ -802,7 +804,8 @@ class AttentionExplorer:
             self.fused_panel.set_title(f"fused, alpha_seg = {alpha:.2f}<br>(eq. 4, sigma = {self.sigma:g})" if fusable
                                        else f"{html.escape(str(getattr(p, 'method', '')))} map")
             self._bars["fused"] = (lo, hi)
-            self.fusion_bar.value = _colorbar(height, f"{hi:.3g}", f"{lo:.3g}", "map value",
+            # no side label: the threshold's mark and number take its place (units: the map's own values)
+            self.fusion_bar.value = _colorbar(height, f"{hi:.3g}", f"{lo:.3g}", "",
                                               marks=[threshold_mark(thr, lo, hi)])
         else:
             self._show(self.fused_panel, ("fused-none", shape), lambda: rd.placeholder(shape))
@@ -823,7 +826,8 @@ class AttentionExplorer:
         self.pred_panel.set_title(f"predicted: fused &ge; {thr:.3g}<br>(alpha_seg = {alpha:.2f})" if fusable
                                   else f"predicted mask<br>map &ge; {thr:.3g}", self.threshold_source())
         if has_gt:
-            self.outcome_legend.value = ('<div class="cfviz-legend"><b>predicted mask</b><br>' + "<br>".join(
+            self.outcome_legend.value = (f'<div class="cfviz-legend"><b>predicted mask</b>: map &ge; {thr:.3g}<br>'
+                                         "(the mark on the fused bar)<br>" + "<br>".join(
                 f"{_swatch(c, box=False)}{n} ({desc})" for (n, c), desc in zip(
                     OUTCOME_COLORS.items(), ("defect found", "false alarm", "defect missed"))) + "</div>")
         else:

@@ -51,6 +51,12 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         assert not any("Traceback" in t for t in errors.all_inner_texts()), "a notebook cell failed"
         assert lablib.truncated_labels(page) == []
+        # a 1280x800 laptop: controls, the fused panels and the metrics are seen together (JupyterLab's own
+        # bars take ~100 px of the 800)
+        box = page.evaluate("() => { const r = document.querySelector('.cfviz-explorer').getBoundingClientRect();"
+                            " const w = Math.max(...[...document.querySelectorAll('.cfviz-explorer .widget-hbox')]"
+                            ".map(e => e.scrollWidth)); return [w, r.height]; }")
+        assert box[0] <= 1180 and box[1] <= 700, f"explorer {box[0]:.0f} x {box[1]:.0f} px"
 
         heat = lablib.HEAT
         before = lablib.readout(page, "timestep")

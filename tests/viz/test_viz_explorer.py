@@ -256,9 +256,13 @@ def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
     for ctl in e._controls:
         assert ctl.tooltip.startswith(HELP[ctl.description]), ctl.description
         assert ctl.style.description_width == "initial"
-    shown = " ".join(c.value for c in e.widget.children if hasattr(c, "value") and isinstance(c.value, str))
-    shown += " ".join(c.value for box in e.widget.children for c in getattr(box, "children", ())
-                      if isinstance(getattr(c, "value", None), str))
+    def texts(widget):  # type: ignore[no-untyped-def]
+        value = getattr(widget, "value", None)
+        yield value if isinstance(value, str) else ""
+        for child in getattr(widget, "children", ()):
+            yield from texts(child)
+
+    shown = " ".join(texts(e.widget))
     assert all(f"<b>{name}</b>" in shown for name in HELP)
 
 
