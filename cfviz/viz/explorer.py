@@ -49,7 +49,7 @@ from cfviz.viz.style import MASK_COLOR, RANK_COLORS, SCORE_CMAP
 
 #: CSS widths (px) of the large (attention, CLIP) and small panels (the explorer fits a 1280x800
 #: screen); pixels are rendered HIDPI times larger so that they stay sharp on HiDPI screens.
-BIG, SMALL, HIDPI = 208, 144, 2
+BIG, SMALL, HIDPI = 208, 150, 2
 #: Windows outlined in the CLIP panel.
 TOP_K = 3
 #: Pixel outcomes of the predicted mask (Okabe-Ito). Chosen so that the three, and the ground-truth
@@ -80,7 +80,8 @@ SCALES = ("Colour bars: attention, CLIP windows and the fused map span the shown
 #: What the image menu shows when the chosen subset is empty (and nothing else is shown).
 NONE_LABEL = "none in this run"
 _CSS = """<style>
-.cfviz-explorer .cfviz-title {font-size: 12px; line-height: 1.25; text-align: center; overflow-wrap: anywhere;}
+.cfviz-explorer .cfviz-title {font-size: 11px; line-height: 1.25; text-align: center; overflow-wrap: anywhere;}
+.cfviz-explorer .widget-tab-contents, .cfviz-explorer .lm-TabPanel-stackedPanel {padding: 4px 6px;}
 .cfviz-explorer .cfviz-help {font-size: 11px; color: #555; line-height: 1.3;}
 .cfviz-explorer img {object-fit: contain;}
 .cfviz-explorer .widget-html-content {line-height: 1.35;}
@@ -235,30 +236,30 @@ class AttentionExplorer:
         first = self.data
         self.timestep = w.SelectionSlider(options=[(f"{t:g}", i) for i, t in enumerate(first.timesteps)],
                                           value=0, description="timestep", continuous_update=True,
-                                          layout=w.Layout(width="300px"), **tip("timestep"))
+                                          layout=w.Layout(width="280px"), **tip("timestep"))
         self.layer = w.Dropdown(options=ed.layer_options(first), value=ed.ALL_LAYERS, description="layer",
                                 layout=w.Layout(width="260px"), **tip("layer"))
         self.token = w.Dropdown(options=first.tokens or [0], description="token", layout=w.Layout(width="190px"),
                                 **tip("token"))
         self.opacity = w.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
-                                     layout=w.Layout(width="240px"), **tip("opacity"))
+                                     layout=w.Layout(width="200px"), **tip("opacity"))
         self.show_mask = w.Checkbox(value=True, description="ground truth", indent=False,
-                                    layout=w.Layout(width="120px"), **tip("ground truth"))
+                                    layout=w.Layout(width="112px"), **tip("ground truth"))
         scales = ed.window_scales(first) or [0]
         self.clip_scale = w.Dropdown(options=scales, description="CLIP window", layout=w.Layout(width="170px"),
                                      **tip("CLIP window"))
         run_seg, run_cls = float(self.scoring.alpha_seg), float(self.scoring.alpha_cls)
         self.alpha = w.FloatSlider(value=run_seg if alpha is None else alpha, min=0.0, max=1.0, step=0.05,
-                                   description="alpha_seg", readout_format=".2f", layout=w.Layout(width="260px"),
+                                   description="alpha_seg", readout_format=".2f", layout=w.Layout(width="228px"),
                                    **tip("alpha_seg"))
         self.alpha_cls = w.FloatSlider(value=run_cls if alpha_cls is None else alpha_cls, min=0.0, max=1.0,
                                        step=0.05, description="alpha_cls", readout_format=".2f",
-                                       layout=w.Layout(width="260px"), **tip("alpha_cls"))
+                                       layout=w.Layout(width="228px"), **tip("alpha_cls"))
         lo, hi = self._map_range()
         self.threshold = w.FloatSlider(value=lo, min=lo, max=hi, step=(hi - lo) / 400, description="threshold",
-                                       readout_format=".3f", layout=w.Layout(width="300px"), **tip("threshold"))
+                                       readout_format=".3f", layout=w.Layout(width="250px"), **tip("threshold"))
         self.f1_button = w.Button(description="F1-max", tooltip="set the threshold to the pixel F1-max of the "
-                                  "category's maps at this alpha_seg", layout=w.Layout(width="70px"))
+                                  "category's maps at this alpha_seg", layout=w.Layout(width="62px"))
         self.f1_button.on_click(lambda _: self._set_f1_threshold())
 
         self.header = w.HTML()
@@ -292,8 +293,8 @@ class AttentionExplorer:
         for ctl in self._controls:
             ctl.observe(self._changed, names="value")
         help_box = w.Accordion([w.HTML(" · ".join(f"<b>{n}</b>: {html.escape(h)}" for n, h in HELP.items())
-                                       + f"<br>{html.escape(SCALES)}")], layout=w.Layout(width="520px"))
-        help_box.set_title(0, "help: what each control does")
+                                       + f"<br>{html.escape(SCALES)}")], layout=w.Layout(width="230px"))
+        help_box.set_title(0, "help: the controls")
         help_box.selected_index = None
         help_box.children[0].add_class("cfviz-help")
         self.tabs = w.Tab([
@@ -310,9 +311,8 @@ class AttentionExplorer:
         self.widget = w.VBox([
             w.HTML(_CSS),
             w.HBox([self.show, self.sort, self.image]),
-            w.HBox([self.timestep, self.layer, self.token, self.clip_scale]),
-            w.HBox([self.opacity, self.show_mask, self.alpha, self.alpha_cls]),
-            w.HBox([self.threshold, self.f1_button, help_box]),
+            w.HBox([self.timestep, self.layer, self.token, self.clip_scale, help_box]),
+            w.HBox([self.opacity, self.show_mask, self.alpha, self.alpha_cls, self.threshold, self.f1_button]),
             self.error,
             self.message,
             self.body,
@@ -698,8 +698,8 @@ class AttentionExplorer:
             f"<b>on screen</b>: {html.escape(method)}, "
             f"{html.escape(str(getattr(p, 'category', '?')))}, k = {getattr(p, 'shots', '?')} "
             f"(reference draw seed {getattr(p, 'seed', '?')}) · {settings} ({run_line}) · predicted mask: "
-            f"map >= {thr:.3g} ({html.escape(self.threshold_source())}) · colour bars: each map's min..max (branch "
-            f"maps min-max per map, 0..1) · {self.caption.value}")
+            f"map >= {thr:.3g} ({html.escape(self.threshold_source())}) · colours: min..max per map · "
+            f"{self.caption.value}")
 
     def _histograms(self, p: Any) -> None:
         """Normal vs anomalous image scores (at alpha_cls) and pixel scores (at alpha_seg), thresholds marked."""
@@ -823,7 +823,7 @@ class AttentionExplorer:
             return
         self._show(self.pred_panel, *self._pred_job(p, d, alpha, thr, op, has_gt))
         fusable = all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1])
-        self.pred_panel.set_title(f"predicted: fused &ge; {thr:.3g}<br>(alpha_seg = {alpha:.2f})" if fusable
+        self.pred_panel.set_title(f"predicted: &ge; {thr:.3g}<br>(alpha_seg = {alpha:.2f})" if fusable
                                   else f"predicted mask<br>map &ge; {thr:.3g}", self.threshold_source())
         if has_gt:
             self.outcome_legend.value = (f'<div class="cfviz-legend"><b>predicted mask</b>: map &ge; {thr:.3g}<br>'

@@ -244,7 +244,7 @@ def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
 
     e = _explorer(monkeypatch)
     line = e.on_screen.value
-    assert "k = 1" in line and "seed 7" in line and "alpha_seg = 0.25" in line and "min-max" in line
+    assert "k = 1" in line and "seed 7" in line and "alpha_seg = 0.25" in line and "min..max" in line
     assert "alpha_cls = 0.75" in line and "the run's settings" in line
     e.alpha.value = 0.6
     assert "alpha_seg = 0.60" in e.on_screen.value and "not the run's" in e.on_screen.value
@@ -334,3 +334,48 @@ def test_saved_view_is_the_screen_pixel_for_pixel(monkeypatch: pytest.MonkeyPatc
     assert "k = 1" in fig.texts[-1].get_text()  # the on-screen settings line goes with it
     paths = e.save_view("view", tmp_path)
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_saved_view_carries_colour_bars_legends_metrics_and_the_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: the export keeps what makes the screen honest, and the top row is not half blank."""
+    e = _explorer(monkeypatch)
+    e.alpha.value = 0.5
+    fig = e.screen_figure()
+    bars = [c for ax in fig.axes for c in ax.child_axes if getattr(c, "_colorbar", None) is not None]
+    labels = " | ".join(ax.get_ylabel() for ax in bars)
+    for name in ("cross-attention", "window score", "map value", "min-max per map"):
+        assert name in labels, labels
+    fused_bar = next(ax for ax in bars if "map value" in ax.get_ylabel())
+    thr = e.threshold.value
+    assert f"threshold {thr:.3g}" in fused_bar.get_ylabel()
+    lo, hi = e._bars["fused"]
+    y = min(max(thr, lo), hi)  # marked in the bar's units (pinned to its end when outside)
+    assert any(abs(line.get_ydata()[0] - y) < 1e-9 for line in fused_bar.get_lines())
+    assert fused_bar.get_ylim() == pytest.approx((lo, hi))
+    legends = " | ".join(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+    assert "#1:" in legends and "ground truth" in legends
+    assert "TP (defect found)" in legends and "FN (defect missed)" in legends
+    title = fig._suptitle.get_text()
+    assert "category image AUROC" in title and "alpha_cls = 0.75" in title and "alpha_seg = 0.50" in title
+    assert "offline" in fig.texts[-1].get_text() and "k = 1" in fig.texts[-1].get_text()
+    # the two large panels fill the top row: each at least twice as wide as a small panel
+    images = [ax for ax in fig.axes if ax.get_images()]
+    widths = sorted(ax.get_position().width for ax in images)
+    assert widths[-2] >= 1.8 * widths[0]
+    top = sorted(images, key=lambda ax: -ax.get_position().y0)[:2]
+    assert sum(ax.get_position().width for ax in top) >= 0.45  # not half a row left blank
+    assert sum(1 for ax in fig.axes if "share of class" in ax.get_ylabel()) == 2  # both histograms
+
+
+def test_export_all_writes_every_image_and_an_index(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    e = _explorer(monkeypatch)
+    keep = e.image.value
+    index = e.export_all(tmp_path / "export")
+    pngs = sorted((tmp_path / "export").glob("*.png"))
+    assert len(pngs) == len(e.predictions[0].image_ids) and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    page = index.read_text()
+    assert all(p.name in page for p in pngs) and "offline" in page and "alpha_seg = 0.25" in page
+    assert e.image.value == keep  # the view is back where it was
+    only = e.export_all(tmp_path / "wrong", show="wrong")
+    assert len(list((tmp_path / "wrong").glob("*.png"))) == len(ed.browse_choices(e.predictions, show="wrong"))
+    assert only.exists()
