@@ -60,6 +60,9 @@ OUTCOME_COLORS = {"TP": "#009E73", "FP": "#D55E00", "FN": "#F0E442"}
 PREDICTED_COLOR = "#D55E00"
 #: One short help line per control (shown under the controls and as each control's tooltip).
 HELP = {
+    "method": "method whose maps and scores are shown (scored from the store at the run's settings)",
+    "k": "k-shot setting (0 = zero-shot: language maps only)",
+    "seed": "seed of the k normal reference images (k > 0)",
     "show": "which images the menu lists (FP/FN at the image F1-max threshold)",
     "sort": "order of the image menu",
     "image": "the test image on screen",
@@ -81,7 +84,8 @@ SCALES = ("Colour bars: attention, CLIP windows and the fused map span the shown
 NONE_LABEL = "none in this run"
 _CSS = """<style>
 .cfviz-explorer .cfviz-title {font-size: 11px; line-height: 1.25; text-align: center; overflow-wrap: anywhere;}
-.cfviz-explorer .widget-tab-contents, .cfviz-explorer .lm-TabPanel-stackedPanel {padding: 4px 6px;}
+.cfviz-explorer .widget-tab-contents, .cfviz-explorer .lm-TabPanel-stackedPanel,
+.cfviz-explorer .p-TabPanel-stackedPanel {padding: 2px 6px !important;}
 .cfviz-explorer .cfviz-help {font-size: 11px; color: #555; line-height: 1.3;}
 .cfviz-explorer img {object-fit: contain;}
 .cfviz-explorer .widget-html-content {line-height: 1.35;}
@@ -190,12 +194,31 @@ class AttentionExplorer:
         Encoded panels kept (a view seen before is shown without drawing).
     prefetch:
         Prepare neighbouring timesteps, layers and images in a background thread.
+    predict, choices:
+        ``predict(category, method, shots=k, seed=s)`` (``session.predict``) and the settings to offer
+        (``{"method": [...], "shots": [...], "seed": [...]}``): the explorer then has method, k and
+        seed menus (:meth:`from_session` fills both from a notebook session).
     """
+
+    @classmethod
+    def from_session(cls, session: Any, categories: Sequence[str] | None = None, **kwargs: Any) -> AttentionExplorer:
+        """The explorer of a notebook session (:func:`cfviz.notebooks.setup`): its store, data set, scoring,
+        note, and menus for every method, k and seed of the run (it opens on the largest k, the first seed).
+
+        >>> explorer = AttentionExplorer.from_session(s)   # doctest: +SKIP
+        """
+        spec = session.spec
+        cats = list(categories or session.categories)
+        return cls(session.store, session.dataset, [session.predict(c) for c in cats], scoring=spec.scoring,
+                   note=session.note, predict=session.predict,
+                   choices={"method": list(spec.methods), "shots": list(spec.shots), "seed": list(spec.seeds)},
+                   **kwargs)
 
     def __init__(self, store: Any, dataset: Any, predictions: Any | Sequence[Any], *, scoring: Any = None,
                  alpha: float | None = None, alpha_cls: float | None = None, sigma: float | None = None,
                  note: str | None = None, cache_size: int = 16, render_cache_size: int = 512,
-                 prefetch: bool = True) -> None:
+                 prefetch: bool = True, predict: Callable[..., Any] | None = None,
+                 choices: dict[str, Sequence[Any]] | None = None) -> None:
         import ipywidgets as w
 
         from cfviz.experiments.config import ScoringConfig
@@ -221,18 +244,36 @@ class AttentionExplorer:
         self._pending: list[Callable[[], Any]] = []
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
+        self._job_lock = threading.Lock()  # held while a prefetch job runs (a setting change waits for it)
         self._quiet = False
         self.draws = 0  # panels drawn (not served from the render cache); tests and benchmarks read it
 
         def tip(name: str) -> dict[str, Any]:
             return {"tooltip": HELP[name], "style": {"description_width": "initial"}}
 
+        self._predict = predict
+        self._categories = [str(getattr(p, "category", "")) for p in self.predictions]
+        self._runs: dict[tuple[Any, ...], list[Any]] = {}
+        first_p = self.predictions[0]
+        self.setting_menus: list[Any] = []
+        if predict is not None:
+            ch = choices or {}
+            key = (first_p.method, int(first_p.shots), int(first_p.seed))
+            self._runs[key] = self.predictions
+            self.method = w.Dropdown(options=list(dict.fromkeys([*ch.get("method", ()), key[0]])), value=key[0],
+                                     description="method", layout=w.Layout(width="170px"), **tip("method"))
+            self.shots = w.Dropdown(options=list(dict.fromkeys([*map(int, ch.get("shots", ())), key[1]])), value=key[1],
+                                    description="k", layout=w.Layout(width="80px"), **tip("k"))
+            self.seed = w.Dropdown(options=list(dict.fromkeys([*map(int, ch.get("seed", ())), key[2]])), value=key[2],
+                                   description="seed", layout=w.Layout(width="95px"), disabled=key[1] == 0,
+                                   **tip("seed"))
+            self.setting_menus = [self.method, self.shots, self.seed]
         self.show = w.Dropdown(options=ed.filter_options(self.predictions), value="all", description="show",
-                               layout=w.Layout(width="250px"), **tip("show"))
+                               layout=w.Layout(width="220px"), **tip("show"))
         self.sort = w.Dropdown(options=list(ed.SORTS.items()), value="score-", description="sort",
-                               layout=w.Layout(width="210px"), **tip("sort"))
+                               layout=w.Layout(width="190px"), **tip("sort"))
         self.image = w.Dropdown(options=ed.browse_choices(self.predictions), value=ed.default_choice(self.predictions),
-                                description="image", layout=w.Layout(width="470px"), **tip("image"))
+                                description="image", layout=w.Layout(width="400px"), **tip("image"))
         first = self.data
         self.timestep = w.SelectionSlider(options=[(f"{t:g}", i) for i, t in enumerate(first.timesteps)],
                                           value=0, description="timestep", continuous_update=True,
@@ -257,9 +298,9 @@ class AttentionExplorer:
                                        layout=w.Layout(width="228px"), **tip("alpha_cls"))
         lo, hi = self._map_range()
         self.threshold = w.FloatSlider(value=lo, min=lo, max=hi, step=(hi - lo) / 400, description="threshold",
-                                       readout_format=".3f", layout=w.Layout(width="250px"), **tip("threshold"))
+                                       readout_format=".3f", layout=w.Layout(width="240px"), **tip("threshold"))
         self.f1_button = w.Button(description="F1-max", tooltip="set the threshold to the pixel F1-max of the "
-                                  "category's maps at this alpha_seg", layout=w.Layout(width="62px"))
+                                  "category's maps at this alpha_seg", layout=w.Layout(width="74px"))
         self.f1_button.on_click(lambda _: self._set_f1_threshold())
 
         self.header = w.HTML()
@@ -267,6 +308,7 @@ class AttentionExplorer:
         self.message = w.HTML()
         self.on_screen = w.HTML()
         self.on_screen.add_class("cfviz-help")
+        self.on_screen.add_class("cfviz-on-screen")
         self.metrics = w.HTML(layout=w.Layout(min_height="20px"))
         self.metrics.add_class("cfviz-metrics")
         self.caption = w.HTML()
@@ -288,14 +330,12 @@ class AttentionExplorer:
         # the views as before (tests, notebooks): the attention map and the fused map
         self.attention_view, self.fusion_view = self.attention_panel.image, self.fused_panel.image
 
-        self._controls = (self.show, self.sort, self.image, self.timestep, self.layer, self.token, self.opacity,
-                          self.show_mask, self.clip_scale, self.alpha, self.alpha_cls, self.threshold)
+        self._controls = (*self.setting_menus, self.show, self.sort, self.image, self.timestep, self.layer, self.token,
+                          self.opacity, self.show_mask, self.clip_scale, self.alpha, self.alpha_cls, self.threshold)
         for ctl in self._controls:
             ctl.observe(self._changed, names="value")
-        help_box = w.Accordion([w.HTML(" · ".join(f"<b>{n}</b>: {html.escape(h)}" for n, h in HELP.items())
-                                       + f"<br>{html.escape(SCALES)}")], layout=w.Layout(width="230px"))
-        help_box.set_title(0, "help: the controls")
-        help_box.selected_index = None
+        help_box = w.VBox([w.HTML(" · ".join(f"<b>{n}</b>: {html.escape(h)}" for n, h in HELP.items())
+                                       + f"<br>{html.escape(SCALES)}")])
         help_box.children[0].add_class("cfviz-help")
         self.tabs = w.Tab([
             w.VBox([w.HBox([self.attention_panel.box, self.attention_bar, w.HTML(layout=w.Layout(width="30px")),
@@ -304,14 +344,15 @@ class AttentionExplorer:
                             w.HTML(layout=w.Layout(width="44px")), self.pred_panel.box, self.outcome_legend])]),
             w.HBox([*(p.box for p in self.branch_panels.values()), self.branch_bar]),
             self.histograms,
+            help_box,
         ])
-        for k, name in enumerate(("maps", "branch maps", "score histograms")):
+        for k, name in enumerate(("maps", "branch maps", "score histograms", "help")):
             self.tabs.set_title(k, name)
         self.body = w.VBox([self.header, self.tabs, self.metrics, self.on_screen])
         self.widget = w.VBox([
             w.HTML(_CSS),
-            w.HBox([self.show, self.sort, self.image]),
-            w.HBox([self.timestep, self.layer, self.token, self.clip_scale, help_box]),
+            w.HBox([*self.setting_menus, self.show, self.sort, self.image]),
+            w.HBox([self.timestep, self.layer, self.token, self.clip_scale]),
             w.HBox([self.opacity, self.show_mask, self.alpha, self.alpha_cls, self.threshold, self.f1_button]),
             self.error,
             self.message,
@@ -670,7 +711,7 @@ class AttentionExplorer:
             parts.append(f"<b>pixel AUROC</b> of this image: {value('pixel_auroc', shown['pixel AUROC'])}")
         if "category_image_auroc" in metrics:
             same = not fusable or cls == float(run.alpha_cls)
-            where = ("= the run's results.csv" if same else
+            where = ("= results.csv" if same else
                      f"the run's, at alpha_cls = {float(run.alpha_cls):.2f}: {100 * run_auc:.1f} %" if run_auc is not None
                      else "")
             parts.append(f"<b>category image AUROC</b>" + (f" (alpha_cls = {cls:.2f})" if fusable else "")
@@ -690,14 +731,14 @@ class AttentionExplorer:
         method = str(getattr(p, "method", "?"))
         settings = (f"alpha_seg = {seg:.2f} (eq. 4), alpha_cls = {cls:.2f} (eq. 9), sigma = {self.sigma:g}"
                     if fusable else f"{html.escape(method)}'s own map and score (no weights)")
-        run_line = ("the run's settings: numbers as in results.csv" if self.at_run_settings() or not fusable else
+        run_line = ("the run's: numbers = results.csv" if self.at_run_settings() or not fusable else
                     f"the run's: alpha_seg = {float(run.alpha_seg):.2f}, alpha_cls = {float(run.alpha_cls):.2f}, "
                     f"sigma = {float(run.sigma):g}; numbers at other weights are not the run's")
         thr = st["threshold"]
         self.on_screen.value = (
             f"<b>on screen</b>: {html.escape(method)}, "
             f"{html.escape(str(getattr(p, 'category', '?')))}, k = {getattr(p, 'shots', '?')} "
-            f"(reference draw seed {getattr(p, 'seed', '?')}) · {settings} ({run_line}) · predicted mask: "
+            f"(references: seed {getattr(p, 'seed', '?')}) · {settings} ({run_line}) · predicted mask: "
             f"map >= {thr:.3g} ({html.escape(self.threshold_source())}) · colours: min..max per map · "
             f"{self.caption.value}")
 
@@ -917,6 +958,8 @@ class AttentionExplorer:
         if self._quiet:
             return
         try:
+            if change["owner"] in self.setting_menus:
+                self._setting_changed()
             if change["owner"] in (self.show, self.sort):
                 self._update_image_menu()
             if change["owner"] is self.image and self.image.value is not None:
@@ -932,6 +975,44 @@ class AttentionExplorer:
             raise
         if self.error.value:
             self.error.value = ""
+
+    def _setting_changed(self) -> None:
+        """Another method, k or seed: its predictions (scored from the store at the run's settings, once per
+        setting), every cache dropped, the menus rebuilt; the same image stays on screen when it can."""
+        key = (self.method.value, int(self.shots.value), int(self.seed.value))  # k = 0: the seed draws nothing
+        self.seed.disabled = key[1] == 0
+        if key not in self._runs:
+            self.message.value = f"<i>scoring {html.escape(key[0])}, k = {key[1]}, seed {key[2]} from the store ...</i>"
+            self._runs[key] = [self._predict(c, key[0], shots=key[1], seed=key[2]) for c in self._categories]
+            self.message.value = ""
+        keep = self.state["image_id"] if self.image.value is not None else None
+        with self._job_lock, self._lock:  # no prefetch job may write the old setting's views into the caches
+            self.predictions = self._runs[key]
+            for cache in (self._cache, self._renders, self._layers, self._metrics, self._blends, self._thresholds,
+                          self._chosen_threshold):
+                cache.clear()
+            self._pending = []
+        for panel in (self.attention_panel, self.clip_panel, self.image_panel, self.gt_panel, self.fused_panel,
+                      self.pred_panel, *self.branch_panels.values()):
+            panel.key = None
+        self._quiet = True
+        try:
+            lo, hi = self._map_range()
+            self.threshold.max = max(hi, self.threshold.min)
+            self.threshold.min, self.threshold.max, self.threshold.step = lo, hi, (hi - lo) / 400
+            fusable = all(k in (getattr(p, "components", None) or {}) for p in self.predictions
+                          for k in ("clip_language", "diff_language"))
+            self.alpha.disabled = self.alpha_cls.disabled = not fusable
+            self.show.options = ed.filter_options(self.predictions)
+            self.show.value = "all"
+            self.image.options = ed.browse_choices(self.predictions, sort=self.sort.value)
+            values = [v for _, v in self.image.options]
+            found = next(((j, i) for j, p in enumerate(self.predictions) for i, x in enumerate(p.image_ids)
+                          if x == keep), None)
+            self.image.value = found if found in values else ed.default_choice(self.predictions)
+        finally:
+            self._quiet = False
+        self._image_changed()
 
     def _update_image_menu(self) -> None:
         options = ed.browse_choices(self.predictions, sort=self.sort.value, show=self.show.value)
@@ -1033,7 +1114,8 @@ class AttentionExplorer:
                     self._wake.clear()
             if job is not None:
                 try:
-                    job()
+                    with self._job_lock:
+                        job()
                 except Exception:  # noqa: BLE001 - a prefetch is only a guess; the view computes it again
                     pass
 

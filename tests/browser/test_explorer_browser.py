@@ -83,6 +83,7 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         lablib.act(page, "checkbox", "ground truth", None, ["gt", *heat])
 
         _empty_filter_says_none(page)
+        _zero_shot_from_the_k_menu(page, lab)
         images = lablib.options(page, "image")
         other = next(o for o in images if o != lablib.selected(page, "image"))
         lablib.act(page, "select", "image", other, ["image", *heat])
@@ -103,14 +104,27 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         page.locator(".cfviz-explorer").first.screenshot(path=str(shots / "explorer_after.png"))
 
 
-def _results(lab) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """The run's results.csv rows of the explorer's setting (clipfusion, the largest k, seed 0)."""
+def _results(lab, shots: int | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The run's results.csv rows of a setting (clipfusion, k = ``shots`` (default the largest), seed 0)."""
     import pandas as pd
 
     (csv,) = Path(lab["work"], "run").glob("*/results.csv")
     table = pd.read_csv(csv)
-    rows = table[(table.method == "clipfusion") & (table.shots == table.shots.max()) & (table.seed == 0)]
+    k = table.shots.max() if shots is None else shots
+    rows = table[(table.method == "clipfusion") & (table.shots == k) & (table.seed == 0)]
     return dict(zip(rows.metric, rows.value))
+
+
+def _zero_shot_from_the_k_menu(page, lab) -> None:  # type: ignore[no-untyped-def]
+    """k = 0 in the menu: the visual maps go, and the category image AUROC is results.csv's zero-shot row."""
+    assert lablib.options(page, "k") == ["0", "1"]
+    lablib.act(page, "select", "k", "0", ["fused", "clip_visual", "diff_visual"], timeout_ms=60_000)
+    lablib.wait_text(page, ".cfviz-on-screen", "k = 0")
+    run = _results(lab, shots=0)
+    assert lablib.metric(page, "category_image_auroc")[0] == pytest.approx(run["image_auroc"], abs=1e-12)
+    lablib.act(page, "select", "k", "1", ["fused", "clip_visual", "diff_visual"], timeout_ms=60_000)
+    lablib.wait_text(page, ".cfviz-on-screen", "k = 1")
+    assert lablib.metric(page, "category_image_auroc")[0] == pytest.approx(_results(lab)["image_auroc"], abs=1e-12)
 
 
 def _two_weights_and_the_threshold(page, lab) -> None:  # type: ignore[no-untyped-def]

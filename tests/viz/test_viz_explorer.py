@@ -245,7 +245,7 @@ def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
     e = _explorer(monkeypatch)
     line = e.on_screen.value
     assert "k = 1" in line and "seed 7" in line and "alpha_seg = 0.25" in line and "min..max" in line
-    assert "alpha_cls = 0.75" in line and "the run's settings" in line
+    assert "alpha_cls = 0.75" in line and "numbers = results.csv" in line
     e.alpha.value = 0.6
     assert "alpha_seg = 0.60" in e.on_screen.value and "not the run's" in e.on_screen.value
     assert e.metrics.value.count("pixel AUROC") == 1  # metrics once, not also in a title
@@ -379,3 +379,28 @@ def test_export_all_writes_every_image_and_an_index(monkeypatch: pytest.MonkeyPa
     only = e.export_all(tmp_path / "wrong", show="wrong")
     assert len(list((tmp_path / "wrong").glob("*.png"))) == len(ed.browse_choices(e.predictions, show="wrong"))
     assert only.exists()
+
+
+def test_method_k_and_seed_menus_show_that_settings_predictions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero-shot maps are reachable: the k menu swaps in that setting's predictions (and numbers)."""
+    from cfviz.metrics import image_metrics
+
+    calls: list[tuple] = []
+
+    def predict(category, method, *, shots, seed):  # type: ignore[no-untyped-def]
+        calls.append((category, method, shots, seed))
+        p = _P()
+        p.shots, p.seed, p.method = shots, seed, method
+        p.scores = np.array([0.2, 0.7, 0.9]) if shots == 0 else p.scores  # another ranking: other numbers
+        p.component_scores = {"clip": p.scores, "diff": p.scores}
+        return p
+
+    e = _explorer(monkeypatch, predict=predict, choices={"method": ["clipfusion"], "shots": [0, 1], "seed": [7]})
+    shown = e.state["image_id"]
+    e.shots.value = 0
+    assert calls == [("cat", "clipfusion", 0, 7)] and e.predictions[0].shots == 0
+    assert e.state["image_id"] == shown and "k = 0" in e.on_screen.value and e.seed.disabled
+    expected = image_metrics(e.predictions[0].labels, e.predictions[0].scores)["image_auroc"]
+    assert f'data-value="{expected!r}"' in e.metrics.value
+    e.shots.value = 1
+    assert len(calls) == 1 and "k = 1" in e.on_screen.value  # the run's own setting is kept, not scored again
