@@ -64,7 +64,7 @@ def _colorbar(fig: Any, ax: Any, lo: float, hi: float, label: str, marks: Sequen
         cb.ax.axhline(y, color="black", lw=1.0)
         cb.ax.plot([-0.25], [y], marker=">", color="black", markersize=3.5, clip_on=False,
                    transform=cb.ax.get_yaxis_transform())
-        cb.set_label(f"{label} ({text})", fontsize=6, labelpad=1)
+        cb.set_label(f"{label} (\u25b6 {text})", fontsize=6, labelpad=1)
     return cb
 
 
@@ -99,9 +99,11 @@ def screen_figure(explorer: Any) -> Any:
                             right=0.99, top=0.9, bottom=0.1 if hists else 0.12, wspace=0.45, hspace=0.42)
     # row 1: cross-attention and CLIP windows, each with its colour bar; the window ranks beside them
     ax = _panel(fig, grid[0, 0:2], e.attention_panel)
+    ax.set_anchor("W")  # the room the square panel leaves goes to its colour bar, not between panels
     if "attention" in e._bars:
         _colorbar(fig, ax, *e._bars["attention"], "cross-attention")
     ax = _panel(fig, grid[0, 2:4], e.clip_panel)
+    ax.set_anchor("W")
     handles: list[Any] = []
     if "clip" in e._bars:
         _colorbar(fig, ax, *e._bars["clip"], "window score")
@@ -120,7 +122,7 @@ def screen_figure(explorer: Any) -> Any:
     if "fused" in e._bars:
         lo, hi = e._bars["fused"]
         pos, text = threshold_mark(st["threshold"], lo, hi)
-        _colorbar(fig, ax, lo, hi, "map value", [(lo + pos * (hi - lo), f"threshold {st['threshold']:.3g}")])
+        _colorbar(fig, ax, lo, hi, "map value", [(lo + pos * (hi - lo), f"{st['threshold']:.3g}")])
     _panel(fig, grid[1, 3], e.pred_panel)
     if st["show_mask"] and d.mask is not None:
         outcome = [Patch(color=c, label=f"{n} ({w})") for (n, c), w in
@@ -140,7 +142,8 @@ def screen_figure(explorer: Any) -> Any:
         ax.xaxis.label.set_fontsize(6)
         ax.yaxis.label.set_fontsize(6)
     fig.suptitle(_plain_text(e.header.value) + "\n" + _plain_text(e.metrics.value), fontsize=7)
-    add_note(fig, _plain_text(e.on_screen.value) + (f" {e.note}" if e.note else ""), fontsize=5.5)
+    line = _plain_text(e.on_screen.value)
+    add_note(fig, line + (f" {e.note}" if e.note and e.note not in line else ""), fontsize=5.5)
     return fig
 
 
@@ -179,7 +182,7 @@ def export_all(explorer: Any, out_dir: Any, *, show: str | None = None, dpi: flo
     finally:
         if keep is not None and keep in [v for _, v in e.image.options]:
             e.image.value = keep
-    note = f"<p><i>{html.escape(e.note)}</i></p>" if e.note else ""
+    note = f"<p><i>{html.escape(e.note)}</i></p>" if e.note and html.escape(e.note) not in settings else ""
     items = "\n".join(f'<figure><a href="{html.escape(n)}"><img src="{html.escape(n)}" loading="lazy"></a>'
                       f"<figcaption>{html.escape(label)}</figcaption></figure>" for n, label in rows)
     page = f"""<!doctype html>

@@ -347,7 +347,7 @@ def test_saved_view_carries_colour_bars_legends_metrics_and_the_note(monkeypatch
         assert name in labels, labels
     fused_bar = next(ax for ax in bars if "map value" in ax.get_ylabel())
     thr = e.threshold.value
-    assert f"threshold {thr:.3g}" in fused_bar.get_ylabel()
+    assert f"\u25b6 {thr:.3g}" in fused_bar.get_ylabel()
     lo, hi = e._bars["fused"]
     y = min(max(thr, lo), hi)  # marked in the bar's units (pinned to its end when outside)
     assert any(abs(line.get_ydata()[0] - y) < 1e-9 for line in fused_bar.get_lines())
