@@ -155,6 +155,48 @@ def attention_map(data: ImageData, layer: str, step: int, token: str | int = 0) 
     return np.asarray(data.attention[layer][int(step), k], np.float32)
 
 
+def layer_sides(data: ImageData) -> list[int]:
+    """The attention resolutions (map sides) the image's layers have, smallest first."""
+    return sorted({int(a.shape[-1]) for a in data.attention.values()})
+
+
+def word_maps(data: ImageData, step: int, *, layer: str = ALL_LAYERS, sides: Sequence[int] | None = None
+              ) -> tuple[dict[str, np.ndarray], float, float]:
+    """Every recorded word's cross-attention at step index ``step``, on one scale (DAAM's word maps).
+
+    ``layer``: one layer, or :data:`ALL_LAYERS` for the mean over the layers whose resolution is in
+    ``sides`` (all when ``None``; DAAM leaves out 8x8), each upsampled bilinearly to the finest chosen
+    resolution first. Returns ``({word: map}, lo, hi)``: ``lo..hi`` spans every word's map, so the
+    maps share one colour scale.
+
+    >>> d = ImageData(image_id="x", image=np.zeros((8, 8, 3), np.uint8), mask=None, label=0, defect_type="good",
+    ...               timesteps=[1.0], tokens=["a", "b"], attention={"l": np.stack([np.zeros((4, 4)), np.ones((4, 4))])[None]})
+    >>> maps, lo, hi = word_maps(d, 0)
+    >>> sorted(maps), lo, hi
+    (['a', 'b'], 0.0, 1.0)
+    """
+    from cfviz.viz._common import resize_bilinear
+
+    if not data.attention:
+        raise ValueError(f"{data.image_id}: no cross-attention was stored for this image")
+    if layer == ALL_LAYERS:
+        layers = [n for n, a in data.attention.items() if sides is None or int(a.shape[-1]) in set(sides)]
+        if not layers:
+            raise ValueError(f"no captured layer has a resolution in {list(sides or [])}; "
+                             f"the image's layers have {layer_sides(data)}")
+    elif layer in data.attention:
+        layers = [layer]
+    else:
+        raise KeyError(f"layer {layer!r} was not captured; captured: {list(data.attention)}")
+    side = max(int(data.attention[n].shape[-1]) for n in layers)
+    words = data.tokens or [f"#{k}" for k in range(next(iter(data.attention.values())).shape[1])]
+    maps = {w: np.mean([resize_bilinear(data.attention[n][int(step), k], side) for n in layers], axis=0)
+            .astype(np.float32) for k, w in enumerate(words)}
+    lo = float(min(np.nanmin(m) for m in maps.values()))
+    hi = float(max(np.nanmax(m) for m in maps.values()))
+    return maps, lo, hi if hi > lo else lo + 1e-6
+
+
 def fused_map(components: Mapping[str, np.ndarray], alpha: float, sigma: float = 4.0) -> np.ndarray:
     """``alpha * (M_clip_L + M_clip_V) + (1 - alpha) * (M_diff_L + M_diff_V)`` of one image, smoothed."""
     from cfviz.fusion import fuse, smooth

@@ -50,6 +50,8 @@ from cfviz.viz.style import MASK_COLOR, RANK_COLORS, SCORE_CMAP
 #: CSS widths (px) of the large (attention, CLIP) and small panels (the explorer fits a 1280x800
 #: screen); pixels are rendered HIDPI times larger so that they stay sharp on HiDPI screens.
 BIG, SMALL, HIDPI = 208, 150, 2
+#: CSS width (px) of one word's panel in the words tab.
+WORD = 116
 #: Windows outlined in the CLIP panel.
 TOP_K = 3
 #: Pixel outcomes of the predicted mask (Okabe-Ito). Chosen so that the three, and the ground-truth
@@ -70,6 +72,7 @@ HELP = {
     "layer": "cross-attention layer (short name; hover for the module path)",
     "token": "prompt word whose attention is shown",
     "opacity": "heat-map opacity over the image",
+    "resolutions": "words tab, mean over layers: the attention resolutions averaged (DAAM leaves out 8x8)",
     "ground truth": "outline the defect (cyan) and colour TP/FP/FN pixels",
     "CLIP window": "window side in ViT patches",
     "alpha_seg": "CLIP weight of the fused map, eq. 4: alpha (M_clip_L + M_clip_V) + (1 - alpha) (M_diff_L + M_diff_V)",
@@ -77,6 +80,8 @@ HELP = {
     "threshold": "predicted mask = fused map >= threshold (the fused colour bar's units; starts at the run's "
                  "pixel F1-max)",
 }
+#: The explorer's tabs, in order (the words tab is drawn only while it is open).
+TABS = ("maps", "words", "branch maps", "score histograms", "help")
 #: How the colour bars read (in the help box).
 SCALES = ("Colour bars: attention, CLIP windows and the fused map span the shown map's own min..max, in its "
           "units (the fused bar marks the threshold); branch maps are min-max per map (0..1).")
@@ -327,11 +332,21 @@ class AttentionExplorer:
         self.outcome_legend = w.HTML(layout=w.Layout(width="170px", margin="34px 0 0 8px"))
         self.histograms = w.HTML()
         self.histograms.add_class("cfviz-histograms")
+        sides = ed.layer_sides(first)
+        self.sides = w.SelectMultiple(options=[(f"{x}x{x}", x) for x in sides], value=tuple(sides),
+                                      description="resolutions", rows=max(1, min(4, len(sides))),
+                                      layout=w.Layout(width="200px"), **tip("resolutions"))
+        self.word_panels: list[_Panel] = []
+        self.word_box = w.HBox(layout=w.Layout(flex_flow="row wrap", width="1000px"))
+        self.word_bar = w.HTML()
+        self.word_caption = w.HTML()
+        self.word_caption.add_class("cfviz-help")
         # the views as before (tests, notebooks): the attention map and the fused map
         self.attention_view, self.fusion_view = self.attention_panel.image, self.fused_panel.image
 
         self._controls = (*self.setting_menus, self.show, self.sort, self.image, self.timestep, self.layer, self.token,
-                          self.opacity, self.show_mask, self.clip_scale, self.alpha, self.alpha_cls, self.threshold)
+                          self.opacity, self.show_mask, self.clip_scale, self.alpha, self.alpha_cls, self.threshold,
+                          self.sides)
         for ctl in self._controls:
             ctl.observe(self._changed, names="value")
         help_box = w.VBox([w.HTML(" · ".join(f"<b>{n}</b>: {html.escape(h)}" for n, h in HELP.items())
@@ -342,12 +357,14 @@ class AttentionExplorer:
                             self.clip_panel.box, self.clip_bar, self.window_legend]),
                     w.HBox([self.image_panel.box, self.gt_panel.box, self.fused_panel.box, self.fusion_bar,
                             w.HTML(layout=w.Layout(width="44px")), self.pred_panel.box, self.outcome_legend])]),
+            w.VBox([w.HBox([self.sides, self.word_caption]), w.HBox([self.word_box, self.word_bar])]),
             w.HBox([*(p.box for p in self.branch_panels.values()), self.branch_bar]),
             self.histograms,
             help_box,
         ])
-        for k, name in enumerate(("maps", "branch maps", "score histograms", "help")):
+        for k, name in enumerate(TABS):
             self.tabs.set_title(k, name)
+        self.tabs.observe(self._changed, names="selected_index")
         self.body = w.VBox([self.header, self.tabs, self.metrics, self.on_screen])
         self.widget = w.VBox([
             w.HTML(_CSS),
@@ -686,6 +703,8 @@ class AttentionExplorer:
         self._fusion_views(p, d, st, op, gt, has_gt)
         self._texts(p, i, d, st)
         self._histograms(p)
+        if self.tabs.selected_index == TABS.index("words"):
+            self._words_view(d, st, op, gt)
         self._schedule_prefetch(st)
 
     def _texts(self, p: Any, i: int, d: ed.ImageData, st: dict[str, Any]) -> None:
@@ -779,6 +798,39 @@ class AttentionExplorer:
                         "thresholds": thresholds, "xlabel": f"fused map value (eq. 4, alpha_seg = {seg:.2f})",
                         "title": f"pixel scores ({np.asarray(masks).size:,} pixels)"})
         return out
+
+    def _words_view(self, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool) -> None:
+        """One panel per recorded word at the timestep and layer on screen (or the mean over the chosen
+        resolutions), on one colour scale: DAAM's word maps, prompt-to-prompt's per-token view."""
+        import ipywidgets as w
+
+        if not d.attention:
+            self.word_caption.value = "no cross-attention was stored for this image"
+            self.word_box.children, self.word_bar.value = (), ""
+            return
+        layer, step, sides = st["layer"], st["step"], tuple(sorted(self.sides.value))
+        try:
+            maps, lo, hi = self._cached(("words", d.image_id, layer, step, sides),
+                                        lambda: ed.word_maps(d, step, layer=layer, sides=sides or None))
+        except ValueError as exc:
+            self.word_caption.value = html.escape(str(exc))
+            return
+        while len(self.word_panels) < len(maps):
+            self.word_panels.append(_Panel(w, WORD, f"cfviz-word-view-{len(self.word_panels)}"))
+        panels = self.word_panels[:len(maps)]
+        shape = self._shape(d, WORD)
+        for panel, (word, m) in zip(panels, maps.items()):
+            key = ("word", d.image_id, layer, step, sides, word, op, gt)
+            colors = self._cached(("word-colors", *key[1:6]), lambda m=m: rd.heat_colors(m, shape, vmin=lo, vmax=hi)[0])
+            self._show(panel, key, lambda colors=colors: self._compose(d, WORD, colors, op, gt))
+            panel.set_title(f"'{html.escape(word)}'")
+        if tuple(self.word_box.children) != tuple(p.box for p in panels):
+            self.word_box.children = tuple(p.box for p in panels)
+        self.word_bar.value = _colorbar(self._css_height(d, WORD), f"{hi:.3g}", f"{lo:.3g}", "attention")
+        what = (ed.layer_caption(layer) if layer != ed.ALL_LAYERS else
+                "mean over the layers at " + ", ".join(f"{x}x{x}" for x in sides) + " (upsampled, then averaged)")
+        self.word_caption.value = html.escape(f"t = {d.timesteps[step]:g}; {what}; one colour scale for every "
+                                              f"word ({lo:.3g}..{hi:.3g}).")
 
     def _attention_view(self, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool) -> None:
         layer, step, token = st["layer"], st["step"], st["token"]
@@ -993,7 +1045,7 @@ class AttentionExplorer:
                 cache.clear()
             self._pending = []
         for panel in (self.attention_panel, self.clip_panel, self.image_panel, self.gt_panel, self.fused_panel,
-                      self.pred_panel, *self.branch_panels.values()):
+                      self.pred_panel, *self.branch_panels.values(), *self.word_panels):
             panel.key = None
         self._quiet = True
         try:
@@ -1041,6 +1093,11 @@ class AttentionExplorer:
                 token = self.token.value
                 self.token.options = d.tokens
                 self.token.value = token if token in d.tokens else d.tokens[0]
+            sides = [(f"{x}x{x}", x) for x in ed.layer_sides(d)]
+            if tuple(self.sides.options) != tuple(sides):
+                chosen = [x for x in self.sides.value if x in [v for _, v in sides]]
+                self.sides.options = sides
+                self.sides.value = tuple(chosen or [v for _, v in sides])
             scales = ed.window_scales(d) or [0]
             if tuple(self.clip_scale.options) != tuple(scales):
                 scale = self.clip_scale.value

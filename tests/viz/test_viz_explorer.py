@@ -404,3 +404,23 @@ def test_method_k_and_seed_menus_show_that_settings_predictions(monkeypatch: pyt
     assert f'data-value="{expected!r}"' in e.metrics.value
     e.shots.value = 1
     assert len(calls) == 1 and "k = 1" in e.on_screen.value  # the run's own setting is kept, not scored again
+
+
+def test_words_tab_shows_every_word_on_one_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DAAM / prompt-to-prompt: one panel per prompt word, one colour scale, resolutions chosen on screen."""
+    from cfviz.viz.explorer import TABS
+
+    e = _explorer(monkeypatch)
+    assert e.word_box.children == ()  # drawn only while its tab is open
+    e.tabs.selected_index = TABS.index("words")
+    assert [p.title.value.count("'crack'") + p.title.value.count("'damage'") for p in e.word_panels] == [1, 1]
+    assert all(bytes(p.image.value)[:3] == b"\xff\xd8\xff" for p in e.word_panels)
+    maps, lo, hi = ed.word_maps(e.data, 0, sides=(8, 16))
+    assert f"{hi:.3g}" in e.word_bar.value and f"{lo:.3g}" in e.word_bar.value  # one bar for every word
+    assert lo == min(float(m.min()) for m in maps.values()) and hi == max(float(m.max()) for m in maps.values())
+    before = [bytes(p.image.value) for p in e.word_panels]
+    e.sides.value = (16,)  # only the 16x16 layer
+    assert [bytes(p.image.value) for p in e.word_panels] != before and "16x16" in e.word_caption.value
+    np.testing.assert_allclose(ed.word_maps(e.data, 0, sides=(16,))[0]["crack"], e.data.attention["up.attn"][0, 0])
+    e.timestep.value = 2
+    assert "t = 400" in e.word_caption.value
