@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "cfviz-test-token"
-#: The prompt words stored by the browser store (two tokens: the token menu can change).
+#: The prompt's state words of the browser store (smoke mode stores every prompt token besides).
 STATE = "crack damage"
 #: Panels of the explorer (CSS classes of their <img> elements).
 PANELS = {"attention": ".cfviz-attention-view", "clip": ".cfviz-clip-view", "image": ".cfviz-image-view",

@@ -66,7 +66,8 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
         assert layers[0] == "mean over layers" and "up1.attn0" in layers  # short names
         lablib.act(page, "select", "layer", "up1.attn0", ["attention"])
         tokens = lablib.options(page, "token")
-        assert tokens == lablib.STATE.split(), tokens
+        # smoke mode stores every prompt token (the words tab), the state words among them
+        assert set(lablib.STATE.split()) <= set(tokens) and len(tokens) > 2, tokens
         lablib.act(page, "select", "token", tokens[0] if lablib.selected(page, "token") != tokens[0]
                    else tokens[1], ["attention"])
         scales = lablib.options(page, "CLIP window")
