@@ -81,7 +81,7 @@ HELP = {
                  "pixel F1-max)",
 }
 #: The explorer's tabs, in order (the words tab is drawn only while it is open).
-TABS = ("maps", "words", "branch maps", "score histograms", "help")
+TABS = ("maps", "words", "branch maps", "score histograms", "compare", "help")
 #: How the colour bars read (in the help box).
 SCALES = ("Colour bars: attention, CLIP windows and the fused map span the shown map's own min..max, in its "
           "units (the fused bar marks the threshold); branch maps are min-max per map (0..1).")
@@ -341,6 +341,26 @@ class AttentionExplorer:
         self.word_bar = w.HTML()
         self.word_caption = w.HTML()
         self.word_caption.add_class("cfviz-help")
+        # compare: the map on screen beside another alpha_seg's or another method / k / seed's (on request:
+        # a matplotlib figure by cfviz.viz.compare.compare_maps, one colour scale and the difference)
+        other = [("another alpha_seg", "alpha")]
+        if predict is not None:
+            other.append(("another method, k, seed", "setting"))
+        self.compare_what = w.Dropdown(options=other, value="alpha", description="beside it",
+                                       layout=w.Layout(width="260px"), style={"description_width": "initial"})
+        self.compare_alpha = w.FloatSlider(value=0.75, min=0.0, max=1.0, step=0.05, description="alpha_seg B",
+                                           readout_format=".2f", layout=w.Layout(width="260px"),
+                                           style={"description_width": "initial"})
+        settings = [(f"{m}, k = {k}, seed {sd}", (m, int(k), int(sd))) for m in (choices or {}).get("method", ())
+                    for k in (choices or {}).get("shots", ()) for sd in (choices or {}).get("seed", ())]
+        self.compare_setting = w.Dropdown(options=settings or [("(none)", None)], description="setting B",
+                                          layout=w.Layout(width="300px"), style={"description_width": "initial"})
+        self.compare_button = w.Button(description="compare", layout=w.Layout(width="90px"),
+                                       tooltip="draw the map on screen (A) beside B on one colour scale, and B - A")
+        self.compare_button.on_click(lambda _: self.show_comparison())
+        self.compare_view = w.Image(format="png", layout=w.Layout(max_width="1000px"))
+        self.compare_caption = w.HTML()
+        self.compare_caption.add_class("cfviz-help")
         # the views as before (tests, notebooks): the attention map and the fused map
         self.attention_view, self.fusion_view = self.attention_panel.image, self.fused_panel.image
 
@@ -360,6 +380,8 @@ class AttentionExplorer:
             w.VBox([w.HBox([self.sides, self.word_caption]), w.HBox([self.word_box, self.word_bar])]),
             w.HBox([*(p.box for p in self.branch_panels.values()), self.branch_bar]),
             self.histograms,
+            w.VBox([w.HBox([self.compare_what, self.compare_alpha, self.compare_setting, self.compare_button]),
+                    self.compare_caption, self.compare_view]),
             help_box,
         ])
         for k, name in enumerate(TABS):
@@ -798,6 +820,38 @@ class AttentionExplorer:
                         "thresholds": thresholds, "xlabel": f"fused map value (eq. 4, alpha_seg = {seg:.2f})",
                         "title": f"pixel scores ({np.asarray(masks).size:,} pixels)"})
         return out
+
+    def comparison_figure(self) -> Any:
+        """The map on screen (A: the fused map at the alpha_seg on screen, or the method's own map) beside
+        B (another alpha_seg, or the same image under another method / k / seed) by
+        :func:`cfviz.viz.compare.compare_maps`: one colour scale for both, and ``B - A``."""
+        from cfviz.viz.compare import compare_maps
+
+        p, _ = self.current
+        d = self.data
+        st = self.state
+        a = self._final(p, d, st["alpha"])
+        label_a = f"{p.method}, k = {p.shots}: alpha_seg = {st['alpha']:.2f}"
+        if self.compare_what.value == "alpha":
+            b, label_b = self._final(p, d, float(self.compare_alpha.value)), f"alpha_seg = {self.compare_alpha.value:.2f}"
+        else:
+            key = self.compare_setting.value
+            if key not in self._runs:
+                self._runs[key] = [self._predict(c, key[0], shots=key[1], seed=key[2]) for c in self._categories]
+            q = self._runs[key][self._index(p)]
+            b, label_b = np.asarray(q.maps[q.image_ids.index(d.image_id)]), f"{key[0]}, k = {key[1]}, seed {key[2]}"
+        if a is None or b is None:
+            raise ValueError("nothing to compare: the method on screen has no map for this image")
+        return compare_maps(a, b, labels=(label_a, label_b), image=d.image, mask=d.mask if st["show_mask"] else None,
+                            alpha=st["opacity"], label="map value", title=d.image_id, note=self.note)
+
+    def show_comparison(self) -> None:
+        """Draw :meth:`comparison_figure` into the compare tab."""
+        fig = self.comparison_figure()
+        self.compare_view.value = ed.figure_png(fig, dpi=100)
+        self.compare_caption.value = ("A: the map on screen; B: " + html.escape(
+            f"alpha_seg = {self.compare_alpha.value:.2f}" if self.compare_what.value == "alpha"
+            else str(self.compare_setting.label)) + "; one colour scale for A and B, B - A on its own.")
 
     def _words_view(self, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool) -> None:
         """One panel per recorded word at the timestep and layer on screen (or the mean over the chosen

@@ -424,3 +424,16 @@ def test_words_tab_shows_every_word_on_one_scale(monkeypatch: pytest.MonkeyPatch
     np.testing.assert_allclose(ed.word_maps(e.data, 0, sides=(16,))[0]["crack"], e.data.attention["up.attn"][0, 0])
     e.timestep.value = 2
     assert "t = 400" in e.word_caption.value
+
+
+def test_compare_tab_draws_two_settings_on_one_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    e = _explorer(monkeypatch)
+    e.compare_alpha.value = 0.9
+    fig = e.comparison_figure()
+    assert isinstance(fig, matplotlib.figure.Figure)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("alpha_seg = 0.25" in t for t in titles) and any("alpha_seg = 0.90" in t for t in titles)
+    e.show_comparison()
+    assert bytes(e.compare_view.value)[:4] == b"\x89PNG" and "alpha_seg = 0.90" in e.compare_caption.value
