@@ -240,6 +240,7 @@ class AttentionExplorer:
         self._renders: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._render_cache_size = render_cache_size
         self._layers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # colour layers and base images
+        self._category: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # category-wide maps (large)
         self._metrics: dict[tuple[Any, ...], dict[str, float]] = {}
         self._blends: OrderedDict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._thresholds: dict[tuple[int, float], float | None] = {}
@@ -483,9 +484,12 @@ class AttentionExplorer:
         parts = None
         if a != self._run_seg() and all(k in (getattr(p, "components", None) or {})
                                         for k in ("clip_language", "diff_language")):
-            parts = self._cached(("category-parts", j, self.sigma), lambda: ed.fusion_parts(p.components, self.sigma), 4)
+            parts = self._cached(("category-parts", j, self.sigma), lambda: ed.fusion_parts(p.components, self.sigma),
+                                 2 * len(self.predictions) + 4, self._category)
+        # a category's maps are large (N x S x S): a few are kept, apart from the per-image layers
         return self._cached(("category-maps", j, a), lambda: ed.category_maps(
-            p, a, sigma=self.sigma, run_alpha_seg=self._run_seg(), parts=parts), 4)
+            p, a, sigma=self.sigma, run_alpha_seg=self._run_seg(), parts=parts), 2 * len(self.predictions) + 4,
+            self._category)
 
     def _f1_threshold(self, p: Any, alpha: float | None = None) -> float | None:
         """The pixel F1-max threshold of the category's maps at ``alpha`` (default: the slider's)."""
@@ -632,16 +636,20 @@ class AttentionExplorer:
         return self._fused(d, alpha)
 
     # ------------------------------------------------------------------ array rendering
-    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any], limit: int = 160) -> Any:
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any], limit: int = 160,
+                store: OrderedDict[tuple[Any, ...], Any] | None = None) -> Any:
+        """``make()`` kept under ``key`` in ``store`` (default the per-image layers), the oldest of more
+        than ``limit`` entries dropped."""
+        store = self._layers if store is None else store
         with self._lock:
-            if key in self._layers:
-                self._layers.move_to_end(key)
-                return self._layers[key]
+            if key in store:
+                store.move_to_end(key)
+                return store[key]
         value = make()
         with self._lock:
-            self._layers[key] = value
-            while len(self._layers) > limit:
-                self._layers.popitem(last=False)
+            store[key] = value
+            while len(store) > limit:
+                store.popitem(last=False)
         return value
 
     def _shape(self, data: ed.ImageData, css: int) -> tuple[int, int]:
@@ -1094,8 +1102,8 @@ class AttentionExplorer:
         keep = self.state["image_id"] if self.image.value is not None else None
         with self._job_lock, self._lock:  # no prefetch job may write the old setting's views into the caches
             self.predictions = self._runs[key]
-            for cache in (self._cache, self._renders, self._layers, self._metrics, self._blends, self._thresholds,
-                          self._chosen_threshold):
+            for cache in (self._cache, self._renders, self._layers, self._category, self._metrics, self._blends,
+                          self._thresholds, self._chosen_threshold):
                 cache.clear()
             self._pending = []
         for panel in (self.attention_panel, self.clip_panel, self.image_panel, self.gt_panel, self.fused_panel,
