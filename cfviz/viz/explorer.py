@@ -732,7 +732,10 @@ class AttentionExplorer:
         self._clip_view(d, st, op, gt)
         self._fusion_views(p, d, st, op, gt, has_gt)
         self._texts(p, i, d, st)
-        self._histograms(p)
+        # category-wide work (a histogram, the pixel F1-max at a new alpha_seg: a sort of every pixel) only
+        # while its tab is open, so that it never delays the panels
+        if self.tabs.selected_index == TABS.index("score histograms"):
+            self._histograms(p)
         if self.tabs.selected_index == TABS.index("words"):
             self._words_view(d, st, op, gt)
         self._schedule_prefetch(st)

@@ -437,3 +437,26 @@ def test_compare_tab_draws_two_settings_on_one_scale(monkeypatch: pytest.MonkeyP
     assert any("alpha_seg = 0.25" in t for t in titles) and any("alpha_seg = 0.90" in t for t in titles)
     e.show_comparison()
     assert bytes(e.compare_view.value)[:4] == b"\x89PNG" and "alpha_seg = 0.90" in e.compare_caption.value
+
+
+def test_histogram_tab_marks_the_f1_max_thresholds_of_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """anomalib's view: normal vs anomalous image and pixel scores, the F1-max thresholds marked (computed by
+    the run's metric functions) and the threshold on screen."""
+    from cfviz.metrics import image_metrics
+    from cfviz.viz.explorer import TABS
+
+    e = _explorer(monkeypatch)
+    assert e.histograms.value == ""  # drawn only while its tab is open
+    e.tabs.selected_index = TABS.index("score histograms")
+    svg = e.histograms.value
+    assert svg.count("<svg") == 2 and "normal" in svg and "anomalous" in svg
+    p = e.predictions[0]
+    image, pixel = e.histogram_data()
+    assert image["thresholds"]["F1-max"] == image_metrics(p.labels, p.scores)["image_f1_threshold"]
+    assert pixel["thresholds"]["F1-max"] == ed.prediction_threshold(p)
+    assert pixel["thresholds"]["threshold"] == e.threshold.value
+    assert f"F1-max {image['thresholds']['F1-max']:.3g}" in svg
+    normal, anomalous = pixel["counts"][1:]
+    assert normal.sum() + anomalous.sum() == np.asarray(p.masks).size and anomalous.sum() == np.asarray(p.masks).sum()
+    e.threshold.value = 1.0
+    assert "threshold 1" in e.histograms.value  # follows the slider
