@@ -482,8 +482,11 @@ def category_maps(predictions: Any, alpha_seg: float, *, sigma: float, run_alpha
     """
     comps = getattr(predictions, "components", None) or {}
     both = all(k in comps for k in CLIP_KEYS[:1] + DIFF_KEYS[:1])
-    if (run_alpha_seg is not None and float(alpha_seg) == float(run_alpha_seg)) or not both:
-        return np.asarray(predictions.maps, np.float32)
+    maps = getattr(predictions, "maps", None)
+    if maps is not None and ((run_alpha_seg is not None and float(alpha_seg) == float(run_alpha_seg)) or not both):
+        return np.asarray(maps, np.float32)
+    if not both:
+        raise ValueError("the predictions carry neither maps nor both branches' maps")
     clip, diff = fusion_parts(comps, sigma) if parts is None else parts
     return float(alpha_seg) * clip + (1.0 - float(alpha_seg)) * diff
 

@@ -497,6 +497,9 @@ class AttentionExplorer:
         key = (self._index(p), a)
         if key not in self._thresholds:
             try:
+                masks = getattr(p, "masks", None)
+                if masks is None or not np.asarray(masks).any():
+                    raise ValueError("no ground-truth masks with a defect: no pixel threshold")
                 self._thresholds[key] = ed.prediction_threshold(p, self.category_maps(p, a))
             except ValueError:
                 self._thresholds[key] = None
@@ -507,8 +510,9 @@ class AttentionExplorer:
         smaller and the larger branch sum, so 0 .. the largest branch sum covers every weight)."""
         import math
 
-        lo = min(min(float(np.nanmin(p.maps)), 0.0) for p in self.predictions)
-        hi = max(float(np.nanmax(p.maps)) for p in self.predictions)
+        maps = [np.asarray(p.maps) for p in self.predictions if getattr(p, "maps", None) is not None]
+        lo = min([0.0, *(float(np.nanmin(m)) for m in maps)])
+        hi = max([lo, *(float(np.nanmax(m)) for m in maps)])
         for p in self.predictions:
             for keys in (ed.CLIP_KEYS, ed.DIFF_KEYS):
                 comps = getattr(p, "components", None) or {}
