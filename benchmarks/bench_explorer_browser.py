@@ -158,8 +158,9 @@ def main() -> None:
         "",
         f"Worst median for a new view: {worst:.0f} ms ({'within' if worst <= GOAL_MS else 'over'} the "
         f"{GOAL_MS:.0f} ms goal, which is set for load <= 2: compare the load above). alpha_seg redraws the "
-        "fused map and the predicted mask (which follows it) and then the histograms and texts; alpha_cls changes "
-        "only numbers (time until the metrics line shows them); threshold redraws the predicted mask. Before "
+        "fused map and the predicted mask (which follows it), then the texts (the histograms only while their tab "
+        "is open); alpha_cls changes only numbers (time until the metrics line shows them); threshold redraws the "
+        "predicted mask. Before "
         "(matplotlib figure per view, commit a7b1f9a): 640-930 ms, 1.4-1.6 s for opacity, image and ground truth. "
         "A screenshot of the final state goes to `$CFVIZ_SCREENSHOT_DIR` (default: the temp folder) as "
         "`explorer_browser.png`.",

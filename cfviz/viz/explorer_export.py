@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def _colorbar(fig: Any, ax: Any, lo: float, hi: float, label: str, marks: Sequen
     ``(value, text)`` lines across it, in its units."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import FormatStrFormatter
 
     from cfviz.viz.style import SCORE_CMAP
 
@@ -58,6 +60,7 @@ def _colorbar(fig: Any, ax: Any, lo: float, hi: float, label: str, marks: Sequen
     cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap=SCORE_CMAP), cax=cax)
     cb.set_label(label, fontsize=6, labelpad=1)
     cb.ax.tick_params(labelsize=5.5, length=2, pad=1)
+    cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # 0.0145, not a second "0.014"
     for value, text in marks:  # a line across the bar and a pointer on its left; the text goes in the label
         y = min(max(value, lo), hi)
         cb.ax.axhline(y, color="white", lw=2.4)
@@ -94,9 +97,9 @@ def screen_figure(explorer: Any) -> Any:
     hists = e.histogram_data(p)
     fig = new_figure(7.16, 8.6 if hists else 6.8)
     fig.set_layout_engine("none")  # a fixed grid: panels keep the screen's proportions, bars are insets
-    rows = [2.0, 1.0, 1.0] + ([1.0] if hists else [])
-    grid = fig.add_gridspec(len(rows), 6, height_ratios=rows, width_ratios=[1, 1, 1, 1, 0.8, 0.8], left=0.03,
-                            right=0.99, top=0.9, bottom=0.1 if hists else 0.12, wspace=0.45, hspace=0.42)
+    rows = [1.65, 1.0, 1.0] + ([1.0] if hists else [])  # top panels narrower than their 2 columns: room for bars
+    grid = fig.add_gridspec(len(rows), 6, height_ratios=rows, width_ratios=[1, 1, 1, 1, 0.8, 0.8], left=0.07,
+                            right=0.99, top=0.89, bottom=0.1 if hists else 0.12, wspace=0.45, hspace=0.42)
     # row 1: cross-attention and CLIP windows, each with its colour bar; the window ranks beside them
     ax = _panel(fig, grid[0, 0:2], e.attention_panel)
     ax.set_anchor("W")  # the room the square panel leaves goes to its colour bar, not between panels
@@ -141,7 +144,8 @@ def screen_figure(explorer: Any) -> Any:
         ax.title.set_fontsize(6.5)
         ax.xaxis.label.set_fontsize(6)
         ax.yaxis.label.set_fontsize(6)
-    fig.suptitle(_plain_text(e.header.value) + "\n" + _plain_text(e.metrics.value), fontsize=7)
+    metrics = textwrap.fill(_plain_text(e.metrics.value), width=150)  # the figure's width at 7 pt
+    fig.suptitle(_plain_text(e.header.value) + "\n" + metrics, fontsize=7)
     line = _plain_text(e.on_screen.value)
     add_note(fig, line + (f" {e.note}" if e.note and e.note not in line else ""), fontsize=5.5)
     return fig
