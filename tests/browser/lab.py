@@ -52,7 +52,7 @@ def explorer_notebook(work: Path) -> Path:
     from cfviz.notebooks import inject_parameters, setup
 
     run_dir, figures = work / "run", work / "figures"
-    setup(smoke=True, run_dir=run_dir, figures_dir=figures, state=STATE)
+    setup(smoke=True, run_dir=run_dir, figures_dir=figures, state=STATE, tokens="all")  # notebook 02's smoke store
     nb = nbformat.read(ROOT / "notebooks" / "02_attention_explorer.ipynb", as_version=4)
     inject_parameters(nb, {"run_dir": str(run_dir), "figures_dir": str(figures), "state": STATE})
     path = work / "explorer.ipynb"

@@ -103,6 +103,13 @@ def test_every_control_changes_the_view(lab, chromium, tmp_path) -> None:
                                " return [...w.querySelector('select').options].map(o => o.textContent).join('|')"
                                " !== old.join('|'); }", arg=order, timeout=20_000)
         page.locator(".cfviz-explorer").first.screenshot(path=str(shots / "explorer_after.png"))
+        # the words tab: one panel per stored prompt word (smoke mode stores every token), one colour scale
+        page.locator(".cfviz-explorer .lm-TabBar-tab", has_text="words").first.click()
+        n = len(lablib.options(page, "token"))
+        page.wait_for_function("(n) => [...Array(n).keys()].every(k => { const e = document.querySelector("
+                               "'.cfviz-explorer .cfviz-word-view-' + k); return e && e.naturalWidth > 0; })",
+                               arg=n, timeout=30_000)
+        page.locator(".cfviz-explorer").first.screenshot(path=str(shots / "explorer_words.png"))
 
 
 def _results(lab, shots: int | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
