@@ -144,7 +144,7 @@ def screen_figure(explorer: Any) -> Any:
         ax.title.set_fontsize(6.5)
         ax.xaxis.label.set_fontsize(6)
         ax.yaxis.label.set_fontsize(6)
-    metrics = textwrap.fill(_plain_text(e.metrics.value), width=150)  # the figure's width at 7 pt
+    metrics = textwrap.fill(_plain_text(e.metrics.value), width=115)  # the figure's width at 7 pt
     fig.suptitle(_plain_text(e.header.value) + "\n" + metrics, fontsize=7)
     line = _plain_text(e.on_screen.value)
     add_note(fig, line + (f" {e.note}" if e.note and e.note not in line else ""), fontsize=5.5)
