@@ -204,6 +204,9 @@ class AttentionExplorer(ExplorerTabs):
         ``predict(category, method, shots=k, seed=s)`` (``session.predict``) and the settings to offer
         (``{"method": [...], "shots": [...], "seed": [...]}``): the explorer then has method, k and
         seed menus (:meth:`from_session` fills both from a notebook session).
+    compare_store:
+        A second capture store (another run, model or denoiser family): the compare tab can put the same
+        image's M_diff_L from both stores side by side (:func:`cfviz.viz.compare.compare_store_maps`).
     """
 
     @classmethod
@@ -224,7 +227,7 @@ class AttentionExplorer(ExplorerTabs):
                  alpha: float | None = None, alpha_cls: float | None = None, sigma: float | None = None,
                  note: str | None = None, cache_size: int = 16, render_cache_size: int = 512,
                  prefetch: bool = True, predict: Callable[..., Any] | None = None,
-                 choices: dict[str, Sequence[Any]] | None = None) -> None:
+                 choices: dict[str, Sequence[Any]] | None = None, compare_store: Any = None) -> None:
         import ipywidgets as w
 
         from cfviz.experiments.config import ScoringConfig
@@ -348,6 +351,9 @@ class AttentionExplorer(ExplorerTabs):
         other = [("another alpha_seg", "alpha")]
         if predict is not None:
             other.append(("another method, k, seed", "setting"))
+        self.compare_store = compare_store
+        if compare_store is not None:
+            other.append(("M_diff_L from another store", "store"))
         self.compare_what = w.Dropdown(options=other, value="alpha", description="beside it",
                                        layout=w.Layout(width="260px"), style={"description_width": "initial"})
         self.compare_alpha = w.FloatSlider(value=0.75, min=0.0, max=1.0, step=0.05, description="alpha_seg B",

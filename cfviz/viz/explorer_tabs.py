@@ -7,7 +7,9 @@ A mixin of :class:`~cfviz.viz.explorer.AttentionExplorer`, kept apart so that ea
 * score histograms: normal vs anomalous image scores (at ``alpha_cls``) and pixel scores (at
   ``alpha_seg``) with the F1-max thresholds (the run's metric functions) and the threshold on screen;
 * compare: the map on screen beside another ``alpha_seg`` or another method / k / seed, by
-  :func:`cfviz.viz.compare.compare_maps` (one colour scale, and the difference).
+  :func:`cfviz.viz.compare.compare_maps` (one colour scale, and the difference); or the image's M_diff_L
+  in this run's store beside another store's (another run, model or family), by
+  :func:`cfviz.viz.compare.compare_store_maps`.
 
 Each is drawn only while its tab is open (the compare figure on request), so none delays the panels.
 
@@ -71,11 +73,14 @@ class ExplorerTabs:
         """The map on screen (A: the fused map at the alpha_seg on screen, or the method's own map) beside
         B (another alpha_seg, or the same image under another method / k / seed) by
         :func:`cfviz.viz.compare.compare_maps`: one colour scale for both, and ``B - A``."""
-        from cfviz.viz.compare import compare_maps
+        from cfviz.viz.compare import compare_maps, compare_store_maps
 
         p, _ = self.current
         d = self.data
         st = self.state
+        if self.compare_what.value == "store":  # the language map as each store holds it
+            return compare_store_maps(self.store, self.compare_store, d.image_id, image=d.image,
+                                      mask=d.mask if st["show_mask"] else None, alpha=st["opacity"], note=self.note)
         a = self._final(p, d, st["alpha"])
         label_a = f"{p.method}, k = {p.shots}: alpha_seg = {st['alpha']:.2f}"
         if self.compare_what.value == "alpha":
@@ -95,9 +100,12 @@ class ExplorerTabs:
         """Draw :meth:`comparison_figure` into the compare tab."""
         fig = self.comparison_figure()
         self.compare_view.value = ed.figure_png(fig, dpi=100)
-        self.compare_caption.value = ("A: the map on screen; B: " + html.escape(
-            f"alpha_seg = {self.compare_alpha.value:.2f}" if self.compare_what.value == "alpha"
-            else str(self.compare_setting.label)) + "; one colour scale for A and B, B - A on its own.")
+        what = self.compare_what.value
+        b = (f"alpha_seg = {self.compare_alpha.value:.2f}" if what == "alpha" else
+             str(self.compare_setting.label) if what == "setting" else f"the store at {self.compare_store.path}")
+        a = "M_diff_L of this run's store" if what == "store" else "the map on screen"
+        self.compare_caption.value = (f"A: {html.escape(a)}; B: {html.escape(b)}; one colour scale for A and B, "
+                                      "B - A on its own.")
 
     def _words_view(self, d: ed.ImageData, st: dict[str, Any], op: float, gt: bool) -> None:
         """One panel per recorded word at the timestep and layer on screen (or the mean over the chosen

@@ -185,3 +185,19 @@ def test_outcome_colours_stay_apart_from_each_other_and_the_outline_for_colour_b
     for view, m in sims.items():
         for (a, ca), (b, cb) in itertools.combinations(colours.items(), 2):
             assert np.linalg.norm(lab(ca, m) - lab(cb, m)) >= 30, (view, a, b)
+
+
+def test_compare_tab_puts_two_stores_side_by_side(run) -> None:
+    """Compare mode with a second store (here the same run's store: B - A is zero everywhere)."""
+    from cfviz.viz.explorer import AttentionExplorer
+
+    spec, result, dataset, _ = run
+    e = AttentionExplorer(result.store, dataset, _predict(spec, result, dataset), compare_store=result.store,
+                          prefetch=False)
+    e.compare_what.value = "store"
+    fig = e.comparison_figure()
+    diff = [im.get_array() for ax in fig.axes for im in ax.get_images()
+            if "−" in ax.get_title() and np.ndim(im.get_array()) == 2]  # the map, not the image under it
+    assert diff and all(float(np.abs(np.asarray(a)).max()) == 0.0 for a in diff)
+    e.show_comparison()
+    assert "another" not in e.compare_caption.value and "store" in e.compare_caption.value
