@@ -306,6 +306,7 @@ class AttentionExplorer(ExplorerTabs):
         self.alpha_cls = w.FloatSlider(value=run_cls if alpha_cls is None else alpha_cls, min=0.0, max=1.0,
                                        step=0.05, description="alpha_cls", readout_format=".2f",
                                        layout=w.Layout(width="228px"), **tip("alpha_cls"))
+        self.alpha.disabled = self.alpha_cls.disabled = not all(self.fusable(p) for p in self.predictions)
         lo, hi = self._map_range()
         self.threshold = w.FloatSlider(value=lo, min=lo, max=hi, step=(hi - lo) / 400, description="threshold",
                                        readout_format=".3f", layout=w.Layout(width="240px"), **tip("threshold"))
@@ -560,8 +561,14 @@ class AttentionExplorer(ExplorerTabs):
                 continue
             f1 = self._thresholds.get((self._index(p), a))
             if f1 is not None and abs(f1 - thr) <= self.threshold.step / 2 + 1e-12:
-                return f"pixel F1-max of the category at alpha_seg = {a:.2f}"
+                return ("pixel F1-max of the category" + (f" at alpha_seg = {a:.2f}" if self.fusable(p) else ""))
         return "set by hand"
+
+    @staticmethod
+    def fusable(p: Any) -> bool:
+        """Whether ``p`` carries both branches (CLIPFusion): only then do the two weights apply."""
+        comps = getattr(p, "components", None) or {}
+        return "clip_language" in comps and "diff_language" in comps
 
     # ------------------------------------------------------------------ figures for export (matplotlib)
     def attention_figure(self, note: str | None = None) -> Any:
@@ -786,7 +793,8 @@ class AttentionExplorer(ExplorerTabs):
                 f"{'anomalous' if d.label else 'normal'}")
         if getattr(p, "scores", None) is not None:
             at = SimpleNamespace(labels=p.labels, scores=scores)
-            head += (f" · image score {float(scores[i]):.3f} at alpha_cls = {cls:.2f} ({ed.outcomes(at)[i]} at its "
+            head += (f" · image score {float(scores[i]):.3f}" + (f" at alpha_cls = {cls:.2f}" if fusable else "")
+                     + f" ({ed.outcomes(at)[i]} at its "
                      f"image F1-max threshold {ed.image_threshold(at):.3f})")
         self.header.value = head
         self.caption.value = html.escape(ed.layer_caption(st["layer"]) + "." + (f" {self.note}" if self.note else ""))
@@ -1025,9 +1033,7 @@ class AttentionExplorer(ExplorerTabs):
             lo, hi = self._map_range()
             self.threshold.max = max(hi, self.threshold.min)
             self.threshold.min, self.threshold.max, self.threshold.step = lo, hi, (hi - lo) / 400
-            fusable = all(k in (getattr(p, "components", None) or {}) for p in self.predictions
-                          for k in ("clip_language", "diff_language"))
-            self.alpha.disabled = self.alpha_cls.disabled = not fusable
+            self.alpha.disabled = self.alpha_cls.disabled = not all(self.fusable(p) for p in self.predictions)
             self.show.options = ed.filter_options(self.predictions)
             self.show.value = "all"
             self.image.options = ed.browse_choices(self.predictions, sort=self.sort.value)

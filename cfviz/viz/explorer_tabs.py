@@ -54,7 +54,8 @@ class ExplorerTabs:
                                lambda: float(image_metrics(labels, scores)["image_f1_threshold"]))
             out.append({"counts": self._cached(("hist-image", self._index(p), cls),
                                                lambda: ed.score_histogram(scores, labels, bins=20)),
-                        "thresholds": {"F1-max": thr}, "xlabel": f"image score (eq. 9, alpha_cls = {cls:.2f})",
+                        "thresholds": {"F1-max": thr}, "xlabel": f"image score (eq. 9, alpha_cls = {cls:.2f})" if self.fusable(p)
+                        else f"image score ({p.method})",
                         "title": f"image scores, {getattr(p, 'category', '')} (n = {len(labels)})"})
         masks = getattr(p, "masks", None)
         if masks is not None and np.asarray(masks).any():
@@ -65,7 +66,8 @@ class ExplorerTabs:
                 thresholds["F1-max"] = f1
             out.append({"counts": self._cached(("hist-pixel", self._index(p), seg),
                                                lambda: ed.score_histogram(maps, np.asarray(masks), bins=40)),
-                        "thresholds": thresholds, "xlabel": f"fused map value (eq. 4, alpha_seg = {seg:.2f})",
+                        "thresholds": thresholds, "xlabel": f"fused map value (eq. 4, alpha_seg = {seg:.2f})" if self.fusable(p)
+                        else f"map value ({p.method})",
                         "title": f"pixel scores ({np.asarray(masks).size:,} pixels)"})
         return out
 

@@ -201,3 +201,19 @@ def test_compare_tab_puts_two_stores_side_by_side(run) -> None:
     assert diff and all(float(np.abs(np.asarray(a)).max()) == 0.0 for a in diff)
     e.show_comparison()
     assert "another" not in e.compare_caption.value and "store" in e.compare_caption.value
+
+
+def test_a_method_without_weights_names_none(run) -> None:
+    """PatchCLIP (one branch): its own map and score, no alpha named anywhere, and its results.csv number."""
+    from cfviz.viz.explorer import AttentionExplorer, TABS
+
+    spec, result, dataset, _ = run
+    p = predict(result.store, dataset, "brick", "patchclip", shots=1, seed=0, scoring=spec.scoring,
+                extraction=spec.extraction)
+    e = AttentionExplorer(result.store, dataset, p, scoring=spec.scoring, prefetch=False)
+    e.tabs.selected_index = TABS.index("score histograms")
+    assert e.alpha.disabled and e.alpha_cls.disabled
+    for text in (e.metrics.value, e.header.value, e.on_screen.value, e.histograms.value, e.fused_panel.title.value):
+        assert "alpha" not in text, text
+    assert _shown(e, "category_image_auroc") == image_metrics(p.labels, p.scores)["image_auroc"]
+    np.testing.assert_array_equal(e._final(p, e.data, e.alpha.value), p.maps[e.current[1]])
