@@ -29,8 +29,7 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="cfviz-bench-explorer-"))  # its own store: never races a notebook run
     setup(smoke=True, run_dir=run_dir, figures_dir=run_dir / "figures", progress=False)  # fill the store
     t_setup, s = timed(lambda: setup(smoke=True, run_dir=run_dir, figures_dir=run_dir / "figures", progress=False))
-    preds = [s.predict(c) for c in s.categories]
-    t_open, ex = timed(lambda: AttentionExplorer(s.store, s.dataset, preds, note=s.note, prefetch=False))
+    t_open, ex = timed(lambda: AttentionExplorer.from_session(s, prefetch=False))
     n_steps = len(ex.timestep.options)
     rows = []
 
@@ -43,6 +42,10 @@ def main() -> None:
     alphas = [round(a * 0.05, 2) for a in range(21)]
     cold_a = [move(ex.alpha, a) for a in alphas if a != ex.alpha.value]
     warm_a = [move(ex.alpha, a) for a in alphas]
+    ex.alpha.value = s.spec.scoring.alpha_seg
+    cold_c = [move(ex.alpha_cls, a) for a in alphas if a != ex.alpha_cls.value]
+    lo, hi = ex.threshold.min, ex.threshold.max
+    cold_thr = [move(ex.threshold, lo + (hi - lo) * k / 12) for k in range(1, 12)]
     layers = [v for _, v in ex.layer.options] if isinstance(ex.layer.options[0], tuple) else list(ex.layer.options)
     cold_l = [move(ex.layer, v) for v in layers[1:4]]
     cold_o = [move(ex.opacity, round(o * 0.05, 2)) for o in range(4, 12) if round(o * 0.05, 2) != ex.opacity.value]
@@ -55,8 +58,10 @@ def main() -> None:
     rows += [
         ("timestep slider, new state (attention view redrawn)", cold_t),
         ("timestep slider, state seen before (render cache)", warm_t),
-        ("alpha slider, new value (fused map, metrics, fusion view)", cold_a),
-        ("alpha slider, value seen before", warm_a),
+        ("alpha_seg slider, new value (fused map, predicted mask, metrics)", cold_a),
+        ("alpha_seg slider, value seen before", warm_a),
+        ("alpha_cls slider, new value (image score, category AUROC)", cold_c),
+        ("threshold slider, new value (predicted mask)", cold_thr),
         ("layer selector, new layer", cold_l),
         ("opacity slider, new value (7 heat-map panels)", cold_o),
         ("ground-truth toggle, new state (8 panels)", cold_g),

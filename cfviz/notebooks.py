@@ -161,11 +161,13 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
              categories: Sequence[str] | None = ("brick",), shots: Sequence[int] = (0, 1),
              seeds: Sequence[int] = (0,), timesteps: Sequence[int] | None = None,
              blocks: Sequence[str] = NOTEBOOK_BLOCKS, run_dir: str | Path = "runs/notebooks",
-             state: str | None = None) -> Any:
+             state: str | None = None, tokens: str | None = None) -> Any:
     """The :class:`~cfviz.experiments.config.RunSpec` of a notebook's parameters.
 
     ``state``: the defect word(s) of the prompt whose cross-attention is stored (default ``"damage"``;
-    ``"crack damage"`` stores two tokens for the explorer's token menu).
+    ``"crack damage"`` stores two tokens for the explorer's token menu). ``tokens``: ``"all"`` stores
+    every prompt token's cross-attention too (the explorer's words tab; :class:`ExtractionConfig`
+    ``tokens``), default the language words only.
 
     ``smoke=True`` forces tiny offline models and a small texture set generated under
     ``run_dir/textures-smoke`` (or ``data_root``), whatever the model and data set parameters say.
@@ -181,7 +183,8 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
         raise ValueError(f"shots must be a non-empty list of k >= 0 (e.g. [0, 1]), got {shots!r}")
     extraction = ExtractionConfig(features=tuple(blocks),
                                   **({"timesteps": tuple(int(t) for t in timesteps)} if timesteps else {}),
-                                  **({"state": str(state)} if state else {}))
+                                  **({"state": str(state)} if state else {}),
+                                  **({"tokens": str(tokens)} if tokens else {}))
     if smoke:
         from cfviz.data.textures import TEXTURE_CATEGORIES, ensure_textures
 
@@ -225,6 +228,8 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
     tag = "smoke" if smoke else f"{spec.dataset}-{spec.models.clip}-{Path(str(spec.models.diffusion)).name}"
     if params.get("state") and spec.extraction.state != "damage":
         tag += "-" + "-".join(spec.extraction.state_tokens)  # other prompt words: another store, not a refusal
+    if spec.extraction.tokens != "language":
+        tag += f"-tokens-{spec.extraction.tokens}"  # every prompt token stored: another store too
     dataset = open_run_dataset(spec)
     if progress:
         store_dir = run / tag / "store"

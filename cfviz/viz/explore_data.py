@@ -155,6 +155,48 @@ def attention_map(data: ImageData, layer: str, step: int, token: str | int = 0) 
     return np.asarray(data.attention[layer][int(step), k], np.float32)
 
 
+def layer_sides(data: ImageData) -> list[int]:
+    """The attention resolutions (map sides) the image's layers have, smallest first."""
+    return sorted({int(a.shape[-1]) for a in data.attention.values()})
+
+
+def word_maps(data: ImageData, step: int, *, layer: str = ALL_LAYERS, sides: Sequence[int] | None = None
+              ) -> tuple[dict[str, np.ndarray], float, float]:
+    """Every recorded word's cross-attention at step index ``step``, on one scale (DAAM's word maps).
+
+    ``layer``: one layer, or :data:`ALL_LAYERS` for the mean over the layers whose resolution is in
+    ``sides`` (all when ``None``; DAAM leaves out 8x8), each upsampled bilinearly to the finest chosen
+    resolution first. Returns ``({word: map}, lo, hi)``: ``lo..hi`` spans every word's map, so the
+    maps share one colour scale.
+
+    >>> d = ImageData(image_id="x", image=np.zeros((8, 8, 3), np.uint8), mask=None, label=0, defect_type="good",
+    ...               timesteps=[1.0], tokens=["a", "b"], attention={"l": np.stack([np.zeros((4, 4)), np.ones((4, 4))])[None]})
+    >>> maps, lo, hi = word_maps(d, 0)
+    >>> sorted(maps), lo, hi
+    (['a', 'b'], 0.0, 1.0)
+    """
+    from cfviz.viz._common import resize_bilinear
+
+    if not data.attention:
+        raise ValueError(f"{data.image_id}: no cross-attention was stored for this image")
+    if layer == ALL_LAYERS:
+        layers = [n for n, a in data.attention.items() if sides is None or int(a.shape[-1]) in set(sides)]
+        if not layers:
+            raise ValueError(f"no captured layer has a resolution in {list(sides or [])}; "
+                             f"the image's layers have {layer_sides(data)}")
+    elif layer in data.attention:
+        layers = [layer]
+    else:
+        raise KeyError(f"layer {layer!r} was not captured; captured: {list(data.attention)}")
+    side = max(int(data.attention[n].shape[-1]) for n in layers)
+    words = data.tokens or [f"#{k}" for k in range(next(iter(data.attention.values())).shape[1])]
+    maps = {w: np.mean([resize_bilinear(data.attention[n][int(step), k], side) for n in layers], axis=0)
+            .astype(np.float32) for k, w in enumerate(words)}
+    lo = float(min(np.nanmin(m) for m in maps.values()))
+    hi = float(max(np.nanmax(m) for m in maps.values()))
+    return maps, lo, hi if hi > lo else lo + 1e-6
+
+
 def fused_map(components: Mapping[str, np.ndarray], alpha: float, sigma: float = 4.0) -> np.ndarray:
     """``alpha * (M_clip_L + M_clip_V) + (1 - alpha) * (M_diff_L + M_diff_V)`` of one image, smoothed."""
     from cfviz.fusion import fuse, smooth
@@ -194,23 +236,68 @@ def fused_score(component_scores: Mapping[str, float], alpha: float) -> float:
     return float(alpha) * float(component_scores["clip"]) + (1 - float(alpha)) * float(component_scores["diff"])
 
 
-def live_metrics(data: ImageData, alpha: float, *, sigma: float = 4.0, predictions: Any = None,
-                 fused: np.ndarray | None = None) -> dict[str, float]:
-    """Per-image numbers for the current alpha: image score, map maximum, pixel AUROC of this image
-    (when its mask has both classes) and, given ``predictions``, the category's image AUROC.
-    ``fused``: the fused map at this alpha if already computed."""
+def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | None = None) -> np.ndarray:
+    """The category's image scores at the classification weight ``alpha_cls`` (paper eq. 9).
+
+    At the run's own weight (``run_alpha_cls``, the run's ``scoring.alpha_cls``) these are the run's
+    scores themselves (``predictions.scores``, what ``results.csv`` was computed from); at another
+    weight, ``alpha_cls * s_clip + (1 - alpha_cls) * s_diff`` of the normalised branch scores, the
+    arithmetic of :func:`cfviz.experiments.scoring.predict` (a test checks both against ``predict``).
+    A method without both branch scores has no weight: its own scores.
+
+    >>> class P: scores = np.array([0.5, 0.6], np.float32); component_scores = {"clip": np.array([1., 0.]),
+    ...                                                                         "diff": np.array([0., 1.])}
+    >>> category_scores(P(), 0.75, run_alpha_cls=0.75).tolist(), category_scores(P(), 0.25).tolist()
+    ([0.5, 0.6000000238418579], [0.25, 0.75])
+    """
+    cs = getattr(predictions, "component_scores", None) or {}
+    if (run_alpha_cls is not None and float(alpha_cls) == float(run_alpha_cls)) or not {"clip", "diff"} <= set(cs):
+        return np.asarray(predictions.scores)
+    a = float(alpha_cls)
+    return np.asarray(a * np.asarray(cs["clip"]) + (1 - a) * np.asarray(cs["diff"]), np.float32)
+
+
+def category_image_auroc(predictions: Any, scores: Any) -> float | None:
+    """The category's image AUROC of ``scores``, by :func:`cfviz.metrics.image_metrics` (the function
+    the run's ``results.csv`` comes from); ``None`` when only one class is present."""
+    from cfviz.metrics import image_metrics
+
+    labels = np.asarray(predictions.labels)
+    if len(set(labels.tolist())) < 2:
+        return None
+    return float(image_metrics(labels, np.asarray(scores))["image_auroc"])
+
+
+def live_metrics(data: ImageData, alpha: float, *, alpha_cls: float | None = None, sigma: float = 4.0,
+                 predictions: Any = None, fused: np.ndarray | None = None,
+                 scores: np.ndarray | None = None) -> dict[str, float]:
+    """Per-image numbers: the image score at ``alpha_cls`` (eq. 9), the fused map's maximum at the
+    segmentation weight ``alpha`` (eq. 4), this image's pixel AUROC (when its mask has both classes)
+    and, given ``predictions``, the category's image AUROC at ``alpha_cls``.
+
+    ``alpha_cls`` defaults to the run's default classification weight (0.75): the image score never
+    follows the segmentation weight. ``fused``: the fused map at ``alpha`` if already computed;
+    ``scores``: the category's image scores (:func:`category_scores`) if already computed.
+    """
+    from cfviz.fusion import ALPHA_CLASSIFICATION
     from cfviz.metrics import auroc
     from cfviz.viz._common import as_mask
 
+    alpha_cls = ALPHA_CLASSIFICATION if alpha_cls is None else float(alpha_cls)
     fused = fused_map(data.components, alpha, sigma) if fused is None else fused
-    out = {"score": fused_score(data.component_scores, alpha), "map_max": float(fused.max())}
+    out = {"score": fused_score(data.component_scores, alpha_cls), "map_max": float(fused.max())}
+    if predictions is not None:
+        scores = category_scores(predictions, alpha_cls) if scores is None else scores
+        if data.image_id in predictions.image_ids:
+            out["score"] = float(scores[predictions.image_ids.index(data.image_id)])
     if data.mask is not None:
         m = as_mask(data.mask, fused.shape).ravel()
         if 0 < m.sum() < m.size:
             out["pixel_auroc"] = float(auroc(m, fused.ravel()))
-    if predictions is not None and len(set(predictions.labels.tolist())) == 2:
-        s = alpha * predictions.component_scores["clip"] + (1 - alpha) * predictions.component_scores["diff"]
-        out["category_image_auroc"] = float(auroc(predictions.labels, s))
+    if predictions is not None:
+        value = category_image_auroc(predictions, scores)
+        if value is not None:
+            out["category_image_auroc"] = value
     return out
 
 
@@ -371,15 +458,61 @@ def window_map(data: ImageData, scale: int) -> np.ndarray:
                                 how="mean")
 
 
-def prediction_threshold(predictions: Any) -> float:
-    """The pixel F1-max threshold of the category's maps (``predictions.maps`` against ``.masks``): the
-    threshold at which anomalib draws a predicted mask. A pixel scoring ``>=`` it is predicted anomalous."""
+def prediction_threshold(predictions: Any, maps: np.ndarray | None = None) -> float:
+    """The pixel F1-max threshold of the category's maps (``predictions.maps``, or ``maps``, against
+    ``.masks``): the threshold at which anomalib draws a predicted mask. A pixel scoring ``>=`` it is
+    predicted anomalous."""
     from cfviz.metrics import f1_max
 
     masks = getattr(predictions, "masks", None)
     if masks is None or not np.asarray(masks).any():
         raise ValueError("the predictions carry no ground-truth masks with a defect: no pixel threshold")
-    return float(f1_max(np.asarray(masks).ravel() > 0, np.asarray(predictions.maps, np.float64).ravel())[1])
+    maps = predictions.maps if maps is None else maps
+    return float(f1_max(np.asarray(masks).ravel() > 0, np.asarray(maps, np.float64).ravel())[1])
+
+
+def category_maps(predictions: Any, alpha_seg: float, *, sigma: float, run_alpha_seg: float | None = None,
+                  parts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The category's final maps at the segmentation weight ``alpha_seg`` (paper eq. 4), ``(N, S, S)``.
+
+    At the run's own weight (``run_alpha_seg``) these are the run's maps (``predictions.maps``, what
+    ``results.csv`` was computed from); at another weight, ``alpha_seg * S(clip) + (1 - alpha_seg) *
+    S(diff)`` of :func:`fusion_parts` (``parts``, if already computed). A method without both branches
+    has no weight: its own maps.
+    """
+    comps = getattr(predictions, "components", None) or {}
+    both = all(k in comps for k in CLIP_KEYS[:1] + DIFF_KEYS[:1])
+    maps = getattr(predictions, "maps", None)
+    if maps is not None and ((run_alpha_seg is not None and float(alpha_seg) == float(run_alpha_seg)) or not both):
+        return np.asarray(maps, np.float32)
+    if not both:
+        raise ValueError("the predictions carry neither maps nor both branches' maps")
+    clip, diff = fusion_parts(comps, sigma) if parts is None else parts
+    return float(alpha_seg) * clip + (1.0 - float(alpha_seg)) * diff
+
+
+def score_histogram(values: Any, labels: Any, *, bins: int = 30, max_values: int = 2_000_000
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(edges, normal counts, anomalous counts)`` of ``values`` split by ``labels`` (1 = anomalous)
+    on one set of ``bins`` bins. Above ``max_values`` values an evenly spaced subset is counted
+    (pixel histograms of large categories; the shape of a histogram does not need every pixel).
+
+    >>> edges, normal, anomalous = score_histogram([0.1, 0.2, 0.9], [0, 0, 1], bins=2)
+    >>> edges.tolist(), normal.tolist(), anomalous.tolist()
+    ([0.1, 0.5, 0.9], [2, 0], [0, 1])
+    """
+    v = np.asarray(values, np.float64).ravel()
+    y = np.asarray(labels).ravel() > 0
+    if v.shape != y.shape:
+        raise ValueError(f"values and labels differ in size: {v.size} and {y.size}")
+    if v.size > max_values:
+        step = int(np.ceil(v.size / max_values))
+        v, y = v[::step], y[::step]
+    finite = np.isfinite(v)
+    v, y = v[finite], y[finite]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+    return edges, np.histogram(v[~y], edges)[0], np.histogram(v[y], edges)[0]
 
 
 def image_threshold(predictions: Any) -> float:

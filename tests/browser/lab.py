@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "cfviz-test-token"
-#: The prompt words stored by the browser store (two tokens: the token menu can change).
+#: The prompt's state words of the browser store (smoke mode stores every prompt token besides).
 STATE = "crack damage"
 #: Panels of the explorer (CSS classes of their <img> elements).
 PANELS = {"attention": ".cfviz-attention-view", "clip": ".cfviz-clip-view", "image": ".cfviz-image-view",
@@ -35,6 +35,8 @@ PANELS = {"attention": ".cfviz-attention-view", "clip": ".cfviz-clip-view", "ima
           "clip_language": ".cfviz-branch-view-clip-language", "clip_visual": ".cfviz-branch-view-clip-visual",
           "diff_language": ".cfviz-branch-view-diff-language", "diff_visual": ".cfviz-branch-view-diff-visual"}
 HEAT = ["attention", "clip", "fused", "clip_language", "clip_visual", "diff_language", "diff_visual"]
+#: Text parts of the explorer that a control may change without changing an image.
+TEXTS = {"metrics": ".cfviz-metrics", "histograms": ".cfviz-histograms"}
 
 
 def free_port() -> int:
@@ -50,7 +52,7 @@ def explorer_notebook(work: Path) -> Path:
     from cfviz.notebooks import inject_parameters, setup
 
     run_dir, figures = work / "run", work / "figures"
-    setup(smoke=True, run_dir=run_dir, figures_dir=figures, state=STATE)
+    setup(smoke=True, run_dir=run_dir, figures_dir=figures, state=STATE, tokens="all")  # notebook 02's smoke store
     nb = nbformat.read(ROOT / "notebooks" / "02_attention_explorer.ipynb", as_version=4)
     inject_parameters(nb, {"run_dir": str(run_dir), "figures_dir": str(figures), "state": STATE})
     path = work / "explorer.ipynb"
@@ -165,14 +167,17 @@ async ([kind, label, arg, targets, timeout]) => {
       w => [...w.querySelectorAll('.widget-label, label')].some(l => l.textContent.trim() === label));
   const imgs = targets.map(s => root.querySelector(s));
   if (imgs.some(i => !i)) throw new Error('missing panel among ' + targets);
-  const old = imgs.map(i => i.getAttribute('src'));
+  // an image changes its src; a text part (metrics, histograms) its HTML
+  const now = (el) => el.tagName === 'IMG' ? el.getAttribute('src') : el.innerHTML;
+  const old = imgs.map(now);
   const changed = new Set();
   const done = new Promise((resolve, reject) => {
     const obs = new MutationObserver(() => {
-      imgs.forEach((im, k) => { if (im.getAttribute('src') !== old[k]) changed.add(k); });
+      imgs.forEach((im, k) => { if (now(im) !== old[k]) changed.add(k); });
       if (changed.size === imgs.length) { obs.disconnect(); resolve(performance.now()); }
     });
-    imgs.forEach(im => obs.observe(im, {attributes: true, attributeFilter: ['src']}));
+    imgs.forEach(im => obs.observe(im, im.tagName === 'IMG' ? {attributes: true, attributeFilter: ['src']}
+                                       : {childList: true, subtree: true, characterData: true}));
     setTimeout(() => { obs.disconnect(); reject(new Error(`${label}: after ${timeout} ms only ` +
         `${[...changed].map(k => targets[k])} of ${targets} changed`)); }, timeout);
   });
@@ -194,7 +199,7 @@ async ([kind, label, arg, targets, timeout]) => {
     box.click();
   } else { throw new Error('unknown control kind ' + kind); }
   const t1 = await done;
-  await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+  await Promise.all(imgs.map(i => i.tagName === 'IMG' ? i.decode().catch(() => null) : null));
   await new Promise(r => requestAnimationFrame(r));  // the frame that paints them
   return {src_ms: t1 - t0, shown_ms: performance.now() - t0};
 }
@@ -203,8 +208,27 @@ async ([kind, label, arg, targets, timeout]) => {
 
 def act(page: Any, kind: str, label: str, arg: Any, targets: list[str], timeout_ms: int = 20_000) -> dict[str, float]:
     """Change the control labelled ``label`` (``kind``: slider key press, select option text, checkbox
-    click) and wait until every panel in ``targets`` (names of :data:`PANELS`) shows a new image."""
-    return page.evaluate(_ACT_JS, [kind, label, arg, [PANELS[t] for t in targets], timeout_ms])
+    click) and wait until every panel in ``targets`` (names of :data:`PANELS` or :data:`TEXTS`) shows a new
+    image (or text)."""
+    return page.evaluate(_ACT_JS, [kind, label, arg, [{**PANELS, **TEXTS}[t] for t in targets], timeout_ms])
+
+
+def metric(page: Any, key: str) -> tuple[float, str]:
+    """The value and the text of the number ``key`` in the explorer's metrics line."""
+    return tuple(page.evaluate("""(key) => { const e = document.querySelector(
+        `.cfviz-explorer .cfviz-metric[data-metric="${key}"]`); return [parseFloat(e.dataset.value), e.textContent]; }""",
+        key))
+
+
+def visible(page: Any, selector: str) -> bool:
+    """Whether the first element matching ``selector`` inside the explorer is rendered (not display: none)."""
+    return page.evaluate("""(sel) => { const e = document.querySelector('.cfviz-explorer ' + sel);
+        return !!e && e.getClientRects().length > 0; }""", selector)
+
+
+def explorer_height(page: Any) -> float:
+    """The explorer's rendered height in CSS pixels."""
+    return page.evaluate("() => document.querySelector('.cfviz-explorer').getBoundingClientRect().height")
 
 
 def options(page: Any, label: str) -> list[str]:
@@ -239,3 +263,10 @@ def truncated_labels(page: Any) -> list[str]:
     """Control labels and option texts the page cuts short (their text is wider than their box)."""
     return page.evaluate("""() => [...document.querySelectorAll('.cfviz-explorer .widget-label')]
         .filter(e => e.textContent.trim() && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.trim())""")
+
+
+def wait_text(page: Any, selector: str, text: str, timeout_ms: int = 20_000) -> None:
+    """Wait until the explorer's element ``selector`` shows ``text`` (widget messages arrive in order, but
+    a control's text parts may arrive after its images)."""
+    page.wait_for_function("([sel, text]) => { const e = document.querySelector('.cfviz-explorer ' + sel);"
+                           " return !!e && e.innerText.includes(text); }", arg=[selector, text], timeout=timeout_ms)

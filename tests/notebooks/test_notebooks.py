@@ -21,7 +21,8 @@ MINE = ["01_quickstart", "02_attention_explorer", "03_timestep_block_matching", 
 #: figures each notebook must write (stems; PNG and PDF)
 FIGURES = {
     "01_quickstart": ["quickstart_brick_002"],
-    "02_attention_explorer": ["explorer_attention", "explorer_fusion", "explorer_timestep_block_grid"],
+    "02_attention_explorer": ["explorer_attention", "explorer_fusion", "explorer_timestep_block_grid",
+                              "explorer_view"],
     "03_timestep_block_matching": ["matching_timestep_block"],
     "04_alpha_sensitivity": ["alpha_sensitivity_k0", "alpha_sensitivity_k1", "alpha_sensitivity_shots"],
     "05_qualitative_figures": ["qualitative_brick"],

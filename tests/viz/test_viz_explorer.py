@@ -46,10 +46,13 @@ def test_fused_map_and_score_follow_alpha() -> None:
 
 def test_live_metrics_change_with_alpha() -> None:
     d = _data()
-    clip_side = ed.live_metrics(d, 1.0, sigma=0)
-    diff_side = ed.live_metrics(d, 0.0, sigma=0)
+    clip_side = ed.live_metrics(d, 1.0, alpha_cls=1.0, sigma=0)
+    diff_side = ed.live_metrics(d, 0.0, alpha_cls=0.0, sigma=0)
     assert clip_side["pixel_auroc"] > 0.95 > diff_side["pixel_auroc"]
     assert clip_side["score"] == pytest.approx(0.8) and diff_side["score"] == pytest.approx(0.2)
+    # the image score follows the classification weight (eq. 9, default 0.75), never the segmentation one
+    seg_only = [ed.live_metrics(d, a, sigma=0)["score"] for a in (0.0, 0.25, 1.0)]
+    assert seg_only == pytest.approx([0.75 * 0.8 + 0.25 * 0.2] * 3)
 
 
 def test_figures_show_the_selection() -> None:
@@ -108,6 +111,8 @@ class _P:
         d = _rich()
         self.maps = np.stack([d.prediction] * 3)
         self.masks = np.stack([d.mask, np.zeros_like(d.mask), d.mask])
+        rich = [_rich(i, label=int("good" not in i)) for i in self.image_ids]
+        self.components = {k: np.stack([r.components[k] for r in rich]) for k in rich[0].components}
 
 
 def _explorer(monkeypatch: pytest.MonkeyPatch, calls: list[str] | None = None, **kwargs):  # type: ignore[no-untyped-def]
@@ -156,7 +161,9 @@ def test_every_control_changes_what_it_should_and_nothing_else(monkeypatch: pyte
         (e.layer, "up.attn"): {"attention"},
         (e.token, "damage"): {"attention"},
         (e.clip_scale, 2): {"clip"},
-        (e.alpha, 0.7): {"fused"},
+        (e.alpha, 0.7): {"fused", "prediction"},  # the predicted mask follows the fused map
+        (e.alpha_cls, 0.5): set(),  # numbers only
+        (e.threshold, 0.9): {"prediction"},
         (e.opacity, 0.3): {"attention", "clip", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
         (e.show_mask, False): {"attention", "clip", "gt", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
         (e.image, (0, 2)): {"attention", "clip", "image", "fused", "prediction", *ed.CLIP_KEYS, *ed.DIFF_KEYS},
@@ -237,9 +244,10 @@ def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
 
     e = _explorer(monkeypatch)
     line = e.on_screen.value
-    assert "k = 1" in line and "seed 7" in line and "alpha = 0.25" in line and "min-max" in line
+    assert "k = 1" in line and "seed 7" in line and "alpha_seg = 0.25" in line and "min..max" in line
+    assert "alpha_cls = 0.75" in line and "numbers = results.csv" in line
     e.alpha.value = 0.6
-    assert "alpha = 0.60" in e.on_screen.value
+    assert "alpha_seg = 0.60" in e.on_screen.value and "not the run's" in e.on_screen.value
     assert e.metrics.value.count("pixel AUROC") == 1  # metrics once, not also in a title
     # the top windows are listed with their colours and scores, best first
     legend = e.window_legend.value
@@ -248,9 +256,13 @@ def test_texts_say_what_is_on_screen(monkeypatch: pytest.MonkeyPatch) -> None:
     for ctl in e._controls:
         assert ctl.tooltip.startswith(HELP[ctl.description]), ctl.description
         assert ctl.style.description_width == "initial"
-    shown = " ".join(c.value for c in e.widget.children if hasattr(c, "value") and isinstance(c.value, str))
-    shown += " ".join(c.value for box in e.widget.children for c in getattr(box, "children", ())
-                      if isinstance(getattr(c, "value", None), str))
+    def texts(widget):  # type: ignore[no-untyped-def]
+        value = getattr(widget, "value", None)
+        yield value if isinstance(value, str) else ""
+        for child in getattr(widget, "children", ()):
+            yield from texts(child)
+
+    shown = " ".join(texts(e.widget))
     assert all(f"<b>{name}</b>" in shown for name in HELP)
 
 
@@ -318,7 +330,133 @@ def test_saved_view_is_the_screen_pixel_for_pixel(monkeypatch: pytest.MonkeyPatc
     for a, b in zip(drawn, shown):
         assert np.array_equal(np.asarray(a), b)
     titles = [ax.get_title() for ax in fig.axes]
-    assert any("alpha = 0.80" in t for t in titles) and not any("<" in t for t in titles)
+    assert any("alpha_seg = 0.80" in t for t in titles) and not any("<" in t for t in titles)
     assert "k = 1" in fig.texts[-1].get_text()  # the on-screen settings line goes with it
     paths = e.save_view("view", tmp_path)
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_saved_view_carries_colour_bars_legends_metrics_and_the_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: the export keeps what makes the screen honest, and the top row is not half blank."""
+    e = _explorer(monkeypatch)
+    e.alpha.value = 0.5
+    fig = e.screen_figure()
+    bars = [c for ax in fig.axes for c in ax.child_axes if getattr(c, "_colorbar", None) is not None]
+    labels = " | ".join(ax.get_ylabel() for ax in bars)
+    for name in ("cross-attention", "window score", "map value", "min-max per map"):
+        assert name in labels, labels
+    fused_bar = next(ax for ax in bars if "map value" in ax.get_ylabel())
+    thr = e.threshold.value
+    assert f"\u25b6 {thr:.3g}" in fused_bar.get_ylabel()
+    lo, hi = e._bars["fused"]
+    y = min(max(thr, lo), hi)  # marked in the bar's units (pinned to its end when outside)
+    assert any(abs(line.get_ydata()[0] - y) < 1e-9 for line in fused_bar.get_lines())
+    assert fused_bar.get_ylim() == pytest.approx((lo, hi))
+    legends = " | ".join(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+    assert "#1:" in legends and "ground truth" in legends
+    assert "TP (defect found)" in legends and "FN (defect missed)" in legends
+    title = fig._suptitle.get_text()
+    assert "category image AUROC" in title and "alpha_cls = 0.75" in title and "alpha_seg = 0.50" in title
+    assert "offline" in fig.texts[-1].get_text() and "k = 1" in fig.texts[-1].get_text()
+    # the two large panels fill the top row: each at least twice as wide as a small panel
+    images = [ax for ax in fig.axes if ax.get_images()]
+    widths = sorted(ax.get_position().width for ax in images)
+    assert widths[-2] >= 1.8 * widths[0]
+    top = sorted(images, key=lambda ax: -ax.get_position().y0)[:2]
+    assert sum(ax.get_position().width for ax in top) >= 0.45  # not half a row left blank
+    assert sum(1 for ax in fig.axes if "share of class" in ax.get_ylabel()) == 2  # both histograms
+
+
+def test_export_all_writes_every_image_and_an_index(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    e = _explorer(monkeypatch)
+    keep = e.image.value
+    index = e.export_all(tmp_path / "export")
+    pngs = sorted((tmp_path / "export").glob("*.png"))
+    assert len(pngs) == len(e.predictions[0].image_ids) and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    page = index.read_text()
+    assert all(p.name in page for p in pngs) and "offline" in page and "alpha_seg = 0.25" in page
+    assert e.image.value == keep  # the view is back where it was
+    only = e.export_all(tmp_path / "wrong", show="wrong")
+    assert len(list((tmp_path / "wrong").glob("*.png"))) == len(ed.browse_choices(e.predictions, show="wrong"))
+    assert only.exists()
+
+
+def test_method_k_and_seed_menus_show_that_settings_predictions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero-shot maps are reachable: the k menu swaps in that setting's predictions (and numbers)."""
+    from cfviz.metrics import image_metrics
+
+    calls: list[tuple] = []
+
+    def predict(category, method, *, shots, seed):  # type: ignore[no-untyped-def]
+        calls.append((category, method, shots, seed))
+        p = _P()
+        p.shots, p.seed, p.method = shots, seed, method
+        p.scores = np.array([0.2, 0.7, 0.9]) if shots == 0 else p.scores  # another ranking: other numbers
+        p.component_scores = {"clip": p.scores, "diff": p.scores}
+        return p
+
+    e = _explorer(monkeypatch, predict=predict, choices={"method": ["clipfusion"], "shots": [0, 1], "seed": [7]})
+    shown = e.state["image_id"]
+    e.shots.value = 0
+    assert calls == [("cat", "clipfusion", 0, 7)] and e.predictions[0].shots == 0
+    assert e.state["image_id"] == shown and "k = 0" in e.on_screen.value and e.seed.disabled
+    expected = image_metrics(e.predictions[0].labels, e.predictions[0].scores)["image_auroc"]
+    assert f'data-value="{expected!r}"' in e.metrics.value
+    e.shots.value = 1
+    assert len(calls) == 1 and "k = 1" in e.on_screen.value  # the run's own setting is kept, not scored again
+
+
+def test_words_tab_shows_every_word_on_one_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DAAM / prompt-to-prompt: one panel per prompt word, one colour scale, resolutions chosen on screen."""
+    from cfviz.viz.explorer import TABS
+
+    e = _explorer(monkeypatch)
+    assert e.word_box.children == ()  # drawn only while its tab is open
+    e.tabs.selected_index = TABS.index("words")
+    assert [p.title.value.count("'crack'") + p.title.value.count("'damage'") for p in e.word_panels] == [1, 1]
+    assert all(bytes(p.image.value)[:3] == b"\xff\xd8\xff" for p in e.word_panels)
+    maps, lo, hi = ed.word_maps(e.data, 0, sides=(8, 16))
+    assert f"{hi:.3g}" in e.word_bar.value and f"{lo:.3g}" in e.word_bar.value  # one bar for every word
+    assert lo == min(float(m.min()) for m in maps.values()) and hi == max(float(m.max()) for m in maps.values())
+    before = [bytes(p.image.value) for p in e.word_panels]
+    e.sides.value = (16,)  # only the 16x16 layer
+    assert [bytes(p.image.value) for p in e.word_panels] != before and "16x16" in e.word_caption.value
+    np.testing.assert_allclose(ed.word_maps(e.data, 0, sides=(16,))[0]["crack"], e.data.attention["up.attn"][0, 0])
+    e.timestep.value = 2
+    assert "t = 400" in e.word_caption.value
+
+
+def test_compare_tab_draws_two_settings_on_one_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    e = _explorer(monkeypatch)
+    e.compare_alpha.value = 0.9
+    fig = e.comparison_figure()
+    assert isinstance(fig, matplotlib.figure.Figure)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("alpha_seg = 0.25" in t for t in titles) and any("alpha_seg = 0.90" in t for t in titles)
+    e.show_comparison()
+    assert bytes(e.compare_view.value)[:4] == b"\x89PNG" and "alpha_seg = 0.90" in e.compare_caption.value
+
+
+def test_histogram_tab_marks_the_f1_max_thresholds_of_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """anomalib's view: normal vs anomalous image and pixel scores, the F1-max thresholds marked (computed by
+    the run's metric functions) and the threshold on screen."""
+    from cfviz.metrics import image_metrics
+    from cfviz.viz.explorer import TABS
+
+    e = _explorer(monkeypatch)
+    assert e.histograms.value == ""  # drawn only while its tab is open
+    e.tabs.selected_index = TABS.index("score histograms")
+    svg = e.histograms.value
+    assert svg.count("<svg") == 2 and "normal" in svg and "anomalous" in svg
+    p = e.predictions[0]
+    image, pixel = e.histogram_data()
+    assert image["thresholds"]["F1-max"] == image_metrics(p.labels, p.scores)["image_f1_threshold"]
+    assert pixel["thresholds"]["F1-max"] == ed.prediction_threshold(p)
+    assert pixel["thresholds"]["threshold"] == e.threshold.value
+    assert f"F1-max {image['thresholds']['F1-max']:.3g}" in svg
+    normal, anomalous = pixel["counts"][1:]
+    assert normal.sum() + anomalous.sum() == np.asarray(p.masks).size and anomalous.sum() == np.asarray(p.masks).sum()
+    e.threshold.value = 1.0
+    assert "threshold 1" in e.histograms.value  # follows the slider

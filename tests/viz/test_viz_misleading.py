@@ -159,7 +159,8 @@ def test_explorer_copy_is_the_current_view(monkeypatch, figs) -> None:
     e.show_mask.value = False
     e.alpha.value = 0.8
     assert e.state == {"image_id": "cat/test/cut/000", "layer": up, "step": 2, "token": "damage", "opacity": 0.3,
-                       "show_mask": False, "clip_scale": 0, "alpha": 0.8}
+                       "show_mask": False, "clip_scale": 0, "alpha": 0.8, "alpha_cls": 0.75,
+                       "threshold": e.threshold.value}
     fig = e.attention_figure()
     ax = figs.panels(fig)[0]
     assert "t=400" in ax.get_title() and "'damage'" in ax.get_title() and "up1.attn0" in ax.get_title()
@@ -237,7 +238,7 @@ def test_summary_says_its_unit_and_tables_for_people_are_in_percent() -> None:
 
 def test_explorer_metrics_show_aurocs_in_percent(monkeypatch, figs) -> None:
     e = _explorer(monkeypatch)
-    assert "pixel AUROC</b>: " in e.metrics.value and " %" in e.metrics.value
+    assert "pixel AUROC</b> of this image: " in e.metrics.value and " %" in e.metrics.value
     title = e.fusion_figure().get_suptitle()
     auroc = title.split("pixel AUROC ")[1].split(" %")[0]
     assert 1.0 < float(auroc) <= 100.0  # random maps: about 50 %, not 0.5
