@@ -90,6 +90,8 @@ def as_visual_embeddings(arrays: dict[str, Any], extraction: ExtractionConfig) -
         raise ValueError(f"{patches.shape[1]} stored patches do not form a square grid")
     grid = (side, side)
     scales = window_scales(extraction)
+    if getattr(extraction, "clip_windows", None) is None:  # unresolved (auto): the windows the store holds
+        scales = tuple(s for s in scales if _emb_name("window", s) in arrays)
     return VisualEmbeddings(image=arrays[_emb_name("image")].float(), patches=patches,
                             patch_tokens=arrays[_emb_name("patch_tokens")].float(),
                             windows={s: arrays[_emb_name("window", s)].float() for s in scales},

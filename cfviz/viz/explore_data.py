@@ -236,25 +236,45 @@ def fused_score(component_scores: Mapping[str, float], alpha: float) -> float:
     return float(alpha) * float(component_scores["clip"]) + (1 - float(alpha)) * float(component_scores["diff"])
 
 
-def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | None = None) -> np.ndarray:
+def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | None = None,
+                    scoring: Any = None) -> np.ndarray:
     """The category's image scores at the classification weight ``alpha_cls`` (paper eq. 9).
 
     At the run's own weight (``run_alpha_cls``, the run's ``scoring.alpha_cls``) these are the run's
-    scores themselves (``predictions.scores``, what ``results.csv`` was computed from); at another
-    weight, ``alpha_cls * s_clip + (1 - alpha_cls) * s_diff`` of the normalised branch scores, the
-    arithmetic of :func:`cfviz.experiments.scoring.predict` (a test checks both against ``predict``).
-    A method without both branch scores has no weight: its own scores.
+    scores themselves (``predictions.scores``, what ``results.csv`` was computed from). At another
+    weight they follow the run's image-score rule (``scoring.image_score``, default
+    :class:`~cfviz.experiments.config.ScoringConfig`'s) with the functions
+    :func:`cfviz.experiments.scoring.predict` uses: ``"eq9"`` reduces the branch maps fused with
+    ``alpha_cls`` and smoothed (:func:`cfviz.fusion.fuse`, :func:`~cfviz.fusion.smooth`,
+    :func:`~cfviz.fusion.method_image_scores`); ``"own"`` is ``alpha_cls * s_clip + (1 - alpha_cls)
+    * s_diff`` of the normalised branch scores; ``"map"`` and ``"cls"`` do not read ``alpha_cls``
+    (the run's scores). A test checks each against ``predict``. A method without both branches
+    has no weight: its own scores.
 
+    >>> from cfviz.experiments.config import ScoringConfig
     >>> class P: scores = np.array([0.5, 0.6], np.float32); component_scores = {"clip": np.array([1., 0.]),
     ...                                                                         "diff": np.array([0., 1.])}
-    >>> category_scores(P(), 0.75, run_alpha_cls=0.75).tolist(), category_scores(P(), 0.25).tolist()
+    >>> own = ScoringConfig(image_score="own")
+    >>> category_scores(P(), 0.75, run_alpha_cls=0.75).tolist(), category_scores(P(), 0.25, scoring=own).tolist()
     ([0.5, 0.6000000238418579], [0.25, 0.75])
     """
+    from cfviz.experiments.config import ScoringConfig
+    from cfviz.fusion import fuse, method_image_scores, smooth
+
+    scoring = scoring or ScoringConfig()
     cs = getattr(predictions, "component_scores", None) or {}
-    if (run_alpha_cls is not None and float(alpha_cls) == float(run_alpha_cls)) or not {"clip", "diff"} <= set(cs):
-        return np.asarray(predictions.scores)
+    comps = getattr(predictions, "components", None) or {}
     a = float(alpha_cls)
-    return np.asarray(a * np.asarray(cs["clip"]) + (1 - a) * np.asarray(cs["diff"]), np.float32)
+    if (run_alpha_cls is not None and a == float(run_alpha_cls)) or not {"clip", "diff"} <= set(cs) \
+            or scoring.image_score in ("map", "cls"):
+        return np.asarray(predictions.scores)
+    if scoring.image_score == "own":
+        return np.asarray(a * np.asarray(cs["clip"]) + (1 - a) * np.asarray(cs["diff"]), np.float32)
+    clip_maps = {"language": comps["clip_language"], "visual": comps.get("clip_visual")}
+    diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
+    cls_map = smooth(fuse(clip_maps, diff_maps, a), scoring.sigma)
+    return np.asarray(method_image_scores(scoring.image_score, cls_map, cls_map=cls_map,
+                                          score_rule=scoring.score_rule, topk=scoring.topk), np.float32)
 
 
 def category_image_auroc(predictions: Any, scores: Any) -> float | None:

@@ -481,7 +481,8 @@ class AttentionExplorer(ExplorerTabs):
         p = self.current[0] if p is None else p
         a = float(self.alpha_cls.value)
         return self._cached(("scores", self._index(p), a),
-                            lambda: ed.category_scores(p, a, run_alpha_cls=float(self.scoring.alpha_cls)))
+                            lambda: ed.category_scores(p, a, run_alpha_cls=float(self.scoring.alpha_cls),
+                                                   scoring=self.scoring))
 
     def category_maps(self, p: Any | None = None, alpha: float | None = None) -> np.ndarray:
         """The category's final maps at ``alpha`` (default: the ``alpha_seg`` on screen; the run's own
@@ -624,7 +625,8 @@ class AttentionExplorer(ExplorerTabs):
         if key not in self._metrics:
             final = self._final(p, d, alpha)
             scores = self._cached(("scores", self._index(p), alpha_cls),
-                                  lambda: ed.category_scores(p, alpha_cls, run_alpha_cls=float(self.scoring.alpha_cls)))
+                                  lambda: ed.category_scores(p, alpha_cls, run_alpha_cls=float(self.scoring.alpha_cls),
+                                                   scoring=self.scoring))
             if all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1]):
                 self._metrics[key] = ed.live_metrics(d, alpha, alpha_cls=alpha_cls, sigma=self.sigma, predictions=p,
                                                      fused=final, scores=scores)
@@ -788,7 +790,7 @@ class AttentionExplorer(ExplorerTabs):
                          + f": {value('category_image_auroc', shown['category image AUROC'])} ({where})")
         self.metrics.value = " · ".join(parts)
         scores = self._cached(("scores", self._index(p), cls), lambda: ed.category_scores(
-            p, cls, run_alpha_cls=float(run.alpha_cls)))
+            p, cls, run_alpha_cls=float(run.alpha_cls), scoring=run))
         head = (f"<b>{html.escape(d.image_id)}</b> · {html.escape(d.defect_type)} · "
                 f"{'anomalous' if d.label else 'normal'}")
         if getattr(p, "scores", None) is not None:
