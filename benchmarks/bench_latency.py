@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -300,17 +301,57 @@ class Methods:
         return rows
 
 
-def anomalib_row(args: argparse.Namespace) -> str:
-    """Why anomalib's WinCLIP is, or is not, a row of this table."""
-    try:
-        import anomalib  # noqa: F401
-    except ImportError:
-        return ("anomalib's WinCLIP: not timed. `anomalib[clip]` is not installed in this environment (it is not "
-                "a cfviz dependency), and anomalib's `WinClipModel` builds its CLIP with "
-                "`open_clip.create_model_and_transforms(..., pretrained='laion400m_e31')`, i.e. it downloads "
-                "weights, which this machine cannot. cfviz's WinCLIP was checked equal to anomalib's on identical "
-                "random weights (README, WinCLIP section).")
-    return "anomalib is importable, but a same-weights timing row is not implemented in this script yet."
+ANOMALIB = "anomalib WinCLIP (external reference)"
+ANOMALIB_ENV = Path(__file__).resolve().parent.parent / "build" / "venv-anomalib" / "bin" / "python"
+
+
+class AnomalibRow:
+    """anomalib's WinCLIP on cfviz's CLIP weights and CLIP input, one process per round (_anomalib_winclip.py).
+
+    The process loads the model (not timed), runs one untimed warm-up call, then one timed call: so
+    each round of the table has one anomalib call too, interleaved with cfviz's methods.
+    """
+
+    def __init__(self, python: str, models: Any, image: Any, folder: Path, args: argparse.Namespace) -> None:
+        from safetensors.torch import save_file
+
+        from cfviz.data.transforms import clip_batch
+
+        self.python, self.args = python, args
+        self.weights, self.input = folder / "clip.safetensors", folder / "input.safetensors"
+        state = {k: v.detach().float().contiguous() for k, v in models.clip.model.state_dict().items()}
+        save_file(state, str(self.weights))
+        save_file({"image": clip_batch([image], int(models.clip.image_size)).float().contiguous()}, str(self.input))
+        self.version = ""
+        self.warm: list[float] = []
+
+    def __call__(self) -> tuple[float, float]:
+        import json
+        import subprocess
+
+        script = Path(__file__).resolve().parent / "_anomalib_winclip.py"
+        out = subprocess.run([self.python, str(script), str(self.weights), str(self.input), "--calls", "1",
+                              "--threads", str(self.args.threads), "--dtype", self.args.dtype],
+                             capture_output=True, text=True, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        self.version = res["anomalib"]
+        self.warm.append(res["warm_up"])
+        return res["wall"][0], res["cpu"][0]
+
+
+def anomalib_python(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The interpreter of an ``anomalib[clip]`` environment, or ``None`` and why the row is absent."""
+    if args.tiny:
+        return None, "anomalib's WinCLIP: not run in --tiny mode (it is a full-size ViT-B-16-plus-240)."
+    if str(args.device).startswith("cuda"):
+        return None, "anomalib's WinCLIP: timed on the CPU only by this script."
+    python = args.anomalib_python or (str(ANOMALIB_ENV) if ANOMALIB_ENV.exists() else None)
+    if python is None:
+        return None, ("anomalib's WinCLIP: not timed: no `anomalib[clip]` environment. Make one with "
+                      "`python3 -m venv build/venv-anomalib && build/venv-anomalib/bin/pip install torch==2.14.1 "
+                      "torchvision==0.29.1 'anomalib[clip]'` (it pins its own open_clip, so not in cfviz's venv) "
+                      "or pass --anomalib-python.")
+    return python, ""
 
 
 def summarise(values: list[float]) -> tuple[float, float, float]:
@@ -325,6 +366,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:N)")
     parser.add_argument("--image-size", type=int, default=1024, help="side of the decoded test image (MVTec: 1024)")
     parser.add_argument("--no-aaclip", action="store_true", help="leave out the AA-CLIP row (ViT-L-14-336)")
+    parser.add_argument("--anomalib-python", default=None, help="python of an anomalib[clip] environment "
+                        "(default: build/venv-anomalib/bin/python when it exists) for the external WinCLIP row")
     parser.add_argument("--label", default="", help="what this run measures (kept with its section)")
     parser.add_argument("--tiny", action="store_true", help="smoke test: tiny models; prints, writes nothing")
     args = parser.parse_args()
@@ -367,6 +410,9 @@ def main() -> None:
     t_refs = time.perf_counter() - t0
     rows = methods.table()
     names = list(rows)
+    external, absent = anomalib_python(args)
+    scratch = tempfile.TemporaryDirectory()
+    anomalib = AnomalibRow(external, models, image, Path(scratch.name), args) if external else None
 
     warm: dict[str, float] = {}
     for name in names:  # warm-up: text anchors per class, allocator, kernels
@@ -398,8 +444,13 @@ def main() -> None:
             split[name].append((dict(stages.wall), dict(stages.cpu)))
             used = torch.cuda.max_memory_allocated() - base if cuda else mem.extra
             peak[name] = max(peak[name], used)
+        if anomalib is not None:
+            dw, dc = anomalib()
+            wall[ANOMALIB].append(dw)
+            cpu[ANOMALIB].append(dc)
         print(f"round {r + 1}/{args.repeats} done", flush=True)
     load_after = load_average()
+    scratch.cleanup()
     for h in handles:
         h.remove()
     for u in undo:
@@ -458,6 +509,12 @@ def main() -> None:
         section.append(f"| {name} | {rows[name][0]} | {med:.2f} ({lo:.2f}-{hi:.2f}) | "
                        f"{statistics.median(wall[name]):.2f} | {ratio(name, main_t):.2f} | {ratio(name, wall):.2f} | "
                        f"{mb(peak[name])} |")
+    if anomalib is not None:
+        med, lo, hi = summarise(main_t[ANOMALIB])
+        section.append(f"| {ANOMALIB} | anomalib {anomalib.version} `WinClipModel`, cfviz's random CLIP weights "
+                       f"loaded (strict), from the 240 px CLIP input to its 240 px map; own process, one call per "
+                       f"round after a warm-up | {med:.2f} ({lo:.2f}-{hi:.2f}) | {statistics.median(wall[ANOMALIB]):.2f} "
+                       f"| {ratio(ANOMALIB, main_t):.2f} | {ratio(ANOMALIB, wall):.2f} | - |")
     section += [
         "",
         f"Stage split of each method's median round ({clock} s; a blank is a stage the method does not run). "
@@ -476,7 +533,7 @@ def main() -> None:
         f"(computed once per category) {t_refs:.1f} s in all: "
         + "; ".join(f"{k} {v:.1f} s" for k, v in methods.one_off.items()) + ".  ",
         "Warm-up call per method (excluded): " + "; ".join(f"{k} {v:.2f} s" for k, v in warm.items()) + ".  ",
-        anomalib_row(args),
+        absent or f"anomalib's warm-up calls (excluded): {', '.join(f'{w:.2f} s' for w in anomalib.warm)}.",
     ]
     print("\n".join(section))
     if args.tiny:
