@@ -30,7 +30,8 @@ the calling thread's CPU seconds (``--threads 1`` makes the thread's CPU time th
 time the scheduler gives to other processes is not in it), the stage split of the median round,
 the ratio to WinCLIP (median of the per-round ratios of thread CPU time, and of wall time), and
 the peak memory above the start of the call (resident set on the CPU, ``max_memory_allocated``
-on CUDA). On CUDA every stage boundary synchronises the device.
+on CUDA; after the warm-up the allocator reuses memory, so a small method can show 0). On CUDA every
+stage boundary synchronises the device.
 
 Run:  .venv/bin/python benchmarks/bench_latency.py [--repeats 3] [--threads 1] [--dtype float32|bfloat16]
       .venv/bin/python benchmarks/bench_latency.py --device cuda --dtype float16   # the GPU table
@@ -501,7 +502,7 @@ def main() -> None:
         "per-round ratios to WinCLIP (0-shot), the paper's comparison.",
         "",
         f"| method | settings | {clock} s, median (best-worst) | wall s, median | ratio to WinCLIP ({clock}) | "
-        f"ratio (wall) | peak memory |",
+        f"ratio (wall) | peak {'CUDA memory' if cuda else 'RSS'} above the call's start |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name in names:
