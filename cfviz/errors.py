@@ -63,3 +63,12 @@ class ConfigError(CfvizError, ValueError):
 
 class DataRootError(ConfigError, DatasetError):
     """The data folder of a run cannot be read, or (for a generated data set) cannot be written."""
+
+
+class WriteError(CfvizError, OSError):
+    """A file could not be written: the disk is full, a quota or the file-size limit was reached.
+
+    The message names the file, its folder and how many bytes were written; the destination kept
+    what it held before (writes are atomic). It is an :class:`OSError` too (``errno`` is the
+    system's), so code that catches those keeps working.
+    """

@@ -15,6 +15,7 @@ categories, 3 timesteps x 3 feature blocks (the grid), shots 0 and 1, two seeds:
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from cfviz.errors import StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
 from cfviz.experiments import compact
 from cfviz.experiments.runner import EvaluationResult, open_run_dataset
+from cfviz.utils.io import json_bytes
 
 BLOCKS = ("up_blocks.0", "up_blocks.1", "up_blocks.2")  # every up block of the tiny UNet
 TIMESTEPS = (100, 261, 400)
@@ -172,6 +174,10 @@ def test_compaction_cut_anywhere_resumes_to_the_same_store(runs, spec, tmp_path,
     compact_spec = replace(spec, store_form="compact")
     header = CaptureStore(small.store.path, readonly=True).header
     (work / "store" / "store.json").write_text((small.store.path / "store.json").read_text())  # the compact identity
+    for meta_path in (work / "store" / "entries").glob("*.json"):  # which each entry records too, as a compact run's
+        meta = json.loads(meta_path.read_text())
+        meta["identity"] = CaptureStore(small.store.path, readonly=True).identity()
+        meta_path.write_bytes(json_bytes(meta))
     assert CaptureStore(work / "store", readonly=True).header == header
     dataset = open_run_dataset(spec)
     import cfviz.capture.store as store_module
