@@ -656,7 +656,7 @@ class CaptureStore:
             raise PermissionError(f"the store at {self.path} was opened read-only")
         meta = self[image_id].meta
         entries = self.path / "entries"
-        (entries / f"{meta['key']}.json").unlink()
+        (entries / f"{meta['key']}.json").unlink(missing_ok=True)  # another process may have removed it
         for f in _entry_files(entries, meta["key"]):
             f.unlink(missing_ok=True)
         del self._load_index()[image_id]

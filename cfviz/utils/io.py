@@ -190,6 +190,27 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], Non
     return Path(path)
 
 
+def atomic_write_files(files: Mapping[str | os.PathLike[str], bytes]) -> list[Path]:
+    """Write several files so that either all are replaced or none is.
+
+    Each is written (and flushed) to its temporary file first; only when every one is complete
+    are they renamed over their destinations, one right after the other. A failure while writing
+    (a full disk) leaves every destination as it was.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> [p.name for p in atomic_write_files({d / "a.csv": b"x\\n", d / "a.md": b"# x\\n"})]
+    ['a.csv', 'a.md']
+    """
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for path, data in files.items():
+            tmp = stack.enter_context(atomic_path(path, size=len(data)))
+            tmp.write_bytes(data)
+    return [Path(p) for p in files]
+
+
 def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
                      metadata: Mapping[str, str] | None = None) -> Path:
     """Save torch tensors to a safetensors file atomically (contiguous copies are made)."""
