@@ -340,7 +340,7 @@ class CaptureStore:
         >>> CaptureStore(store.path).require({"threads": 2, "steps": [100]})
         Traceback (most recent call last):
         ...
-        cfviz.errors.StoreMismatchError: the capture store ... was written with another configuration (threads: 4 -> 2); ...
+        cfviz.errors.StoreMismatchError: the capture store ... with another configuration (threads: 4 -> 2); ...
         """
         config = _jsonable(dict(config))
         self._ignore = tuple(ignore)
@@ -378,11 +378,11 @@ class CaptureStore:
                 against = "its store.json" if self._header_written else "this run"
             else:
                 against = f"entry {first!r}"
-            lost = "" if self._header_written else (" (the store has no store.json, so only its entries say which "
-                                                    "settings it holds)")
+            lost = "" if self._header_written else ("the store has no store.json, so its entries say which settings "
+                                                    "it holds, and ")
             raise StoreMismatchError(
                 f"capture store entry {image_id!r} in {self.path} was computed with another configuration than "
-                f"{against}{lost} ({_shown(diffs)}); entries are never mixed: use another store folder (--store, "
+                f"{against} ({_shown(diffs)}); {lost}entries are never mixed: use another store folder (--store, "
                 f"or another --out), or run with the entry's settings")
 
     @staticmethod
@@ -433,7 +433,7 @@ class CaptureStore:
         self._header_written = True
 
     def _write_file(self, path: Path, data: bytes | Mapping[str, Any], image_id: str | None = None) -> None:
-        """Write one store file (bytes, or JSON) atomically; no room for it is a :class:`WriteError` naming the store."""
+        """Write a store file (bytes, or JSON) atomically; no room for it: a :class:`WriteError` naming the store."""
         try:
             if isinstance(data, bytes):
                 atomic_write_bytes(path, data)
@@ -802,7 +802,7 @@ def _compare(stored: Mapping[str, Any], given: Mapping[str, Any], header: Path, 
                "use another store folder (--store, or another --out) for these settings, or run with the "
                "stored values")
         flat = _flatten(dict(stored))
-        told = [hints[p](flat.get(p)) for p in (hints or {}) if any(d.startswith(f"{p}: ") for d in diffs)]
+        told = [t for p in (hints or {}) if any(d.startswith(f"{p}: ") for d in diffs) if (t := hints[p](flat.get(p)))]
         if told and not older:
             fix = f"to add entries to this store, {'; '.join(told)}; or " + fix
         raise StoreMismatchError(f"the capture store {header.parent} was written with another {what} ({shown}); "
