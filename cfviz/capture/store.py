@@ -432,7 +432,8 @@ class CaptureStore:
             self._write_file(header, self.header)
         self._header_written = True
 
-    def _write_file(self, path: Path, data: bytes | Mapping[str, Any], image_id: str | None = None) -> None:
+    def _write_file(self, path: Path, data: bytes | Mapping[str, Any], image_id: str | None = None, *,
+                    change: str = "added") -> None:
         """Write a store file (bytes, or JSON) atomically; no room for it: a :class:`WriteError` naming the store."""
         try:
             if isinstance(data, bytes):
@@ -442,8 +443,8 @@ class CaptureStore:
         except WriteError as exc:
             what = f"could not take entry {image_id!r}" if image_id is not None else "could not write its header"
             err = WriteError(f"the capture store {self.path} {what}: {exc}; the store is still valid (the "
-                             f"{len(self._load_index())} entries before stay readable, this one was not added) and "
-                             "a rerun resumes once there is room")
+                             f"{len(self._load_index())} entries before stay readable, this one was not {change}) "
+                             "and a rerun resumes once there is room")
             err.errno = exc.errno
             raise err from exc
 
@@ -644,8 +645,8 @@ class CaptureStore:
         name = f"{old['key']}.{digest[:12]}.safetensors"
         new["file"] = {"bytes": len(data), "sha256": digest, "name": name}
         entries = self.path / "entries"
-        self._write_file(entries / name, data, image_id)
-        self._write_file(entries / f"{old['key']}.json", new, image_id)  # the commit: names the new file
+        self._write_file(entries / name, data, image_id, change="changed")
+        self._write_file(entries / f"{old['key']}.json", new, image_id, change="changed")  # the commit: names it
         self.remove_orphans([image_id], metas={image_id: new})
         self._load_index()[image_id] = new
         return StoreEntry(self.path, new)
