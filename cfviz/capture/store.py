@@ -27,7 +27,7 @@ store's configuration and the facts confirmed once the models loaded, e.g. hub c
 fingerprint of every input it was computed from (``inputs``, e.g. the SHA-256 of the image file,
 given by the writer). A store whose ``store.json`` was lost or rebuilt still refuses entries of
 another identity, naming the entry and the settings that differ; the writer checks ``inputs``
-when it reuses an entry (:meth:`StoreEntry.inputs`). Entries of older stores carry neither: the
+when it reuses an entry (:attr:`StoreEntry.inputs`). Entries of older stores carry neither: the
 header alone speaks for their identity, and a writer that needs ``inputs`` says how to recompute.
 
 The header is written with the first entry, not when the store is opened: a run that fails

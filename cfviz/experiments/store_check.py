@@ -37,9 +37,10 @@ def _absent(value: Any) -> bool:
 
 
 #: Settings that matter only when models run (``store_identity`` paths), each with how to set the
-#: stored value when they do: its flag or environment variable (and the Python form).
+#: stored value when they do: its flag or environment variable (and the Python form; "" when
+#: there is nothing to set, e.g. no thread count for a GPU store).
 RUN_ONLY: dict[str, Callable[[Any], str]] = {
-    "cpu_threads": lambda v: f"set OMP_NUM_THREADS={v} (Python: torch.set_num_threads({v}))",
+    "cpu_threads": lambda v: f"set OMP_NUM_THREADS={v} (Python: torch.set_num_threads({v}))" if v else "",
     "models.device_type": lambda v: f"run on a {v} device (--device {v}; Python: ModelChoice(device={v!r}))",
     "models.compile": lambda v: ("run without --compile (Python: ModelChoice(compile='off'))" if _absent(v) else
                                  f"run with --compile {v} (Python: ModelChoice(compile={v!r}))"),
