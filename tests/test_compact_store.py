@@ -284,3 +284,17 @@ def test_shards_extract_and_the_merging_run_compacts(runs, spec, tmp_path) -> No
     assert isinstance(merged, EvaluationResult)
     assert _files(tmp_path / "store") == _files(small.store.path)
     assert (tmp_path / "out" / "results.csv").read_bytes() == (small.out_dir / "results.csv").read_bytes()
+
+
+def test_a_compacted_store_on_a_read_only_mount_is_scorable(runs, spec, tmp_path, monkeypatch, read_only) -> None:
+    """Scoring a compacted store writes nothing to it (issue 19: a store on a read-only mount)."""
+    full, small = runs
+    store = tmp_path / "ro_store"
+    shutil.copytree(small.store.path, store)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a model was loaded")
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    with read_only(store):
+        evaluate(replace(spec, store_form="compact"), tmp_path / "out", store_dir=store, progress=False)
+    assert (tmp_path / "out" / "results.csv").read_bytes() == (small.out_dir / "results.csv").read_bytes()

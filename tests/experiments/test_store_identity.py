@@ -16,16 +16,12 @@ random-weight models show the pipeline, not detection quality.
 
 from __future__ import annotations
 
-import builtins
 import errno
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -281,59 +277,13 @@ def test_file_size_limit_names_file_folder_and_bytes_and_keeps_the_store(tmp_pat
 # ------------------------------------------------------------------------------- scoring-only
 
 
-@contextmanager
-def read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``folder`` as on a read-only mount: every write, rename, delete or new file under it fails (EROFS).
-
-    Tests run as root, which ignores permission bits, so chmod alone cannot make a folder
-    read-only; the file-system calls that change anything are patched instead (and, for a
-    non-root user, the permission bits are cleared as well).
-    """
-    folder = folder.resolve()
-
-    def inside(path: object) -> bool:
-        try:
-            return Path(os.fsdecode(path)).resolve().is_relative_to(folder)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return False
-
-    def refuse(path: object) -> None:
-        raise OSError(errno.EROFS, "Read-only file system", os.fsdecode(path))  # type: ignore[arg-type]
-
-    def guard(name: str, real, *, path_arg: int = 0, writes=None):  # type: ignore[no-untyped-def]
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-            if len(args) > path_arg and inside(args[path_arg]) and (writes is None or writes(*args, **kwargs)):
-                refuse(args[path_arg])
-            return real(*args, **kwargs)
-        return wrapper
-
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    opens_for_writing = (lambda f, mode="r", *a, **k: isinstance(mode, str) and any(c in mode for c in "wax+"))
-    monkeypatch.setattr(os, "open", guard("open", os.open, writes=lambda p, flags, *a, **k: bool(flags & write_flags)))
-    monkeypatch.setattr(builtins, "open", guard("open", builtins.open, writes=opens_for_writing))
-    monkeypatch.setattr(io, "open", guard("open", io.open, writes=opens_for_writing))
-    for name in ("replace", "rename", "unlink", "remove", "mkdir", "rmdir", "chmod"):
-        monkeypatch.setattr(os, name, guard(name, getattr(os, name)))
-    modes = {}
-    if os.geteuid() != 0:
-        for p in [folder, *folder.rglob("*")]:
-            modes[p] = p.stat().st_mode
-            p.chmod(modes[p] & ~0o222)
-    try:
-        yield
-    finally:
-        monkeypatch.undo()
-        for p, mode in modes.items():
-            p.chmod(mode)
-
-
 def test_a_read_only_store_is_scorable(spec: RunSpec, run_a: EvaluationResult, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                       monkeypatch: pytest.MonkeyPatch, read_only) -> None:
     """Before: refused by the preflight check that the store folder can be written."""
     store = tmp_path / "ro_store"
     shutil.copytree(run_a.store.path, store)
     before = _files(store)
-    with read_only(store, monkeypatch):
+    with read_only(store):
         with pytest.raises(OSError):  # the simulation holds
             (store / "probe").write_bytes(b"")
         _no_models(monkeypatch)
@@ -345,11 +295,12 @@ def test_a_read_only_store_is_scorable(spec: RunSpec, run_a: EvaluationResult, t
 
 def test_a_read_only_store_with_images_to_compute_names_the_store_folder(spec: RunSpec, run_a: EvaluationResult,
                                                                          tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         read_only) -> None:
     store = tmp_path / "ro_store"
     shutil.copytree(run_a.store.path, store)
     next((store / "entries").glob("*.json")).unlink()
-    with read_only(store, monkeypatch):
+    with read_only(store):
         _no_models(monkeypatch)
         with pytest.raises(ConfigError) as err:
             evaluate(spec, tmp_path / "out", store_dir=store, progress=False)
