@@ -306,6 +306,7 @@ class CaptureStore:
         self._index: dict[str, dict[str, Any]] | None = None
         self._config_known = False  # a header or a given config says what entries must have been written with
         self._ignore: tuple[str, ...] = ()
+        self._hints: dict[str, Any] = {}
         header = self.path / "store.json"
         if header.exists():
             self.header = self._read_header(header)
@@ -350,6 +351,7 @@ class CaptureStore:
         else:
             self.header["config"] = config
         self._config_known = True
+        self._hints = dict(hints or {})
         if self._index is not None:
             self._check_entries(self._index)
 
@@ -380,10 +382,11 @@ class CaptureStore:
                 against = f"entry {first!r}"
             lost = "" if self._header_written else ("the store has no store.json, so its entries say which settings "
                                                     "it holds, and ")
+            told = _told(self._hints, recorded.get("config", {}), diffs)
             raise StoreMismatchError(
                 f"capture store entry {image_id!r} in {self.path} was computed with another configuration than "
                 f"{against} ({_shown(diffs)}); {lost}entries are never mixed: use another store folder (--store, "
-                f"or another --out), or run with the entry's settings")
+                f"or another --out), or run with the entry's settings" + (f" ({told})" if told else ""))
 
     @staticmethod
     def _read_header(header: Path) -> dict[str, Any]:
@@ -781,6 +784,14 @@ def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> l
             for k in sorted(set(old) | set(new)) if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
 
 
+def _told(hints: Hints | None, stored: Mapping[str, Any], diffs: Sequence[str]) -> str:
+    """How to run with the stored values of the differing settings that ``hints`` know ("" if none)."""
+    flat = _flatten(dict(stored))
+    told = [t for p, hint in (hints or {}).items() if any(d.startswith(f"{p}: ") for d in diffs)
+            if (t := hint(flat.get(p)))]
+    return "; ".join(told)
+
+
 def _differences(stored: Mapping[str, Any], given: Mapping[str, Any], ignore: Sequence[str] = ()) -> list[str]:
     """:func:`config_differences` leaving out the paths in ``ignore`` (and everything under them)."""
     return [d for d in config_differences(stored, given)
@@ -802,9 +813,8 @@ def _compare(stored: Mapping[str, Any], given: Mapping[str, Any], header: Path, 
                "cfviz that did not record these settings" if older else
                "use another store folder (--store, or another --out) for these settings, or run with the "
                "stored values")
-        flat = _flatten(dict(stored))
-        told = [t for p in (hints or {}) if any(d.startswith(f"{p}: ") for d in diffs) if (t := hints[p](flat.get(p)))]
+        told = _told(hints, stored, diffs)
         if told and not older:
-            fix = f"to add entries to this store, {'; '.join(told)}; or " + fix
+            fix = f"to add entries to this store, {told}; or " + fix
         raise StoreMismatchError(f"the capture store {header.parent} was written with another {what} ({shown}); "
                                  f"entries are never mixed: {fix}")

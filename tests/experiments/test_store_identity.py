@@ -183,6 +183,24 @@ def test_lost_store_json_still_refuses_other_timesteps(spec: RunSpec, run_a: Eva
     assert (out / "results.csv").read_bytes() == (run_a.out_dir / "results.csv").read_bytes()
 
 
+def test_lost_store_json_and_images_to_compute_name_the_setting_to_use(spec: RunSpec, run_a: EvaluationResult,
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a header the entries still refuse another thread count when models must run, saying how to match."""
+    import torch
+
+    out = _copy_run(run_a, tmp_path / "out")
+    (out / "store" / "store.json").unlink()
+    next((out / "store" / "entries").glob("*.json")).unlink()
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    _no_models(monkeypatch)
+    with pytest.raises(StoreMismatchError) as err:
+        evaluate(spec, out, progress=False)
+    assert f"cpu_threads: {threads} -> {threads + 1}" in str(err.value)
+    assert f"OMP_NUM_THREADS={threads}" in str(err.value) and "store.json" in str(err.value)
+
+
 def test_a_store_never_mixes_identities_header_or_no_header(run_a: EvaluationResult, tmp_path: Path) -> None:
     """An entry of another identity copied in (or left by a lost header's rerun) is refused, naming it."""
     store = tmp_path / "store"
