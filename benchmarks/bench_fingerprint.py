@@ -16,12 +16,14 @@ Measured here, on this machine:
   fingerprints), per image;
 * a few other hashes (BLAKE2b, SHA-1) for the choice of SHA-256.
 
-The per-image extraction time is read from ``results/e2e.md`` (the latest ``bench_e2e.py`` run
-on this machine: full-size architectures, 1024 px images, one CPU thread), not re-measured: that
-run takes ~10 minutes of both cores. Pass ``--extract-seconds`` to compare with another number
-(e.g. a GPU's). At extraction the hash is computed on the prefetch thread, off the main path.
+The per-image extraction time is read from an ``e2e.md`` written by ``bench_e2e.py`` (``--e2e``,
+default ``results/e2e.md``; its latest run: full-size architectures, 1024 px images, one CPU
+thread): run that first on the same machine, under the heavy-run lock (~10 minutes of both
+cores). Pass ``--extract-seconds`` to compare with another number (e.g. a GPU's). At extraction
+the hash is computed on the prefetch thread, off the models' path.
 
-Run:  .venv/bin/python benchmarks/bench_fingerprint.py [--images 8] [--repeats 5]
+Run:  flock /tmp/cfviz-heavy.lock .venv/bin/python benchmarks/bench_e2e.py --images 2 --batch-size 1 --threads 1
+      .venv/bin/python benchmarks/bench_fingerprint.py [--images 8] [--repeats 5] [--e2e results/e2e.md]
 Writes benchmarks/results/fingerprint.md.
 """
 
