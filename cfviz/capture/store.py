@@ -176,7 +176,7 @@ class StoreEntry:
     def inputs(self) -> dict[str, str]:
         """Fingerprints of the inputs the entry was computed from (``{}`` for entries of older stores).
 
-        E.g. ``{"image": "sha256:..."}``: what :func:`cfviz.experiments.store_check.check_inputs`
+        E.g. ``{"image": "sha256:..."}``: what :func:`cfviz.experiments.store_check.stale_entries`
         compares with the bytes of the image file before the entry is reused.
         """
         return dict(self.meta.get("inputs") or {})
