@@ -158,7 +158,8 @@ def main() -> None:
         "scoring-only run checks every stored image once: "
         f"{1725 * check_s:.1f} s for MVTec-AD's 1,725 test images at this rate.",
         "",
-        "SHA-256 is kept (the digest the store already uses for its files, and as fast here as BLAKE2b).",
+        f"SHA-256 is kept: the digest the store already uses for its files, and {others['blake2b'] / sha_worst:.1f}x "
+        "as fast as BLAKE2b here (CPUs with SHA extensions).",
         "",
     ]
     text = "\n".join(lines)
