@@ -48,10 +48,12 @@ def e2e_seconds(path: Path) -> tuple[float, float, str]:
     row = re.search(r"\*\*whole extract call\*\* \| \| main \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\*", text)
     title = re.search(r"^## (.+)$", text, re.M)
     where = re.search(r"^Machine: (.+?)\s*$", text, re.M)
+    command = re.search(r"^Command: `(.+?)`", text, re.M)
     if row is None:
         raise SystemExit(f"no 'whole extract call' row in {path}; pass --extract-seconds")
     return (float(row.group(1)), float(row.group(2)),
-            f"{title.group(1) if title else 'latest run'}; machine: {where.group(1) if where else 'not stated'}")
+            f"{title.group(1) if title else 'latest run'}; `{command.group(1) if command else '?'}`; machine: "
+            f"{where.group(1) if where else 'not stated'}")
 
 
 def per_file(fn, files: list[Path], repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -124,7 +126,7 @@ def main() -> None:
         wall, cpu, source = args.extract_seconds, args.extract_seconds, "given with --extract-seconds"
     else:
         wall, cpu, source = e2e_seconds(args.e2e)
-        source = f"{args.e2e.name} of bench_e2e.py, run {source}"
+        source = f"{args.e2e}, written by bench_e2e.py: {source}"
     worst_ratio = sha_worst / min(wall, cpu)
     cmd = "benchmarks/bench_fingerprint.py " + " ".join(sys.argv[1:])
     lines = [
