@@ -71,3 +71,12 @@ class DataContentError(ConfigError, DatasetError):
     Found when the data set is listed, before any model loads; ``field`` names the setting that
     asks for what is missing (``"shots"``) or the data set itself (``"root"``).
     """
+
+
+class WriteError(CfvizError, OSError):
+    """A file could not be written: the disk is full, a quota or the file-size limit was reached.
+
+    The message names the file, its folder and how many bytes were written; the destination kept
+    what it held before (writes are atomic). It is an :class:`OSError` too (``errno`` is the
+    system's), so code that catches those keeps working.
+    """

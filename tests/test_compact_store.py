@@ -15,6 +15,7 @@ categories, 3 timesteps x 3 feature blocks (the grid), shots 0 and 1, two seeds:
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from cfviz.errors import StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
 from cfviz.experiments import compact
 from cfviz.experiments.runner import EvaluationResult, open_run_dataset
+from cfviz.utils.io import json_bytes
 
 BLOCKS = ("up_blocks.0", "up_blocks.1", "up_blocks.2")  # every up block of the tiny UNet
 TIMESTEPS = (100, 261, 400)
@@ -178,6 +180,10 @@ def test_compaction_cut_anywhere_resumes_to_the_same_store(runs, spec, tmp_path,
     compact_spec = replace(spec, store_form="compact")
     header = CaptureStore(small.store.path, readonly=True).header
     (work / "store" / "store.json").write_text((small.store.path / "store.json").read_text())  # the compact identity
+    for meta_path in (work / "store" / "entries").glob("*.json"):  # which each entry records too, as a compact run's
+        meta = json.loads(meta_path.read_text())
+        meta["identity"] = CaptureStore(small.store.path, readonly=True).identity()
+        meta_path.write_bytes(json_bytes(meta))
     assert CaptureStore(work / "store", readonly=True).header == header
     dataset = open_run_dataset(spec)
     import cfviz.capture.store as store_module
@@ -283,4 +289,18 @@ def test_shards_extract_and_the_merging_run_compacts(runs, spec, tmp_path) -> No
     merged = evaluate(compact_spec, tmp_path / "out", store_dir=tmp_path / "store", progress=False)
     assert isinstance(merged, EvaluationResult)
     assert _files(tmp_path / "store") == _files(small.store.path)
+    assert (tmp_path / "out" / "results.csv").read_bytes() == (small.out_dir / "results.csv").read_bytes()
+
+
+def test_a_compacted_store_on_a_read_only_mount_is_scorable(runs, spec, tmp_path, monkeypatch, read_only) -> None:
+    """Scoring a compacted store writes nothing to it (issue 19: a store on a read-only mount)."""
+    full, small = runs
+    store = tmp_path / "ro_store"
+    shutil.copytree(small.store.path, store)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a model was loaded")
+    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    with read_only(store):
+        evaluate(replace(spec, store_form="compact"), tmp_path / "out", store_dir=store, progress=False)
     assert (tmp_path / "out" / "results.csv").read_bytes() == (small.out_dir / "results.csv").read_bytes()

@@ -22,10 +22,22 @@ read lazily, one name at a time, so an ablation over thousands of images never h
 A store refuses entries written with a different configuration (:class:`StoreMismatchError`,
 naming only the settings that differ, old -> new).
 
+Identity by content: each entry records the identity it was written under (``identity``: the
+store's configuration and the facts confirmed once the models loaded, e.g. hub commits) and a
+fingerprint of every input it was computed from (``inputs``, e.g. the SHA-256 of the image file,
+given by the writer). A store whose ``store.json`` was lost or rebuilt still refuses entries of
+another identity, naming the entry and the settings that differ; the writer checks ``inputs``
+when it reuses an entry (:attr:`StoreEntry.inputs`). Entries of older stores carry neither: the
+header alone speaks for their identity, and a writer that needs ``inputs`` says how to recompute.
+
 The header is written with the first entry, not when the store is opened: a run that fails
 before producing anything (a typo in a model name) leaves no store behind that would refuse the
 corrected run. Files hold no time stamps and no absolute paths of the machine that wrote them, so
 the same data, models and settings give byte-identical stores, however the run was cut.
+
+A full disk or the file-size limit stops a write with :class:`~cfviz.errors.WriteError` naming the
+store, the entry, the file, its folder and the bytes written; the entry is then not added and the
+store stays valid (a rerun resumes).
 
 An entry can be rewritten in place (:meth:`CaptureStore.rewrite`: some tensors dropped, others
 added, e.g. by the compact store form, :mod:`cfviz.experiments.compact`). The new tensors go to a
@@ -52,7 +64,7 @@ from typing import Any
 
 from cfviz.capture.cache import CaptureCache, StepInfo
 from cfviz.capture.tokens import TokenSelection
-from cfviz.errors import CfvizError, StoreMismatchError
+from cfviz.errors import CfvizError, StoreMismatchError, WriteError
 from cfviz.utils.env import library_versions
 from cfviz.utils.io import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 
@@ -61,6 +73,12 @@ FORMAT_VERSION = 1
 
 #: How a refused or damaged store tells a user what to do (callers may phrase it for their interface).
 REPAIR_HINT = "rerun with --repair (Python: repair=True) to delete damaged entries and recompute them"
+
+#: Header keys that are not part of the identity an entry records (the capture settings are in the entry itself).
+_NOT_IDENTITY = ("format", "format_version", "library_versions", "capture")
+
+#: How a setting that differs may be fixed: flattened config path -> (stored value -> the fix, in words).
+Hints = Mapping[str, Any]
 
 
 class StoreDamagedError(CfvizError, ValueError):
@@ -153,6 +171,20 @@ class StoreEntry:
     def metadata(self) -> dict[str, Any]:
         """Free-form metadata given when the entry was added (label, category, seed, ...)."""
         return dict(self.meta.get("metadata", {}))
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Fingerprints of the inputs the entry was computed from (``{}`` for entries of older stores).
+
+        E.g. ``{"image": "sha256:..."}``: what :func:`cfviz.experiments.store_check.stale_entries`
+        compares with the bytes of the image file before the entry is reused.
+        """
+        return dict(self.meta.get("inputs") or {})
+
+    @property
+    def identity(self) -> dict[str, Any] | None:
+        """The store identity the entry was written under (None for entries of older stores)."""
+        return self.meta.get("identity")
 
     @property
     def steps(self) -> list[StepInfo]:
@@ -249,6 +281,10 @@ class CaptureStore:
         :class:`StoreDamagedError`; the ids deleted are in :attr:`repaired`, missing for a run to
         recompute.
 
+    Every entry's recorded identity must be the store's (the header's configuration, or
+    ``config`` when the header is missing); see :meth:`require` for checks that leave some
+    settings aside.
+
     Example
     -------
     >>> import tempfile, torch
@@ -267,24 +303,90 @@ class CaptureStore:
         self.readonly = readonly
         self.repair = repair
         self.repaired: list[str] = []  #: files of damaged entries deleted by ``repair``
+        self._index: dict[str, dict[str, Any]] | None = None
+        self._config_known = False  # a header or a given config says what entries must have been written with
+        self._ignore: tuple[str, ...] = ()
+        self._hints: dict[str, Any] = {}
         header = self.path / "store.json"
         if header.exists():
             self.header = self._read_header(header)
-            if config is not None:
-                _compare(self.header.get("config", {}), _jsonable(config), header)
-            self._header_written = True
+            self._header_written = self._config_known = True
         else:
-            if readonly:
+            if readonly and not (self.path / "entries").is_dir():
                 raise FileNotFoundError(f"no capture store at {self.path} (missing {header}); "
                                         "create it by running a capture with this folder as the store")
             # no time stamp: a store is a function of its inputs (byte-identical when rebuilt)
             self.header = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                           "config": _jsonable(config or {}), "library_versions": library_versions()}
+                           "config": {}, "library_versions": library_versions()}
             self._header_written = False  # written with the first entry: a failed run claims nothing
+        if config is not None:
+            self.require(config)
         if not readonly:
             remove_stale_temp_files(self.path)
             remove_stale_temp_files(self.path / "entries")
-        self._index: dict[str, dict[str, Any]] | None = None
+
+    def require(self, config: Mapping[str, Any], *, ignore: Sequence[str] = (), hints: Hints | None = None) -> None:
+        """Refuse (:class:`StoreMismatchError`) unless the store and each entry were written with ``config``.
+
+        ``ignore``: flattened setting paths (``"cpu_threads"``, ``"models.device_type"``) whose
+        differences do not count, e.g. settings that matter only when models run, for a run that
+        only reads entries. ``hints`` maps a path to a function of its stored value that says how
+        to run with it (a flag or an environment variable), added to the refusal. A store without
+        a header adopts ``config`` (written with its first entry).
+
+        >>> import tempfile
+        >>> store = CaptureStore(tempfile.mkdtemp(), config={"threads": 4, "steps": [100]})
+        >>> _ = store.add("a", arrays={"x/y": __import__("torch").ones(1)})
+        >>> CaptureStore(store.path).require({"threads": 2, "steps": [100]}, ignore=["threads"])
+        >>> CaptureStore(store.path).require({"threads": 2, "steps": [100]})
+        Traceback (most recent call last):
+        ...
+        cfviz.errors.StoreMismatchError: the capture store ... with another configuration (threads: 4 -> 2); ...
+        """
+        config = _jsonable(dict(config))
+        self._ignore = tuple(ignore)
+        if self._header_written:
+            _compare(self.header.get("config", {}), config, self.path / "store.json", ignore=self._ignore,
+                     hints=hints)
+        else:
+            self.header["config"] = config
+        self._config_known = True
+        self._hints = dict(hints or {})
+        if self._index is not None:
+            self._check_entries(self._index)
+
+    def identity(self) -> dict[str, Any]:
+        """What an entry written now records as its identity: the configuration and the confirmed facts."""
+        return {k: v for k, v in self.header.items() if k not in _NOT_IDENTITY}
+
+    def _check_entries(self, index: Mapping[str, Mapping[str, Any]]) -> None:
+        """Every entry that records its identity must have the store's (the first entry's when nothing says)."""
+        reference = self.identity() if self._config_known else None
+        for image_id, meta in index.items():
+            recorded = meta.get("identity")
+            if not isinstance(recorded, Mapping):
+                continue  # an entry of an older store: the header alone speaks for it
+            if reference is None:
+                reference, first = dict(recorded), image_id
+                continue
+            if recorded == reference:
+                continue
+            diffs = _differences(recorded.get("config", {}), reference.get("config", {}), self._ignore)
+            for key in sorted((set(recorded) & set(reference)) - {"config"}):
+                diffs += config_differences({key: recorded[key]}, {key: reference[key]})
+            if not diffs:
+                continue
+            if self._config_known:
+                against = "its store.json" if self._header_written else "this run"
+            else:
+                against = f"entry {first!r}"
+            lost = "" if self._header_written else ("the store has no store.json, so its entries say which settings "
+                                                    "it holds, and ")
+            told = _told(self._hints, recorded.get("config", {}), diffs)
+            raise StoreMismatchError(
+                f"capture store entry {image_id!r} in {self.path} was computed with another configuration than "
+                f"{against} ({_shown(diffs)}); {lost}entries are never mixed: use another store folder (--store, "
+                f"or another --out), or run with the entry's settings" + (f" ({told})" if told else ""))
 
     @staticmethod
     def _read_header(header: Path) -> dict[str, Any]:
@@ -311,10 +413,12 @@ class CaptureStore:
             self._header_written = True
         if key in self.header:
             _compare({key: self.header[key]}, {key: value}, header)
-            return
-        self.header[key] = value
-        if self._header_written:
-            atomic_write_json(header, self.header)
+        else:
+            self.header[key] = value
+            if self._header_written:
+                self._write_file(header, self.header)
+        if self._index is not None:  # entries written before the header was lost carry their own value
+            self._check_entries(self._index)
 
     def _write_header(self) -> None:
         """Write the header before the first entry (checking a header another shard wrote meanwhile)."""
@@ -328,8 +432,24 @@ class CaptureStore:
             self.header = {**self.header, **on_disk}
         else:
             (self.path / "entries").mkdir(parents=True, exist_ok=True)
-            atomic_write_json(header, self.header)
+            self._write_file(header, self.header)
         self._header_written = True
+
+    def _write_file(self, path: Path, data: bytes | Mapping[str, Any], image_id: str | None = None, *,
+                    change: str = "added") -> None:
+        """Write a store file (bytes, or JSON) atomically; no room for it: a :class:`WriteError` naming the store."""
+        try:
+            if isinstance(data, bytes):
+                atomic_write_bytes(path, data)
+            else:
+                atomic_write_json(path, data)
+        except WriteError as exc:
+            what = f"could not take entry {image_id!r}" if image_id is not None else "could not write its header"
+            err = WriteError(f"the capture store {self.path} {what}: {exc}; the store is still valid (the "
+                             f"{len(self._load_index())} entries before stay readable, this one was not {change}) "
+                             "and a rerun resumes once there is room")
+            err.errno = exc.errno
+            raise err from exc
 
     # ------------------------------------------------------------------ reading
     @property
@@ -356,6 +476,7 @@ class CaptureStore:
                     if f.exists():
                         f.unlink()
                         self.repaired.append(f.name)
+            self._check_entries(index)
             self._index = index
         return self._index
 
@@ -408,7 +529,7 @@ class CaptureStore:
     # ------------------------------------------------------------------ writing
     def add(self, image_id: str, cache: CaptureCache | None = None, *, clip: ClipScores | None = None,
             arrays: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
-            overwrite: bool = False) -> StoreEntry:
+            inputs: Mapping[str, str] | None = None, overwrite: bool = False) -> StoreEntry:
         """Write one image's entry atomically.
 
         Parameters
@@ -423,6 +544,9 @@ class CaptureStore:
             Any other named tensors, stored under their names (use a ``group/name`` form).
         metadata:
             JSON-able facts about the image and run (label, category, seed, paths, ...).
+        inputs:
+            Fingerprints of what the entry was computed from (``{"image": "sha256:..."}``), for a
+            writer to check before reusing the entry (:attr:`StoreEntry.inputs`).
         overwrite:
             Replace an existing entry (otherwise adding an existing id is an error).
         """
@@ -437,6 +561,8 @@ class CaptureStore:
         # no time stamp and nothing of the writing machine: equal inputs give equal bytes
         meta: dict[str, Any] = {"image_id": image_id, "key": entry_key(image_id),
                                 "metadata": _jsonable(dict(metadata or {}))}
+        if inputs:
+            meta["inputs"] = {str(k): str(v) for k, v in sorted(inputs.items())}
         if cache is not None:
             if cache.batch_size > 1:
                 raise ValueError(f"cache holds {cache.batch_size} rows; store one image per entry "
@@ -471,11 +597,12 @@ class CaptureStore:
         meta["file"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # damage shows
         if not self._header_written:
             self._write_header()
+        meta["identity"] = self.identity()  # after the header: a shard's header may have been adopted
         entries = self.path / "entries"
         entries.mkdir(parents=True, exist_ok=True)
         old = self._load_index().get(image_id)
-        atomic_write_bytes(entries / f"{meta['key']}.safetensors", data)
-        atomic_write_json(entries / f"{meta['key']}.json", meta)  # last: marks the entry complete
+        self._write_file(entries / f"{meta['key']}.safetensors", data, image_id)
+        self._write_file(entries / f"{meta['key']}.json", meta, image_id)  # last: marks it complete
         if old is not None and tensors_file_name(old) != tensors_file_name(meta):
             (entries / tensors_file_name(old)).unlink(missing_ok=True)  # a rewritten entry replaced
         self._load_index()[image_id] = meta
@@ -521,11 +648,22 @@ class CaptureStore:
         name = f"{old['key']}.{digest[:12]}.safetensors"
         new["file"] = {"bytes": len(data), "sha256": digest, "name": name}
         entries = self.path / "entries"
-        atomic_write_bytes(entries / name, data)
-        atomic_write_json(entries / f"{old['key']}.json", new)  # the commit: names the new file
+        self._write_file(entries / name, data, image_id, change="changed")
+        self._write_file(entries / f"{old['key']}.json", new, image_id, change="changed")  # the commit: names it
         self.remove_orphans([image_id], metas={image_id: new})
         self._load_index()[image_id] = new
         return StoreEntry(self.path, new)
+
+    def remove(self, image_id: str) -> None:
+        """Delete an entry: its JSON first (the entry no longer counts), then its tensors files."""
+        if self.readonly:
+            raise PermissionError(f"the store at {self.path} was opened read-only")
+        meta = self[image_id].meta
+        entries = self.path / "entries"
+        (entries / f"{meta['key']}.json").unlink(missing_ok=True)  # another process may have removed it
+        for f in _entry_files(entries, meta["key"]):
+            f.unlink(missing_ok=True)
+        del self._load_index()[image_id]
 
     def remove_orphans(self, image_ids: Sequence[str], *, metas: Mapping[str, Any] | None = None) -> list[str]:
         """Delete tensors files of these entries that their JSON does not name (a rewrite cut short).
@@ -564,7 +702,7 @@ class CaptureStore:
         if known is None:
             self.header["capture"] = settings
             if self._header_written:
-                atomic_write_json(header, self.header)
+                self._write_file(header, self.header)
         else:
             _compare(known, settings, header, what="capture settings")
 
@@ -646,15 +784,37 @@ def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> l
             for k in sorted(set(old) | set(new)) if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
 
 
-def _compare(stored: Mapping[str, Any], given: Mapping[str, Any], header: Path, what: str = "configuration") -> None:
-    diffs = config_differences(stored, given)
+def _told(hints: Hints | None, stored: Mapping[str, Any], diffs: Sequence[str]) -> str:
+    """How to run with the stored values of the differing settings that ``hints`` know ("" if none)."""
+    flat = _flatten(dict(stored))
+    told = [t for p, hint in (hints or {}).items() if any(d.startswith(f"{p}: ") for d in diffs)
+            if (t := hint(flat.get(p)))]
+    return "; ".join(told)
+
+
+def _differences(stored: Mapping[str, Any], given: Mapping[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """:func:`config_differences` leaving out the paths in ``ignore`` (and everything under them)."""
+    return [d for d in config_differences(stored, given)
+            if not any(d.startswith((f"{p}: ", f"{p}.")) for p in ignore)]
+
+
+def _shown(diffs: Sequence[str]) -> str:
+    return "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+
+
+def _compare(stored: Mapping[str, Any], given: Mapping[str, Any], header: Path, what: str = "configuration", *,
+             ignore: Sequence[str] = (), hints: Hints | None = None) -> None:
+    diffs = _differences(stored, given, ignore)
     if diffs:
-        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        shown = _shown(diffs)
         # identity keys that stores of cfviz <= round 1 lack: no value to "run with" exists
         older = any(d.startswith(("batch_size: (absent) ->", "models.device_type: (absent) ->")) for d in diffs)
         fix = ("use another store folder (--store, or another --out): this one was written by an older "
                "cfviz that did not record these settings" if older else
                "use another store folder (--store, or another --out) for these settings, or run with the "
                "stored values")
+        told = _told(hints, stored, diffs)
+        if told and not older:
+            fix = f"to add entries to this store, {told}; or " + fix
         raise StoreMismatchError(f"the capture store {header.parent} was written with another {what} ({shown}); "
                                  f"entries are never mixed: {fix}")

@@ -16,6 +16,7 @@ FLAGS: dict[str, str] = {
     "dataset_options.missing_masks": "--missing-masks", "dataset_options.mask_suffix": "--mask-suffix",
     "dataset_options.limit_per_type": "--limit-per-type", "dataset_options.stray_files": "--stray-files",
     "methods": "--method", "shots": "--shots", "seeds": "--seeds", "out_dir": "--out", "store_dir": "--store",
+    "recompute_changed": "--recompute-changed",
     "batch_size": "--batch-size", "shard": "--shard", "distributed": "--distributed", "store_form": "--store-form",
     "models.clip": "--clip", "models.clip_arch": "--clip-arch", "models.clip_pretrained": "--clip-pretrained",
     "models.diffusion": "--diffusion", "models.revision": "--revision", "models.device": "--device",
@@ -163,6 +164,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                           "(part of the store's identity)")
     run.add_argument("--repair", action="store_true",
                      help="recompute damaged store entries instead of stopping at the first one")
+    run.add_argument("--recompute-changed", action="store_true",
+                     help="recompute store entries whose image file changed since they were stored (or that an "
+                          "older cfviz stored without a fingerprint) instead of refusing the run")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_arguments(p)
     ext = p.add_argument_group("extraction (changing these needs a new store)")
@@ -348,6 +352,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     extra = {"repair": True} if getattr(args, "repair", False) else {}
+    if getattr(args, "recompute_changed", False):
+        extra["recompute_changed"] = True
     result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress,
                       distributed=getattr(args, "distributed", "auto"), **extra)
     if not isinstance(result, EvaluationResult) and args.shard is None:

@@ -254,7 +254,8 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
             rewritten += 1
     store.remove_orphans([*ids, *refs])
     journal = _journal(store, category)
-    journal.unlink(missing_ok=True)
+    if journal.exists():  # nothing is written to a compacted store: it may be on a read-only mount
+        journal.unlink()
     if journal.parent.is_dir() and not any(journal.parent.iterdir()):
         journal.parent.rmdir()
     return rewritten

@@ -198,6 +198,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.diffusion.forward import build_prompt, mapdiff_forward
     from cfviz.experiments import aaclip_branch, clip_branch
     from cfviz.experiments.prompt_tokens import label_prompt_tokens, token_specs
+    from cfviz.experiments.store_check import image_fingerprint
     from cfviz.utils.progress import progress_bar
 
     if batch_timesteps is None:  # the store's setting (extraction.batch_timesteps)
@@ -232,17 +233,20 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                           f"{models.clip.image_size} px images; leave it unset", "extraction.clip_size")
     root = getattr(dataset, "root", None)
 
-    def prepare(batch: list[str]) -> tuple[list[Any], list[str], Any, Any]:
-        """Pixels, prompts and both model inputs of a batch (runs ahead, on the prefetch thread)."""
+    def prepare(batch: list[str]) -> tuple[list[Any], list[str], Any, Any, list[str]]:
+        """Pixels, prompts, both model inputs and the image fingerprints of a batch (on the prefetch thread)."""
         samples = [dataset.load(by_id[i]) for i in batch]
         prompts = [build_prompt(extraction.object_name(s.category), extraction.state, extraction.prompt_template)
                    for s in samples]
         images = [s.image for s in samples]
-        return samples, prompts, clip_batch(images, clip_size), diffusion_batch(images, extraction.diffusion_size)
+        # what each entry is valid for (store_check compares it before an entry is reused)
+        fingerprints = [image_fingerprint(by_id[i].image_path) for i in batch]
+        return (samples, prompts, clip_batch(images, clip_size), diffusion_batch(images, extraction.diffusion_size),
+                fingerprints)
 
     prepared = Prefetcher(prepare, todo, depth=prefetch, name="cfviz-extract-prefetch")
     try:
-        for samples, prompts, clip_images, diffusion_images in prepared:
+        for samples, prompts, clip_images, diffusion_images, fingerprints in prepared:
             with torch.inference_mode():
                 embeddings = clip_branch.embed(models.clip, clip_images, extraction)
                 scores = [clip_branch.zero_shot_scores(models.clip, {k: v[i:i + 1] for k, v in embeddings.items()},
@@ -276,6 +280,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                 if aa is not None:
                     arrays.update(aa[i])
                 store.add(s.image_id, cap.cache.select_rows(i), clip=clip_scores, arrays=arrays,
+                          inputs={"image": fingerprints[i]},
                           metadata={"label": s.label, "category": s.category, "defect_type": s.defect_type,
                                     "split": s.split, "image_path": relative_path(s.image_path, root),
                                     "mask_path": relative_path(s.mask_path, root),

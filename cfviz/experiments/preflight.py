@@ -46,8 +46,8 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     check_data_root(spec)
     if out_dir is not None:
         check_writable_folder(out_dir, "out_dir")
-    if store_dir is not None:
-        check_writable_folder(store_dir, "store_dir")
+    if store_dir is not None and not holds_store(store_dir):  # an existing store may be read-only: scoring
+        check_writable_folder(store_dir, "store_dir")             # needs no write (store_check.open_run_store)
     check_device(spec.models.device)
     check_cpu_half(spec.models)
     check_compile(spec.models.compile, spec.models.device)  # a missing compiler, before the data set is opened
@@ -156,6 +156,12 @@ def check_data_root(spec: RunSpec) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # output folders
+
+
+def holds_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a capture store already (a header, or entries whose header was lost)."""
+    p = Path(path).expanduser()
+    return (p / "store.json").is_file() or (p / "entries").is_dir()
 
 
 def check_writable_folder(path: str | os.PathLike[str], field: str) -> None:

@@ -25,7 +25,7 @@ from cfviz.capture.store import CaptureStore
 from cfviz.experiments.config import ModelChoice, RunSpec
 from cfviz.experiments.extraction import ExtractionReport, extract
 from cfviz.utils.env import library_versions
-from cfviz.utils.io import atomic_write_json, atomic_write_text, atomic_write_with
+from cfviz.utils.io import atomic_write_files, json_bytes
 
 RANDOM_WEIGHTS_NOTE = ("Offline random-weight models: these numbers show that the pipeline runs end to end, "
                        "not how well the method detects anomalies.")
@@ -182,7 +182,8 @@ def run_records(dataset: Any, categories: list[str], refs: dict[str, dict[str, l
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
              shard: tuple[int, int] | None = None, progress: bool = True,
              repair: bool = False, distributed: str = "auto",
-             keep: Collection[tuple[str, int, int]] = ()) -> EvaluationResult | ExtractionReport:
+             keep: Collection[tuple[str, int, int]] = (),
+             recompute_changed: bool = False) -> EvaluationResult | ExtractionReport:
     """Run (or resume) an evaluation and write its tables.
 
     Parameters
@@ -193,7 +194,10 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         Where ``results.csv``, ``summary.md`` and ``run.json`` go.
     store_dir:
         The capture store (default ``out_dir/store``). Reuse it across runs: images already in it
-        are not recomputed; a store made with other model/extraction settings is refused.
+        are not recomputed; a store made with other model/extraction settings is refused, and so
+        is an entry whose image file now holds other bytes (:mod:`cfviz.experiments.store_check`).
+        When every image is stored, no model loads: the store may then be read-only, and the
+        settings that matter only when models run (threads, device type) are not compared.
     shard:
         ``(i, n)``: only run the models for shard i of n and return the extraction report. Run
         every shard (processes, GPUs, machines sharing the folder), then call again without
@@ -203,6 +207,9 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     repair:
         Delete damaged store entries (an unreadable tensors or JSON file) and recompute them,
         instead of stopping with an error that names them.
+    recompute_changed:
+        Recompute the entries whose image file changed since they were stored (and entries of
+        older stores, which recorded no fingerprint), instead of refusing the run.
     distributed:
         ``"auto"``: when this process is one of several started by ``accelerate launch``
         (``WORLD_SIZE`` > 1), extract process ``p``'s share of the batches (``shard=(p, n)``),
@@ -222,6 +229,8 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     from cfviz.experiments.datacheck import check_run_data
     from cfviz.experiments.distributed import processes
     from cfviz.experiments.config import resolve_clip_size, resolve_clip_windows
+    from cfviz.experiments.extraction import run_batches
+    from cfviz.experiments.store_check import open_run_store
     from cfviz.experiments.families import resolve_family_settings
     from cfviz.experiments.preflight import preflight
 
@@ -244,7 +253,9 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         refs = references_needed(dataset, spec)
         records = run_records(dataset, categories, refs)
         # the header is written with the first entry: a run that fails before it leaves no store
-        store = CaptureStore(store_dir or out / "store", store_identity(spec), repair=repair)
+        planned = [i for batch in run_batches(records, spec.batch_size, shard) for i in batch]
+        store = open_run_store(store_dir or out / "store", store_identity(spec), records, planned=planned,
+                               repair=repair, recompute_changed=recompute_changed)
         missing_at_start = len(store.missing([r.image_id for r in records]))
         if spec.store_form == "compact":  # a compacted store that cannot serve these shots/seeds: say so now
             from cfviz.experiments.compact import check_before_extraction
@@ -470,16 +481,30 @@ def _percent_columns(metrics: list[str]) -> list[str]:
 
 
 def write_outputs(result: EvaluationResult, spec: RunSpec) -> None:
-    """Write results.csv, summary.md and run.json atomically into ``result.out_dir``."""
+    """Write results.csv, summary.md and run.json into ``result.out_dir``, only when all three are complete.
+
+    Every text is made first; then each goes to a temporary file in ``out_dir``, and only when
+    all are written are they renamed over the old ones (:func:`cfviz.utils.io.atomic_write_files`):
+    a failure at any point (an empty table, a full disk) leaves the earlier results as they were.
+    """
+    from cfviz.errors import CfvizError
+
+    frame = result.frame
+    if frame.empty:  # nothing to report (no test image was scored): never replace earlier tables with nothing
+        raise CfvizError(f"no metric was computed, so no results were written to {result.out_dir} (earlier "
+                         "results there are kept)")
     out = result.out_dir
-    atomic_write_with(out / "results.csv", lambda tmp: result.frame.to_csv(tmp, index=False))
-    atomic_write_text(out / "summary.md", summary_markdown(result.frame, result.summary, spec,
-                                                           random_weights=result.random_weights,
-                                                           left_out=result.left_out))
-    atomic_write_json(out / "run.json", {
-        "spec": json.loads(json.dumps(asdict(spec), default=str)),
-        "comparison_rule": run_rule(spec), "visual_pair": _visual_pair(spec),
-        "store": str(result.store.path), "extraction": str(result.extraction),
-        "references": result.references, "random_weights": result.random_weights, "left_out": result.left_out,
-        "library_versions": library_versions(),
+    atomic_write_files({
+        out / "results.csv": frame.to_csv(index=False).encode("utf-8"),
+        out / "summary.md": summary_markdown(frame, result.summary, spec, random_weights=result.random_weights,
+                                             left_out=result.left_out).encode("utf-8"),
+        out / "run.json": json_bytes({
+            "spec": json.loads(json.dumps(asdict(spec), default=str)),
+            "comparison_rule": run_rule(spec), "visual_pair": _visual_pair(spec),
+            "store": str(result.store.path), "extraction": str(result.extraction),
+            # what the stored entries were computed with (a scoring-only run may differ in threads or device)
+            "store_identity": result.store.identity(),
+            "references": result.references, "random_weights": result.random_weights, "left_out": result.left_out,
+            "library_versions": library_versions(),
+        }),
     })

@@ -9,6 +9,7 @@ leftovers of dead writers from the files of writers still running (e.g. another 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -21,8 +22,12 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``.
+
+    A full disk, a quota or the file-size limit (``ulimit -f``) raises
+    :class:`~cfviz.errors.WriteError` naming the file, its folder and the bytes written (of
+    ``size``, when the caller knows it); ``path`` keeps what it held before.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -43,9 +48,35 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:  # make the bytes durable before the rename
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        raise _no_room(exc, dest, tmp, size) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+#: errno values that mean "no room for this file": a full disk, a quota, the file-size limit.
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _no_room(exc: OSError, dest: Path, tmp: Path, size: int | None) -> OSError:
+    """The :class:`~cfviz.errors.WriteError` for ``exc``: which file, which folder, how far it got, what to do."""
+    from cfviz.errors import WriteError
+
+    try:
+        written = tmp.stat().st_size
+    except OSError:
+        written = 0
+    of = f" of {size:,}" if size is not None else ""
+    kept = f"{dest.name} keeps what it held before" if dest.exists() else f"{dest.name} was not created"
+    why = {errno.EFBIG: "the file-size limit was reached (raise it: ulimit -f)"}.get(
+        exc.errno, "the disk (or your quota) is full (free space there)")
+    err = WriteError(f"could not write {dest.name} in {dest.parent}: {why}; {written:,}{of} bytes were written "
+                     f"before the system refused more ({exc.strerror or exc}); {kept}")
+    err.errno = exc.errno
+    return err
 
 
 TEMP_SUFFIX = ".tmp"
@@ -125,7 +156,7 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return the path."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=len(data)) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
@@ -135,9 +166,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any, *, indent: int | None = 2) -> bytes:
+    """``obj`` as the UTF-8 JSON text cfviz writes (keys sorted so that files diff cleanly).
+
+    >>> json_bytes({"b": 1, "a": [1, 2]}, indent=None)
+    b'{"a": [1, 2], "b": 1}\\n'
+    """
+    return (json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON atomically (keys sorted so that files diff cleanly)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+    return atomic_write_bytes(path, json_bytes(obj, indent=indent))
 
 
 def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
@@ -148,6 +188,27 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], Non
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def atomic_write_files(files: Mapping[str | os.PathLike[str], bytes]) -> list[Path]:
+    """Write several files so that either all are replaced or none is.
+
+    Each is written (and flushed) to its temporary file first; only when every one is complete
+    are they renamed over their destinations, one right after the other. A failure while writing
+    (a full disk) leaves every destination as it was.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> [p.name for p in atomic_write_files({d / "a.csv": b"x\\n", d / "a.md": b"# x\\n"})]
+    ['a.csv', 'a.md']
+    """
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for path, data in files.items():
+            tmp = stack.enter_context(atomic_path(path, size=len(data)))
+            tmp.write_bytes(data)
+    return [Path(p) for p in files]
 
 
 def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],

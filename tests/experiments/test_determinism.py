@@ -174,15 +174,30 @@ def test_a_subset_of_test_images_needs_its_own_store(spec: RunSpec, reference: E
         store_identity(spec)
 
 
-def test_another_cpu_thread_count_is_refused(spec: RunSpec, reference: EvaluationResult, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Thread counts change the last bits of CPU results (launchers set OMP_NUM_THREADS=1)."""
+def test_another_cpu_thread_count_is_refused_only_when_models_run(spec: RunSpec, reference: EvaluationResult,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread counts change the last bits of CPU results (launchers set OMP_NUM_THREADS=1): a run
+    that adds entries must use the store's count (the refusal says how); a run that only scores
+    stored entries loads no model, so its thread count does not matter."""
     import torch
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
-    with pytest.raises(StoreMismatchError, match=f"cpu_threads: {threads} -> {threads + 1}"):
-        evaluate(spec, tmp_path, store_dir=reference.store.path, progress=False)
+    _no_models(monkeypatch)
+    scored = evaluate(spec, tmp_path / "scored", store_dir=reference.store.path, progress=False)
+    assert scored.extraction.new == 0
+    assert (tmp_path / "scored" / "results.csv").read_bytes() == (reference.out_dir / "results.csv").read_bytes()
+    # the store's identity, not this process's threads, is what run.json says computed the maps
+    assert json.loads((tmp_path / "scored" / "run.json").read_text())["store_identity"]["config"]["cpu_threads"] \
+        == threads
+
+    partial = tmp_path / "partial"
+    shutil.copytree(reference.store.path, partial)
+    next((partial / "entries").glob("*.json")).unlink()  # one image to compute: models would run
+    with pytest.raises(StoreMismatchError, match=f"cpu_threads: {threads} -> {threads + 1}") as err:
+        evaluate(spec, tmp_path / "out", store_dir=partial, progress=False)
+    assert f"OMP_NUM_THREADS={threads}" in str(err.value)
 
 
 def test_run_failing_before_its_first_entry_leaves_no_store(spec: RunSpec, tmp_path: Path,
