@@ -159,7 +159,7 @@ def cli_message(exc: BaseException, flags: Mapping[str, str] | None = None) -> s
         flag, value = names.get(m["name"]), (m["value"] or "").strip("'\"")
         if flag is None:
             return m[0]
-        return flag if value in ("", "...", "[...]") else f"{flag} {value}"
+        return flag if value in ("", "...", "[...]", "True") else f"{flag} {value}"  # True: a switch
 
     text = re.sub(r"(?<![\w.-])(?P<name>[A-Za-z_][\w.]*)=(?P<value>\.\.\.|\[\.\.\.\]|'[^']*'|\"[^\"]*\"|[^\s,;)]+)?",
                   keyword, text)

@@ -108,7 +108,7 @@ def test_errors_of_every_bad_setting_speak_cli(data_root: Path, tmp_path: Path,
                                      extraction=ExtractionConfig(clip_size=None))
     leaks, errors = [], 0
     for path in FLAGS:
-        if path in ("out_dir", "store_dir", "shard", "distributed"):  # arguments of evaluate(), not RunSpec fields
+        if path in ("out_dir", "store_dir", "shard", "distributed", "recompute_changed"):  # evaluate() arguments, not RunSpec fields
             continue
         for value, spec in [(v, b) for b in (base, pretrained) if b is base or path.startswith("models.")
                             for v in _bad_values(_default(base, path))]:

@@ -54,8 +54,8 @@ HINTS: dict[str, Callable[[Any], str]] = {
     "batch_size": lambda v: f"run with --batch-size {v} (Python: batch_size={v})",
 }
 
-RECOMPUTE_HINT = ("rerun with --recompute-changed (Python: recompute_changed=True) to recompute such entries, "
-                  "or use a new --out (or --store) for this data")
+RECOMPUTE_HINT = ("rerun with recompute_changed=True to recompute such entries, or use a new out_dir (or "
+                  "store_dir) for this data")  # in Python words; the CLI writes them as its flags (cfviz.cli)
 
 
 def image_fingerprint(path: str | os.PathLike[str]) -> str:
