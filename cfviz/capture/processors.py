@@ -95,7 +95,8 @@ class RecordingProcessor:
         encoder_hidden_states = bound.get("encoder_hidden_states")
         self.session.record_joint(self.name, attn, self.kind, hidden_states, encoder_hidden_states,
                                   bound.get("image_rotary_emb"),
-                                  projections=tap.projections(hidden_states, encoder_hidden_states))
+                                  projections=tap.projections(hidden_states, encoder_hidden_states),
+                                  attention_mask=bound.get("attention_mask"))
         return out
 
     def __repr__(self) -> str:

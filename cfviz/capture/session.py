@@ -268,10 +268,11 @@ class CaptureSession:
             self._reduce_and_add(name, step, probs, hw)
 
     def record_joint(self, name: str, attn: Any, kind: str, hidden_states: Any, encoder_hidden_states: Any,
-                     image_rotary_emb: Any, projections: Any = None) -> None:
+                     image_rotary_emb: Any, projections: Any = None, attention_mask: Any = None) -> None:
         """Record the image-query x text-key block of a joint attention call (SD3, FLUX).
 
-        ``projections``: the layer's own projections of this call (``joint.ProjectionTap``), if borrowed.
+        ``projections``: the layer's own projections of this call (``joint.ProjectionTap``), if
+        borrowed; ``attention_mask``: the mask the layer's processor received (FLUX applies it).
         """
         import torch
 
@@ -286,7 +287,7 @@ class CaptureSession:
             probs = text_attention(attn, kind, hidden_states, encoder_hidden_states,  # type: ignore[arg-type]
                                    text_length=self.text_length, image_rotary_emb=image_rotary_emb,
                                    rows=list(step.rows), softmax=self.joint_softmax,
-                                   projections=projections)
+                                   projections=projections, attention_mask=attention_mask)
             h, w = step.sample_size
             n_q = probs.shape[2]
             if h * w < n_q:  # FLUX Kontext appends reference-image tokens after the image's own

@@ -67,3 +67,31 @@ def test_ip_adapter_tuple_input_records_the_text_part_and_keeps_the_output(unet_
             want = direct_probabilities(attn, hs, text).mean(1).transpose(1, 2)
         torch.testing.assert_close(cap.cache.attention[name][0].flatten(2), want, rtol=1e-5, atol=1e-6)
         assert cap.cache.attention[name][0].shape[1] == 77  # the text's columns, not the image tokens'
+
+
+# ---------------------------------------------------------------------------- FLUX attention mask
+@pytest.mark.parametrize("as_bool", [True, False])
+def test_flux_attention_mask_is_applied_to_the_recorded_probabilities(as_bool):
+    """``joint_attention_kwargs={"attention_mask": m}`` reaches every FLUX attention layer's SDPA;
+    masked text columns get no attention there, so none in the maps either (joint softmax: the
+    layer's own probabilities)."""
+    from cfviz.models.families import denoiser_inputs, tiny_denoiser
+
+    flux = tiny_denoiser("flux")
+    kw = denoiser_inputs("flux", flux, text_length=8)
+    n_txt, n_img = 8, kw["hidden_states"].shape[1]
+    keep = torch.ones(2, 1, 1, n_txt + n_img, dtype=torch.bool)
+    keep[:, ..., 5:n_txt] = False  # the padding of a 5-token prompt
+    mask = keep if as_bool else torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    with torch.no_grad():
+        with cfviz.capture(flux, dtype=torch.float32) as plain:
+            flux(**kw)
+        with cfviz.capture(flux, dtype=torch.float32) as cap:
+            flux(**kw, joint_attention_kwargs={"attention_mask": mask})
+    assert {k for _, k in cfviz.capture.session.locate_text_attention(flux).values()} == {"flux_joint", "flux_single"}
+    for name, per in cap.cache.attention.items():
+        maps = per[0]  # (batch, text tokens, h, w)
+        assert maps.shape[1] == n_txt
+        assert torch.all(maps[:, 5:] == 0), name  # masked: the layer gave them nothing
+        assert torch.all(maps[:, :5] > 0), name
+        assert not torch.allclose(maps[:, :5], plain.cache.attention[name][0][:, :5]), name
