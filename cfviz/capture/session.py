@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cfviz.capture.cache import CaptureCache, StepInfo
-from cfviz.capture.families import Family, denoiser_of, detect_family
+from cfviz.capture.families import Family, denoiser_of, detect_family, unwrap_compiled
 from cfviz.capture.joint import JointSoftmax, text_attention
 from cfviz.capture.naming import NamesFilter, select_names
 from cfviz.capture.processors import RecordingProcessor, attention_probabilities, wrap_processor
@@ -77,7 +77,7 @@ def _calling_pipeline_guidance(unet: Any) -> bool | None:
     while frame is not None:
         if frame.f_code.co_name == "__call__":
             owner = frame.f_locals.get("self")
-            runs_it = getattr(owner, "unet", None) is unet or getattr(owner, "transformer", None) is unet
+            runs_it = any(unwrap_compiled(getattr(owner, attr, None)) is unet for attr in ("unet", "transformer"))
             if runs_it and hasattr(owner, "do_classifier_free_guidance"):
                 return bool(owner.do_classifier_free_guidance)
             if runs_it and "do_classifier_free_guidance" in frame.f_locals:

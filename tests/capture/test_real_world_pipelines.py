@@ -95,3 +95,52 @@ def test_flux_attention_mask_is_applied_to_the_recorded_probabilities(as_bool):
         assert torch.all(maps[:, 5:] == 0), name  # masked: the layer gave them nothing
         assert torch.all(maps[:, :5] > 0), name
         assert not torch.allclose(maps[:, :5], plain.cache.attention[name][0][:, :5]), name
+
+
+# ---------------------------------------------------------------------------- subclassed / compiled denoisers
+def test_subclass_of_a_diffusers_denoiser_is_its_family():
+    from diffusers import FluxTransformer2DModel
+
+    from cfviz.capture.families import detect_family
+    from cfviz.models.families import denoiser_inputs, tiny_denoiser
+
+    class MyFlux(FluxTransformer2DModel):
+        """A user's subclass (e.g. one that adds a method): still FLUX."""
+
+    flux = tiny_denoiser("flux")
+    mine = MyFlux.from_config(flux.config).eval()
+    mine.load_state_dict(flux.state_dict())
+    assert detect_family(mine).name == "flux"
+    kw = denoiser_inputs("flux", flux, text_length=8)
+    with torch.no_grad():
+        with cfviz.capture(flux, dtype=torch.float32) as ref:
+            flux(**kw)
+        with cfviz.capture(mine, dtype=torch.float32) as cap:
+            mine(**kw)
+    assert list(cap.cache.attention) == list(ref.cache.attention)
+    for name in ref.cache.attention:
+        assert torch.equal(cap.cache.attention[name][0], ref.cache.attention[name][0])
+
+
+def test_compiled_denoiser_is_captured_as_the_original():
+    """``torch.compile(pipe.transformer)``: same family, same layer names (no ``_orig_mod.``), same
+    maps, every call a step (the eager backend keeps the test fast; the wrapper is the same)."""
+    from cfviz.models.families import denoiser_inputs, tiny_denoiser
+
+    flux = tiny_denoiser("flux")
+    kw = denoiser_inputs("flux", flux, text_length=8)
+    compiled = torch.compile(flux, backend="eager")
+    with torch.no_grad():
+        with cfviz.capture(flux, dtype=torch.float32) as ref:
+            flux(**kw)
+            flux(**kw)
+        with cfviz.capture(compiled, dtype=torch.float32) as cap:
+            compiled(**kw)
+            compiled(**kw)
+    assert cap.cache.settings.get("family") == "flux"
+    assert list(cap.cache.attention) == list(ref.cache.attention)
+    assert len(cap.cache.steps) == 2
+    for name in ref.cache.attention:
+        for step in (0, 1):
+            torch.testing.assert_close(cap.cache.attention[name][step], ref.cache.attention[name][step])
+    assert not any(type(p).__name__.startswith("Recording") for p in flux.attn_processors.values())
