@@ -144,3 +144,31 @@ def test_compiled_denoiser_is_captured_as_the_original():
         for step in (0, 1):
             torch.testing.assert_close(cap.cache.attention[name][step], ref.cache.attention[name][step])
     assert not any(type(p).__name__.startswith("Recording") for p in flux.attn_processors.values())
+
+
+# ---------------------------------------------------------------------------- T5 past max_sequence_length
+def test_word_past_the_t5_cut_falls_back_to_clip_or_is_refused_naming_the_limit():
+    """SD3 with ``max_sequence_length=4``: the layer attends to 77 CLIP + 4 T5 tokens. A word whose T5
+    occurrence lies past the cut keeps its CLIP occurrence; a T5-only word is refused naming the limit."""
+    from cfviz.models.families import denoiser_inputs, tiny_denoiser, tiny_t5_tokenizer
+    from cfviz.models.tokenizer import clip_tokenizer
+
+    model = tiny_denoiser("sd3")
+    prompt = "a photo of a bottle with damage"  # T5: damage at position 6 (past 4); CLIP: 7
+    toks = {"clip": clip_tokenizer(), "t5": tiny_t5_tokenizer()}
+    kw = denoiser_inputs("sd3", model, text_length=77 + 4)
+    with torch.no_grad():
+        with cfviz.capture(model, dtype=torch.float32) as every:
+            model(**kw)
+        with cfviz.capture(model, dtype=torch.float32, tokens=["damage", "photo"], prompt=prompt,
+                           tokenizer=toks) as cap:
+            model(**kw)
+    assert cap.cache.tokens.columns[0][0] == (7, 77 + 6)
+    for name in every.layers:
+        full = every.cache.attention[name][0]
+        torch.testing.assert_close(cap.cache.attention[name][0][:, 0], full[:, 7])  # CLIP's damage only
+        torch.testing.assert_close(cap.cache.attention[name][0][:, 1], full[:, [2, 77 + 1]].mean(1))
+    with pytest.raises(CaptureError, match=r"'t5:damage' lies at text position\(s\) \[83\].*past the 81 text "
+                                           r"tokens.*max_sequence_length"):
+        with torch.no_grad(), cfviz.capture(model, tokens=["t5:damage"], prompt=prompt, tokenizer=toks):
+            model(**kw)
