@@ -172,3 +172,26 @@ def test_word_past_the_t5_cut_falls_back_to_clip_or_is_refused_naming_the_limit(
                                            r"tokens.*max_sequence_length"):
         with torch.no_grad(), cfviz.capture(model, tokens=["t5:damage"], prompt=prompt, tokenizer=toks):
             model(**kw)
+
+
+# ---------------------------------------------------------------------------- heads="all", mixed head counts
+def test_heads_all_with_different_head_counts_per_layer(pipe, unet_inputs):
+    """The tiny SD2 UNet's layers have different head counts (as SD2's 5/10/20): stacking their heads
+    is refused in one sentence; averaging over heads works per layer; blocks_average works."""
+    x, emb = unet_inputs
+    with torch.no_grad():
+        with cfviz.capture(pipe.unet, heads="all", dtype=torch.float32, tokens=[1, 2], tokenizer=pipe.tokenizer) as cap:
+            pipe.unet(x, 400, encoder_hidden_states=emb)
+        with cfviz.capture(pipe.unet, heads="mean", dtype=torch.float32, tokens=[1, 2], tokenizer=pipe.tokenizer) as ref:
+            pipe.unet(x, 400, encoder_hidden_states=emb)
+    cache = cap.cache
+    got = cache.aggregate(size=16)  # cbe98a2: RuntimeError from torch.stack
+    with pytest.raises(CaptureError, match="different head counts"):
+        cache.attention_maps(size=16)
+    assert len(set(cache.head_counts().values())) > 1
+    torch.testing.assert_close(got.data, ref.cache.aggregate(size=16).data, rtol=1e-5, atol=1e-7)
+    assert got.dims == ("batch", "token", "h", "w")
+    torch.testing.assert_close(cache.blocks_average(size=16).data, ref.cache.blocks_average(size=16).data,
+                               rtol=1e-5, atol=1e-7)
+    one = [n for n, h in cache.head_counts().items() if h == cache.head_counts()[cache.layers[0]]]
+    assert cache.attention_maps(one, size=16).dims.count("head") == 1  # one head count: heads kept
