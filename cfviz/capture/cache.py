@@ -83,6 +83,10 @@ class CaptureCache:
     attention: dict[str, dict[int, Any]] = field(default_factory=dict)
     features: dict[str, dict[int, Any]] = field(default_factory=dict)
     reduced_steps: list[StepInfo] | None = None
+    #: the denoiser's configured image size in px (SD UNets; for ``aggregate(method="daam")``)
+    model_size: int | None = None
+    #: heads of each recorded layer (for ``aggregate(method="daam")`` of a ``heads="mean"`` capture)
+    layer_heads: dict[str, int] = field(default_factory=dict)
     _counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ recording (internal)
@@ -286,7 +290,8 @@ class CaptureCache:
 
     def aggregate(self, over: Iterable[str] = ("head", "layer", "step"), *, layers: NamesFilter = None,
                   steps: int | Sequence[int] | None = None, tokens: str | int | Sequence[str | int] | None = None,
-                  size: int | tuple[int, int] | None = None, mode: str = "bilinear") -> LabelledMaps:
+                  size: int | tuple[int, int] | None = None, mode: str = "bilinear", method: str = "mean",
+                  model_size: int | None = None) -> LabelledMaps:
         """Average attention maps over the named dimensions (those present), on one grid.
 
         Example: ``cache.aggregate(over=("layer", "step"), tokens="damage", size=64)`` gives one
@@ -294,7 +299,21 @@ class CaptureCache:
         With ``heads="all"`` and layers of different head counts (SD2: 5, 10, 20), ``"head"`` in
         ``over`` averages each layer's heads first (each layer weighs the same, as with
         ``heads="mean"``).
+
+        ``method="daam"`` is DAAM 0.2's global heat map instead (:mod:`cfviz.capture.daam`): down
+        and up blocks only, DAAM's resolution filter for a ``model_size`` px model (default: as
+        recorded), steps summed, the mean over (layer, head) pairs of bicubic maps on DAAM's
+        64x64 or 96x96 grid; ``over``, ``layers``, ``size`` and ``mode`` are DAAM's then.
         """
+        if method == "daam":
+            if layers is not None or size is not None or mode != "bilinear" or tuple(over) != ("head", "layer", "step"):
+                raise CaptureError("aggregate(method='daam') chooses the layers, grid, interpolation and averaged "
+                                   "dimensions as DAAM does: pass only steps, tokens and model_size with it")
+            from cfviz.capture.daam import daam_aggregate
+
+            return daam_aggregate(self, steps=steps, tokens=tokens, model_size=model_size)
+        if method != "mean":
+            raise CaptureError(f"aggregate method must be 'mean' (cfviz's) or 'daam' (DAAM 0.2's), got {method!r}")
         over = list(over)
         per_layer = "head" in over and self._mixed_heads(layers)
         maps = self._attention_maps(layers, steps, tokens, size, mode, head_mean=per_layer)
@@ -350,7 +369,7 @@ class CaptureCache:
             settings=dict(self.settings), metadata=dict(self.metadata), steps=list(self.steps),
             attention={n: {s: take(t) for s, t in per.items()} for n, per in self.attention.items()},
             features={n: {s: take(t) for s, t in per.items()} for n, per in self.features.items()},
-            reduced_steps=self.reduced_steps,
+            reduced_steps=self.reduced_steps, model_size=self.model_size, layer_heads=dict(self.layer_heads),
         )
 
     def to(self, device: Any) -> CaptureCache:

@@ -429,6 +429,14 @@ def _uninstall(attn: Any, original: Any, recorder: RecordingProcessor) -> None:
     attn.set_processor(original)
 
 
+def _model_size(unet: Any, pipeline: Any) -> int | None:
+    """A UNet's configured image size in px: ``sample_size`` times the VAE's factor (8 for SD VAEs)."""
+    size = getattr(getattr(unet, "config", None), "sample_size", None)
+    if not isinstance(size, int):
+        return None
+    return size * int(getattr(pipeline, "vae_scale_factor", 8) or 8)
+
+
 def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_ATTENTION,
             features: NamesFilter = None, tokens: Sequence[TokenSpec] | None = None,
             prompt: str | Sequence[str] | None = None, tokenizer: Any = None,
@@ -536,6 +544,8 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
                   "dtype": str(dtype).replace("torch.", ""), "reduce_steps": reduce_steps},
         metadata=dict(metadata or {}),
     )
+    cache.layer_heads = {n: int(m.heads) for n, m in layers.items() if isinstance(getattr(m, "heads", None), int)}
+    cache.model_size = _model_size(unet, pipeline) if family.name in ("sd", "sdxl") else None
     if family.name != "sd":  # SD1/SD2 settings stay as they were (store identities do not change)
         cache.settings["family"] = family.name
     if any(k != "cross" for k in kinds.values()):
