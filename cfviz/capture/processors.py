@@ -154,6 +154,19 @@ def wrap_processor(processor: Any, name: str, session: CaptureSession, kind: str
     return wrapper_cls(processor, name, session, kind)
 
 
+def _row_taker(rows: list[int]) -> Any:
+    """Index batch rows: a view for consecutive rows (the conditional half of a guided batch), else a copy.
+
+    >>> import torch
+    >>> t = torch.arange(6).view(3, 2)
+    >>> _row_taker([1, 2])(t).data_ptr() == t[1].data_ptr(), _row_taker([2, 0])(t).tolist()
+    (True, [[4, 5], [0, 1]])
+    """
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return lambda t: t[rows[0]:rows[0] + len(rows)]
+    return lambda t: t[rows]
+
+
 def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                             attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                             rows: Any = None, query: torch.Tensor | Borrowed | None = None,
@@ -190,13 +203,14 @@ def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidd
     # index by ``rows`` whenever they are not the whole batch in order: a reordered or repeated
     # selection ([1, 0], [0, 0]) has the batch's length but not its rows
     if rows is not None and list(rows) != list(range(batch)):
-        encoder_hidden_states = encoder_hidden_states[rows]
-        mask = mask[rows] if mask is not None else None
+        take = _row_taker(list(rows))
+        encoder_hidden_states = take(encoder_hidden_states)
+        mask = take(mask) if mask is not None else None
         if query is None:
-            x = x[rows]
+            x = take(x)
         else:
-            query = query[rows]
-        key = None if key is None else key[rows]
+            query = take(query)
+        key = None if key is None else take(key)
     if query is None:
         if getattr(attn, "group_norm", None) is not None:
             x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
