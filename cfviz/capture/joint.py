@@ -231,8 +231,9 @@ def _image_query_mask(mask: torch.Tensor, batch: int, heads: int, n_keys: int, n
     try:
         m = torch.as_tensor(mask).broadcast_to(batch, heads, n_keys, n_keys)
     except RuntimeError:
+        want = (batch, heads, n_keys, n_keys)
         raise CaptureError(f"attention_mask of shape {tuple(mask.shape)} does not broadcast to the layer's "
-                           f"(batch, heads, tokens, tokens) = {(batch, heads, n_keys, n_keys)}, as SDPA needs") from None
+                           f"(batch, heads, tokens, tokens) = {want}, as SDPA needs") from None
     if rows is not None and list(rows) != list(range(batch)):
         m = m[rows]
     m = m[:, :, n_keys - n_img:]

@@ -179,10 +179,11 @@ def test_heads_all_with_different_head_counts_per_layer(pipe, unet_inputs):
     """The tiny SD2 UNet's layers have different head counts (as SD2's 5/10/20): stacking their heads
     is refused in one sentence; averaging over heads works per layer; blocks_average works."""
     x, emb = unet_inputs
+    kw = {"dtype": torch.float32, "tokens": [1, 2], "tokenizer": pipe.tokenizer}
     with torch.no_grad():
-        with cfviz.capture(pipe.unet, heads="all", dtype=torch.float32, tokens=[1, 2], tokenizer=pipe.tokenizer) as cap:
+        with cfviz.capture(pipe.unet, heads="all", **kw) as cap:
             pipe.unet(x, 400, encoder_hidden_states=emb)
-        with cfviz.capture(pipe.unet, heads="mean", dtype=torch.float32, tokens=[1, 2], tokenizer=pipe.tokenizer) as ref:
+        with cfviz.capture(pipe.unet, heads="mean", **kw) as ref:
             pipe.unet(x, 400, encoder_hidden_states=emb)
     cache = cap.cache
     got = cache.aggregate(size=16)  # cbe98a2: RuntimeError from torch.stack
