@@ -72,6 +72,9 @@ class RecordingProcessor:
             # IP-Adapter: diffusers passes ``(text, [image tokens])``; the image tokens have their
             # own projections (``to_k_ip``) and softmax, so the text's map is the layer's own
             encoder_hidden_states = encoder_hidden_states[0] if encoder_hidden_states else None
+        elif encoder_hidden_states is not None and _ip_tokens(self.inner):
+            # IP-Adapter's older input: the image tokens appended to the text, split off the same way
+            encoder_hidden_states = encoder_hidden_states[:, :encoder_hidden_states.shape[1] - _ip_tokens(self.inner)]
         if encoder_hidden_states is not None:  # self-attention through an attn2 slot is not recorded
             # exactly one to_q (to_k) call on this layer's input (text): reuse it; anything else (fused
             # QKV projections, processors that project twice or only part of the text, IP-Adapter):
@@ -101,6 +104,15 @@ class RecordingProcessor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(inner={self.inner!r}, name={self.name!r})"
+
+
+def _ip_tokens(processor: Any) -> int:
+    """Image tokens an IP-Adapter processor splits off the end of a tensor ``encoder_hidden_states``
+    (diffusers' deprecated input; ``num_tokens[0]``), else 0."""
+    num = getattr(processor, "num_tokens", None)
+    if "IPAdapter" not in type(processor).__name__ or not isinstance(num, (list, tuple)) or not num:
+        return 0
+    return int(num[0])
 
 
 class Borrowed(NamedTuple):

@@ -69,6 +69,34 @@ def test_ip_adapter_tuple_input_records_the_text_part_and_keeps_the_output(unet_
         assert cap.cache.attention[name][0].shape[1] == 77  # the text's columns, not the image tokens'
 
 
+def test_ip_adapter_older_concatenated_input_records_the_text_part(unet_inputs):
+    """diffusers' deprecated IP-Adapter input, image tokens appended to the text: the processor splits
+    them off (``num_tokens``), and so does the recorder: the maps are those of the tuple input."""
+    unet = _ip_adapter_unet()
+    x, emb = unet_inputs
+    images = torch.randn(2, 4, unet.config.cross_attention_dim)
+    layers = cfviz.capture.locate_cross_attention(unet)
+    unet.encoder_hid_proj, unet.config.encoder_hid_dim_type = None, None  # pass the tokens by hand
+
+    def run(ehs):
+        handles = [attn.register_forward_pre_hook(
+            lambda m, a, k: (a, {**k, "encoder_hidden_states": ehs}), with_kwargs=True) for attn in layers.values()]
+        try:
+            with torch.no_grad(), cfviz.capture(unet, dtype=torch.float32) as cap:
+                out = unet(x, 400, encoder_hidden_states=emb).sample
+        finally:
+            for h in handles:
+                h.remove()
+        return out, cap.cache
+
+    want_out, want = run((emb, [images]))
+    with pytest.warns(FutureWarning):
+        got_out, got = run(torch.cat([emb, images], dim=1))
+    assert torch.equal(got_out, want_out)
+    for name in layers:
+        assert torch.equal(got.attention[name][0], want.attention[name][0]), name
+
+
 # ---------------------------------------------------------------------------- FLUX attention mask
 @pytest.mark.parametrize("as_bool", [True, False])
 def test_flux_attention_mask_is_applied_to_the_recorded_probabilities(as_bool):
