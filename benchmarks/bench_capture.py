@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="interleaved (plain, captured) pairs")
     parser.add_argument("--latent", type=int, default=32, help="latent side of the timed forwards (32 = 256 px)")
     parser.add_argument("--bytes-latent", type=int, default=64, help="latent side for the bytes (64 = 512 px)")
+    parser.add_argument("--no-growth", action="store_true",
+                        help="skip the growth table (timesteps, layers, tokens): 13 more forwards")
     args = parser.parse_args()
 
     from cfviz.models import clip_tokenizer, sd2_inpaint_unet
@@ -189,13 +191,13 @@ def main() -> None:
 
     # growth: timesteps, layers, tokens (at --latent; bytes exact, thread CPU per UNet call)
     growth = []
-    for steps in (1, 2, 4):
+    for steps in (() if args.no_growth else (1, 2, 4)):
         _, dt, c = timed_thread(lambda: captured(steps=steps))
         growth.append(("timesteps", steps, c.cache.nbytes, dt / steps))
-    for attention in ("up_blocks.3*attn2", "up_blocks.*attn2", "*attn2"):
+    for attention in (() if args.no_growth else ("up_blocks.3*attn2", "up_blocks.*attn2", "*attn2")):
         _, dt, c = timed_thread(lambda: captured(attention=attention, features=None))
         growth.append(("layers", len(c.layers), c.cache.nbytes, dt))
-    for tokens in ([1], TOKENS, None):
+    for tokens in (() if args.no_growth else ([1], TOKENS, None)):
         _, dt, c = timed_thread(lambda: captured(features=None, tokens=tokens))
         growth.append(("tokens", 77 if tokens is None else len(tokens), c.cache.nbytes, dt))
 
@@ -205,7 +207,7 @@ def main() -> None:
         "# Capture overhead: full-size SD2-inpainting UNet, random weights, CPU",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_capture.py --repeats {args.repeats} --latent {args.latent} "
-        f"--bytes-latent {args.bytes_latent}`  ",
+        f"--bytes-latent {args.bytes_latent}{' --no-growth' if args.no_growth else ''}`  ",
         f"Date: {now()}  ",
         f"Machine: {machine()}  ",
         f"1-minute load average before / after the timed runs: {load_before} / {load_after} (2 cores shared "

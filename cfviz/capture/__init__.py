@@ -12,8 +12,8 @@ as the function and as the package that holds :class:`CaptureCache`, :class:`Cap
 
 Submodules: ``naming`` (filters), ``tokens`` (token selection), ``families`` (one adapter per
 denoiser family), ``joint`` (SD3/FLUX joint attention), ``processors`` (the recording processor),
-``session`` (lifecycle), ``cache`` (in-memory results), ``labelled`` (labelled maps), ``store``
-(the on-disk capture store).
+``session`` (lifecycle), ``cache`` (in-memory results), ``daam`` (DAAM 0.2's aggregation,
+``cache.aggregate(method="daam")``), ``labelled`` (labelled maps), ``store`` (the on-disk capture store).
 """
 
 from __future__ import annotations

@@ -83,6 +83,10 @@ class CaptureCache:
     attention: dict[str, dict[int, Any]] = field(default_factory=dict)
     features: dict[str, dict[int, Any]] = field(default_factory=dict)
     reduced_steps: list[StepInfo] | None = None
+    #: the denoiser's configured image size in px (SD UNets; for ``aggregate(method="daam")``)
+    model_size: int | None = None
+    #: heads of each recorded layer (for ``aggregate(method="daam")`` of a ``heads="mean"`` capture)
+    layer_heads: dict[str, int] = field(default_factory=dict)
     _counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ recording (internal)
@@ -231,11 +235,33 @@ class CaptureCache:
         mode:
             Interpolation mode for resampling (``"bilinear"``, ``"bicubic"``, ``"nearest"``).
         """
+        return self._attention_maps(layers, steps, tokens, size, mode, head_mean=False)
+
+    def head_counts(self, layers: NamesFilter = None) -> dict[str, int]:
+        """Heads recorded per layer (``heads="all"``); layers of a UNet differ (SD2: 5, 10, 20)."""
+        if self.heads != "all":
+            raise CaptureError("head counts are known only for a capture made with heads='all'")
+        names = select_names(self.attention, layers, what="recorded layer", argument="layers")
+        return {n: int(next(iter(self.attention[n].values())).shape[-4]) for n in names if self.attention[n]}
+
+    def _mixed_heads(self, layers: NamesFilter) -> bool:
+        return self.heads == "all" and len(set(self.head_counts(layers).values())) > 1
+
+    def _attention_maps(self, layers: NamesFilter, steps: Any, tokens: Any, size: Any, mode: str,
+                        head_mean: bool) -> LabelledMaps:
+        """:meth:`attention_maps`; ``head_mean`` averages each layer's heads before the layers are stacked."""
         import torch
 
         names = select_names(self.attention, layers, what="recorded layer", argument="layers")
         step_ids = self._steps(steps)
         tok = self._token_index(tokens)
+        all_heads = self.heads == "all" and not head_mean
+        if all_heads and self._mixed_heads(names):
+            counts = self.head_counts(names)
+            raise CaptureError(
+                f"the chosen layers have different head counts ({sorted(set(counts.values()))} heads), so their "
+                "heads cannot be stacked: choose layers with one head count (layers=...), or average heads "
+                "per layer with cache.aggregate(over=('head', ...)) or cache.blocks_average()")
         stacked = []
         for name in names:
             per = self.attention[name]
@@ -245,6 +271,8 @@ class CaptureCache:
             t = torch.stack([per[s] for s in step_ids])  # (S, B, [H,] K, h, w)
             if tok is not None:
                 t = t.index_select(-3, torch.as_tensor(tok, device=t.device))
+            if head_mean and self.heads == "all":  # float32 mean of this layer's heads
+                t = t.float().mean(dim=2).to(t.dtype)
             stacked.append(t)
         shapes = {tuple(t.shape[-2:]) for t in stacked}
         if size is None and len(shapes) > 1:
@@ -253,7 +281,7 @@ class CaptureCache:
         if size is not None:
             stacked = [resize_maps(t, size, mode) for t in stacked]
         data = torch.stack(stacked, dim=1)
-        dims = ("step", "layer", "batch") + (("head",) if self.heads == "all" else ()) + ("token", "h", "w")
+        dims = ("step", "layer", "batch") + (("head",) if all_heads else ()) + ("token", "h", "w")
         labels = self.labels if tok is None else [self.labels[i] for i in tok]
         coords: dict[str, list[Any]] = {"step": step_ids, "layer": names, "token": labels}
         by_step = {s.step: s.timestep for s in self.steps}
@@ -262,13 +290,33 @@ class CaptureCache:
 
     def aggregate(self, over: Iterable[str] = ("head", "layer", "step"), *, layers: NamesFilter = None,
                   steps: int | Sequence[int] | None = None, tokens: str | int | Sequence[str | int] | None = None,
-                  size: int | tuple[int, int] | None = None, mode: str = "bilinear") -> LabelledMaps:
+                  size: int | tuple[int, int] | None = None, mode: str = "bilinear", method: str = "mean",
+                  model_size: int | None = None) -> LabelledMaps:
         """Average attention maps over the named dimensions (those present), on one grid.
 
         Example: ``cache.aggregate(over=("layer", "step"), tokens="damage", size=64)`` gives one
         ``(batch, h, w)`` map per image... with a ``token`` dimension kept if several tokens are asked.
+        With ``heads="all"`` and layers of different head counts (SD2: 5, 10, 20), ``"head"`` in
+        ``over`` averages each layer's heads first (each layer weighs the same, as with
+        ``heads="mean"``).
+
+        ``method="daam"`` is DAAM 0.2's global heat map instead (:mod:`cfviz.capture.daam`): down
+        and up blocks only, DAAM's resolution filter for a ``model_size`` px model (default: as
+        recorded), steps summed, the mean over (layer, head) pairs of bicubic maps on DAAM's
+        64x64 or 96x96 grid; ``over``, ``layers``, ``size`` and ``mode`` are DAAM's then.
         """
-        maps = self.attention_maps(layers, steps=steps, tokens=tokens, size=size, mode=mode)
+        if method == "daam":
+            if layers is not None or size is not None or mode != "bilinear" or tuple(over) != ("head", "layer", "step"):
+                raise CaptureError("aggregate(method='daam') chooses the layers, grid, interpolation and averaged "
+                                   "dimensions as DAAM does: pass only steps, tokens and model_size with it")
+            from cfviz.capture.daam import daam_aggregate
+
+            return daam_aggregate(self, steps=steps, tokens=tokens, model_size=model_size)
+        if method != "mean":
+            raise CaptureError(f"aggregate method must be 'mean' (cfviz's) or 'daam' (DAAM 0.2's), got {method!r}")
+        over = list(over)
+        per_layer = "head" in over and self._mixed_heads(layers)
+        maps = self._attention_maps(layers, steps, tokens, size, mode, head_mean=per_layer)
         dims = [d for d in over if d in maps.dims]
         return maps.mean(dims) if dims else maps
 
@@ -277,7 +325,7 @@ class CaptureCache:
         """Attention averaged over the layers of each UNet block: ``(step, block, batch, token, h, w)``."""
         import torch
 
-        maps = self.attention_maps(steps=steps, tokens=tokens, size=size)
+        maps = self._attention_maps(None, steps, tokens, size, "bilinear", head_mean=self._mixed_heads(None))
         if maps.dims.count("head"):
             maps = maps.mean("head")
         blocks = maps.aux["block"][1]
@@ -321,7 +369,7 @@ class CaptureCache:
             settings=dict(self.settings), metadata=dict(self.metadata), steps=list(self.steps),
             attention={n: {s: take(t) for s, t in per.items()} for n, per in self.attention.items()},
             features={n: {s: take(t) for s, t in per.items()} for n, per in self.features.items()},
-            reduced_steps=self.reduced_steps,
+            reduced_steps=self.reduced_steps, model_size=self.model_size, layer_heads=dict(self.layer_heads),
         )
 
     def to(self, device: Any) -> CaptureCache:

@@ -215,14 +215,29 @@ def _is_attention(module: Any) -> bool:
     return hasattr(module, "get_processor") and hasattr(module, "set_processor") and hasattr(module, "to_q")
 
 
+def unwrap_compiled(module: Any) -> Any:
+    """The module a ``torch.compile`` wrapper (``OptimizedModule``) compiles, else ``module`` itself.
+
+    Capture works on the original module: its layer paths (no ``_orig_mod.`` prefix) and class
+    name the layers and the family as for the uncompiled model, and calls of the wrapper run it.
+    """
+    seen = 0
+    while hasattr(module, "_orig_mod") and seen < 8:
+        module, seen = module._orig_mod, seen + 1
+    return module
+
+
 def denoiser_of(target: Any) -> tuple[Any, Any]:
-    """``(denoiser, pipeline_or_None)`` for a pipeline (its ``.unet`` or ``.transformer``) or a bare module."""
+    """``(denoiser, pipeline_or_None)`` for a pipeline (its ``.unet`` or ``.transformer``) or a bare module.
+
+    A ``torch.compile``\ d denoiser is returned unwrapped (:func:`unwrap_compiled`).
+    """
     for attr in _DENOISER_ATTRS:
         den = getattr(target, attr, None)
         if den is not None and hasattr(den, "named_modules"):
-            return den, target
+            return unwrap_compiled(den), target
     if hasattr(target, "named_modules"):
-        return target, None
+        return unwrap_compiled(target), None
     raise CaptureError(f"capture needs a diffusers pipeline (with a .unet or .transformer) or a torch module, "
                        f"got {type(target).__name__}")
 
@@ -313,20 +328,24 @@ def layer_kind_title(names: Any, *, blocks: bool = False) -> str:
 
 
 def detect_family(target: Any) -> Family:
-    """The :class:`Family` of a pipeline or a bare denoiser (by class and config)."""
+    """The :class:`Family` of a pipeline or a bare denoiser (by class and config).
+
+    The class is that of the denoiser or of any class it derives from (a subclass of
+    ``FluxTransformer2DModel`` is FLUX), after unwrapping ``torch.compile`` (:func:`denoiser_of`).
+    """
     den, _ = denoiser_of(target)
-    cls = type(den).__name__
+    classes = {c.__name__ for c in type(den).__mro__}
     config = getattr(den, "config", None) or {}
     get = config.get if isinstance(config, Mapping) else (lambda k, d=None: getattr(config, k, d))
     in_channels = get("in_channels", None)
-    if cls == "UNet2DConditionModel":
+    if "UNet2DConditionModel" in classes:
         name = "sdxl" if get("addition_embed_type", None) == "text_time" else "sd"
         return Family(name, inpainting=in_channels == 9)
-    if cls == "SD3Transformer2DModel":
+    if "SD3Transformer2DModel" in classes:
         return Family("sd3")
-    if cls == "FluxTransformer2DModel":
+    if "FluxTransformer2DModel" in classes:
         return Family("flux", inpainting=in_channels == 384)  # Fill: latents 64 + masked 64 + mask 256
-    if cls == "PixArtTransformer2DModel":
+    if "PixArtTransformer2DModel" in classes:
         return Family("pixart")
     return Family("cross")
 

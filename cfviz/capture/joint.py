@@ -138,7 +138,8 @@ def _rotate(x: torch.Tensor, rotary: Any, positions: slice) -> torch.Tensor:
 def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
                    encoder_hidden_states: torch.Tensor | None, *, text_length: int | None = None,
                    image_rotary_emb: Any = None, rows: list[int] | None = None,
-                   softmax: JointSoftmax = "joint", projections: JointProjections | None = None) -> torch.Tensor:
+                   softmax: JointSoftmax = "joint", projections: JointProjections | None = None,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Image-query x text-key probabilities of a joint attention layer, ``(rows, heads, N_img, L_text)``.
 
     Parameters
@@ -157,6 +158,12 @@ def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
     projections:
         The layer's own projections of this call (:class:`ProjectionTap`), used instead of
         projecting again; a ``None`` field is recomputed.
+    attention_mask:
+        FLUX: the ``attention_mask`` the layer's processor received (from the transformer's
+        ``joint_attention_kwargs``), which it hands to SDPA over the joint ``[text; image]``
+        sequence: broadcast as SDPA does to ``(B, H, L, L)``, boolean (``True`` attends) or
+        additive. Its image-query rows are applied before the softmax, so masked text keys get
+        the zero attention the layer gives them. Ignored for SD3 (its processor ignores it too).
     """
     import torch
 
@@ -207,11 +214,36 @@ def text_attention(attn: Any, kind: LayerKind, hidden_states: torch.Tensor,
         text = slice(0, text_length)
     else:  # pragma: no cover - guarded by the family adapters
         raise ValueError(f"unknown joint layer kind {kind!r}")
-    return _text_softmax(q, keys, text, q.shape[-1] ** -0.5, softmax)
+    mask = None
+    if attention_mask is not None and kind != "sd3_joint":
+        mask = _image_query_mask(attention_mask, hidden_states.shape[0], heads, keys.shape[2], q.shape[2], rows)
+    return _text_softmax(q, keys, text, q.shape[-1] ** -0.5, softmax, mask)
+
+
+def _image_query_mask(mask: torch.Tensor, batch: int, heads: int, n_keys: int, n_img: int,
+                      rows: list[int] | None) -> torch.Tensor:
+    """A FLUX ``attention_mask`` over the joint sequence, as SDPA broadcasts it to ``(B, H, L, L)``,
+    cut to the kept rows and the image queries (the last ``n_img`` positions), additive float32."""
+    import torch
+
+    from cfviz.errors import CaptureError
+
+    try:
+        m = torch.as_tensor(mask).broadcast_to(batch, heads, n_keys, n_keys)
+    except RuntimeError:
+        want = (batch, heads, n_keys, n_keys)
+        raise CaptureError(f"attention_mask of shape {tuple(mask.shape)} does not broadcast to the layer's "
+                           f"(batch, heads, tokens, tokens) = {want}, as SDPA needs") from None
+    if rows is not None and list(rows) != list(range(batch)):
+        m = m[rows]
+    m = m[:, :, n_keys - n_img:]
+    if m.dtype == torch.bool:
+        return torch.zeros(m.shape, dtype=torch.float32, device=m.device).masked_fill_(~m, float("-inf"))
+    return m.float()
 
 
 def _text_softmax(q: torch.Tensor, keys: torch.Tensor, text: slice, scale: float,
-                  softmax: JointSoftmax) -> torch.Tensor:
+                  softmax: JointSoftmax, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``softmax(q k^T * scale)[..., text]`` over chunks of queries (float32).
 
     The joint softmax needs every key's score for its denominator (the recorder's main cost once
@@ -222,9 +254,15 @@ def _text_softmax(q: torch.Tensor, keys: torch.Tensor, text: slice, scale: float
 
     if softmax == "text":
         keys, text = keys[:, :, text], slice(None)
+        mask = None if mask is None else mask[..., text]
     b, h, n_q, _ = q.shape
     n_k = keys.shape[2]
     chunk = max(1, _CHUNK_BYTES // max(1, b * h * n_k * 4))
     keys_t = keys.float().transpose(-1, -2)
-    parts = [torch.matmul(part.float() * scale, keys_t).softmax(dim=-1)[..., text] for part in q.split(chunk, dim=2)]
+    if mask is None:
+        parts = [torch.matmul(part.float() * scale, keys_t).softmax(dim=-1)[..., text]
+                 for part in q.split(chunk, dim=2)]
+    else:  # the layer's mask on the image queries' rows, added before the softmax as SDPA does
+        parts = [(torch.matmul(part.float() * scale, keys_t) + m).softmax(dim=-1)[..., text]
+                 for part, m in zip(q.split(chunk, dim=2), mask.split(chunk, dim=2))]
     return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]

@@ -61,7 +61,14 @@ def short_name(name: str) -> str:
     >>> short_name("down_blocks.2.resnets.1"), short_name("conv_out")
     ('down2.res1', 'conv_out')
     """
-    rest, parts = str(name), []
+    return _short_name(str(name))
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_name(name: str) -> str:
+    # cached: name filters look up the short name of every module of a model (~700 for SD2) per
+    # pattern, each time a capture is created
+    rest, parts = name, []
     while rest:
         for pattern, repl in _SHORT_PARTS:
             m = pattern.match(rest)
@@ -72,7 +79,7 @@ def short_name(name: str) -> str:
         else:
             head, _, rest = rest.partition(".")
             parts.append(head)
-    return ".".join(p for p in parts if p) or str(name)
+    return ".".join(p for p in parts if p) or name
 
 
 def short_names(names: Sequence[Any]) -> list[str]:

@@ -68,6 +68,13 @@ class RecordingProcessor:
                 handle.remove()
         bound = self._signature.bind_partial(attn, hidden_states, *args, **kwargs).arguments
         encoder_hidden_states = bound.get("encoder_hidden_states")
+        if isinstance(encoder_hidden_states, (tuple, list)):
+            # IP-Adapter: diffusers passes ``(text, [image tokens])``; the image tokens have their
+            # own projections (``to_k_ip``) and softmax, so the text's map is the layer's own
+            encoder_hidden_states = encoder_hidden_states[0] if encoder_hidden_states else None
+        elif encoder_hidden_states is not None and _ip_tokens(self.inner):
+            # IP-Adapter's older input: the image tokens appended to the text, split off the same way
+            encoder_hidden_states = encoder_hidden_states[:, :encoder_hidden_states.shape[1] - _ip_tokens(self.inner)]
         if encoder_hidden_states is not None:  # self-attention through an attn2 slot is not recorded
             # exactly one to_q (to_k) call on this layer's input (text): reuse it; anything else (fused
             # QKV projections, processors that project twice or only part of the text, IP-Adapter):
@@ -91,11 +98,21 @@ class RecordingProcessor:
         encoder_hidden_states = bound.get("encoder_hidden_states")
         self.session.record_joint(self.name, attn, self.kind, hidden_states, encoder_hidden_states,
                                   bound.get("image_rotary_emb"),
-                                  projections=tap.projections(hidden_states, encoder_hidden_states))
+                                  projections=tap.projections(hidden_states, encoder_hidden_states),
+                                  attention_mask=bound.get("attention_mask"))
         return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(inner={self.inner!r}, name={self.name!r})"
+
+
+def _ip_tokens(processor: Any) -> int:
+    """Image tokens an IP-Adapter processor splits off the end of a tensor ``encoder_hidden_states``
+    (diffusers' deprecated input; ``num_tokens[0]``), else 0."""
+    num = getattr(processor, "num_tokens", None)
+    if "IPAdapter" not in type(processor).__name__ or not isinstance(num, (list, tuple)) or not num:
+        return 0
+    return int(num[0])
 
 
 class Borrowed(NamedTuple):
@@ -149,6 +166,19 @@ def wrap_processor(processor: Any, name: str, session: CaptureSession, kind: str
     return wrapper_cls(processor, name, session, kind)
 
 
+def _row_taker(rows: list[int]) -> Any:
+    """Index batch rows: a view for consecutive rows (the conditional half of a guided batch), else a copy.
+
+    >>> import torch
+    >>> t = torch.arange(6).view(3, 2)
+    >>> _row_taker([1, 2])(t).data_ptr() == t[1].data_ptr(), _row_taker([2, 0])(t).tolist()
+    (True, [[4, 5], [0, 1]])
+    """
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return lambda t: t[rows[0]:rows[0] + len(rows)]
+    return lambda t: t[rows]
+
+
 def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                             attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                             rows: Any = None, query: torch.Tensor | Borrowed | None = None,
@@ -185,13 +215,14 @@ def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidd
     # index by ``rows`` whenever they are not the whole batch in order: a reordered or repeated
     # selection ([1, 0], [0, 0]) has the batch's length but not its rows
     if rows is not None and list(rows) != list(range(batch)):
-        encoder_hidden_states = encoder_hidden_states[rows]
-        mask = mask[rows] if mask is not None else None
+        take = _row_taker(list(rows))
+        encoder_hidden_states = take(encoder_hidden_states)
+        mask = take(mask) if mask is not None else None
         if query is None:
-            x = x[rows]
+            x = take(x)
         else:
-            query = query[rows]
-        key = None if key is None else key[rows]
+            query = take(query)
+        key = None if key is None else take(key)
     if query is None:
         if getattr(attn, "group_norm", None) is not None:
             x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
@@ -210,7 +241,11 @@ def attention_probabilities(attn: Any, hidden_states: torch.Tensor, encoder_hidd
         q = attn.norm_q(q)
     if getattr(attn, "norm_k", None) is not None:
         k = attn.norm_k(k)
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * float(attn.scale)
+    # in place (the same operations, so the same bits as ``(q @ k^T) * scale + mask`` then
+    # ``softmax``): one (rows, heads, queries, keys) float32 buffer instead of three; fresh large
+    # buffers cost page faults, a visible part of the recorder's time at 512 px
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))
+    scores.mul_(float(attn.scale))
     if mask is not None:
-        scores = scores + mask.float()
-    return scores.softmax(dim=-1), hw
+        scores.add_(mask.float())
+    return torch.softmax(scores, dim=-1, out=scores), hw

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cfviz.capture.cache import CaptureCache, StepInfo
-from cfviz.capture.families import Family, denoiser_of, detect_family
+from cfviz.capture.families import Family, denoiser_of, detect_family, unwrap_compiled
 from cfviz.capture.joint import JointSoftmax, text_attention
 from cfviz.capture.naming import NamesFilter, select_names
 from cfviz.capture.processors import RecordingProcessor, attention_probabilities, wrap_processor
@@ -77,7 +77,7 @@ def _calling_pipeline_guidance(unet: Any) -> bool | None:
     while frame is not None:
         if frame.f_code.co_name == "__call__":
             owner = frame.f_locals.get("self")
-            runs_it = getattr(owner, "unet", None) is unet or getattr(owner, "transformer", None) is unet
+            runs_it = any(unwrap_compiled(getattr(owner, attr, None)) is unet for attr in ("unet", "transformer"))
             if runs_it and hasattr(owner, "do_classifier_free_guidance"):
                 return bool(owner.do_classifier_free_guidance)
             if runs_it and "do_classifier_free_guidance" in frame.f_locals:
@@ -114,11 +114,13 @@ def locate_cross_attention(unet: Any, filt: NamesFilter = DEFAULT_ATTENTION) -> 
 
 def locate_modules(unet: Any, filt: NamesFilter) -> dict[str, Any]:
     """Any sub-modules of ``unet`` by path (for feature maps), in model order."""
-    names = [n for n, _ in unet.named_modules() if n]
-    chosen = select_names(names, filt, what="module", argument="features")
-    # a plain name also selects its children; keep only the outermost match of each branch
-    outer = [n for n in chosen if not any(n != o and n.startswith(o + ".") for o in chosen)]
-    modules = dict(unet.named_modules())
+    modules = {n: m for n, m in unet.named_modules() if n}
+    chosen = select_names(modules, filt, what="module", argument="features")
+    # a plain name also selects its children; keep only the outermost match of each branch (a
+    # name none of whose dotted prefixes is chosen: linear in the modules, not quadratic)
+    kept = set(chosen)
+    outer = [n for n in chosen
+             if not any(".".join(parts[:i]) in kept for parts in [n.split(".")] for i in range(1, len(parts)))]
     return {n: modules[n] for n in outer}
 
 
@@ -266,10 +268,11 @@ class CaptureSession:
             self._reduce_and_add(name, step, probs, hw)
 
     def record_joint(self, name: str, attn: Any, kind: str, hidden_states: Any, encoder_hidden_states: Any,
-                     image_rotary_emb: Any, projections: Any = None) -> None:
+                     image_rotary_emb: Any, projections: Any = None, attention_mask: Any = None) -> None:
         """Record the image-query x text-key block of a joint attention call (SD3, FLUX).
 
-        ``projections``: the layer's own projections of this call (``joint.ProjectionTap``), if borrowed.
+        ``projections``: the layer's own projections of this call (``joint.ProjectionTap``), if
+        borrowed; ``attention_mask``: the mask the layer's processor received (FLUX applies it).
         """
         import torch
 
@@ -284,7 +287,7 @@ class CaptureSession:
             probs = text_attention(attn, kind, hidden_states, encoder_hidden_states,  # type: ignore[arg-type]
                                    text_length=self.text_length, image_rotary_emb=image_rotary_emb,
                                    rows=list(step.rows), softmax=self.joint_softmax,
-                                   projections=projections)
+                                   projections=projections, attention_mask=attention_mask)
             h, w = step.sample_size
             n_q = probs.shape[2]
             if h * w < n_q:  # FLUX Kontext appends reference-image tokens after the image's own
@@ -426,6 +429,14 @@ def _uninstall(attn: Any, original: Any, recorder: RecordingProcessor) -> None:
     attn.set_processor(original)
 
 
+def _model_size(unet: Any, pipeline: Any) -> int | None:
+    """A UNet's configured image size in px: ``sample_size`` times the VAE's factor (8 for SD VAEs)."""
+    size = getattr(getattr(unet, "config", None), "sample_size", None)
+    if not isinstance(size, int):
+        return None
+    return size * int(getattr(pipeline, "vae_scale_factor", 8) or 8)
+
+
 def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_ATTENTION,
             features: NamesFilter = None, tokens: Sequence[TokenSpec] | None = None,
             prompt: str | Sequence[str] | None = None, tokenizer: Any = None,
@@ -533,6 +544,8 @@ def capture(target: Any, *, attention: NamesFilter | Literal[False] = DEFAULT_AT
                   "dtype": str(dtype).replace("torch.", ""), "reduce_steps": reduce_steps},
         metadata=dict(metadata or {}),
     )
+    cache.layer_heads = {n: int(m.heads) for n, m in layers.items() if isinstance(getattr(m, "heads", None), int)}
+    cache.model_size = _model_size(unet, pipeline) if family.name in ("sd", "sdxl") else None
     if family.name != "sd":  # SD1/SD2 settings stay as they were (store identities do not change)
         cache.settings["family"] = family.name
     if any(k != "cross" for k in kinds.values()):

@@ -50,24 +50,37 @@ class TokenSelection:
         """Averaging matrix of shape ``(P, L, K)``: ``maps = probs @ W`` keeps and merges columns.
 
         ``length`` is the key length of the layer when it differs from :attr:`sequence_length`
-        (a T5 stream padded to the pipeline's ``max_sequence_length``, which only pads or trims
-        the end): chosen columns must lie inside it; every-position selections must match it.
+        (a T5 stream padded or cut to the pipeline's ``max_sequence_length``, which only pads or
+        trims the end). A label keeps the columns inside it: a word found in several streams
+        (SD3: CLIP and T5) whose T5 occurrence lies past the cut falls back to the others; a
+        label with no column left, or an every-position selection of another length, is refused
+        naming the limit.
         """
         import torch
 
         from cfviz.errors import CaptureError
 
         n = self.sequence_length if length is None else int(length)
+        columns = self.columns
         if n != self.sequence_length:
-            top = max((c for per in self.columns for cols in per for c in cols), default=-1)
             every = len(self.labels) == self.sequence_length and all(
                 cols == tuple((i,) for i in range(self.sequence_length)) for cols in self.columns)
-            if every or top >= n:
+            if every:
                 raise CaptureError(f"the prompt was tokenised to {self.sequence_length} tokens but the layer "
                                    f"attends to {n}; pass the tokenizer the text encoder uses (with its "
                                    "model_max_length), or choose tokens inside the sequence")
+            columns = tuple(tuple(tuple(c for c in cols if c < n) for cols in per) for per in self.columns)
+            for p, per in enumerate(columns):
+                lost = [k for k, cols in enumerate(per) if not cols]
+                if lost:
+                    k = lost[0]
+                    raise CaptureError(
+                        f"token {self.labels[k]!r} lies at text position(s) {list(self.columns[p][k])} of prompt "
+                        f"{self.prompts[p]!r}, past the {n} text tokens the layer attends to (the prompt was "
+                        f"tokenised to {self.sequence_length}; pipelines cut T5 to their max_sequence_length): "
+                        "pass a larger max_sequence_length to the pipeline, or choose a word earlier in the prompt")
         w = torch.zeros(len(self.prompts), n, len(self.labels), dtype=torch.float32)
-        for p, cols_per_label in enumerate(self.columns):
+        for p, cols_per_label in enumerate(columns):
             for k, cols in enumerate(cols_per_label):
                 w[p, list(cols), k] = 1.0 / len(cols)
         return w.to(device) if device is not None else w

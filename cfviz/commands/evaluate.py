@@ -244,7 +244,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                     help="grid on which maps and masks are compared; native: each image's own mask size for "
                          "pixel metrics (maps fused on 256)")
     sc.add_argument("--min-resolution", type=int, default=s.language_min_resolution,
-                    help="coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8)")
+                    help="coarsest cross-attention resolution used in M_diff_L (ours)")
     sc.add_argument("--language-layers", default=s.language_layers, metavar="GLOBS",
                     help="cross-attention layers of M_diff_L: glob patterns over layer names, comma-separated "
                          "(e.g. 'up_blocks.*'; default: all, then --min-resolution)")

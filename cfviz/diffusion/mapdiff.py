@@ -6,7 +6,8 @@
   neighbour among the same features of k normal references (a :class:`~cfviz.memory.MemoryBank`).
 
 Defaults (the paper leaves these open; each is a parameter so that notebooks can sweep it):
-layers — every recorded cross-attention layer at 16x16 or finer (DAAM skips 8x8); timesteps —
+layers — every recorded cross-attention layer at 16x16 or finer (ours; DAAM 0.2 also leaves out
+SD2's 8x8 mid block at 512 px, see :mod:`cfviz.capture.daam`); timesteps —
 all recorded; grid — the finest recorded resolution, bilinear; M_diff_V block — ``up_blocks.1``
 at the matched timestep (DIFT found SD2 ``up_blocks.1`` features best for correspondence).
 

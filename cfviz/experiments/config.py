@@ -539,7 +539,8 @@ class ScoringConfig:
     language_steps:
         Timesteps whose cross-attention feeds M_diff_L (default: all captured).
     language_min_resolution:
-        Coarsest cross-attention resolution used in M_diff_L (DAAM skips 8x8).
+        Coarsest cross-attention resolution used in M_diff_L (ours; :mod:`cfviz.capture.daam` says
+        what DAAM drops).
     language_layers:
         Which recorded cross-attention layers feed M_diff_L: ``None`` (default, ours: every
         cross-attention layer, then ``language_min_resolution`` drops the coarse ones) or glob
