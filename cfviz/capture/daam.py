@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 from cfviz.errors import CaptureError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cfviz.capture.cache import CaptureCache
     from cfviz.capture.labelled import LabelledMaps
 
 #: The factor DAAM drops (its ``factor != 8`` test).
@@ -53,7 +52,7 @@ def daam_factor(n_queries: int, model_size: int) -> int:
     return int(math.sqrt(daam_latent_hw(model_size) // int(n_queries)))
 
 
-def daam_layers(cache: CaptureCache, model_size: int) -> list[str]:
+def daam_layers(cache: Any, model_size: int) -> list[str]:
     """The recorded layers DAAM averages: down and up blocks, factor not 8, in recorded order."""
     kept = []
     for name in cache.attention:
@@ -65,7 +64,7 @@ def daam_layers(cache: CaptureCache, model_size: int) -> list[str]:
     return kept
 
 
-def daam_aggregate(cache: CaptureCache, *, steps: Any = None, tokens: Any = None,
+def daam_aggregate(cache: Any, *, steps: Any = None, tokens: Any = None,
                    model_size: int | None = None) -> LabelledMaps:
     """DAAM's global heat map ``(batch, token, h, w)`` from a capture (see the module docstring).
 

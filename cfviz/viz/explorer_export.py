@@ -36,7 +36,7 @@ def _pixels(panel: Any) -> np.ndarray | None:
 
 
 def _panel(fig: Any, slot: Any, panel: Any) -> Any:
-    from cfviz.viz.explorer import _plain_text
+    from cfviz.viz.explorer_widgets import _plain_text
 
     ax = fig.add_subplot(slot)
     ax.set_axis_off()
@@ -86,7 +86,7 @@ def screen_figure(explorer: Any) -> Any:
     from matplotlib.patches import Patch
 
     from cfviz.viz import explore_data as ed
-    from cfviz.viz.explorer import OUTCOME_COLORS, PREDICTED_COLOR, TOP_K, _plain_text, threshold_mark
+    from cfviz.viz.explorer_widgets import OUTCOME_COLORS, PREDICTED_COLOR, TOP_K, _plain_text, threshold_mark
     from cfviz.viz.score_hist import plot_histogram
     from cfviz.viz.style import MASK_COLOR, RANK_COLORS, add_note, new_figure
 

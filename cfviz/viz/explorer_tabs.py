@@ -114,7 +114,7 @@ class ExplorerTabs:
         resolutions), on one colour scale: DAAM's word maps, prompt-to-prompt's per-token view."""
         import ipywidgets as w
 
-        from cfviz.viz.explorer import WORD, _colorbar, _Panel
+        from cfviz.viz.explorer_widgets import WORD, _colorbar, _Panel
 
         if not d.attention:
             self.word_caption.value = "no cross-attention was stored for this image"

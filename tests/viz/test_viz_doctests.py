@@ -10,8 +10,8 @@ import pytest
 
 MODULES = ["cfviz.viz", "cfviz.viz.style", "cfviz.viz._common", "cfviz.viz.overlays", "cfviz.viz.grids",
            "cfviz.viz.explore_data", "cfviz.viz.failures", "cfviz.capture.naming",
-           "cfviz.viz.clipviz", "cfviz.viz.ablation", "cfviz.viz.gallery", "cfviz.viz.explorer",
-           "cfviz.viz.score_hist", "cfviz.viz.explorer_export", "cfviz.viz.explorer_tabs"]
+           "cfviz.viz.clipviz", "cfviz.viz.ablation", "cfviz.viz.gallery",
+           "cfviz.viz.score_hist", "cfviz.viz.explorer_export", "cfviz.viz.explorer_tabs", "cfviz.viz.explorer_widgets"]
 
 
 @pytest.mark.parametrize("name", MODULES)
