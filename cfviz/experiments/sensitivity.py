@@ -30,9 +30,6 @@ from cfviz.experiments import ablations
 from cfviz.experiments.ablations import metric_kind
 from cfviz.experiments.config import ScoringConfig
 
-#: The two kinds of metric: image-level (classification) and pixel-level (segmentation).
-METRIC_KINDS: tuple[str, ...] = ("image", "pixel")
-
 #: Each method's own favourite settings (changes to the shared :class:`ScoringConfig`), the named
 #: alternative to the shared rule: WinCLIP's published maps are unsmoothed (sigma 0); PatchCLIP's
 #: strongest-looking forms average WinCLIP's window maps in (cfviz's earlier default). CLIPFusion
