@@ -221,12 +221,12 @@ def matching_fixed(kind: str, scoring: ScoringConfig, extraction: ExtractionConf
     ('block up1', 'timestep 261')
     """
     from cfviz.capture.naming import short_name
-    from cfviz.experiments.scoring import _default_visual_timestep
+    from cfviz.experiments.config import default_visual_timestep
 
     if kind == "timestep":
         return "block " + ", ".join(short_name(b) for b in scoring.visual_blocks)
     t = scoring.visual_timestep if scoring.visual_timestep is not None else \
-        _default_visual_timestep(extraction.timesteps)
+        default_visual_timestep(extraction.timesteps)
     return f"timestep {t}"
 
 

@@ -43,14 +43,12 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore, entry_key
 from cfviz.errors import ConfigError
-from cfviz.experiments.config import ExtractionConfig, ScoringConfig
+from cfviz.experiments.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair
 
 #: Tensor group of the stored M_diff_V maps in a compacted test entry.
 MAP_GROUP = "mdv"
 #: Folder (inside the store) of the per-category journals of a compaction in progress.
 JOURNAL_DIR = "compact"
-#: A pair: (query timestep, query block, reference timestep, reference block).
-Pair = tuple[int, str, int, str]
 
 
 class CompactStoreError(ConfigError):
@@ -59,20 +57,6 @@ class CompactStoreError(ConfigError):
 
 def _t(t: Any) -> int:
     return int(round(float(t)))
-
-
-def resolved_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> Pair:
-    """The (query t, block, reference t, block) that M_diff_V uses under ``scoring`` (defaults filled in).
-
-    >>> resolved_pair(ScoringConfig(), ExtractionConfig())
-    (261, 'up_blocks.1', 261, 'up_blocks.1')
-    """
-    from cfviz.experiments.scoring import _default_visual_timestep
-
-    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
-        _default_visual_timestep(extraction.timesteps)  # the middle by value, as scoring takes it
-    t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
-    return _t(t_q), scoring.visual_block, _t(t_r), scoring.reference_block or scoring.visual_block
 
 
 def visual_pairs(extraction: ExtractionConfig, scoring: ScoringConfig) -> list[Pair]:

@@ -492,6 +492,36 @@ def resolve_clip_windows(spec: RunSpec, stored: bool | None = None) -> RunSpec:
     return replace(spec, extraction=replace(spec.extraction, clip_windows=bool(spec.window_needs()) or bool(stored)))
 
 
+#: A pair M_diff_V compares: (query timestep, query block, reference timestep, reference block).
+Pair = tuple[int, str, int, str]
+
+
+def default_visual_timestep(timesteps: Sequence[Any]) -> Any:
+    """The middle of the captured timesteps in order of value (not of the list): 261 of 50, 400, 261.
+
+    >>> default_visual_timestep([50, 400, 261]), default_visual_timestep([100, 400])
+    (261, 400)
+    """
+    ordered = sorted(timesteps, key=float)
+    return ordered[len(ordered) // 2]
+
+
+def resolved_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> Pair:
+    """The (query t, block, reference t, block) that M_diff_V uses under ``scoring`` (defaults filled in).
+
+    The one home of the pair's defaults: the query timestep is the middle captured one, the
+    reference side is matched with the query unless given; several blocks stay comma-separated.
+
+    >>> resolved_pair(ScoringConfig(), ExtractionConfig())
+    (261, 'up_blocks.1', 261, 'up_blocks.1')
+    """
+    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
+        default_visual_timestep(extraction.timesteps)
+    t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
+    return (int(round(float(t_q))), scoring.visual_block, int(round(float(t_r))),
+            scoring.reference_block or scoring.visual_block)
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     """How maps and scores are made from the store (cheap; sweep freely).

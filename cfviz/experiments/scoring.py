@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig
+from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig, resolved_pair
 from cfviz.fusion import fuse, image_scores, method_image_scores, normalize_maps, smooth, upsample
 
 
@@ -188,16 +188,6 @@ def comparison_rule(scoring: ScoringConfig, extraction: ExtractionConfig | None 
 
 
 # ---------------------------------------------------------------------------------- raw branch maps
-def _default_visual_timestep(timesteps: Sequence[Any]) -> Any:
-    """The middle of the captured timesteps in order of value (not of the list): 261 of 50, 400, 261.
-
-    >>> _default_visual_timestep([50, 400, 261]), _default_visual_timestep([100, 400])
-    (261, 400)
-    """
-    ordered = sorted(timesteps, key=float)
-    return ordered[len(ordered) // 2]
-
-
 def visual_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> dict[str, Any]:
     """The (timestep, block) pairs M_diff_V compares, named: query and reference side.
 
@@ -207,8 +197,6 @@ def visual_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> dict[st
     >>> visual_pair(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261)))
     {'query_timestep': 261, 'query_block': 'up_blocks.1', 'reference_timestep': 261, 'reference_block': 'up_blocks.1'}
     """
-    from cfviz.experiments.compact import resolved_pair
-
     t_q, b_q, t_r, b_r = resolved_pair(scoring, extraction)
     return {"query_timestep": t_q, "query_block": b_q, "reference_timestep": t_r, "reference_block": b_r}
 
@@ -288,12 +276,8 @@ def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequ
     from cfviz.experiments.compact import stored_visual_maps
 
     memo = _memo(cache)
-    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
-        _default_visual_timestep(extraction.timesteps)
-    t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
-    b_q = scoring.visual_block
-    b_r = scoring.reference_block or b_q
-    stored = stored_visual_maps(store, ids, ref_ids, (int(round(float(t_q))), b_q, int(round(float(t_r))), b_r))
+    t_q, b_q, t_r, b_r = pair = resolved_pair(scoring, extraction)
+    stored = stored_visual_maps(store, ids, ref_ids, pair)
     if stored is not None:
         return stored
     refs = diffusion_features(store, ref_ids, b_r, t_r)
@@ -327,9 +311,7 @@ def pooled_diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_id
                                                        extraction, cache)) for b, r in zip(blocks, ref_blocks)]
         return mean_on_finest_grid(maps).numpy()
     memo = _memo(cache)
-    t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
-        _default_visual_timestep(extraction.timesteps)
-    t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
+    t_q, _, t_r, _ = resolved_pair(scoring, extraction)
     query = [memo("diff_features", (tuple(ids), b, float(t_q)), lambda b=b: diffusion_features(store, ids, b, t_q))
              for b in blocks]
     refs = [diffusion_features(store, ref_ids, r, t_r) for r in ref_blocks]

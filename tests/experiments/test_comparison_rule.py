@@ -60,7 +60,7 @@ SETTINGS = [(m, k) for m in METHODS for k in (0, 1)]
 # ---------------------------------------------------------------------------------------------- bugs
 def test_the_visual_timestep_is_the_middle_by_value() -> None:
     """Bug: `--timesteps 50 400 261` took 400 (the list's middle) for M_diff_V."""
-    from cfviz.experiments.compact import resolved_pair
+    from cfviz.experiments.config import resolved_pair
     from cfviz.experiments.scoring import _default_visual_timestep
 
     assert _default_visual_timestep([50, 400, 261]) == 261
