@@ -32,7 +32,6 @@ entries carry theirs, and a finished category is skipped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -42,21 +41,12 @@ from typing import Any
 import numpy as np
 
 from cfviz.capture.store import CaptureStore, entry_key
-from cfviz.errors import ConfigError
+from cfviz.experiments.compact_form import (FLAG_MENTIONS, CompactStoreError, describe_pair, draw_key, flags_hint,
+                                            is_compacted, kept_maps, map_name, whole_timestep)
 from cfviz.experiments.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair
 
-#: Tensor group of the stored M_diff_V maps in a compacted test entry.
-MAP_GROUP = "mdv"
 #: Folder (inside the store) of the per-category journals of a compaction in progress.
 JOURNAL_DIR = "compact"
-
-
-class CompactStoreError(ConfigError):
-    """A compact store lacks what a setting needs (its features were replaced by distance maps)."""
-
-
-def _t(t: Any) -> int:
-    return int(round(float(t)))
 
 
 def visual_pairs(extraction: ExtractionConfig, scoring: ScoringConfig) -> list[Pair]:
@@ -69,31 +59,11 @@ def visual_pairs(extraction: ExtractionConfig, scoring: ScoringConfig) -> list[P
      (100, 'up_blocks.1', 400, 'up_blocks.1'), (400, 'up_blocks.1', 100, 'up_blocks.1')]
     """
     t_q, b_q, t_r, b_r = resolved_pair(scoring, extraction)
-    ts, blocks = [_t(t) for t in extraction.timesteps], list(extraction.features)
+    ts, blocks = [whole_timestep(t) for t in extraction.timesteps], list(extraction.features)
     pairs = [(t_q, b_q, t_r, b_r)]
     pairs += [(q, b_q, r, b_r) for q in ts for r in ts]  # matching_table(kind="timestep")
     pairs += [(t_q, q, t_r, r) for q in blocks for r in blocks]  # matching_table(kind="block")
     return [p for p in dict.fromkeys(pairs) if p[1] in blocks and p[3] in blocks]
-
-
-def draw_key(ref_ids: Sequence[str]) -> str:
-    """A short stable name for a reference draw (the maps depend on which images, in which order)."""
-    return hashlib.sha1("\n".join(ref_ids).encode("utf-8")).hexdigest()[:12]
-
-
-def map_name(pair: Pair, ref_ids: Sequence[str]) -> str:
-    """The tensor name of one stored M_diff_V map.
-
-    >>> map_name((100, "up_blocks.1", 400, "up_blocks.2"), ["a/train/good/000"])
-    'mdv/100/up_blocks.1/400/up_blocks.2/49c6df01704e'
-    """
-    t_q, b_q, t_r, b_r = pair
-    return f"{MAP_GROUP}/{_t(t_q)}/{b_q}/{_t(t_r)}/{b_r}/{draw_key(ref_ids)}"
-
-
-def is_compacted(meta: dict[str, Any]) -> bool:
-    """True for an entry rewritten by compaction (its ``feat/*`` are gone)."""
-    return meta.get("form") == "compact"
 
 
 def reference_draws(dataset: Any, category: str, shots: Sequence[int], seeds: Sequence[int]) -> dict[str, dict]:
@@ -107,51 +77,6 @@ def reference_draws(dataset: Any, category: str, shots: Sequence[int], seeds: Se
             d = draws.setdefault(draw_key(refs), {"references": refs, "shots": k, "seeds": []})
             d["seeds"].append(int(seed))
     return draws
-
-
-def _flags_hint() -> str:
-    return ("extract into another store with {store_form} full (it keeps the features), or with {store_form} "
-            "compact and {shots}/{seeds} listing every setting you will score (compaction keeps the matching "
-            "grid of the stored {extraction.timesteps} and {extraction.features})")
-
-
-_MENTIONS = ("shots", "seeds", "extraction.timesteps", "extraction.features")
-
-
-def _describe(pair: Pair) -> str:
-    return f"query timestep {pair[0]} of {pair[1]}, reference timestep {pair[2]} of {pair[3]}"
-
-
-def _kept(meta: dict[str, Any]) -> str:
-    kept = meta.get("visual_maps") or {}
-    pairs = [tuple(p) for p in kept.get("pairs", [])]
-    draws = sorted((d["shots"], s) for d in (kept.get("draws") or {}).values() for s in d["seeds"])
-    shown = "; ".join(_describe(p) for p in pairs[:4]) + (f"; and {len(pairs) - 4} more" if len(pairs) > 4 else "")
-    return f"pairs: {shown or 'none'}; (shots, seed): {draws or 'none'}"
-
-
-def stored_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequence[str], pair: Pair) -> np.ndarray | None:
-    """M_diff_V ``(N, h, w)`` read from a compact store, or ``None`` when the test entries hold features.
-
-    Raises :class:`CompactStoreError` naming the pair and the reference draw when the store was
-    compacted without them, or when a compaction was cut short (some entries compacted, some not).
-    """
-    entries = [store[i] for i in ids]
-    compacted = [e for e in entries if is_compacted(e.meta)]
-    if not compacted:
-        return None
-    name = map_name(pair, ref_ids)
-    if len(compacted) != len(entries):
-        raise CompactStoreError(f"the compaction of the capture store {store.path} was cut short ({len(compacted)} "
-                                f"of {len(entries)} images of this set compacted); rerun the same evaluation with "
-                                "{store_form} compact to finish it", "store_form")
-    if not all(name in e.meta.get("tensors", {}) for e in entries):
-        raise CompactStoreError(
-            f"the compact capture store {store.path} has no M_diff_V for {_describe(pair)} with the "
-            f"{len(ref_ids)}-shot references {list(ref_ids)[:4]}{' ...' if len(ref_ids) > 4 else ''}: compaction "
-            f"replaced the test images' features by the maps it was asked for ({_kept(compacted[0].meta)}); "
-            + _flags_hint(), "store_form", mentions=_MENTIONS)
-    return np.stack([e[name].numpy() for e in entries])
 
 
 def _journal(store: CaptureStore, category: str) -> Path:
@@ -259,10 +184,10 @@ def _check_features_kept(store: CaptureStore, category: str, ids: Sequence[str],
     raise CompactStoreError(
         f"the compact capture store {store.path} cannot give category {category!r} what this run asks "
         f"for: {len(lacking)} test images no longer hold their features (e.g. {lacking[0]}: "
-        f"{_kept(have)}), and M_diff_V for {len(missing) or 'some'} (pair, shots) settings "
-        + (f"such as {_describe(missing[0][0])} at {missing[0][1]} shots " if missing else "")
-        + "was not kept; " + _flags_hint(),
-        "store_form", mentions=_MENTIONS)
+        f"{kept_maps(have)}), and M_diff_V for {len(missing) or 'some'} (pair, shots) settings "
+        + (f"such as {describe_pair(missing[0][0])} at {missing[0][1]} shots " if missing else "")
+        + "was not kept; " + flags_hint(),
+        "store_form", mentions=FLAG_MENTIONS)
 
 
 def check_before_extraction(store: CaptureStore, dataset: Any, categories: Sequence[str], spec: Any) -> None:

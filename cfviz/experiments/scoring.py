@@ -251,7 +251,7 @@ def diffusion_features(store: CaptureStore, ids: Sequence[str], block: str, time
         if name not in entry.names:
             stored = [n[5:] for n in entry.names if n.startswith("feat/")]
             if entry.meta.get("form") == "compact":
-                from cfviz.experiments.compact import CompactStoreError
+                from cfviz.experiments.compact_form import CompactStoreError
 
                 raise CompactStoreError(f"{image_id}: the compact capture store {store.path} keeps no UNet "
                                         "features (compaction replaced them by M_diff_V maps); extract into "
@@ -273,7 +273,7 @@ def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequ
     they are read back as stored (the same float32 values).
     """
     from cfviz.diffusion.mapdiff import visual_map
-    from cfviz.experiments.compact import stored_visual_maps
+    from cfviz.experiments.compact_form import stored_visual_maps
 
     memo = _memo(cache)
     t_q, b_q, t_r, b_r = pair = resolved_pair(scoring, extraction)

@@ -60,10 +60,9 @@ SETTINGS = [(m, k) for m in METHODS for k in (0, 1)]
 # ---------------------------------------------------------------------------------------------- bugs
 def test_the_visual_timestep_is_the_middle_by_value() -> None:
     """Bug: `--timesteps 50 400 261` took 400 (the list's middle) for M_diff_V."""
-    from cfviz.experiments.config import resolved_pair
-    from cfviz.experiments.scoring import _default_visual_timestep
+    from cfviz.experiments.config import default_visual_timestep, resolved_pair
 
-    assert _default_visual_timestep([50, 400, 261]) == 261
+    assert default_visual_timestep([50, 400, 261]) == 261
     assert resolved_pair(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261)))[0] == 261
 
 
