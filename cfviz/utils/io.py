@@ -213,11 +213,26 @@ def atomic_write_files(files: Mapping[str | os.PathLike[str], bytes]) -> list[Pa
 
 def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
                      metadata: Mapping[str, str] | None = None) -> Path:
-    """Save torch tensors to a safetensors file atomically (contiguous copies are made)."""
+    """Save torch tensors to a safetensors file atomically (contiguous copies are made).
+
+    ``metadata`` keys are written sorted: safetensors writes them in hash order, which differs
+    from one process to the next, so equal tensors and metadata gave other bytes (another
+    SHA-256, e.g. of an AA-CLIP checkpoint that a store's identity records).
+    """
     from safetensors.torch import save_file
 
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write_with(path, lambda tmp: save_file(payload, str(tmp), metadata=dict(metadata or {})))
+    if not metadata:
+        return atomic_write_with(path, lambda tmp: save_file(payload, str(tmp)))
+    from safetensors.torch import save
+
+    blob = save(payload, metadata=dict(metadata))
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    return atomic_write_bytes(path, len(text).to_bytes(8, "little") + text + blob[8 + size:])
 
 
 def _json_default(obj: Any) -> Any:
