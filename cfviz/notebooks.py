@@ -217,7 +217,8 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
     built and where, progress bars follow the extraction and the scoring (a widget in Jupyter,
     text elsewhere), and a last line says how long it took: the first cell is never silent.
     """
-    from cfviz.experiments.runner import evaluate, open_run_dataset, test_categories
+    from cfviz.experiments.plan import plan_run
+    from cfviz.experiments.runner import evaluate
 
     t0 = time.perf_counter()
     root = project_root()
@@ -230,37 +231,35 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
         tag += "-" + "-".join(spec.extraction.state_tokens)  # other prompt words: another store, not a refusal
     if spec.extraction.tokens != "language":
         tag += f"-tokens-{spec.extraction.tokens}"  # every prompt token stored: another store too
-    dataset = open_run_dataset(spec)
+    plan = plan_run(spec, run / tag, run / tag / "store")  # checked and resolved, as evaluate does
     if progress:
-        store_dir = run / tag / "store"
-        lacking, total = _images_to_compute(spec, dataset, store_dir)
-        cats = ", ".join(test_categories(dataset))
+        lacking, total = _images_to_compute(plan)
+        cats = ", ".join(plan.categories)
         if lacking:
-            print(f"capture store {store_dir}: running the models for the {lacking} of {total} images it lacks "
+            print(f"capture store {plan.store_dir}: running the models for the {lacking} of {total} images it lacks "
                   f"({'about a minute on CPU in smoke mode' if smoke else 'minutes to hours'}), then scoring "
                   f"{cats} ...", flush=True)
         else:
-            print(f"capture store {store_dir}: all {total} images stored, no model runs; scoring {cats} ...",
+            print(f"capture store {plan.store_dir}: all {total} images stored, no model runs; scoring {cats} ...",
                   flush=True)
     result = evaluate(spec, run / tag, store_dir=run / tag / "store", progress=progress)
     if progress:
         print(f"ready in {time.perf_counter() - t0:.0f} s: {len(result.store)} images in the store", flush=True)
     from cfviz.viz.style import OFFLINE_NOTE
 
-    return NotebookSession(spec=spec, result=result, dataset=dataset, figures_dir=_resolve(figures_dir, root),
+    return NotebookSession(spec=spec, result=result, dataset=plan.dataset, figures_dir=_resolve(figures_dir, root),
                            smoke=smoke, note=OFFLINE_NOTE if spec.models.random_weights else None,
-                           categories=test_categories(dataset))
+                           categories=list(plan.categories))
 
 
-def _images_to_compute(spec: Any, dataset: Any, store_dir: Path) -> tuple[int, int]:
-    """(images the run still has to compute, images it uses): what the store at ``store_dir`` lacks."""
+def _images_to_compute(plan: Any) -> tuple[int, int]:
+    """(images the run still has to compute, images it uses): what the plan's store lacks."""
     from cfviz.capture.store import CaptureStore
-    from cfviz.experiments.runner import references_needed, run_records, test_categories
 
-    ids = [r.image_id for r in run_records(dataset, test_categories(dataset), references_needed(dataset, spec))]
-    if not (store_dir / "store.json").exists():
+    ids = [r.image_id for r in plan.records]
+    if not (plan.store_dir / "store.json").exists():
         return len(ids), len(ids)
-    return len(CaptureStore(store_dir, readonly=True).missing(ids)), len(ids)
+    return len(CaptureStore(plan.store_dir, readonly=True).missing(ids)), len(ids)
 
 
 # ---------------------------------------------------------------------------------- execution

@@ -28,7 +28,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         return fail
 
     monkeypatch.setattr("cfviz.experiments.models.load_models", refuse("a model was loaded"))
-    monkeypatch.setattr("cfviz.experiments.runner.open_run_dataset", refuse("the data set was opened"))
+    monkeypatch.setattr("cfviz.experiments.plan.open_run_dataset", refuse("the data set was opened"))
     monkeypatch.setattr("cfviz.data.textures.generate_textures", refuse("textures were generated"))
     monkeypatch.chdir(tmp_path)
     return tmp_path

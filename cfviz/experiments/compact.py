@@ -33,10 +33,10 @@ entries carry theirs, and a finished category is skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,17 +66,38 @@ def visual_pairs(extraction: ExtractionConfig, scoring: ScoringConfig) -> list[P
     return [p for p in dict.fromkeys(pairs) if p[1] in blocks and p[3] in blocks]
 
 
+class CompactPlan(NamedTuple):
+    """What compaction keeps of one category: its test ids, reference draws, pairs and map names."""
+
+    ids: list[str]
+    draws: dict[str, dict]  #: draw key -> {"references": ids, "shots": k, "seeds": [...]}
+    pairs: list[Pair]
+    wanted: dict[str, tuple[Pair, list[str]]]  #: map name -> (pair, reference ids)
+
+
+def group_draws(drawn: Iterable[tuple[int, int, Sequence[str]]]) -> dict[str, dict]:
+    """``draw key -> {"references": ids, "shots": k, "seeds": [...]}`` of ``(k, seed, reference ids)`` draws."""
+    draws: dict[str, dict[str, Any]] = {}
+    for k, seed, refs in drawn:
+        d = draws.setdefault(draw_key(refs), {"references": list(refs), "shots": k, "seeds": []})
+        d["seeds"].append(int(seed))
+    return draws
+
+
 def reference_draws(dataset: Any, category: str, shots: Sequence[int], seeds: Sequence[int]) -> dict[str, dict]:
-    """``draw key -> {"references": ids, "shots": k, "seeds": [...]}`` for every k >= 1 and seed of a run."""
+    """:func:`group_draws` of every k >= 1 and seed, drawn here (a run's plan draws them once)."""
     from cfviz.data.samples import sample_references
 
-    draws: dict[str, dict[str, Any]] = {}
-    for k in sorted({int(k) for k in shots if k}):
-        for seed in seeds:
-            refs = [r.image_id for r in sample_references(dataset, category, k, seed)]
-            d = draws.setdefault(draw_key(refs), {"references": refs, "shots": k, "seeds": []})
-            d["seeds"].append(int(seed))
-    return draws
+    return group_draws((k, s, [r.image_id for r in sample_references(dataset, category, k, s)])
+                       for k in sorted({int(k) for k in shots if k}) for s in seeds)
+
+
+def compact_plan(ids: Sequence[str], draws: dict[str, dict], extraction: ExtractionConfig,
+                 scoring: ScoringConfig) -> CompactPlan:
+    """One category's :class:`CompactPlan`: every pair of :func:`visual_pairs` for every draw."""
+    pairs = visual_pairs(extraction, scoring) if draws else []
+    wanted = {map_name(p, d["references"]): (p, d["references"]) for p in pairs for d in draws.values()}
+    return CompactPlan(list(ids), draws, pairs, wanted)
 
 
 def _journal(store: CaptureStore, category: str) -> Path:
@@ -98,26 +119,23 @@ def _read_journal(path: Path, ids: Sequence[str], names: set[str]) -> dict[str, 
         return None
 
 
-def _category_plan(dataset: Any, category: str, shots: Sequence[int], seeds: Sequence[int],
-                   extraction: ExtractionConfig, scoring: ScoringConfig
-                   ) -> tuple[list[str], dict[str, dict], list[Pair], dict[str, tuple[Pair, list[str]]]]:
-    """A category's test ids, reference draws, kept pairs and ``map name -> (pair, references)`` to keep."""
-    ids = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
-    draws = reference_draws(dataset, category, shots, seeds)
-    pairs = visual_pairs(extraction, scoring) if draws else []
-    wanted = {map_name(p, d["references"]): (p, d["references"]) for p in pairs for d in draws.values()}
-    return ids, draws, pairs, wanted
+def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots: Sequence[int] = (),
+                     seeds: Sequence[int] = (), extraction: ExtractionConfig, scoring: ScoringConfig,
+                     plan: CompactPlan | None = None) -> int:
+    """Compact one category (see the module docstring); returns how many entries were rewritten.
 
-
-def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots: Sequence[int],
-                     seeds: Sequence[int], extraction: ExtractionConfig, scoring: ScoringConfig) -> int:
-    """Compact one category (see the module docstring); returns how many entries were rewritten."""
+    ``plan``: the category's :class:`CompactPlan` from a run's plan; without it, the test images
+    of ``dataset`` and the draws of ``shots`` and ``seeds``.
+    """
     import torch
 
     from cfviz.experiments.scoring import BranchCache, diffusion_visual_maps
     from cfviz.utils.io import save_safetensors
 
-    ids, draws, pairs, wanted = _category_plan(dataset, category, shots, seeds, extraction, scoring)
+    if plan is None:
+        tests = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
+        plan = compact_plan(tests, reference_draws(dataset, category, shots, seeds), extraction, scoring)
+    ids, draws, pairs, wanted = plan
     record = {"pairs": [list(p) for p in pairs], "draws": draws}
     refs = sorted({r for d in draws.values() for r in d["references"]})
     entries = {i: store[i] for i in ids}
@@ -190,19 +208,17 @@ def _check_features_kept(store: CaptureStore, category: str, ids: Sequence[str],
         "store_form", mentions=FLAG_MENTIONS)
 
 
-def check_before_extraction(store: CaptureStore, dataset: Any, categories: Sequence[str], spec: Any) -> None:
+def check_before_extraction(store: CaptureStore, plan: Any) -> None:
     """Refuse, before any model runs, a run whose k-shot settings a compacted store can no longer serve.
 
     A compacted test image keeps only the M_diff_V maps of the draws it was compacted for; a new
     seed or shots value would otherwise extract its references first and fail only afterwards.
+    ``plan``: the run's :class:`~cfviz.experiments.plan.RunPlan` (its ``compact`` plans).
     """
-    for category in categories:
-        tests = [r.image_id for r in dataset.records if r.category == category and r.split == "test"]
-        entries = {i: store[i] for i in tests if i in store}
+    for category, (ids, draws, pairs, wanted) in plan.compact.items():
+        entries = {i: store[i] for i in ids if i in store}
         if not any(is_compacted(e.meta) for e in entries.values()):
-            continue  # nothing compacted here yet: no draws to sample
-        ids, draws, pairs, wanted = _category_plan(dataset, category, spec.shots, spec.seeds, spec.extraction,
-                                                   spec.scoring)
+            continue  # nothing compacted here yet
         needs_maps = any(not (is_compacted(e.meta) and set(wanted) <= set(e.meta.get("tensors", {})))
                          for e in entries.values())
         if not (wanted and needs_maps) or _read_journal(_journal(store, category), ids, set(wanted)) is not None:
@@ -210,20 +226,19 @@ def check_before_extraction(store: CaptureStore, dataset: Any, categories: Seque
         _check_features_kept(store, category, ids, entries, pairs, wanted, draws)
 
 
-def compact_store(store: CaptureStore, dataset: Any, categories: Sequence[str], spec: Any, *,
-                  progress: bool = False) -> int:
-    """Compact every category of a run (``spec`` a :class:`~cfviz.experiments.config.RunSpec`); entries rewritten."""
+def compact_store(store: CaptureStore, plan: Any, *, progress: bool = False) -> int:
+    """Compact every category of a run's :class:`~cfviz.experiments.plan.RunPlan`; entries rewritten."""
     from cfviz.utils.io import remove_stale_temp_files
     from cfviz.utils.progress import progress_bar
 
     if (store.path / JOURNAL_DIR).is_dir():
         remove_stale_temp_files(store.path / JOURNAL_DIR)
-    bar = progress_bar(total=len(categories), desc="compacting", unit="category", disable=not progress)
+    bar = progress_bar(total=len(plan.compact), desc="compacting", unit="category", disable=not progress)
     n = 0
     try:
-        for category in categories:
-            n += compact_category(store, dataset, category, shots=spec.shots, seeds=spec.seeds,
-                                  extraction=spec.extraction, scoring=spec.scoring)
+        for category, category_plan in plan.compact.items():
+            n += compact_category(store, plan.dataset, category, extraction=plan.spec.extraction,
+                                  scoring=plan.spec.scoring, plan=category_plan)
             bar.update(1)
     finally:
         bar.close()

@@ -157,7 +157,7 @@ def _tokens(extraction: ExtractionConfig, samples: Sequence[Any]) -> list[str]:
 
 def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extraction: ExtractionConfig,
             store: CaptureStore, *, batch_size: int = 4, shard: tuple[int, int] | None = None,
-            progress: bool = True, prefetch: int = 1,
+            batches: Sequence[Sequence[str]] | None = None, progress: bool = True, prefetch: int = 1,
             batch_timesteps: bool | int | None = None) -> ExtractionReport:
     """Run CLIP and MapDiff over ``records`` that are not yet in ``store``.
 
@@ -173,6 +173,9 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
         Images per model call; the batches are :func:`run_batches` of ``records``.
     shard:
         ``(i, n)``: process only batches i, i+n, ... of the plan (:func:`batches_for_shard`).
+    batches:
+        The batches to process, as a run's plan cut them (``RunPlan.batches``, this shard's);
+        ``batch_size`` and ``shard`` are then not used.
     prefetch:
         Batches loaded and preprocessed ahead on a background thread while the models run
         (:class:`~cfviz.data.prefetch.Prefetcher`); ``0`` does it on the calling thread. The
@@ -215,7 +218,7 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
                          f"or an int >= 1 (UNet rows per call), got {batch_timesteps!r}")
 
     by_id = {r.image_id: r for r in records}
-    mine = run_batches(list(by_id.values()), batch_size, shard)
+    mine = run_batches(list(by_id.values()), batch_size, shard) if batches is None else [list(b) for b in batches]
     todo_ids = set(store.missing([i for b in mine for i in b]))
     todo = [b for b in mine if todo_ids & set(b)]
     n_mine = sum(len(b) for b in mine)

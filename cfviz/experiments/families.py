@@ -173,12 +173,13 @@ def feature_block(family: str, num_layers: int) -> str:
     return f"transformer_blocks.{max(int(num_layers), 1) // 2}"
 
 
-def resolve_family_settings(spec: RunSpec) -> RunSpec:
+def resolve_family_settings(spec: RunSpec, *, family: str | None = None) -> RunSpec:
     """``spec`` with the extraction and scoring defaults of its denoiser family (idempotent).
 
     Scoring's ``visual_block`` follows the feature block when it was left at its default.
+    ``family``: :func:`diffusion_family` of ``spec.models``, when the caller knows it already.
     """
-    family = diffusion_family(spec.models)
+    family = family or diffusion_family(spec.models)
     if family not in PATCH_FAMILIES:
         return spec
     layers = _denoiser_layers(spec.models, family)

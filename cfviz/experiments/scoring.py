@@ -140,14 +140,13 @@ def _memo(cache: BranchCache | None, context: Any = None) -> Any:
 
 
 # ---------------------------------------------------------------------------------- the comparison rule
-def comparison_rule(scoring: ScoringConfig, extraction: ExtractionConfig | None = None, *,
-                    k_shot: bool = True) -> dict[str, str]:
+def comparison_rule(scoring: ScoringConfig, pair: dict[str, Any] | None = None) -> dict[str, str]:
     """The run-level settings every method is scored under, in words: ``setting -> description``.
 
-    The runner prints them in ``summary.md`` and keeps them in ``run.json``. ``extraction`` (and
-    ``k_shot``) add the (timestep, block) pair of M_diff_V.
+    The runner prints them in ``summary.md`` and keeps them in ``run.json``. ``pair``
+    (:func:`visual_pair`, of a run that scores M_diff_V) adds the (timestep, block) pair.
 
-    >>> rule = comparison_rule(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261)))
+    >>> rule = comparison_rule(ScoringConfig(), visual_pair(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261))))
     >>> print(rule["smoothing"])
     Gaussian sigma 4 px on every method's final map (shared)
     >>> rule["M_diff_V pair"]
@@ -180,10 +179,9 @@ def comparison_rule(scoring: ScoringConfig, extraction: ExtractionConfig | None 
         grid = f"{s.grid} x {s.grid} px: masks resized nearest-neighbour, maps bilinearly"
     out = {"smoothing": smoothing, "normalization before fusion": norm, "image score": score,
            "evaluation grid": grid}
-    if extraction is not None and k_shot:
-        p = visual_pair(s, extraction)
-        out["M_diff_V pair"] = (f"query t={p['query_timestep']} {p['query_block']}, "
-                                f"reference t={p['reference_timestep']} {p['reference_block']}")
+    if pair is not None:
+        out["M_diff_V pair"] = (f"query t={pair['query_timestep']} {pair['query_block']}, "
+                                f"reference t={pair['reference_timestep']} {pair['reference_block']}")
     return out
 
 
@@ -350,7 +348,8 @@ def _norm(x: np.ndarray, scoring: ScoringConfig, reference: np.ndarray | None = 
 
 def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, shots: int = 0, seed: int = 0,
             scoring: ScoringConfig | None = None, extraction: ExtractionConfig | None = None,
-            masks: np.ndarray | None = None, cache: BranchCache | None = None) -> Predictions:
+            masks: np.ndarray | None = None, cache: BranchCache | None = None,
+            references: Sequence[str] | None = None) -> Predictions:
     """Maps and image scores of ``method`` on the test images of ``category``, from the store.
 
     Parameters
@@ -361,6 +360,8 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         The data set (split "all" or one holding test images and, for k-shot, train images).
     shots, seed:
         k normal references drawn with :func:`cfviz.data.samples.sample_references`.
+    references:
+        The ids of those k references, when drawn already (a run's plan); drawn here otherwise.
     masks:
         Ground-truth masks on the ``eval_size`` grid (loaded from the data set when ``None``).
     cache:
@@ -382,7 +383,9 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         raise ValueError(f"no test images of category {category!r} in the data set")
     ids = [r.image_id for r in tests]
     missing = store.missing(ids)
-    refs = [r.image_id for r in sample_references(dataset, category, shots, seed)] if shots else []
+    if references is None:  # a run passes its plan's draw (RunPlan.references_of)
+        references = [r.image_id for r in sample_references(dataset, category, shots, seed)] if shots else []
+    refs = list(references)
     missing += store.missing(refs)
     if missing:
         raise KeyError(f"{len(missing)} images are not in the store yet (e.g. {missing[:3]}); run extraction first")

@@ -94,7 +94,7 @@ def _launch(target: list[str], env: dict[str, str], cwd: Path) -> subprocess.Com
 
 def test_two_launched_processes_write_the_single_process_store_and_results(setup, tmp_path: Path) -> None:
     from cfviz.experiments.extraction import run_batches
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.experiments.plan import plan_run
 
     base, args, env = setup
     single = subprocess.run([sys.executable, "-m", "cfviz", *args, "--out", str(tmp_path / "single")], env=env,
@@ -122,13 +122,7 @@ def test_two_launched_processes_write_the_single_process_store_and_results(setup
     from cfviz.cli import build_parser
 
     spec = spec_from_args(build_parser().parse_args(args))
-    dataset = open_run_dataset(spec)
-    from cfviz.experiments import runner
-
-    categories = runner.test_categories(dataset)
-    records = [r for r in dataset.records if r.split == "test" and r.category in categories]
-    refs = {r.image_id: r for per in runner.references_needed(dataset, spec).values() for rs in per.values() for r in rs}
-    records += [r for i, r in sorted(refs.items()) if i not in {x.image_id for x in records}]
+    records = plan_run(spec, tmp_path / "plan").records  # what the run extracts: tests, then references
     shares = [sum(len(b) for b in run_batches(records, 2, (p, 2))) for p in (0, 1)]
     assert rows[1]["total"] == shares[1] and 0 < shares[1] < len(records)
     assert rows[0]["extraction"].startswith(f"0 new, {len(records)} already stored, {len(records)} in all")

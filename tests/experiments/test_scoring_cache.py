@@ -17,8 +17,8 @@ import pytest
 from cfviz.capture.store import StoreEntry
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
 from cfviz.experiments import scoring as scoring_module
-from cfviz.experiments import runner
-from cfviz.experiments.runner import EvaluationResult, _score, open_run_dataset
+from cfviz.experiments.plan import open_run_dataset, plan_run
+from cfviz.experiments.runner import EvaluationResult, _score
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +59,18 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, Counter]:
 
 def test_each_branch_map_and_entry_is_computed_or_read_once_per_category(run, monkeypatch) -> None:
     result, spec = run
-    dataset = open_run_dataset(spec)
-    categories = runner.test_categories(dataset)
+    plan = plan_run(spec, result.out_dir)
+    dataset = plan.dataset
     settings = 2 * (1 + 2)  # clipfusion and mapdiff read M_diff_L: 0-shot once, 1-shot per seed
 
     maps, reads = _counting(monkeypatch)
-    uncached = _score(result.store, dataset, categories, spec, False, cache=False)
+    uncached = _score(result.store, plan, False, cache=False)
     assert maps == {"grass": settings}  # what the runner did before the cache
     assert max(reads.values()) > 1
 
     maps.clear()
     reads.clear()
-    cached = _score(result.store, dataset, categories, spec, False)
+    cached = _score(result.store, plan, False)
     assert maps == {"grass": 1}
     twice = {k: n for k, n in reads.items() if n > 1}
     assert not twice, f"tensors read more than once: {sorted(twice)[:5]}"

@@ -230,7 +230,7 @@ def test_a_failed_run_leaves_the_earlier_results(spec: RunSpec, run_a: Evaluatio
 
     def broken(*args, **kwargs):
         raise KeyError("category")
-    monkeypatch.setattr("cfviz.experiments.runner.summary_markdown", broken)
+    monkeypatch.setattr("cfviz.experiments.report.summary_markdown", broken)
     with pytest.raises(KeyError):
         evaluate(spec, out, progress=False)
     assert {n: (out / n).read_bytes() for n in before} == before

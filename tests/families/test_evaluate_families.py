@@ -151,7 +151,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         raise AssertionError("something loaded although the input was invalid")
 
     monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
-    monkeypatch.setattr("cfviz.experiments.runner.open_run_dataset", refuse)
+    monkeypatch.setattr("cfviz.experiments.plan.open_run_dataset", refuse)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -28,7 +28,7 @@ def test_setup_says_what_it_builds_and_when_it_is_ready(tmp_path: Path, monkeypa
         return SimpleNamespace(store=[1, 2, 3], summary=None)
 
     monkeypatch.setattr(runner, "evaluate", evaluate)
-    monkeypatch.setattr(runner, "open_run_dataset", lambda spec: _dataset())
+    monkeypatch.setattr("cfviz.experiments.plan.plan_run", _plan)
     nbs.setup(smoke=True, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", shots=[0])
     out = capsys.readouterr().out.splitlines()
     assert seen["progress"] is True  # the bars are on by default
@@ -40,9 +40,10 @@ def test_setup_says_what_it_builds_and_when_it_is_ready(tmp_path: Path, monkeypa
     assert capsys.readouterr().out == "" and seen["progress"] is False
 
 
-def _dataset() -> SimpleNamespace:
+def _plan(spec, out, store_dir) -> SimpleNamespace:  # type: ignore[no-untyped-def]
     recs = [SimpleNamespace(image_id=f"brick/test/{t}/000", split="test", category="brick") for t in ("good", "hole")]
-    return SimpleNamespace(records=recs, categories=["brick"])
+    return SimpleNamespace(records=recs, categories=("brick",), store_dir=Path(store_dir),
+                           dataset=SimpleNamespace(records=recs, categories=["brick"]))
 
 
 def test_setup_says_no_model_runs_when_the_store_holds_every_image(
@@ -52,7 +53,7 @@ def test_setup_says_no_model_runs_when_the_store_holds_every_image(
     from cfviz.capture.store import CaptureStore, ClipScores
 
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: SimpleNamespace(store=[1, 2], summary=None))
-    monkeypatch.setattr(runner, "open_run_dataset", lambda spec: _dataset())
+    monkeypatch.setattr("cfviz.experiments.plan.plan_run", _plan)
     store = CaptureStore(tmp_path / "run" / "smoke" / "store", config={"model": "x"})
     store.add("brick/test/good/000", clip=ClipScores(image=0.1, patch=np.zeros((2, 2), np.float32)))
     nbs.setup(smoke=True, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", shots=[0])
