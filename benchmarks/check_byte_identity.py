@@ -8,6 +8,9 @@ then compare the two manifests::
     python benchmarks/check_byte_identity.py --out /tmp/before.json          # on the old commit
     python benchmarks/check_byte_identity.py --out /tmp/after.json --compare /tmp/before.json
 
+``--aaclip-checkpoint`` reuses the adapters the earlier run trained (its ``--keep`` folder holds
+them), so that two commits compare even when one of them trains other bytes.
+
 The runs (tiny offline models, a small generated texture set of two categories, 64 px):
 
 * ``all-full``: every method (clipfusion, patchclip, mapdiff, winclip, aaclip), shots 0 and 1,
@@ -74,36 +77,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_all(work: Path) -> dict[str, dict[str, str]]:
+def run_all(work: Path, aaclip: Path | None = None) -> dict[str, dict[str, str]]:
     """Every smoke run in ``work``; ``run name -> {file: sha256}``."""
     from cfviz.data.textures import generate_textures
 
     env, py = _env(work), [sys.executable, "-m", "cfviz"]
-    root = generate_textures(work / "tex", seed=3, image_size=64, n_train=3, n_test_good=2, n_per_defect=1,
-                             categories=["grass", "brick"], defect_kinds=["stain", "hole"])
-    data = ["--dataset", "folder", "--root", str(root)]
-    _run([*py, "train-aaclip", *data, "--shots", "2", "--stage1-epochs", "1", "--stage2-epochs", "1",
-          "--max-batches", "1", "--clip-arch", "ViT-B-16-plus-240", "--out", str(work / "aaclip"), "--no-progress"], env, work)
-    ckpt = work / "aaclip" / "aaclip.safetensors"
-    manifest = {"aaclip-checkpoint": {"aaclip.safetensors": hashlib.sha256(ckpt.read_bytes()).hexdigest()}}
+    generate_textures(work / "tex", seed=3, image_size=64, n_train=3, n_test_good=2, n_per_defect=1,
+                      categories=["grass", "brick"], defect_kinds=["stain", "hole"])
+    data = ["--dataset", "folder", "--root", "tex"]  # paths relative to `work`: stores name no machine folder
+    ckpt = "aaclip/aaclip.safetensors"
+    if aaclip is None:
+        _run([*py, "train-aaclip", *data, "--shots", "2", "--stage1-epochs", "1", "--stage2-epochs", "1",
+              "--max-batches", "1", "--clip-arch", "ViT-B-16-plus-240", "--out", "aaclip", "--no-progress"], env, work)
+    else:  # the adapters of an earlier run, so that its stores compare whatever wrote the checkpoint
+        (work / "aaclip").mkdir(exist_ok=True)
+        shutil.copyfile(aaclip, work / ckpt)
+    manifest = {"aaclip-checkpoint": {"aaclip.safetensors": hashlib.sha256((work / ckpt).read_bytes()).hexdigest()}}
     runs = {
-        "all-full": [*data, *ALL_METHODS, "--aaclip", str(ckpt), *COMMON],
-        "all-compact": [*data, *ALL_METHODS, "--aaclip", str(ckpt), "--store-form", "compact", *COMMON],
+        "all-full": [*data, *ALL_METHODS, "--aaclip", ckpt, *COMMON],
+        "all-compact": [*data, *ALL_METHODS, "--aaclip", ckpt, "--store-form", "compact", *COMMON],
         "clipfusion-sd3": [*data, "--method", "clipfusion", "mapdiff", "--shots", "0", "1", "--diffusion", "tiny-sd3",
                            *COMMON],
         "knobs": [*data, "--method", "clipfusion", "patchclip", "--shots", "0", "2", "--clip-branch", "aaclip",
-                  "--aaclip", str(ckpt), "--tokens", "all", "--language-tokens", "object", "--noise", "per-image",
+                  "--aaclip", ckpt, "--tokens", "all", "--language-tokens", "object", "--noise", "per-image",
                   "--noise-draws", "2", "--limit-per-type", "1", "--image-score", "own", "--smoothing", "own",
                   "--normalization", "inductive", *COMMON],
     }
     for name, args in runs.items():
         started = time.perf_counter()
-        _run([*py, "evaluate", *args, "--out", str(work / name)], env, work)
+        _run([*py, "evaluate", *args, "--out", name], env, work)
         manifest[name] = _digests(work / name)
         print(f"{name}: {len(manifest[name])} files ({time.perf_counter() - started:.0f} s)", flush=True)
     started = time.perf_counter()  # shards 0/2 and 1/2, then the merging run: the single run's files
     for shard in ("0/2", "1/2", None):
-        _run([*py, "evaluate", *runs["all-full"], "--out", str(work / "sharded"),
+        _run([*py, "evaluate", *runs["all-full"], "--out", "sharded",
               *(["--shard", shard] if shard else [])], env, work)
     manifest["sharded"] = _digests(work / "sharded")
     print(f"sharded: {len(manifest['sharded'])} files ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -114,7 +121,7 @@ def run_all(work: Path) -> dict[str, dict[str, str]]:
     started = time.perf_counter()
     _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "cfviz", "evaluate",
-          *runs["all-full"], "--out", str(work / "accelerate-2")], env, work)
+          *runs["all-full"], "--out", "accelerate-2"], env, work)
     manifest["accelerate-2"] = _digests(work / "accelerate-2")
     print(f"accelerate-2: {len(manifest['accelerate-2'])} files ({time.perf_counter() - started:.0f} s)", flush=True)
     return manifest
@@ -141,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where the manifest (JSON) goes")
     parser.add_argument("--compare", type=Path, help="a manifest of an earlier commit to compare with")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--aaclip-checkpoint", type=Path,
+                        help="use these AA-CLIP adapters instead of training them (e.g. the earlier run's)")
     args = parser.parse_args(argv)
     if args.compare is not None and not args.compare.is_file():
         parser.error(f"--compare {args.compare} is not a file; write it first with --out on the earlier commit")
     with tempfile.TemporaryDirectory(prefix="cfviz-identity-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        manifest = run_all(work)
+        manifest = run_all(work.resolve(), args.aaclip_checkpoint)
     for cut in ("sharded", "accelerate-2"):  # a run cut in shards or processes writes the single run's files
         if cut in manifest and manifest[cut] != manifest["all-full"]:
             print(f"{cut} differs from all-full")
