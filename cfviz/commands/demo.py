@@ -154,14 +154,14 @@ examples:
 
 def run(args: argparse.Namespace) -> int:
     from cfviz.commands.evaluate import spec_from_args
-    from cfviz.experiments.preflight import check_writable_folder, preflight
-    from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, evaluate, open_run_dataset
+    from cfviz.experiments.plan import plan_run
+    from cfviz.experiments.preflight import check_writable_folder
+    from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, evaluate
 
     spec = spec_from_args(args)
     figures = Path(args.figures)
-    preflight(spec, args.out, args.store if args.store is not None else Path(args.out) / "store")
     check_writable_folder(figures, "figures")
-    dataset = open_run_dataset(spec)  # generates the textures on first use
+    dataset = plan_run(spec, args.out, args.store).dataset  # checks everything; generates the textures on first use
     print("cfviz demo")
     print(describe(spec, dataset))
     if spec.models.random_weights:

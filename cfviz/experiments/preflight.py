@@ -12,7 +12,7 @@ that needs only a name or a file: CLIP architectures and tags are read from open
 (:mod:`cfviz.models.clip_catalog`), so a bad ``--clip-arch`` or a tag not cached offline fails in
 about a second; only ``--device`` other than cpu and ``--dtype float16`` on the CPU import torch.
 
->>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int
+>>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int, resolve_clip_size
 >>> preflight(RunSpec(models=ModelChoice(device="gpu")))
 Traceback (most recent call last):
 ...
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.errors import ConfigError, DataRootError
-from cfviz.experiments.config import ModelChoice, RunSpec, check_int
+from cfviz.experiments.config import ModelChoice, RunSpec, check_int, resolve_clip_size
 from cfviz.experiments.families import check_family_settings
 from cfviz.models.speed import check_compile
 
@@ -51,7 +51,8 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     check_device(spec.models.device)
     check_cpu_half(spec.models)
     check_compile(spec.models.compile, spec.models.device)  # a missing compiler, before the data set is opened
-    check_clip(spec.models, spec.extraction.clip_size)
+    check_clip(spec.models)
+    resolve_clip_size(spec)  # a given CLIP size must be the model's (the size's one home)
     check_diffusion(spec.models)
     check_family_settings(spec)
     if spec.extraction.aaclip is not None and not Path(spec.extraction.aaclip).expanduser().is_file():
@@ -257,28 +258,14 @@ def _closest(word: str, choices: Sequence[str], n: int = 3) -> str:
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _check_clip_size(arch: str, vision: dict[str, Any], clip_size: int | None, *, tiny: bool = False) -> None:
-    size = vision.get("image_size")
-    size = size[0] if isinstance(size, (list, tuple)) else size
-    if clip_size is not None and isinstance(size, int) and size != clip_size:
-        which = "{models.clip} 'tiny'" if tiny else f"{{models.clip_arch}} {arch!r}"
-        raise ConfigError(f"{which} takes {size} px images, but {{extraction.clip_size}} is {clip_size}; set "
-                          f"{{extraction.clip_size}} to {size}", "extraction.clip_size",
-                          mentions=("models.clip" if tiny else "models.clip_arch",))
-
-
-def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
-    """The CLIP architecture is known (and takes ``clip_size`` px images); its tag or checkpoint file is usable."""
+def check_clip(choice: ModelChoice) -> None:
+    """The CLIP architecture is known (a ViT); its tag or checkpoint file is usable."""
     from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, TINY_CLIP, looks_like_file
 
     # the tiny CLIP takes clip_arch's input geometry (cfviz.models.clip.tiny_geometry): check that arch below
     tiny_like = choice.clip == "tiny" and choice.clip_arch not in (TINY_CLIP, DEFAULT_CLIP)
-    if (choice.clip == "tiny" or choice.clip_arch == TINY_CLIP) and not tiny_like:
-        from cfviz.models._config import model_config
-
-        _check_clip_size(TINY_CLIP, model_config("tiny_clip")["vision_cfg"], clip_size, tiny=choice.clip == "tiny")
-        if choice.clip == "tiny":
-            return
+    if choice.clip == "tiny" and not tiny_like:
+        return
     arch = choice.clip_arch
     pretrained = str(choice.clip_pretrained)
     env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
@@ -298,7 +285,6 @@ def check_clip(choice: ModelChoice, clip_size: int | None = None) -> None:
         if isinstance(vision.get("layers"), (list, tuple)):  # ModifiedResNet: no patch grid
             raise ConfigError(f"{{models.clip_arch}} {arch!r} has a ResNet image tower; cfviz needs a ViT, e.g. "
                               f"{DEFAULT_CLIP!r}", "models.clip_arch")
-        _check_clip_size(arch, vision, clip_size)
     if tiny_like or choice.clip != "pretrained" or from_env or looks_like_file(pretrained):
         return
     if arch == TINY_CLIP:
