@@ -8,8 +8,9 @@ then compare the two manifests::
     python benchmarks/check_byte_identity.py --out /tmp/before.json          # on the old commit
     python benchmarks/check_byte_identity.py --out /tmp/after.json --compare /tmp/before.json
 
-``--aaclip-checkpoint`` reuses the adapters the earlier run trained (its ``--keep`` folder holds
-them), so that two commits compare even when one of them trains other bytes.
+``--aaclip-checkpoint`` reuses the adapters an earlier run trained (``WORK/aaclip/aaclip.safetensors``;
+keep a copy), so that two commits compare even when one of them trains other bytes. Both commits
+must run in the same folder (``--work``, default ``WORK``): stores record the checkpoint's path.
 
 The runs (tiny offline models, a small generated texture set of two categories, 64 px):
 
@@ -33,6 +34,7 @@ carry paths, versions and wording. Nothing touches the network.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -44,6 +46,9 @@ import tempfile
 import time
 from pathlib import Path
 
+#: The runs' folder: the same path on every commit, because an AA-CLIP store records the absolute
+#: path of its checkpoint (``extraction.aaclip``), so another folder gives other entry files.
+WORK = Path(tempfile.gettempdir()) / "cfviz-byte-identity"
 COMMON = ["--batch-size", "2", "--timesteps", "100", "400", "--diffusion-size", "64", "--eval-size", "64",
           "--min-resolution", "1", "--no-progress"]
 ALL_METHODS = ["--method", "clipfusion", "patchclip", "mapdiff", "winclip", "aaclip", "--shots", "0", "1",
@@ -147,16 +152,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="where the manifest (JSON) goes")
     parser.add_argument("--compare", type=Path, help="a manifest of an earlier commit to compare with")
-    parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=WORK,
+                        help=f"the folder the runs write (emptied first; default {WORK})")
     parser.add_argument("--aaclip-checkpoint", type=Path,
                         help="use these AA-CLIP adapters instead of training them (e.g. the earlier run's)")
     args = parser.parse_args(argv)
     if args.compare is not None and not args.compare.is_file():
         parser.error(f"--compare {args.compare} is not a file; write it first with --out on the earlier commit")
-    with tempfile.TemporaryDirectory(prefix="cfviz-identity-") as tmp:
-        work = args.keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        manifest = run_all(work.resolve(), args.aaclip_checkpoint)
+    work = args.work.resolve()
+    work.parent.mkdir(parents=True, exist_ok=True)
+    with open(work.parent / f".{work.name}.lock", "w") as lock:  # one run at a time in this folder
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        aaclip = None
+        if args.aaclip_checkpoint is not None:  # read before the folder (which may hold it) is emptied
+            aaclip = work.parent / f".{work.name}-aaclip.safetensors"
+            shutil.copyfile(args.aaclip_checkpoint, aaclip)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        manifest = run_all(work, aaclip)
     for cut in ("sharded", "accelerate-2"):  # a run cut in shards or processes writes the single run's files
         if cut in manifest and manifest[cut] != manifest["all-full"]:
             print(f"{cut} differs from all-full")
