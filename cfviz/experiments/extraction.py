@@ -117,20 +117,6 @@ def run_batches(records: Sequence[Any], batch_size: int, shard: tuple[int, int] 
     return plan if shard is None else batches_for_shard(plan, *shard)
 
 
-def object_name(category: str, mode: str = "folder") -> str:
-    """The [object] word(s) of a category: ``"metal_nut"`` -> ``"metal nut"``.
-
-    ``mode`` is ``ExtractionConfig.object_names`` (:func:`cfviz.clip.object_names.object_name`);
-    runs pass theirs (default ``"readable"``), this function keeps its earlier default.
-
-    >>> object_name("chewinggum"), object_name("chewinggum", "readable")
-    ('chewinggum', 'chewing gum')
-    """
-    from cfviz.clip.object_names import object_name as named
-
-    return named(category, mode)
-
-
 def relative_path(path: Any, root: Any) -> str | None:
     """``path`` relative to the data set root (POSIX form), so that entries name no machine's folders."""
     from pathlib import Path
