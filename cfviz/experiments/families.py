@@ -91,9 +91,18 @@ def diffusion_family(choice: ModelChoice) -> str:
     ``"sd"`` without a look-up. A folder whose class is not supported is ``"unsupported"``
     (:func:`cfviz.experiments.preflight.check_diffusion` refuses it).
     """
+    return family_of(diffusion_pipeline_class(choice))
+
+
+def family_of(pipeline_class: str) -> str:
+    """The family of a diffusers pipeline class name, ``"unsupported"`` for one cfviz cannot run.
+
+    >>> family_of("StableDiffusion3Pipeline"), family_of("KandinskyPipeline")
+    ('sd3', 'unsupported')
+    """
     from cfviz.models.diffusion import PIPELINE_FAMILIES
 
-    return PIPELINE_FAMILIES.get(diffusion_pipeline_class(choice), "unsupported")
+    return PIPELINE_FAMILIES.get(pipeline_class, "unsupported")
 
 
 #: Pipelines whose denoiser takes inpainting inputs (``extraction.mask``).
@@ -192,8 +201,8 @@ def resolve_family_settings(spec: RunSpec, *, family: str | None = None) -> RunS
     return dataclasses.replace(spec, extraction=extraction, scoring=scoring)
 
 
-def check_family_settings(spec: RunSpec) -> None:
-    """Settings that a family cannot run, refused before any model loads (one ConfigError each).
+def check_family_settings(spec: RunSpec) -> str:
+    """Settings that a family cannot run, refused before any model loads (one ConfigError each); the family.
 
     Transformer families patchify the latent (2x2): their finest maps are ``diffusion_size / 16``
     and ``diffusion_size`` must be a multiple of 16.
@@ -201,7 +210,7 @@ def check_family_settings(spec: RunSpec) -> None:
     from cfviz.experiments.config import DIFFUSION_METHODS
 
     cls = diffusion_pipeline_class(spec.models)
-    family = diffusion_family(spec.models)
+    family = family_of(cls)
     e, s = spec.extraction, spec.scoring
     name = f"{{models.diffusion}} {spec.models.diffusion!r} (a {cls})"
     if e.mask != "none" and cls not in INPAINT_PIPELINES:
@@ -223,7 +232,7 @@ def check_family_settings(spec: RunSpec) -> None:
                           f"token), but {name} attends to T5 tokens only; use 'language'", "extraction.tokens",
                           mentions=("models.diffusion",))
     if family not in PATCH_FAMILIES:
-        return
+        return family
     unet_blocks = [f for f in e.features if re.match(r"(up|down)(_blocks\.)?\d|mid(_block)?\b", f)]
     if unet_blocks and tuple(e.features) != tuple(ExtractionConfig().features):  # the default is replaced
         raise ConfigError(f"{{extraction.features}} {unet_blocks} are UNet blocks, but {name} is a transformer: its "
@@ -244,3 +253,4 @@ def check_family_settings(spec: RunSpec) -> None:
                           f"would be empty; raise {{extraction.diffusion_size}} to {s.language_min_resolution * 16} or "
                           f"lower {{scoring.language_min_resolution}} to {max(finest, 1)}", "extraction.diffusion_size",
                           mentions=("scoring.language_min_resolution", "models.diffusion"))
+    return family

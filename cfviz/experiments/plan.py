@@ -104,14 +104,13 @@ def plan_run(spec: RunSpec, out_dir: str | Path, store_dir: str | Path | None = 
     from cfviz.experiments.compact import compact_plan, group_draws
     from cfviz.experiments.datacheck import check_run_data
     from cfviz.experiments.extraction import run_batches
-    from cfviz.experiments.families import diffusion_family
     from cfviz.experiments.preflight import preflight
     from cfviz.experiments.scoring import comparison_rule
 
     out = Path(out_dir)
     store = Path(store_dir) if store_dir is not None else out / "store"
-    preflight(spec, out, store)  # every setting, path, device and model name, before any data is generated
-    family = diffusion_family(spec.models)
+    # every setting, path, device and model name, before any data is generated; the denoiser family it read
+    family = preflight(spec, out, store)
     spec = resolve_spec(spec, stored_clip_windows(store), family=family)
     dataset = open_run_dataset(spec)
     left_out = check_run_data(dataset, spec.shots)  # what each category lacks, before any model loads

@@ -12,7 +12,7 @@ that needs only a name or a file: CLIP architectures and tags are read from open
 (:mod:`cfviz.models.clip_catalog`), so a bad ``--clip-arch`` or a tag not cached offline fails in
 about a second; only ``--device`` other than cpu and ``--dtype float16`` on the CPU import torch.
 
->>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int, resolve_clip_size
+>>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int
 >>> preflight(RunSpec(models=ModelChoice(device="gpu")))
 Traceback (most recent call last):
 ...
@@ -30,14 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.errors import ConfigError, DataRootError
-from cfviz.experiments.config import ModelChoice, RunSpec, check_int, resolve_clip_size
+from cfviz.experiments.config import ModelChoice, RunSpec, check_int
 from cfviz.experiments.families import check_family_settings
 from cfviz.models.speed import check_compile
 
 
 def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
-              store_dir: str | os.PathLike[str] | None = None) -> None:
+              store_dir: str | os.PathLike[str] | None = None) -> str:
     """Raise a :class:`~cfviz.errors.ConfigError` for the first setting or input a run cannot use.
+
+    Returns the denoiser family it checked the settings for (``"sd"``, ``"sd3"``, ...), which the
+    run's plan records (:func:`~cfviz.experiments.families.diffusion_family`, read once).
 
     ``out_dir`` and ``store_dir`` (when given) must be folders that can be written (or created).
     """
@@ -51,14 +54,14 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     check_device(spec.models.device)
     check_cpu_half(spec.models)
     check_compile(spec.models.compile, spec.models.device)  # a missing compiler, before the data set is opened
-    check_clip(spec.models)
-    resolve_clip_size(spec)  # a given CLIP size must be the model's (the size's one home)
+    check_clip(spec.models)  # a given CLIP size must be the model's: resolve_clip_size (the plan) says so
     check_diffusion(spec.models)
-    check_family_settings(spec)
+    family = check_family_settings(spec)
     if spec.extraction.aaclip is not None and not Path(spec.extraction.aaclip).expanduser().is_file():
         raise ConfigError(f"{{extraction.aaclip}} {spec.extraction.aaclip} is not a file; pass the adapters "
                           "written by `cfviz train-aaclip` (OUT/aaclip.safetensors)", "extraction.aaclip")
     check_aaclip_size(spec)
+    return family
 
 
 def check_aaclip_size(spec: RunSpec) -> None:

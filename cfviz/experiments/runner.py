@@ -25,11 +25,11 @@ from cfviz.experiments.config import RunSpec
 from cfviz.experiments.extraction import ExtractionReport, extract
 from cfviz.experiments.plan import (RunPlan, model_identity, open_run_dataset, store_identity, stored_clip_windows,
                                     subset_options, test_categories)
-from cfviz.experiments.report import (RANDOM_WEIGHTS_NOTE, EvaluationResult, summarize, summary_markdown,
-                                      write_outputs)
+from cfviz.experiments.report import (METRIC_ORDER, RANDOM_WEIGHTS_NOTE, EvaluationResult, summarize,
+                                      summary_markdown, write_outputs)
 
 #: Names that lived here before the plan and the report had modules of their own.
-__all__ = ["evaluate", "EvaluationResult", "RANDOM_WEIGHTS_NOTE", "model_identity", "open_run_dataset",
+__all__ = ["evaluate", "EvaluationResult", "METRIC_ORDER", "RANDOM_WEIGHTS_NOTE", "model_identity", "open_run_dataset",
            "store_identity", "stored_clip_windows", "subset_options", "summarize", "summary_markdown",
            "test_categories", "write_outputs"]
 
