@@ -29,7 +29,6 @@ class Recorder(Protocol):
 
     def record_attention(self, name: str, attn: Any, hidden_states: Any, encoder_hidden_states: Any,
                          attention_mask: Any = ..., temb: Any = ..., query: Any = ...) -> None: ...
-
     def record_joint(self, name: str, attn: Any, kind: str, hidden_states: Any, encoder_hidden_states: Any,
                      image_rotary_emb: Any, projections: Any = ..., attention_mask: Any = ...) -> None: ...
 
@@ -149,18 +148,12 @@ def _is_query_of(query: Any, hidden_states: Any) -> bool:
     return tuple(query.shape[:2]) == tuple(hidden_states.shape[:2])
 
 
-def _processor_signature(processor: Any) -> inspect.Signature:
-    """Signature of ``processor.__call__`` including the leading ``self``."""
-    func = type(processor).__call__
-    return inspect.signature(func)
-
-
 def wrap_processor(processor: Any, name: str, session: Recorder, kind: str = "cross") -> RecordingProcessor:
     """Return a recording wrapper around ``processor`` with the same call signature."""
     cls = type(processor)
     wrapper_cls = _CLASS_CACHE.get(cls)
     if wrapper_cls is None:
-        full_sig = _processor_signature(processor)
+        full_sig = inspect.signature(type(processor).__call__)  # with the leading self
         params = list(full_sig.parameters.values())
         call_sig = full_sig.replace(parameters=params[1:])  # without self: as bound
 

@@ -191,12 +191,8 @@ def new_figure(width: float, height: float) -> Any:
 
 @functools.cache
 def _figure_class() -> type:
-    """``CfvizFigure``: a plain matplotlib Figure plus a PNG representation for IPython.
-
-    Jupyter's inline backend may never be set up (no pyplot), so ``_repr_png_`` shows a returned
-    figure; where that backend registered its own printer for figures IPython uses it instead, so a
-    figure is never shown twice. Made on first use, so that importing this module stays light.
-    """
+    """``CfvizFigure``: a matplotlib Figure whose ``_repr_png_`` shows it in IPython without pyplot (where
+    Jupyter's inline backend has its own printer, IPython uses that: never shown twice). Made on first use."""
     from matplotlib.figure import Figure
 
     def _repr_png_(self: Any) -> bytes:
