@@ -1,7 +1,8 @@
-"""No import circles inside the packages that issue 22 has cleaned (any import counts, also in functions).
+"""No import circles in the library (any import counts, also in functions).
 
 An import circle means two modules are one concern, or a third small module is missing. The check
-reads the source (no import runs); widen ``PACKAGES`` as more packages lose their circles.
+reads the source (no import runs). ``PENDING`` leaves aside the circles whose two modules both lie in
+a package issue 22 has not cleaned yet; empty it when that package is done.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cfviz.clip.aaclip", "cfviz.diffusion", "cfviz.metrics", "cfviz.models")
+PENDING = ("cfviz.experiments.",)
 
 
-def _graph() -> dict[str, set[str]]:
+def _graph(root: Path = ROOT) -> dict[str, set[str]]:
     """``{module: modules of cfviz it imports}``; package ``__init__`` files are left out (they only re-export)."""
-    files = {p: ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "cfviz").rglob("*.py")
+    files = {p: ".".join(p.relative_to(root).with_suffix("").parts) for p in (root / "cfviz").rglob("*.py")
              if p.name != "__init__.py"}
     modules = set(files.values())
     graph: dict[str, set[str]] = {}
@@ -54,10 +53,18 @@ def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("package", PACKAGES)
-def test_no_import_circle_inside(package: str) -> None:
+def test_no_import_circle() -> None:
     graph = _graph()
-    inside = [m for m in graph if m.startswith(package + ".")]
-    circles = sorted({" <-> ".join(sorted((a, b))) for a in inside for b in graph[a]
-                      if b.startswith(package + ".") and _reaches(graph, b, a)})
-    assert not circles, f"import circles in {package}: {circles}"
+    circles = sorted({" <-> ".join(sorted((a, b))) for a in graph for b in graph[a] if _reaches(graph, b, a)
+                      and not (a.startswith(PENDING) and b.startswith(PENDING))})
+    assert not circles, f"import circles: {circles}"
+
+
+def test_the_check_sees_circles_through_functions_and_relative_imports(tmp_path) -> None:
+    pkg = tmp_path / "cfviz" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from .b import g\n")
+    (pkg / "b.py").write_text("from cfviz.pkg import a\n")
+    graph = _graph(tmp_path)
+    assert graph == {"cfviz.pkg.a": {"cfviz.pkg.b"}, "cfviz.pkg.b": {"cfviz.pkg.a"}}

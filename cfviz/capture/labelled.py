@@ -80,10 +80,7 @@ class LabelledMaps:
         >>> m.to_xarray().swap_dims(step="timestep").sel(timestep=500).dims
         ('h', 'w')
         """
-        try:
-            import xarray
-        except ImportError:
-            raise ImportError("LabelledMaps.to_xarray needs the xarray package: pip install xarray") from None
+        xarray = import_xarray("LabelledMaps.to_xarray")
         coords = {**self.coords, **{name: (d, list(v)) for name, (d, v) in self.aux.items()}}
         return xarray.DataArray(self.numpy(), dims=self.dims, coords=coords)
 
@@ -191,6 +188,15 @@ class LabelledMaps:
             raise ValueError(f"transpose needs a permutation of {self.dims}, got {dims}")
         perm = [self.dims.index(d) for d in dims]
         return self._replace(self.data.permute(*perm), dims, dict(self.coords))
+
+
+def import_xarray(what: str) -> Any:
+    """The xarray module, or an ImportError saying that ``what`` needs it and how to install it."""
+    try:
+        import xarray
+    except ImportError:
+        raise ImportError(f"{what} needs the xarray package: pip install xarray") from None
+    return xarray
 
 
 def resize_maps(t: Any, size: int | tuple[int, int], mode: str = "bilinear") -> Any:

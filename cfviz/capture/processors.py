@@ -14,16 +14,23 @@ invisible to that filtering.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from cfviz.capture.joint import ProjectionTap
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from cfviz.capture.session import CaptureSession
-
 _CLASS_CACHE: dict[type, type] = {}
+
+
+class Recorder(Protocol):
+    """What a :class:`RecordingProcessor` hands its records to (:class:`cfviz.capture.session.CaptureSession`)."""
+
+    def record_attention(self, name: str, attn: Any, hidden_states: Any, encoder_hidden_states: Any,
+                         attention_mask: Any = ..., temb: Any = ..., query: Any = ...) -> None: ...
+    def record_joint(self, name: str, attn: Any, kind: str, hidden_states: Any, encoder_hidden_states: Any,
+                     image_rotary_emb: Any, projections: Any = ..., attention_mask: Any = ...) -> None: ...
 
 
 class RecordingProcessor:
@@ -36,14 +43,14 @@ class RecordingProcessor:
     name:
         The layer's module path, e.g. ``up_blocks.1.attentions.0.transformer_blocks.0.attn2``.
     session:
-        The capture session that receives the records.
+        The :class:`Recorder` (the capture session) that receives the records.
     kind:
         ``"cross"`` (UNet/DiT cross-attention) or a joint kind of :mod:`cfviz.capture.joint`.
     """
 
     _signature: inspect.Signature
 
-    def __init__(self, inner: Any, name: str, session: CaptureSession, kind: str = "cross") -> None:
+    def __init__(self, inner: Any, name: str, session: Recorder, kind: str = "cross") -> None:
         self.inner = inner
         self.name = name
         self.session = session
@@ -141,18 +148,12 @@ def _is_query_of(query: Any, hidden_states: Any) -> bool:
     return tuple(query.shape[:2]) == tuple(hidden_states.shape[:2])
 
 
-def _processor_signature(processor: Any) -> inspect.Signature:
-    """Signature of ``processor.__call__`` including the leading ``self``."""
-    func = type(processor).__call__
-    return inspect.signature(func)
-
-
-def wrap_processor(processor: Any, name: str, session: CaptureSession, kind: str = "cross") -> RecordingProcessor:
+def wrap_processor(processor: Any, name: str, session: Recorder, kind: str = "cross") -> RecordingProcessor:
     """Return a recording wrapper around ``processor`` with the same call signature."""
     cls = type(processor)
     wrapper_cls = _CLASS_CACHE.get(cls)
     if wrapper_cls is None:
-        full_sig = _processor_signature(processor)
+        full_sig = inspect.signature(type(processor).__call__)  # with the leading self
         params = list(full_sig.parameters.values())
         call_sig = full_sig.replace(parameters=params[1:])  # without self: as bound
 

@@ -18,7 +18,8 @@ Tensor names inside an entry (``S`` steps, ``K`` tokens, ``H`` heads, ``C`` chan
 Every file is written atomically and an entry counts only once its JSON exists (written last),
 so a run can stop at any point and resume; shards of a run may write to one store side by side
 (no shared index file is rewritten). Opening a store reads only the small JSON files; tensors are
-read lazily, one name at a time, so an ablation over thousands of images never holds them all.
+read lazily, one name at a time, so an ablation over thousands of images never holds them all;
+:meth:`CaptureStore.to_xarray` gives one tensor of chosen images, labelled, to xarray.
 A store refuses entries written with a different configuration (:class:`StoreMismatchError`,
 naming only the settings that differ, old -> new).
 
@@ -63,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.capture.cache import CaptureCache, StepInfo
+from cfviz.capture.labelled import import_xarray
 from cfviz.capture.tokens import TokenSelection
 from cfviz.errors import CfvizError, StoreMismatchError, WriteError
 from cfviz.utils.env import library_versions
@@ -525,6 +527,46 @@ class CaptureStore:
 
     def __repr__(self) -> str:
         return f"CaptureStore({str(self.path)!r}, {len(self)} entries)"
+
+    def to_xarray(self, name: str, image_ids: str | Sequence[str] | None = None) -> Any:
+        """One captured tensor of some images as a float32 ``xarray.DataArray`` (``pip install xarray``).
+
+        ``name`` is an attention layer's ``attn/<layer>``, dims ``(image_id, step, [head,] token, h, w)``,
+        or a feature block's ``feat/<block>``, dims ``(image_id, step, channel, h, w)``; ``step``
+        carries the ``timestep`` coordinate and ``token`` the token labels, as in
+        :meth:`LabelledMaps.to_xarray`. ``image_ids`` (default: every entry, all read into memory)
+        must share steps and tokens. ``attrs`` hold the tensor name, the store's path, configuration
+        and capture settings (JSON text, so that ``to_netcdf`` writes them).
+
+        >>> import tempfile, torch
+        >>> from cfviz.capture import CaptureCache, StepInfo
+        >>> store = CaptureStore(tempfile.mkdtemp(), config={"model": "tiny"})
+        >>> step = StepInfo(step=0, timestep=900.0, rows=(0,), batch_size=1, sample_size=(4, 4))
+        >>> for i in ("a", "b"):  # two images, one layer, one step, two tokens (unnamed: "#0", "#1")
+        ...     _ = store.add(i, CaptureCache(["up.attn2"], [], None, "mean", steps=[step],
+        ...                                   attention={"up.attn2": {0: torch.rand(1, 2, 4, 4)}}))
+        >>> x = store.to_xarray("attn/up.attn2")
+        >>> x.dims, x.swap_dims(step="timestep").sel(image_id="b", timestep=900.0, token="#1").shape
+        (('image_id', 'step', 'token', 'h', 'w'), (4, 4))
+        """
+        xarray = import_xarray("CaptureStore.to_xarray")
+        group, _, part = name.partition("/")
+        if group not in ("attn", "feat") or not part:
+            raise ValueError(f"to_xarray takes one captured tensor, 'attn/<layer>' or 'feat/<block>', got {name!r}")
+        ids = self.ids if image_ids is None else [image_ids] if isinstance(image_ids, str) else list(image_ids)
+        if not ids:
+            raise ValueError(f"to_xarray needs at least one image; the store at {self.path} has {len(self)} entries")
+        arrays = []
+        for image_id in ids:
+            if group == "attn":
+                maps = self[image_id].cache(layers=[part], blocks=[]).attention_maps().isel(layer=0, batch=0)
+            else:
+                maps = self[image_id].cache(layers=[], blocks=[part]).feature_maps(part).isel(batch=0)
+            arrays.append(maps.to_xarray())
+        attrs = {"tensor": name, "store": str(self.path), "config": json.dumps(self.config, sort_keys=True),
+                 "capture": json.dumps(self.header.get("capture"), sort_keys=True)}
+        return (xarray.concat(arrays, dim="image_id", coords="different", compat="equals", join="exact")
+                .assign_coords(image_id=ids).assign_attrs(attrs))
 
     # ------------------------------------------------------------------ writing
     def add(self, image_id: str, cache: CaptureCache | None = None, *, clip: ClipScores | None = None,

@@ -37,6 +37,8 @@ Example
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import re
 import textwrap
@@ -184,9 +186,28 @@ def new_figure(width: float, height: float) -> Any:
     value, through ``_repr_png_``) and loops that make many figures do not keep them alive in
     pyplot's registry. To show one in a pyplot window, save it or use ``IPython.display``.
     """
-    from cfviz.viz._figure import CfvizFigure
+    return _figure_class()(figsize=(float(width), float(height)), layout="constrained")
 
-    return CfvizFigure(figsize=(float(width), float(height)), layout="constrained")
+
+@functools.cache
+def _figure_class() -> type:
+    """``CfvizFigure``: a matplotlib Figure whose ``_repr_png_`` shows it in IPython without pyplot (where
+    Jupyter's inline backend has its own printer, IPython uses that: never shown twice). Made on first use."""
+    from matplotlib.figure import Figure
+
+    def _repr_png_(self: Any) -> bytes:
+        buf = io.BytesIO()
+        with style_context():
+            self.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
+        return buf.getvalue()
+
+    return type("CfvizFigure", (Figure,), {"_repr_png_": _repr_png_, "__module__": __name__})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CfvizFigure":  # the figures' class, by the name pickle looks up
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def symmetric_limits(values: Any) -> tuple[float, float]:

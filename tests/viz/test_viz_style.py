@@ -169,3 +169,11 @@ def test_figures_show_themselves_in_ipython_without_pyplot():
     fig = _small_figure()
     data, _ = DisplayFormatter().format(fig)
     assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_pickle_as_their_own_class():
+    import pickle
+
+    fig = _small_figure()
+    back = pickle.loads(pickle.dumps(fig))
+    assert type(back) is type(fig) and back._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
