@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cfviz.clip.aaclip", "cfviz.diffusion", "cfviz.metrics", "cfviz.models")
+PACKAGES = ("cfviz.analysis", "cfviz.clip.aaclip", "cfviz.diffusion", "cfviz.metrics", "cfviz.models")
 
 
 def _graph() -> dict[str, set[str]]:
