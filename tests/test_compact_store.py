@@ -75,7 +75,7 @@ def test_compact_results_equal_the_full_results_byte_for_byte(runs) -> None:
 
 
 def test_compact_matching_tables_equal_the_full_ones(runs, spec) -> None:
-    from cfviz.experiments.ablations import matching_table
+    from cfviz.analysis.ablations import matching_table
 
     full, small = runs
     dataset = open_run_dataset(spec)

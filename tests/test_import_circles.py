@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PENDING = ("cfviz.experiments.",)
+PENDING: tuple[str, ...] = ()
 
 
 def _graph(root: Path = ROOT) -> dict[str, set[str]]:

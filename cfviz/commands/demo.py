@@ -79,7 +79,7 @@ def qualitative_rows(result: Any, dataset: Any, shots: int) -> list[dict[str, An
     The maps are the run's own predictions (``evaluate(keep=...)``: seed 0, ``shots``), predicted
     again from the store only when the result did not keep them.
     """
-    from cfviz.experiments.failures import branch_maps
+    from cfviz.analysis.failures import branch_maps
     from cfviz.experiments.runner import test_categories
     from cfviz.experiments.scoring import predict
 

@@ -12,7 +12,7 @@ extraction barrier, on the process that scores), compacts each category:
    block; reference timestep, block) pair of :func:`visual_pairs`: the run's own pair, the
    timestep matching grid (every pair of captured timesteps at the visual block) and the block
    matching grid (every pair of stored blocks at the visual timestep), i.e. what
-   :func:`cfviz.experiments.ablations.matching_table` reads by default;
+   :func:`cfviz.analysis.ablations.matching_table` reads by default;
 2. it writes them, float32 as computed, to a journal file (``STORE/compact/<category>.safetensors``);
 3. it rewrites each test entry without ``feat/*`` and with its maps (``mdv/<tq>/<bq>/<tr>/<br>/<draw>``),
    then the references of the draws without ``feat/*`` (their features only ever feed these maps),

@@ -77,7 +77,7 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
 
         rule = comparison_rule(spec.scoring, scored_visual_pair(spec))
     from cfviz.data import dataset_has_masks
-    from cfviz.experiments.published import published_frame
+    from cfviz.analysis.published import published_frame
 
     lines = [f"# cfviz evaluation: {spec.dataset}", ""]
     if random_weights:
@@ -124,7 +124,7 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
         lines.append("| " + " | ".join(cells) + " |")
     if real_data:
         grids = sorted(set(pub.loc[(pub.dataset == spec.dataset) & pub.method.isin(list(spec.methods)), "grid"]))
-        lines += ["", "(paper X): the published number for the same setting (see cfviz/experiments/published.py); "
+        lines += ["", "(paper X): the published number for the same setting (see cfviz/analysis/published.py); "
                   "published numbers come from each method's own image-score and smoothing rules (compare with "
                   "--image-score own --smoothing own) and other evaluation grids: " + "; ".join(grids) + "."]
     lines += ["", "## Per category (mean over seeds)", ""]

@@ -536,7 +536,7 @@ def score_histogram(values: Any, labels: Any, *, bins: int = 30, max_values: int
 
 
 def image_threshold(predictions: Any) -> float:
-    """The image-score F1-max threshold (as :func:`cfviz.experiments.failures.rank_failures` uses; the
+    """The image-score F1-max threshold (as :func:`cfviz.analysis.failures.rank_failures` uses; the
     median score when only one class is present)."""
     labels, scores = np.asarray(predictions.labels), np.asarray(predictions.scores, np.float64)
     if len(set(labels.tolist())) < 2:

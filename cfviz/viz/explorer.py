@@ -383,7 +383,7 @@ class AttentionExplorer(ExplorerTabs):
                 and self.sigma == float(self.scoring.sigma))
 
     def go(self, target: Any) -> None:
-        """Show an image: its id, or a row of :func:`cfviz.experiments.failures.rank_failures` (anything
+        """Show an image: its id, or a row of :func:`cfviz.analysis.failures.rank_failures` (anything
         with an ``image_id``). The menu is reset to all images when the current filter hides it."""
         image_id = target if isinstance(target, str) else target["image_id"]
         value = next(((j, i) for j, p in enumerate(self.predictions) for i, x in enumerate(p.image_ids)

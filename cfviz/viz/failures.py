@@ -1,7 +1,7 @@
 """Figures of failure cases (notebook 06): the ranked cases, their attention, branch disagreement.
 
 Each figure says what it shows without the notebook around it: a case is titled "false positive
-#2" only when it is one (see :func:`cfviz.experiments.failures.case_title`), the ground truth of
+#2" only when it is one (see :func:`cfviz.analysis.failures.case_title`), the ground truth of
 an anomalous image is outlined wherever its maps are drawn (a missed defect must be visible), and
 signed disagreement maps share one colour scale with a labelled key.
 
@@ -9,7 +9,7 @@ Example
 -------
 >>> import numpy as np
 >>> from cfviz.experiments.scoring import Predictions
->>> from cfviz.experiments.failures import rank_failures
+>>> from cfviz.analysis.failures import rank_failures
 >>> rng = np.random.default_rng(0)
 >>> masks = np.zeros((4, 16, 16), bool); masks[2:, 4:9, 4:9] = True
 >>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c", "d"],
@@ -59,7 +59,7 @@ def _wrapped(case: str, width: int = 18) -> str:
 
 def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: int | None = None,
                     title: str | None = None, note: str | None = None, **kwargs: Any) -> Any:
-    """The ranked cases of :func:`~cfviz.experiments.failures.rank_failures` with their maps.
+    """The ranked cases of :func:`~cfviz.analysis.failures.rank_failures` with their maps.
 
     Titles use the ``case`` column (misclassified cases in red), subtitles the defect type and
     the image score against the threshold; anomalous images have their ground truth outlined.
@@ -67,7 +67,7 @@ def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: 
     subtitles and the title give image scores and their threshold. ``image`` loads an image by id
     (e.g. ``session.image``); other keywords go to :func:`cfviz.viz.gallery`.
     """
-    from cfviz.experiments.failures import case_title
+    from cfviz.analysis.failures import case_title
     from cfviz.viz.gallery import gallery
 
     rows = list(ranked.itertuples())
@@ -96,10 +96,10 @@ def case_attention_grid(store: Any, p: Any, row: Any, image: Any, *, token: str 
                         note: str | None = None, **kwargs: Any) -> Any:
     """Attention per timestep and UNet block of one ranked case, its ground truth outlined.
 
-    ``row`` is a row of :func:`~cfviz.experiments.failures.rank_failures` (``itertuples()``).
+    ``row`` is a row of :func:`~cfviz.analysis.failures.rank_failures` (``itertuples()``).
     For a false negative the outline shows the defect the method missed.
     """
-    from cfviz.experiments.failures import case_title
+    from cfviz.analysis.failures import case_title
     from cfviz.viz.explore_data import attention_blocks
     from cfviz.viz.grids import timestep_block_grid
 
@@ -115,18 +115,18 @@ def disagreement_figure(p: Any, image: Callable[[str], Any], *, image_ids: Seque
                         top: int = 3, alpha: float = 0.7, note: str | None = None, panel_size: float = 1.7) -> Any:
     """Where the CLIP and diffusion branches disagree most: ``M_clip - M_diff`` over the images.
 
-    Both branch maps are min-max scaled per image first (:func:`~cfviz.experiments.failures.
+    Both branch maps are min-max scaled per image first (:func:`~cfviz.analysis.failures.
     disagreement_maps`), so the difference lies in [-1, 1]; every panel uses the same symmetric
     scale and one colour bar whose ends say which branch is more anomalous. Panels are titled
     with the image and its mean |difference|; ground truth is outlined in cyan.
 
     ``image_ids`` defaults to the ``top`` most disagreeing images of
-    :func:`~cfviz.experiments.failures.disagreement`.
+    :func:`~cfviz.analysis.failures.disagreement`.
     """
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    from cfviz.experiments.failures import disagreement, disagreement_maps
+    from cfviz.analysis.failures import disagreement, disagreement_maps
     from cfviz.viz._common import add_colorbar, as_rgb, draw_mask_contour, as_mask, resize_bilinear, clean_image_axes
     from cfviz.viz.style import DIVERGING_CMAP, MASK_COLOR, symmetric_limits
 
@@ -178,7 +178,7 @@ def defect_breakdown_figure(breakdown: Any, *, title: str | None = None, note: s
                             panel_width: float = 0.45) -> Any:
     """Per defect type, the share of images whose image score reaches the threshold, with n per bar.
 
-    ``breakdown`` is :func:`~cfviz.experiments.failures.defect_breakdown` (``.assign(category=c)``
+    ``breakdown`` is :func:`~cfviz.analysis.failures.defect_breakdown` (``.assign(category=c)``
     for several categories: one panel each, the threshold is per category). A defect type's bar is
     its detection rate; the normal images' bar ("good") is the false-positive rate, in its own
     colour and named so under the bar. Each bar is annotated with ``detected/n``.

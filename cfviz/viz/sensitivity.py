@@ -1,4 +1,4 @@
-"""Figures of notebook 08's sensitivity study (tables from :mod:`cfviz.experiments.sensitivity`).
+"""Figures of notebook 08's sensitivity study (tables from :mod:`cfviz.analysis.sensitivity`).
 
 * :func:`knob_sensitivity` — per knob and alternative, the difference from the default with an
   error bar of ± one standard deviation over seeds (reference draws), one panel per metric; a
@@ -42,20 +42,20 @@ def knob_sensitivity(effects: Any, *, shots: int, metrics: Sequence[str] = ("ima
     Parameters
     ----------
     effects:
-        :func:`cfviz.experiments.sensitivity.knob_effects` (fractions; shown in points).
+        :func:`cfviz.analysis.sensitivity.knob_effects` (fractions; shown in points).
     shots:
         Which k to show.
     metrics:
         One panel each.
     kinds:
-        ``knob -> metric kinds it can move`` (default :func:`cfviz.experiments.sensitivity.metric_kinds`);
+        ``knob -> metric kinds it can move`` (default :func:`cfviz.analysis.sensitivity.metric_kinds`);
         a panel writes "cannot move" on the rows of a knob that cannot move its metric.
     extraction_knobs:
         Knobs marked ``[extraction]`` (one store per alternative).
     """
     import numpy as np
 
-    from cfviz.experiments.sensitivity import metric_kind, metric_kinds
+    from cfviz.analysis.sensitivity import metric_kind, metric_kinds
 
     kinds = kinds or metric_kinds
     part = effects[effects["shots"] == shots]
@@ -109,7 +109,7 @@ def method_comparison(frame: Any, *, shots: int, metrics: Sequence[str] = ("imag
                       titles: dict[str, str] | None = None, note: str | None = None) -> Any:
     """The methods under each rule, side by side: one panel per rule, bars per method and metric.
 
-    ``frame`` is :func:`cfviz.experiments.sensitivity.compare_methods` (fractions; shown in %).
+    ``frame`` is :func:`cfviz.analysis.sensitivity.compare_methods` (fractions; shown in %).
     Values are averaged over categories per seed; the error bars are the standard deviation over
     seeds (none with one seed). Both panels share one y scale.
     """

@@ -97,7 +97,7 @@ def test_a_windowless_store_scores_patchclip_alike_and_refuses_a_run_that_needs_
     b = full.frame.sort_values(["shots", "seed", "metric"]).reset_index(drop=True)
     assert np.allclose(a["value"].to_numpy(), b["value"].to_numpy(), atol=1e-4)
     # notebook 08's sweep on the windowless store: PatchCLIP's window forms are left out, the rest runs
-    from cfviz.experiments.ablations import design_choices
+    from cfviz.analysis.ablations import design_choices
 
     from cfviz.experiments.runner import open_run_dataset
 

@@ -88,7 +88,7 @@ def test_the_score_rule_moves_every_methods_image_score(run: EvaluationResult, m
 def test_a_knob_shows_only_the_metrics_it_can_move(run: EvaluationResult) -> None:
     """Bug: notebook 08 drew image AUROC for patchclip_language, which cannot move it when the image
     score is the CLS score. Invariant: no metric outside metric_kinds ever moves."""
-    from cfviz.experiments.ablations import DESIGN_KNOBS, design_choices, metric_kind, metric_kinds
+    from cfviz.analysis.ablations import DESIGN_KNOBS, design_choices, metric_kind, metric_kinds
 
     ds = open_run_dataset(run.spec)
     metrics = ("image_auroc", "pixel_auroc")
@@ -187,7 +187,7 @@ def test_the_rule_is_printed_and_kept(run: EvaluationResult) -> None:
 def test_published_numbers_state_their_grid(run: EvaluationResult) -> None:
     import pandas as pd
 
-    from cfviz.experiments.published import published_frame
+    from cfviz.analysis.published import published_frame
     from cfviz.experiments.runner import summarize, summary_markdown
 
     pub = published_frame()
@@ -197,7 +197,7 @@ def test_published_numbers_state_their_grid(run: EvaluationResult) -> None:
     text = summary_markdown(frame, summarize(frame), spec, random_weights=False)
     assert "(paper " in text and "240 px CLIP input" in text and "--image-score own --smoothing own" in text
     assert isinstance(pub, pd.DataFrame)
-    from cfviz.experiments.export import results_table
+    from cfviz.analysis.export import results_table
 
     table = results_table(frame, published=True)
     assert any("grid: 240 px CLIP input" in note for note in table.notes)

@@ -168,7 +168,7 @@ def test_a_diffusion_extraction_knob_changes_only_the_diffusion_outputs(
 
 
 def test_design_choices_defaults_are_the_runs_rows(base: EvaluationResult, spec: RunSpec) -> None:
-    from cfviz.experiments.ablations import design_choices
+    from cfviz.analysis.ablations import design_choices
 
     t = design_choices(base.store, open_dataset(spec), shots=(0, 1), seeds=(0,), scoring=spec.scoring,
                        metrics=("image_auroc", "pixel_auroc"))

@@ -314,7 +314,7 @@ def test_the_cli_sets_each_mapdiff_knob() -> None:
 # ---------------------------------------------------------------------------------- design choices
 def test_design_choices_sweep_layers_and_pooled_blocks_from_one_store(base: EvaluationResult, spec: RunSpec,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from cfviz.experiments.ablations import design_choices
+    from cfviz.analysis.ablations import design_choices
     from cfviz.experiments.runner import open_run_dataset
 
     monkeypatch.setattr("cfviz.experiments.models.load_models", lambda *a, **k: 1 / 0)  # no model runs
@@ -337,7 +337,7 @@ def test_design_choices_sweep_layers_and_pooled_blocks_from_one_store(base: Eval
 
 
 def test_extraction_choices_run_one_store_per_alternative(spec: RunSpec, tmp_path: Path) -> None:
-    from cfviz.experiments.ablations import extraction_choices
+    from cfviz.analysis.ablations import extraction_choices
 
     small = replace(spec, methods=("mapdiff",), shots=(0,), extraction=replace(spec.extraction, timesteps=(261,)))
     t = extraction_choices(small, tmp_path, knobs={"noise": ("per-image",), "state": ("damage,scratch",)})

@@ -72,8 +72,8 @@ def test_demo_figure_reuses_the_run_and_shows_each_defect_type(
 
 
 def test_matching_export_keeps_the_context_of_the_store(run: tuple[EvaluationResult, object]) -> None:
-    from cfviz.experiments.ablations import matching_table
-    from cfviz.experiments.export import RANDOM_WEIGHTS_TABLE_NOTE, matching_export, results_table
+    from cfviz.analysis.ablations import matching_table
+    from cfviz.analysis.export import RANDOM_WEIGHTS_TABLE_NOTE, matching_export, results_table
 
     result, dataset = run
     for kind, fixed in (("timestep", "block up1 held fixed"), ("block", "timestep 400 held fixed")):

@@ -232,7 +232,7 @@ def test_every_category_prompt_fits_the_tiny_t5() -> None:
         assert len(ids) <= tok.model_max_length and "▁damage" in pieces, (category, mode, pieces)
 
 
-@pytest.mark.parametrize("name", ["cfviz.experiments.families", "cfviz.experiments.family_maps"])
+@pytest.mark.parametrize("name", ["cfviz.experiments.families", "cfviz.analysis.family_maps"])
 def test_doctests_of_the_evaluation_modules(name: str) -> None:
     import doctest
     import importlib

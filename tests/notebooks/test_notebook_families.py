@@ -29,7 +29,7 @@ def test_parameters_cell_defaults_to_smoke_with_two_families() -> None:
 
 
 def test_family_runs_refuses_what_it_cannot_compare() -> None:
-    from cfviz.experiments.family_maps import family_runs
+    from cfviz.analysis.family_maps import family_runs
 
     with pytest.raises(ValueError, match="at least two"):
         family_runs(["tiny"], progress=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cfviz.experiments.failures import rank_failures
+from cfviz.analysis.failures import rank_failures
 from cfviz.experiments.scoring import Predictions
 
 

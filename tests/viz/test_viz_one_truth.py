@@ -17,7 +17,7 @@ from tests.viz.test_viz_misleading import _image, _preds
 
 def test_defect_breakdown_names_the_false_positive_rate_and_shows_n(figs) -> None:
     import cfviz.viz as viz
-    from cfviz.experiments.failures import defect_breakdown
+    from cfviz.analysis.failures import defect_breakdown
 
     p = _preds()
     b = defect_breakdown(p, threshold=0.5)
@@ -41,7 +41,7 @@ def test_defect_breakdown_names_the_false_positive_rate_and_shows_n(figs) -> Non
 
 def test_failure_gallery_names_the_pixel_and_the_image_scale_apart(figs) -> None:
     import cfviz.viz as viz
-    from cfviz.experiments.failures import rank_failures
+    from cfviz.analysis.failures import rank_failures
 
     p = _preds()
     fig = viz.failure_gallery(p, rank_failures(p, k=2, threshold=0.5), _image, note="offline")
@@ -59,7 +59,7 @@ def test_family_figure_shows_the_whole_unit_range_and_each_bar_under_its_panels(
     between the maps and the difference panel."""
     from types import SimpleNamespace
 
-    from cfviz.experiments import family_maps
+    from cfviz.analysis import family_maps
 
     rng = np.random.default_rng(0)
 

@@ -8,9 +8,9 @@ import re
 import pandas as pd
 import pytest
 
+from cfviz.analysis.compare import ResultsError, compare_results
+from cfviz.analysis.export import matching_export, results_table
 from cfviz.errors import CfvizError
-from cfviz.experiments.compare import ResultsError, compare_results
-from cfviz.experiments.export import matching_export, results_table
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_f1_max")
 

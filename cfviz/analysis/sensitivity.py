@@ -1,7 +1,7 @@
 """Notebook 08's sensitivity study, as tables a reviewer can trust.
 
 * :func:`metric_kinds` — which metrics a knob can move at all (image-level, pixel-level or both),
-  under the run's image-score rule (:func:`cfviz.experiments.ablations.metric_kinds` says it; this
+  under the run's image-score rule (:func:`cfviz.analysis.ablations.metric_kinds` says it; this
   is its tuple form). Under ``--image-score own`` or ``cls``, ``patchclip_language`` changes
   PatchCLIP's language map only and no image score reads that map, so it moves pixel metrics
   only; under the default ``eq9`` the image score is read off the map, so it moves both.
@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cfviz.experiments import ablations
-from cfviz.experiments.ablations import metric_kind
+from cfviz.analysis import ablations
+from cfviz.analysis.ablations import metric_kind
 from cfviz.experiments.config import ScoringConfig
 
 #: Each method's own favourite settings (changes to the shared :class:`ScoringConfig`), the named
@@ -60,7 +60,7 @@ def movable(table: Any, scoring: ScoringConfig | None = None) -> Any:
 def knob_effects(table: Any, scoring: ScoringConfig | None = None) -> Any:
     """Per knob, setting, shots and metric: the value and its difference from the default, over seeds.
 
-    ``table`` is :func:`~cfviz.experiments.ablations.design_choices` (or ``extraction_choices``):
+    ``table`` is :func:`~cfviz.analysis.ablations.design_choices` (or ``extraction_choices``):
     one row per knob, setting, method, category, shots, seed and metric. Rows a knob cannot move
     are left out (:func:`movable`); the values are averaged over categories (and methods) per
     seed; the difference from the default is taken per seed (paired: the same reference draw),
@@ -126,7 +126,7 @@ def compare_methods(store: Any, dataset: Any, *, methods: Sequence[str] = ("clip
     """
     import pandas as pd
 
-    from cfviz.experiments.ablations import DEFAULT_METRICS, _categories, metric_values
+    from cfviz.analysis.ablations import DEFAULT_METRICS, _categories, metric_values
     from cfviz.experiments.scoring import BranchCache, extraction_of, load_masks, predict
 
     shared = shared or ScoringConfig()

@@ -3,8 +3,8 @@
 :func:`results_table` turns a run (folder, ``results.csv``, EvaluationResult or frame) into a
 :class:`Table`: one row per method and shots, one column per metric, values in percent
 (mean ± std over seeds when there are several), and a ``published`` row under each of our rows
-whose setting has published numbers (:mod:`cfviz.experiments.published`; shown for MVTec-AD and
-VisA). :func:`matching_export` does the same for :func:`cfviz.experiments.ablations.matching_table`
+whose setting has published numbers (:mod:`cfviz.analysis.published`; shown for MVTec-AD and
+VisA). :func:`matching_export` does the same for :func:`cfviz.analysis.ablations.matching_table`
 (paper Table 5: one row per query/reference pair). ``Table.latex()`` writes a booktabs tabular
 (``\\toprule``/``\\midrule``/``\\bottomrule``; the LaTeX preamble needs ``\\usepackage{booktabs}``),
 ``Table.markdown()`` a pipe table; ``Table.save("table.tex")`` picks the format by suffix.
@@ -15,13 +15,13 @@ Example
 >>> f = pd.DataFrame({"dataset": "mvtec", "category": "bottle", "method": "winclip", "shots": 0, "seed": 0,
 ...                   "metric": ["image_auroc", "pixel_auroc"], "value": [0.9, 0.8]})
 >>> t = results_table(f, published=True)
->>> print(t.markdown())
+>>> print(t.markdown())  # doctest: +ELLIPSIS
 | Method | k | Source | I-AUROC (%) | P-AUROC (%) |
 |---|---|---|---|---|
 | WinCLIP | 0 | ours | 90.0 | 80.0 |
 | WinCLIP | 0 | published | 99.2 | 89.5 |
 <BLANKLINE>
-Mean over categories: bottle. Published: WinCLIP (CVPR 2023), per-class table (mean over the same categories).
+Mean over categories: bottle. Published: WinCLIP (CVPR 2023), per-class table (mean over the same categories), grid: 240 px ...
 <BLANKLINE>
 """
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cfviz.experiments.compare import ResultsError, load_results
+from cfviz.analysis.compare import ResultsError, load_results
 
 #: Display names of methods and metrics in exported tables.
 METHOD_NAMES: dict[str, str] = {"clipfusion": "CLIPFusion", "patchclip": "PatchCLIP", "mapdiff": "MapDiff",
@@ -40,7 +40,7 @@ METHOD_NAMES: dict[str, str] = {"clipfusion": "CLIPFusion", "patchclip": "PatchC
 METRIC_NAMES: dict[str, str] = {"image_auroc": "I-AUROC", "image_ap": "I-AP", "image_f1_max": "I-F1max",
                                 "pixel_auroc": "P-AUROC", "pixel_ap": "P-AP", "pixel_f1_max": "P-F1max",
                                 "pixel_aupro": "P-AUPRO"}
-#: Data sets that have published numbers (:mod:`cfviz.experiments.published`).
+#: Data sets that have published numbers (:mod:`cfviz.analysis.published`).
 PUBLISHED_DATASETS: tuple[str, ...] = ("mvtec", "visa")
 #: The note under every exported table of a random-weight run.
 RANDOM_WEIGHTS_TABLE_NOTE = "Offline random-weight models: the numbers show the pipeline runs, not detection quality."
@@ -152,7 +152,7 @@ def _published_means(dataset: str, categories: Sequence[str]) -> tuple[dict[tupl
     """Published values per (method, shots, metric): the mean of the per-class numbers over
     ``categories`` when the paper lists every one of them, else the paper's own mean over all
     classes when the run covers all of them. Returns the values and their sources."""
-    from cfviz.experiments.published import PUBLISHED
+    from cfviz.analysis.published import PUBLISHED
 
     rows = [r for r in PUBLISHED if r["dataset"] == dataset]
     values: dict[tuple[str, int, str], float] = {}
@@ -243,13 +243,13 @@ def matching_export(frame: Any, *, metrics: Sequence[str] | None = None, digits:
                     random_weights: bool | None = None) -> Table:
     """The timestep or block matching table (paper Table 5) as a :class:`Table`.
 
-    ``frame`` is :func:`cfviz.experiments.ablations.matching_table`'s result (one kind). One row per
+    ``frame`` is :func:`cfviz.analysis.ablations.matching_table`'s result (one kind). One row per
     (query, reference) pair, matched pairs first (marked "yes"); values are the mean over categories
     (per seed, then mean ± std over seeds), in percent. The notes under the table (the LaTeX
     footnote) name what the pairs hold fixed (the block of timestep pairs, the timestep of block
     pairs: the frame's ``fixed`` column) and, for random-weight models (``random_weights``; default
     ``frame.attrs["random_weights"]``, set by ``matching_table``), say so as :func:`results_table`
-    does. No published numbers exist for this table in :mod:`cfviz.experiments.published`
+    does. No published numbers exist for this table in :mod:`cfviz.analysis.published`
     (CLIPFusion's are not in the project's notes); none are shown.
     """
     need = ("category", "seed", "kind", "query", "reference", "matched", "metric", "value")

@@ -130,7 +130,7 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
     shots, seeds:
         k normal references and the seeds of their draws (one row per seed: the seed is recorded).
     width_bridge:
-        Blocks of different widths (:mod:`cfviz.experiments.block_widths`; SD2's ``up_blocks.1``,
+        Blocks of different widths (:mod:`cfviz.analysis.block_widths`; SD2's ``up_blocks.1``,
         ``.2``, ``.3`` are 1280, 640 and 320 wide): ``"none"`` (default) compares only blocks of
         equal width, so no pair is degraded by a bridge (a given pair of different widths is
         refused); ``"average"`` (ours) adds those pairs, the wider block's adjacent channels
@@ -149,11 +149,10 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
     """
     import pandas as pd
 
+    from cfviz.analysis.block_widths import WIDTH_BRIDGES, equal_width_pairs, stored_block_widths
     from cfviz.capture.naming import module_path, short_name, short_names
     from cfviz.errors import CfvizError
     from cfviz.experiments.scoring import extraction_of, load_masks
-
-    from cfviz.experiments.block_widths import WIDTH_BRIDGES, equal_width_pairs, stored_block_widths
 
     if kind not in ("timestep", "block"):
         raise ValueError(f"kind must be 'timestep' or 'block', got {kind!r}")

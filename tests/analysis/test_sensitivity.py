@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cfviz.experiments import sensitivity
-from cfviz.experiments.ablations import design_choices
+from cfviz.analysis import sensitivity
+from cfviz.analysis.ablations import design_choices
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cfviz.experiments import ablations, failures
+from cfviz.analysis import ablations, failures
 from cfviz.experiments.scoring import Predictions
 
 
@@ -41,7 +41,7 @@ def test_matching_table_covers_every_pair(session) -> None:  # type: ignore[no-u
 
 def test_block_pairs_of_different_widths_only_with_a_named_bridge(session) -> None:  # type: ignore[no-untyped-def]
     """Issue 20: the default block grid compares only blocks of equal width; bridging is an option."""
-    from cfviz.experiments.block_widths import stored_block_widths, unet_block_widths
+    from cfviz.analysis.block_widths import stored_block_widths, unet_block_widths
     from cfviz.models._config import model_config
 
     blocks = list(session.spec.extraction.features)
@@ -65,7 +65,7 @@ def test_block_pairs_of_different_widths_only_with_a_named_bridge(session) -> No
 
 
 def test_sd2_equal_width_pairs_are_documented() -> None:
-    from cfviz.experiments.block_widths import equal_width_pairs, unet_block_widths
+    from cfviz.analysis.block_widths import equal_width_pairs, unet_block_widths
     from cfviz.models._config import model_config
 
     w = unet_block_widths(model_config("sd2_inpainting_unet"))
@@ -130,7 +130,7 @@ def test_defect_breakdown_and_disagreement() -> None:
 
 
 def test_the_export_names_bridged_pairs(session) -> None:  # type: ignore[no-untyped-def]
-    from cfviz.experiments.export import matching_export
+    from cfviz.analysis.export import matching_export
 
     plain = matching_export(ablations.matching_table(session.store, session.dataset, kind="block"))
     assert not any("averaging adjacent channels" in n for n in plain.notes)

@@ -1,6 +1,6 @@
 """Channel widths of UNet blocks, and which (query, reference) block pairs M_diff_V can compare as they are.
 
-The block-matching ablation (paper Table 5, :func:`cfviz.experiments.ablations.matching_table`)
+The block-matching ablation (paper Table 5, :func:`cfviz.analysis.ablations.matching_table`)
 compares query features of one block with reference features of another. Two blocks of the same
 width compare directly (cosine distance of the feature vectors). Blocks of different widths do not:
 cfviz can bridge them by averaging groups of adjacent channels of the wider one
