@@ -52,7 +52,7 @@ def test_old_module_path_is_the_new_module_and_warns(name: str, monkeypatch: pyt
 def test_from_old_module_import_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
     _forget(monkeypatch, "compare")
     with pytest.warns(DeprecationWarning, match="cfviz.analysis.compare"):
-        from cfviz.analysis.compare import load_results
+        from cfviz.experiments.compare import load_results
     from cfviz.analysis.compare import load_results as new
     assert load_results is new
 
