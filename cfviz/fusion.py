@@ -150,6 +150,36 @@ def fuse(clip: Mapping[str, np.ndarray | None], diffusion: Mapping[str, np.ndarr
     return float(alpha) * c + (1.0 - float(alpha)) * d
 
 
+#: The branch maps :func:`fuse_components` fuses, by the names :class:`~cfviz.experiments.scoring.Predictions`
+#: gives them (``components``): CLIP branch, diffusion branch.
+CLIP_KEYS = ("clip_language", "clip_visual")
+DIFF_KEYS = ("diff_language", "diff_visual")
+
+
+def fuse_components(components: Mapping[str, np.ndarray], alpha: float, sigma: float = 0.0) -> np.ndarray:
+    """:func:`fuse` of the maps named in :data:`CLIP_KEYS` and :data:`DIFF_KEYS` (absent ones skipped),
+    then :func:`smooth`: CLIPFusion's map, as the runner scores it and the explorer redraws it.
+
+    >>> c = {"clip_language": np.ones((1, 2, 2)), "diff_language": np.zeros((1, 2, 2))}
+    >>> float(fuse_components(c, 0.25)[0, 0, 0])
+    0.25
+    """
+    clip, diff = ({k.split("_", 1)[1]: components.get(k) for k in keys} for keys in (CLIP_KEYS, DIFF_KEYS))
+    return smooth(fuse(clip, diff, alpha), sigma)
+
+
+def blend(clip: Any, diff: Any, alpha: float) -> Any:
+    """``alpha * clip + (1 - alpha) * diff`` in the inputs' own precision (floats, arrays).
+
+    Fusion of what each branch already summed: CLIPFusion's score fusion (``s_clip``, ``s_diff``;
+    image score ``"own"``) and the explorer's maps at another weight from the smoothed branch sums.
+
+    >>> blend(1.0, 0.0, 0.75)
+    0.75
+    """
+    return alpha * clip + (1 - alpha) * diff
+
+
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing of each ``(h, w)`` map with ``sigma`` pixels (0 = unchanged)."""
     if sigma <= 0:

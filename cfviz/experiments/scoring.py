@@ -31,7 +31,7 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore
 from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig
-from cfviz.fusion import fuse, image_scores, method_image_scores, normalize_maps, smooth, upsample
+from cfviz.fusion import blend, fuse_components, image_scores, method_image_scores, normalize_maps, smooth, upsample
 
 
 @dataclass
@@ -475,12 +475,10 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         maps, own = smooth(comps["winclip"], own_sigma), wscore
         cls_score = zero_shot[1].numpy()  # WinCLIP's zero-shot image score
     elif method == "clipfusion":
-        clip_maps = {"language": comps["clip_language"], "visual": comps.get("clip_visual")}
-        diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
-        maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), sigma)
+        maps = fuse_components(comps, scoring.alpha_seg, sigma)
         if scoring.image_score == "eq9":
-            cls_map = smooth(fuse(clip_maps, diff_maps, scoring.alpha_cls), sigma)
-        own = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
+            cls_map = fuse_components(comps, scoring.alpha_cls, sigma)
+        own = blend(comp_scores["clip"], comp_scores["diff"], scoring.alpha_cls)
     elif method == "aaclip":
         amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
         comps["aaclip"] = aaclip_branch.upsample(amap, size, scoring.aaclip_upsample)
