@@ -184,3 +184,21 @@ class WindowClipModel:
 def cpu_copy(x: Any) -> Any:
     """A detached float32 CPU copy (for :class:`~cfviz.capture.store.ClipScores`)."""
     return x.detach().float().cpu().clone()
+
+
+class BatchScores:
+    """What the batch results of WinCLIP and PatchCLIP share: ``image_score`` ``(B,)``, ``patch_scores``,
+    ``window_scores`` and ``boxes``, kept per image as :class:`~cfviz.capture.store.ClipScores`."""
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.image_score.shape[0])
+
+    def _per_image(self, maps: Any) -> list[Any]:
+        """One ClipScores per image (CPU float32 copies), its ``maps`` those of ``maps(i)``."""
+        from cfviz.capture.store import ClipScores
+
+        return [ClipScores(image=cpu_copy(self.image_score[i]), patch=cpu_copy(self.patch_scores[i]),
+                           windows={s: cpu_copy(v[i]) for s, v in self.window_scores.items()},
+                           window_boxes={s: b.detach().cpu().clone() for s, b in self.boxes.items()},
+                           maps={k: cpu_copy(v) for k, v in maps(i).items()}) for i in range(self.batch_size)]

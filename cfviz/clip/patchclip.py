@@ -43,14 +43,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfviz.clip.base import WindowClipModel, cpu_copy
+from cfviz.clip.base import BatchScores, WindowClipModel
 from cfviz.clip.fewshot import few_shot_maps
 from cfviz.clip.scores import MEANS, TEMPERATURE, upsample
 from cfviz.clip.windows import AGGREGATIONS, DEFAULT_CHUNK, aggregate, check_choice
 
 
 @dataclass
-class PatchCLIPResult:
+class PatchCLIPResult(BatchScores):
     """PatchCLIP maps and scores of a batch; maps are ``(B, gh, gw)`` on the patch grid.
 
     Attributes
@@ -87,10 +87,6 @@ class PatchCLIPResult:
     window_distance_maps: dict[int, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.image_score.shape[0])
-
     def upsample(self, size: int | Sequence[int], mode: str = "bilinear") -> tuple[Any, Any]:
         """``(language_map, visual_map)`` resized to pixels (``visual_map`` stays ``None`` in zero-shot)."""
         vis = None if self.visual_map is None else upsample(self.visual_map, size, mode)
@@ -104,20 +100,15 @@ class PatchCLIPResult:
         scores; ``maps``: ``language``, ``language_window_<s>``, ``zero_shot_image`` (1x1) and,
         in k-shot, ``visual``, ``visual_patch``, ``visual_window_<s>``.
         """
-        from cfviz.capture.store import ClipScores
-
-        out = []
-        for i in range(self.batch_size):
-            maps = {"language": self.language_map[i], "zero_shot_image": self.zero_shot_image[i].reshape(1, 1),
-                    **{f"language_window_{s}": m[i] for s, m in self.window_maps.items()}}
+        def maps(i: int) -> dict[str, Any]:
+            out = {"language": self.language_map[i], "zero_shot_image": self.zero_shot_image[i].reshape(1, 1),
+                   **{f"language_window_{s}": m[i] for s, m in self.window_maps.items()}}
             if self.visual_map is not None:
-                maps.update({"visual": self.visual_map[i], "visual_patch": self.patch_distance[i],
-                             **{f"visual_window_{s}": m[i] for s, m in (self.window_distance_maps or {}).items()}})
-            out.append(ClipScores(image=cpu_copy(self.image_score[i]), patch=cpu_copy(self.patch_scores[i]),
-                                  windows={s: cpu_copy(v[i]) for s, v in self.window_scores.items()},
-                                  window_boxes={s: b.detach().cpu().clone() for s, b in self.boxes.items()},
-                                  maps={k: cpu_copy(v) for k, v in maps.items()}))
-        return out
+                out.update({"visual": self.visual_map[i], "visual_patch": self.patch_distance[i],
+                            **{f"visual_window_{s}": m[i] for s, m in (self.window_distance_maps or {}).items()}})
+            return out
+
+        return self._per_image(maps)
 
 
 class PatchCLIP(WindowClipModel):
