@@ -49,7 +49,8 @@ ALPHA_SEGMENTATION = 0.25
 ALPHA_CLASSIFICATION = 0.75
 
 
-def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear", *,
+             align_corners: bool = False) -> np.ndarray:
     """Resize ``(N, h, w)`` maps to ``size`` (float32 NumPy). Torch does the interpolation.
 
     >>> upsample(np.ones((2, 4, 4)), 8).shape
@@ -64,7 +65,7 @@ def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear") -> 
     h, w = (size, size) if isinstance(size, int) else size
     if tuple(t.shape[-2:]) == (h, w):
         return t.numpy()
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    kwargs = {"align_corners": align_corners} if mode in ("bilinear", "bicubic") else {}
     return F.interpolate(t[:, None], size=(h, w), mode=mode, **kwargs)[:, 0].numpy()
 
 
