@@ -98,10 +98,9 @@ def normalize_maps(maps: np.ndarray, method: Normalization = "dataset", *, refer
             lo, hi = float(bounds[0]), float(bounds[1])
         else:
             method = "image"
-    if method == "inductive":
-        return (x - lo) / max(hi - lo, eps)
     if method == "dataset":
         lo, hi = float(x.min()), float(x.max())
+    if method in ("inductive", "dataset"):
         return (x - lo) / max(hi - lo, eps)
     if method == "image":
         if x.ndim < 2:
