@@ -165,20 +165,7 @@ class PatchCLIP(WindowClipModel):
         layers = ([patch_map] if self.use_patches else []) + list(window_maps.values())
         return MEANS[self.combine](layers)
 
-    def predict(self, images: Any, *, few_shot: bool | None = None) -> PatchCLIPResult:
-        """Language map, visual map (k-shot) and image score of ``images`` ``(B, 3, S, S)``.
-
-        ``few_shot=None`` adds the visual map when :meth:`fit` was given references, ``False``
-        skips it, ``True`` requires references (:class:`~cfviz.clip.base.NotFittedError`).
-        """
-        return self.predict_embeddings(self.encode(images), few_shot=few_shot)
-
     def predict_embeddings(self, emb: Any, *, few_shot: bool | None = None) -> PatchCLIPResult:
-        """Like :meth:`predict`, from embeddings already computed by :meth:`encode`.
-
-        Lets a caller encode a batch once and score it with several models (e.g. the
-        evaluation runner runs PatchCLIP and WinCLIP on one set of window embeddings).
-        """
         use_refs = self._few_shot_flag(few_shot, "predict(few_shot=True)")
         grid = emb.grid
         zs_image = self.text_scores(emb.image)
@@ -190,8 +177,7 @@ class PatchCLIP(WindowClipModel):
                                  window_scores=window_scores, window_maps=window_maps, boxes=dict(emb.boxes),
                                  meta={"k_shot": self.k_shot if use_refs else 0, "method": self.method,
                                        "class_name": self.class_name})
-        if use_refs:
-            self._require_fit("predict(few_shot=True)")
+        if use_refs:  # _few_shot_flag has checked the references
             fs = few_shot_maps(self._banks, self._patch_bank_features(emb), {s: emb.windows[s] for s in self.scales},
                                emb.boxes, grid, aggregation=self.aggregation, combine=self.combine,
                                use_patches=self.use_patches)
@@ -202,8 +188,6 @@ class PatchCLIP(WindowClipModel):
                 result.image_score = (zs_image + result.visual_map.flatten(1).amax(dim=1)) / 2
         return result
 
-    __call__ = predict
-
     def language_map(self, images: Any) -> Any:
         """``M_clip_L`` only, ``(B, gh, gw)``."""
         return self.predict(images, few_shot=False).language_map
@@ -212,8 +196,4 @@ class PatchCLIP(WindowClipModel):
         """``M_clip_V`` only, ``(B, gh, gw)``; needs :meth:`fit` first."""
         self._require_fit("visual_map")
         return self.predict(images, few_shot=True).visual_map
-
-    def clip_scores(self, images: Any, *, few_shot: bool | None = None) -> list[Any]:
-        """One :class:`~cfviz.capture.store.ClipScores` per image (see :attr:`PatchCLIPResult.clip_scores`)."""
-        return self.predict(images, few_shot=few_shot).clip_scores
 

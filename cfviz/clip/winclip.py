@@ -159,20 +159,7 @@ class WinCLIP(WindowClipModel):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "combination": self.combination}
 
-    def predict(self, images: Any, *, few_shot: bool | None = None) -> WinCLIPResult:
-        """Score ``images`` ``(B, 3, S, S)`` (CLIP-normalised).
-
-        ``few_shot=None`` uses WinCLIP+ when :meth:`fit` was given references, ``False`` forces
-        zero-shot, ``True`` requires references (:class:`~cfviz.clip.base.NotFittedError`).
-        """
-        return self.predict_embeddings(self.encode(images), few_shot=few_shot)
-
     def predict_embeddings(self, emb: Any, *, few_shot: bool | None = None) -> WinCLIPResult:
-        """Like :meth:`predict`, from embeddings already computed by :meth:`encode`.
-
-        Lets a caller encode a batch once and score it with several models (e.g. the
-        evaluation runner runs PatchCLIP and WinCLIP on one set of window embeddings).
-        """
         use_refs = self._few_shot_flag(few_shot, "predict(few_shot=True)")
         grid = emb.grid
         zs_image = self.text_scores(emb.image)  # (B,)
@@ -185,8 +172,7 @@ class WinCLIP(WindowClipModel):
                                zero_shot_map=zs_map, scale_maps=scale_maps, window_scores=window_scores,
                                patch_scores=patch_scores, boxes=dict(emb.boxes),
                                meta={"k_shot": self.k_shot if use_refs else 0, **self._meta()})
-        if use_refs:
-            self._require_fit("predict(few_shot=True)")
+        if use_refs:  # WinCLIP+ (_few_shot_flag has checked the references)
             fs = few_shot_maps(self._banks, self._patch_bank_features(emb), {s: emb.windows[s] for s in self.scales},
                                emb.boxes, grid)  # harmonic window aggregation, mean of patch and scale maps
             fs_map = fs.map
@@ -195,12 +181,6 @@ class WinCLIP(WindowClipModel):
             result.anomaly_map = combine_maps(zs_map, fs_map, self.combination)
             result.image_score = (zs_image + fs_map.flatten(1).amax(dim=1)) / 2
         return result
-
-    __call__ = predict
-
-    def clip_scores(self, images: Any, *, few_shot: bool | None = None) -> list[Any]:
-        """One :class:`~cfviz.capture.store.ClipScores` per image (see :attr:`WinCLIPResult.clip_scores`)."""
-        return self.predict(images, few_shot=few_shot).clip_scores
 
     def _meta(self) -> dict[str, Any]:
         return {"method": self.method, "class_name": self.class_name, "scales": list(self.scales),
