@@ -460,9 +460,9 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
             diff_vis = memo("diff_visual", (vis_key, scoring.visual_pooling),
                             lambda: pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
             comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring, bounds=VISUAL_RANGES["diff_visual"])
-        diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
-        rule: Any = scoring.score_rule
-        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, sigma), rule, topk=scoring.topk), scoring)
+        diff_map = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), sigma)  # MapDiff's map
+        diff_img = image_scores(diff_map, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+        comp_scores["diff"] = _norm(diff_img, scoring)
 
     # smoothing="shared": sigma on every method's final map; "own": WinCLIP and AA-CLIP as released
     own_sigma = 0.0 if scoring.smoothing == "own" else sigma
@@ -486,9 +486,8 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     elif method == "patchclip":
         maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), sigma)
         own = comp_scores["clip"]
-    else:  # mapdiff
-        maps = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), sigma)
-        own = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+    else:  # mapdiff: the diffusion branch's map and image score above
+        maps, own = diff_map, diff_img
     scores = method_image_scores(scoring.image_score, maps, cls_map=cls_map, cls_score=cls_score, own=own,
                                  score_rule=scoring.score_rule, topk=scoring.topk)
     return Predictions(method=method, category=category, shots=shots, seed=seed, image_ids=ids, labels=labels,
