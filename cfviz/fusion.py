@@ -51,7 +51,8 @@ ALPHA_CLASSIFICATION = 0.75
 
 def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear", *,
              align_corners: bool = False) -> np.ndarray:
-    """Resize ``(N, h, w)`` maps to ``size`` (float32 NumPy). Torch does the interpolation.
+    """Resize ``(N, h, w)`` maps to ``size`` (float32 NumPy). Torch does the interpolation; ``align_corners``
+    applies to bilinear and bicubic (AA-CLIP's released maps use ``True``).
 
     >>> upsample(np.ones((2, 4, 4)), 8).shape
     (2, 8, 8)
