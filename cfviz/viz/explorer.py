@@ -348,16 +348,8 @@ class AttentionExplorer(ExplorerTabs):
     def _load(self, j: int, i: int) -> ed.ImageData:
         p = self.predictions[j]
         image_id = p.image_ids[i]
-        with self._lock:
-            if image_id in self._cache:
-                self._cache.move_to_end(image_id)
-                return self._cache[image_id]
-        data = ed.load_image_data(self.store, self.dataset, image_id, p)
-        with self._lock:
-            self._cache[image_id] = data
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return data
+        return self._cached(image_id, lambda: ed.load_image_data(self.store, self.dataset, image_id, p),
+                            self._cache_size, self._cache)
 
     @property
     def data(self) -> ed.ImageData:
@@ -582,10 +574,10 @@ class AttentionExplorer(ExplorerTabs):
         return self._fused(d, alpha)
 
     # ------------------------------------------------------------------ array rendering
-    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any], limit: int = 160,
-                store: OrderedDict[tuple[Any, ...], Any] | None = None) -> Any:
+    def _cached(self, key: Any, make: Callable[[], Any], limit: int = 160, store: OrderedDict[Any, Any] | None = None
+                ) -> Any:
         """``make()`` kept under ``key`` in ``store`` (default the per-image layers), the oldest of more
-        than ``limit`` entries dropped."""
+        than ``limit`` entries dropped: every cache of the explorer (image data, renders, layers)."""
         store = self._layers if store is None else store
         with self._lock:
             if key in store:
@@ -897,18 +889,13 @@ class AttentionExplorer(ExplorerTabs):
 
     def _encoded(self, key: tuple[Any, ...], draw: Callable[[], np.ndarray]) -> bytes:
         """The panel's image bytes from the render cache, or drawn and encoded now (and kept)."""
-        with self._lock:
-            data = self._renders.get(key)
-            if data is not None:
-                self._renders.move_to_end(key)
-                return data
-        data = rd.encode(draw())
-        with self._lock:
-            self.draws += 1
-            self._renders[key] = data
-            while len(self._renders) > self._render_cache_size:
-                self._renders.popitem(last=False)
-        return data
+        def make() -> bytes:
+            data = rd.encode(draw())
+            with self._lock:
+                self.draws += 1
+            return data
+
+        return self._cached(key, make, self._render_cache_size, self._renders)
 
     def _css_height(self, d: ed.ImageData, css: int) -> int:
         h, w = d.image.shape[:2]
