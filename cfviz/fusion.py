@@ -49,8 +49,10 @@ ALPHA_SEGMENTATION = 0.25
 ALPHA_CLASSIFICATION = 0.75
 
 
-def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resize ``(N, h, w)`` maps to ``size`` (float32 NumPy). Torch does the interpolation.
+def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear", *,
+             align_corners: bool = False) -> np.ndarray:
+    """Resize ``(N, h, w)`` maps to ``size`` (float32 NumPy). Torch does the interpolation; ``align_corners``
+    applies to bilinear and bicubic (AA-CLIP's released maps use ``True``).
 
     >>> upsample(np.ones((2, 4, 4)), 8).shape
     (2, 8, 8)
@@ -64,7 +66,7 @@ def upsample(maps: Any, size: int | tuple[int, int], mode: str = "bilinear") -> 
     h, w = (size, size) if isinstance(size, int) else size
     if tuple(t.shape[-2:]) == (h, w):
         return t.numpy()
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    kwargs = {"align_corners": align_corners} if mode in ("bilinear", "bicubic") else {}
     return F.interpolate(t[:, None], size=(h, w), mode=mode, **kwargs)[:, 0].numpy()
 
 
@@ -97,10 +99,9 @@ def normalize_maps(maps: np.ndarray, method: Normalization = "dataset", *, refer
             lo, hi = float(bounds[0]), float(bounds[1])
         else:
             method = "image"
-    if method == "inductive":
-        return (x - lo) / max(hi - lo, eps)
     if method == "dataset":
         lo, hi = float(x.min()), float(x.max())
+    if method in ("inductive", "dataset"):
         return (x - lo) / max(hi - lo, eps)
     if method == "image":
         if x.ndim < 2:
@@ -148,6 +149,36 @@ def fuse(clip: Mapping[str, np.ndarray | None], diffusion: Mapping[str, np.ndarr
     if c.shape != d.shape:
         raise ValueError(f"CLIP maps {c.shape} and diffusion maps {d.shape} differ; upsample to one grid first")
     return float(alpha) * c + (1.0 - float(alpha)) * d
+
+
+#: The branch maps :func:`fuse_components` fuses, by the names :class:`~cfviz.experiments.scoring.Predictions`
+#: gives them (``components``): CLIP branch, diffusion branch.
+CLIP_KEYS = ("clip_language", "clip_visual")
+DIFF_KEYS = ("diff_language", "diff_visual")
+
+
+def fuse_components(components: Mapping[str, np.ndarray], alpha: float, sigma: float = 0.0) -> np.ndarray:
+    """:func:`fuse` of the maps named in :data:`CLIP_KEYS` and :data:`DIFF_KEYS` (absent ones skipped),
+    then :func:`smooth`: CLIPFusion's map, as the runner scores it and the explorer redraws it.
+
+    >>> c = {"clip_language": np.ones((1, 2, 2)), "diff_language": np.zeros((1, 2, 2))}
+    >>> float(fuse_components(c, 0.25)[0, 0, 0])
+    0.25
+    """
+    clip, diff = ({k.split("_", 1)[1]: components.get(k) for k in keys} for keys in (CLIP_KEYS, DIFF_KEYS))
+    return smooth(fuse(clip, diff, alpha), sigma)
+
+
+def blend(clip: Any, diff: Any, alpha: float) -> Any:
+    """``alpha * clip + (1 - alpha) * diff`` in the inputs' own precision (floats, arrays).
+
+    Fusion of what each branch already summed: CLIPFusion's score fusion (``s_clip``, ``s_diff``;
+    image score ``"own"``) and the explorer's maps at another weight from the smoothed branch sums.
+
+    >>> blend(1.0, 0.0, 0.75)
+    0.75
+    """
+    return alpha * clip + (1 - alpha) * diff
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cfviz.fusion import (ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION, fuse, image_scores, normalize_maps, smooth,
-                          upsample)
+from cfviz.fusion import (ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION, blend, fuse, fuse_components, image_scores,
+                          normalize_maps, smooth, upsample)
 
 
 def test_paper_defaults() -> None:
@@ -20,6 +20,21 @@ def test_fuse_is_the_papers_weighted_sum() -> None:
     np.testing.assert_allclose(fused, 0.25 * (cl + cv) + 0.75 * (dl + dv), rtol=1e-6)
     zero_shot = fuse({"language": cl, "visual": None}, {"language": dl, "visual": None}, 0.75)
     np.testing.assert_allclose(zero_shot, 0.75 * cl + 0.25 * dl, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shots", [0, 1])
+def test_one_home_for_fusion_gives_the_bytes_of_the_code_it_replaced(shots: int) -> None:
+    """Issue 22: fuse_components and blend replaced the dicts built by hand in predict and the explorer."""
+    rng = np.random.default_rng(shots)
+    comps = {k: rng.random((3, 8, 8)).astype(np.float32) for k in ("clip_language", "diff_language", "winclip")}
+    if shots:
+        comps.update({k: rng.random((3, 8, 8)).astype(np.float32) for k in ("clip_visual", "diff_visual")})
+    by_hand = smooth(fuse({"language": comps["clip_language"], "visual": comps.get("clip_visual")},
+                          {"language": comps["diff_language"], "visual": comps.get("diff_visual")}, 0.25), 2.0)
+    assert fuse_components(comps, 0.25, 2.0).tobytes() == by_hand.tobytes()
+    s_clip, s_diff = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
+    assert blend(s_clip, s_diff, 0.75).tobytes() == (0.75 * s_clip + (1 - 0.75) * s_diff).tobytes()
+    assert blend(0.8, 0.2, 0.25) == 0.25 * 0.8 + (1 - 0.25) * 0.2  # plain floats stay double
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5])

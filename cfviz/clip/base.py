@@ -118,6 +118,28 @@ class WindowClipModel:
     def _patch_bank_features(self, emb: VisualEmbeddings) -> Any:
         return patch_features(emb, self.patch_features)
 
+    def predict(self, images: Any, *, few_shot: bool | None = None) -> Any:
+        """Score ``images`` ``(B, 3, S, S)`` (CLIP-normalised): the maps and image score of the batch.
+
+        ``few_shot=None`` adds the few-shot (visual) maps when :meth:`fit` was given references,
+        ``False`` leaves them out, ``True`` requires references (:class:`NotFittedError`).
+        """
+        return self.predict_embeddings(self.encode(images), few_shot=few_shot)
+
+    __call__ = predict
+
+    def predict_embeddings(self, emb: VisualEmbeddings, *, few_shot: bool | None = None) -> Any:
+        """Like :meth:`predict`, from embeddings already computed by :meth:`encode`.
+
+        Lets a caller encode a batch once and score it with several models (e.g. the
+        evaluation runner runs PatchCLIP and WinCLIP on one set of window embeddings).
+        """
+        raise NotImplementedError
+
+    def clip_scores(self, images: Any, *, few_shot: bool | None = None) -> list[Any]:
+        """One :class:`~cfviz.capture.store.ClipScores` per image (see the result's ``clip_scores``)."""
+        return self.predict(images, few_shot=few_shot).clip_scores
+
     # ------------------------------------------------------------------ few-shot
     def fit(self, reference_images: Any = None, *, batch_size: int = 8) -> WindowClipModel:
         """Build the few-shot memory banks from ``k`` normal reference images ``(k, 3, S, S)``.
@@ -184,3 +206,21 @@ class WindowClipModel:
 def cpu_copy(x: Any) -> Any:
     """A detached float32 CPU copy (for :class:`~cfviz.capture.store.ClipScores`)."""
     return x.detach().float().cpu().clone()
+
+
+class BatchScores:
+    """What the batch results of WinCLIP and PatchCLIP share: ``image_score`` ``(B,)``, ``patch_scores``,
+    ``window_scores`` and ``boxes``, kept per image as :class:`~cfviz.capture.store.ClipScores`."""
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.image_score.shape[0])
+
+    def _per_image(self, maps: Any) -> list[Any]:
+        """One ClipScores per image (CPU float32 copies), its ``maps`` those of ``maps(i)``."""
+        from cfviz.capture.store import ClipScores
+
+        return [ClipScores(image=cpu_copy(self.image_score[i]), patch=cpu_copy(self.patch_scores[i]),
+                           windows={s: cpu_copy(v[i]) for s, v in self.window_scores.items()},
+                           window_boxes={s: b.detach().cpu().clone() for s, b in self.boxes.items()},
+                           maps={k: cpu_copy(v) for k, v in maps(i).items()}) for i in range(self.batch_size)]

@@ -43,14 +43,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfviz.clip.base import WindowClipModel, cpu_copy
+from cfviz.clip.base import BatchScores, WindowClipModel
 from cfviz.clip.fewshot import few_shot_maps
 from cfviz.clip.scores import MEANS, TEMPERATURE, upsample
 from cfviz.clip.windows import AGGREGATIONS, DEFAULT_CHUNK, aggregate, check_choice
 
 
 @dataclass
-class PatchCLIPResult:
+class PatchCLIPResult(BatchScores):
     """PatchCLIP maps and scores of a batch; maps are ``(B, gh, gw)`` on the patch grid.
 
     Attributes
@@ -87,10 +87,6 @@ class PatchCLIPResult:
     window_distance_maps: dict[int, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.image_score.shape[0])
-
     def upsample(self, size: int | Sequence[int], mode: str = "bilinear") -> tuple[Any, Any]:
         """``(language_map, visual_map)`` resized to pixels (``visual_map`` stays ``None`` in zero-shot)."""
         vis = None if self.visual_map is None else upsample(self.visual_map, size, mode)
@@ -104,20 +100,15 @@ class PatchCLIPResult:
         scores; ``maps``: ``language``, ``language_window_<s>``, ``zero_shot_image`` (1x1) and,
         in k-shot, ``visual``, ``visual_patch``, ``visual_window_<s>``.
         """
-        from cfviz.capture.store import ClipScores
-
-        out = []
-        for i in range(self.batch_size):
-            maps = {"language": self.language_map[i], "zero_shot_image": self.zero_shot_image[i].reshape(1, 1),
-                    **{f"language_window_{s}": m[i] for s, m in self.window_maps.items()}}
+        def maps(i: int) -> dict[str, Any]:
+            out = {"language": self.language_map[i], "zero_shot_image": self.zero_shot_image[i].reshape(1, 1),
+                   **{f"language_window_{s}": m[i] for s, m in self.window_maps.items()}}
             if self.visual_map is not None:
-                maps.update({"visual": self.visual_map[i], "visual_patch": self.patch_distance[i],
-                             **{f"visual_window_{s}": m[i] for s, m in (self.window_distance_maps or {}).items()}})
-            out.append(ClipScores(image=cpu_copy(self.image_score[i]), patch=cpu_copy(self.patch_scores[i]),
-                                  windows={s: cpu_copy(v[i]) for s, v in self.window_scores.items()},
-                                  window_boxes={s: b.detach().cpu().clone() for s, b in self.boxes.items()},
-                                  maps={k: cpu_copy(v) for k, v in maps.items()}))
-        return out
+                out.update({"visual": self.visual_map[i], "visual_patch": self.patch_distance[i],
+                            **{f"visual_window_{s}": m[i] for s, m in (self.window_distance_maps or {}).items()}})
+            return out
+
+        return self._per_image(maps)
 
 
 class PatchCLIP(WindowClipModel):
@@ -174,20 +165,7 @@ class PatchCLIP(WindowClipModel):
         layers = ([patch_map] if self.use_patches else []) + list(window_maps.values())
         return MEANS[self.combine](layers)
 
-    def predict(self, images: Any, *, few_shot: bool | None = None) -> PatchCLIPResult:
-        """Language map, visual map (k-shot) and image score of ``images`` ``(B, 3, S, S)``.
-
-        ``few_shot=None`` adds the visual map when :meth:`fit` was given references, ``False``
-        skips it, ``True`` requires references (:class:`~cfviz.clip.base.NotFittedError`).
-        """
-        return self.predict_embeddings(self.encode(images), few_shot=few_shot)
-
     def predict_embeddings(self, emb: Any, *, few_shot: bool | None = None) -> PatchCLIPResult:
-        """Like :meth:`predict`, from embeddings already computed by :meth:`encode`.
-
-        Lets a caller encode a batch once and score it with several models (e.g. the
-        evaluation runner runs PatchCLIP and WinCLIP on one set of window embeddings).
-        """
         use_refs = self._few_shot_flag(few_shot, "predict(few_shot=True)")
         grid = emb.grid
         zs_image = self.text_scores(emb.image)
@@ -199,8 +177,7 @@ class PatchCLIP(WindowClipModel):
                                  window_scores=window_scores, window_maps=window_maps, boxes=dict(emb.boxes),
                                  meta={"k_shot": self.k_shot if use_refs else 0, "method": self.method,
                                        "class_name": self.class_name})
-        if use_refs:
-            self._require_fit("predict(few_shot=True)")
+        if use_refs:  # _few_shot_flag has checked the references
             fs = few_shot_maps(self._banks, self._patch_bank_features(emb), {s: emb.windows[s] for s in self.scales},
                                emb.boxes, grid, aggregation=self.aggregation, combine=self.combine,
                                use_patches=self.use_patches)
@@ -211,8 +188,6 @@ class PatchCLIP(WindowClipModel):
                 result.image_score = (zs_image + result.visual_map.flatten(1).amax(dim=1)) / 2
         return result
 
-    __call__ = predict
-
     def language_map(self, images: Any) -> Any:
         """``M_clip_L`` only, ``(B, gh, gw)``."""
         return self.predict(images, few_shot=False).language_map
@@ -221,8 +196,4 @@ class PatchCLIP(WindowClipModel):
         """``M_clip_V`` only, ``(B, gh, gw)``; needs :meth:`fit` first."""
         self._require_fit("visual_map")
         return self.predict(images, few_shot=True).visual_map
-
-    def clip_scores(self, images: Any, *, few_shot: bool | None = None) -> list[Any]:
-        """One :class:`~cfviz.capture.store.ClipScores` per image (see :attr:`PatchCLIPResult.clip_scores`)."""
-        return self.predict(images, few_shot=few_shot).clip_scores
 

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfviz.clip.base import WindowClipModel, cpu_copy
+from cfviz.clip.base import BatchScores, WindowClipModel
 from cfviz.clip.fewshot import few_shot_maps
 from cfviz.clip.scores import TEMPERATURE, harmonic_mean, upsample
 from cfviz.clip.windows import DEFAULT_CHUNK, check_choice, harmonic_aggregation
@@ -58,7 +58,7 @@ COMBINATIONS = ("mean", "sum", "reciprocal")
 
 
 @dataclass
-class WinCLIPResult:
+class WinCLIPResult(BatchScores):
     """WinCLIP scores of a batch; maps are ``(B, gh, gw)`` on the patch grid.
 
     Attributes
@@ -95,10 +95,6 @@ class WinCLIPResult:
     window_vas_maps: dict[int, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.image_score.shape[0])
-
     def upsample(self, size: int | Sequence[int], mode: str = "bilinear") -> Any:
         """The anomaly maps resized to pixels, ``(B, H, W)``."""
         return upsample(self.anomaly_map, size, mode)
@@ -111,21 +107,16 @@ class WinCLIPResult:
         window class scores; ``maps`` holds ``anomaly``, ``zero_shot``, ``window_<s>``,
         ``zero_shot_image`` (1x1) and, in WinCLIP+, ``few_shot``, ``vas_patch``, ``vas_window_<s>``.
         """
-        from cfviz.capture.store import ClipScores
-
-        out = []
-        for i in range(self.batch_size):
-            maps = {"anomaly": self.anomaly_map[i], "zero_shot": self.zero_shot_map[i],
-                    "zero_shot_image": self.zero_shot_image[i].reshape(1, 1),
-                    **{f"window_{s}": m[i] for s, m in self.scale_maps.items()}}
+        def maps(i: int) -> dict[str, Any]:
+            out = {"anomaly": self.anomaly_map[i], "zero_shot": self.zero_shot_map[i],
+                   "zero_shot_image": self.zero_shot_image[i].reshape(1, 1),
+                   **{f"window_{s}": m[i] for s, m in self.scale_maps.items()}}
             if self.few_shot_map is not None:
-                maps.update({"few_shot": self.few_shot_map[i], "vas_patch": self.patch_vas[i],
-                             **{f"vas_window_{s}": m[i] for s, m in (self.window_vas_maps or {}).items()}})
-            out.append(ClipScores(image=cpu_copy(self.image_score[i]), patch=cpu_copy(self.patch_scores[i]),
-                                  windows={s: cpu_copy(v[i]) for s, v in self.window_scores.items()},
-                                  window_boxes={s: b.detach().cpu().clone() for s, b in self.boxes.items()},
-                                  maps={k: cpu_copy(v) for k, v in maps.items()}))
-        return out
+                out.update({"few_shot": self.few_shot_map[i], "vas_patch": self.patch_vas[i],
+                            **{f"vas_window_{s}": m[i] for s, m in (self.window_vas_maps or {}).items()}})
+            return out
+
+        return self._per_image(maps)
 
 
 class WinCLIP(WindowClipModel):
@@ -168,20 +159,7 @@ class WinCLIP(WindowClipModel):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "combination": self.combination}
 
-    def predict(self, images: Any, *, few_shot: bool | None = None) -> WinCLIPResult:
-        """Score ``images`` ``(B, 3, S, S)`` (CLIP-normalised).
-
-        ``few_shot=None`` uses WinCLIP+ when :meth:`fit` was given references, ``False`` forces
-        zero-shot, ``True`` requires references (:class:`~cfviz.clip.base.NotFittedError`).
-        """
-        return self.predict_embeddings(self.encode(images), few_shot=few_shot)
-
     def predict_embeddings(self, emb: Any, *, few_shot: bool | None = None) -> WinCLIPResult:
-        """Like :meth:`predict`, from embeddings already computed by :meth:`encode`.
-
-        Lets a caller encode a batch once and score it with several models (e.g. the
-        evaluation runner runs PatchCLIP and WinCLIP on one set of window embeddings).
-        """
         use_refs = self._few_shot_flag(few_shot, "predict(few_shot=True)")
         grid = emb.grid
         zs_image = self.text_scores(emb.image)  # (B,)
@@ -194,8 +172,7 @@ class WinCLIP(WindowClipModel):
                                zero_shot_map=zs_map, scale_maps=scale_maps, window_scores=window_scores,
                                patch_scores=patch_scores, boxes=dict(emb.boxes),
                                meta={"k_shot": self.k_shot if use_refs else 0, **self._meta()})
-        if use_refs:
-            self._require_fit("predict(few_shot=True)")
+        if use_refs:  # WinCLIP+ (_few_shot_flag has checked the references)
             fs = few_shot_maps(self._banks, self._patch_bank_features(emb), {s: emb.windows[s] for s in self.scales},
                                emb.boxes, grid)  # harmonic window aggregation, mean of patch and scale maps
             fs_map = fs.map
@@ -204,12 +181,6 @@ class WinCLIP(WindowClipModel):
             result.anomaly_map = combine_maps(zs_map, fs_map, self.combination)
             result.image_score = (zs_image + fs_map.flatten(1).amax(dim=1)) / 2
         return result
-
-    __call__ = predict
-
-    def clip_scores(self, images: Any, *, few_shot: bool | None = None) -> list[Any]:
-        """One :class:`~cfviz.capture.store.ClipScores` per image (see :attr:`WinCLIPResult.clip_scores`)."""
-        return self.predict(images, few_shot=few_shot).clip_scores
 
     def _meta(self) -> dict[str, Any]:
         return {"method": self.method, "class_name": self.class_name, "scales": list(self.scales),

@@ -25,19 +25,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cfviz.diffusion.inputs import encode_prompts, inpaint_inputs, noise_seed, pixel_mask
+from cfviz.diffusion.inputs import encode_prompts, inpaint_inputs, noise_seed, pixel_mask, vae_latents
 from cfviz.errors import CfvizError
 
 #: Families whose denoiser is trained with flow matching (noise level = sigma = t / 1000).
 FLOW_FAMILIES = ("sd3", "flux")
-
-
-def _vae_latents(pipe: Any, images: Any) -> Any:
-    """Deterministic latents (the posterior mean), shifted and scaled as the family's pipeline does."""
-    vae = pipe.vae
-    mean = vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (mean - float(shift)) * float(vae.config.scaling_factor)
 
 
 def _pack(x: Any) -> Any:
@@ -129,7 +121,7 @@ def family_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *, time
     den = pipe.unet if family in ("sd", "sdxl", "cross") else pipe.transformer
     device, dtype = den.device, den.dtype
     with torch.no_grad():
-        latents = _vae_latents(pipe, images)
+        latents = vae_latents(pipe, images)
         text = _encode_text(pipe, family, prompt_list, device, max_sequence_length)
         extra = _conditioning(pipe, fam, images, latents, text, mask, guidance)
     outputs = []
@@ -175,7 +167,7 @@ def _conditioning(pipe: Any, fam: Any, images: Any, latents: Any, text: dict, ma
             kw["guidance"] = torch.full((b,), float(guidance), device=latents.device)
         if fam.inpainting:  # FLUX Fill: masked-image latents and the 8x8-packed pixel mask, both packed
             pix = pixel_mask(images, mask)
-            masked = _vae_latents(pipe, images * (pix < 0.5)) if bool(pix.any()) else latents
+            masked = vae_latents(pipe, images * (pix < 0.5)) if bool(pix.any()) else latents
             f = images.shape[-1] // w  # the VAE's downsampling factor
             m = pix[:, 0].view(b, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(b, f * f, h, w)
             kw["_fill"] = torch.cat([_pack(masked), _pack(m.to(latents))], dim=-1)

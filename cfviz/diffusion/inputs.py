@@ -79,10 +79,12 @@ class InpaintInputs:
     masked_image_latents: Any  #: (B, 4, h, w) latents of the image with the masked region blanked
 
 
-def _vae_encode(pipe: Any, images: Any) -> Any:
+def vae_latents(pipe: Any, images: Any) -> Any:
+    """Deterministic latents (the posterior mean), shifted and scaled as the family's pipeline does."""
     vae = pipe.vae
-    dist = vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist
-    return dist.mean * float(vae.config.scaling_factor)  # the mean: deterministic latents
+    mean = vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean
+    shift = getattr(vae.config, "shift_factor", None) or 0.0  # SD3's and FLUX's VAEs; SD's has none: x - 0.0 == x
+    return (mean - float(shift)) * float(vae.config.scaling_factor)
 
 
 def pixel_mask(images: Any, mask: Any) -> Any:
@@ -120,9 +122,9 @@ def inpaint_inputs(pipe: Any, images: Any, mask: Any = None) -> InpaintInputs:
         raise CfvizError(f"images must be (batch, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
     pix = pixel_mask(images, mask)
     with torch.no_grad():
-        latents = _vae_encode(pipe, images)
+        latents = vae_latents(pipe, images)
         # with nothing masked the masked image is the image: skip the second VAE pass
-        masked = _vae_encode(pipe, images * (pix < 0.5)) if bool(pix.any()) else latents
+        masked = vae_latents(pipe, images * (pix < 0.5)) if bool(pix.any()) else latents
     lat_mask = F.interpolate(pix.float(), size=latents.shape[-2:]).to(latents.dtype)
     return InpaintInputs(latents=latents, mask=lat_mask.to(latents.device), masked_image_latents=masked)
 

@@ -37,7 +37,6 @@ At scoring:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.errors import CfvizError
+from cfviz.models.fingerprint import sha256_file as file_sha256  # the public name stays importable here
 
 PREFIX = "aaclip"
 CLIP_BRANCHES = ("patchclip", "aaclip")
@@ -52,15 +52,6 @@ CLIP_BRANCHES = ("patchclip", "aaclip")
 
 class MissingAAClipError(CfvizError, KeyError):
     """AA-CLIP outputs were asked for from a store extracted without adapters."""
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a checkpoint file (identifies the adapters in the store's configuration)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_checkpoint(path: str | None, epoch: int | None = None) -> tuple[str | None, str | None]:

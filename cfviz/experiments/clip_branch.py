@@ -85,10 +85,7 @@ def as_visual_embeddings(arrays: dict[str, Any], extraction: ExtractionConfig) -
     from cfviz.clip.windows import VisualEmbeddings, window_boxes
 
     patches = arrays[_emb_name("patches")].float()
-    side = int(round(patches.shape[1] ** 0.5))
-    if side * side != patches.shape[1]:
-        raise ValueError(f"{patches.shape[1]} stored patches do not form a square grid")
-    grid = (side, side)
+    grid = _square(patches.shape[1])
     scales = window_scales(extraction)
     if getattr(extraction, "clip_windows", None) is None:  # unresolved (auto): the windows the store holds
         scales = tuple(s for s in scales if _emb_name("window", s) in arrays)
@@ -145,7 +142,7 @@ def stored_language(store: CaptureStore, ids: Sequence[str], form: str = "mean")
 def _square(n: int) -> tuple[int, int]:
     side = int(round(n ** 0.5))
     if side * side != n:
-        raise ValueError(f"{n} stored patch scores do not form a square grid")
+        raise ValueError(f"{n} stored patches (embeddings or scores) do not form a square grid")
     return side, side
 
 

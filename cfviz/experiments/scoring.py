@@ -31,7 +31,7 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore
 from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig, resolved_pair
-from cfviz.fusion import fuse, image_scores, method_image_scores, normalize_maps, smooth, upsample
+from cfviz.fusion import blend, fuse_components, image_scores, method_image_scores, normalize_maps, smooth, upsample
 
 
 @dataclass
@@ -445,9 +445,9 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
             diff_vis = memo("diff_visual", (vis_key, scoring.visual_pooling),
                             lambda: pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction, cache))
             comps["diff_visual"] = _norm(upsample(diff_vis, size), scoring, bounds=VISUAL_RANGES["diff_visual"])
-        diff_total = comps["diff_language"] + comps.get("diff_visual", 0.0)
-        rule: Any = scoring.score_rule
-        comp_scores["diff"] = _norm(image_scores(smooth(diff_total, sigma), rule, topk=scoring.topk), scoring)
+        diff_map = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), sigma)  # MapDiff's map
+        diff_img = image_scores(diff_map, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+        comp_scores["diff"] = _norm(diff_img, scoring)
 
     # smoothing="shared": sigma on every method's final map; "own": WinCLIP and AA-CLIP as released
     own_sigma = 0.0 if scoring.smoothing == "own" else sigma
@@ -460,12 +460,10 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         maps, own = smooth(comps["winclip"], own_sigma), wscore
         cls_score = zero_shot[1].numpy()  # WinCLIP's zero-shot image score
     elif method == "clipfusion":
-        clip_maps = {"language": comps["clip_language"], "visual": comps.get("clip_visual")}
-        diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
-        maps = smooth(fuse(clip_maps, diff_maps, scoring.alpha_seg), sigma)
+        maps = fuse_components(comps, scoring.alpha_seg, sigma)
         if scoring.image_score == "eq9":
-            cls_map = smooth(fuse(clip_maps, diff_maps, scoring.alpha_cls), sigma)
-        own = scoring.alpha_cls * comp_scores["clip"] + (1 - scoring.alpha_cls) * comp_scores["diff"]
+            cls_map = fuse_components(comps, scoring.alpha_cls, sigma)
+        own = blend(comp_scores["clip"], comp_scores["diff"], scoring.alpha_cls)
     elif method == "aaclip":
         amap, det = memo("aaclip", key, lambda: aaclip_branch.stored(store, ids))
         comps["aaclip"] = aaclip_branch.upsample(amap, size, scoring.aaclip_upsample)
@@ -473,9 +471,8 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     elif method == "patchclip":
         maps = smooth(comps["clip_language"] + comps.get("clip_visual", 0.0), sigma)
         own = comp_scores["clip"]
-    else:  # mapdiff
-        maps = smooth(comps["diff_language"] + comps.get("diff_visual", 0.0), sigma)
-        own = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
+    else:  # mapdiff: the diffusion branch's map and image score above
+        maps, own = diff_map, diff_img
     scores = method_image_scores(scoring.image_score, maps, cls_map=cls_map, cls_score=cls_score, own=own,
                                  score_rule=scoring.score_rule, topk=scoring.topk)
     return Predictions(method=method, category=category, shots=shots, seed=seed, image_ids=ids, labels=labels,

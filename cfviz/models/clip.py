@@ -178,7 +178,7 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | os.PathLike[str] | Non
         pretrained = env_file
 
     quick_gelu, mean, std, extra = False, None, None, {}
-    if _looks_like_file(pretrained):
+    if looks_like_file(pretrained):
         path, source = _local_checkpoint(pretrained, from_env=from_env), "local"
         extra = {"checkpoint": str(path)}
     else:
@@ -268,10 +268,16 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
 def looks_like_file(value: str) -> bool:
     """Whether ``pretrained`` names a checkpoint file rather than an open_clip tag.
 
+    Tags are bare words (``laion400m_e32``); anything with a path separator or suffix is a file.
+
     >>> looks_like_file("laion400m_e32"), looks_like_file("weights/clip.safetensors")
     (False, True)
     """
-    return _looks_like_file(value)
+    return (Path(value).suffix.lower() in _SUFFIXES or "/" in value or os.sep in value
+            or value.startswith("~") or Path(value).exists())
+
+
+_looks_like_file = looks_like_file  # the earlier private name (cfviz.experiments.models imports it)
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
@@ -393,12 +399,6 @@ def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[1])
     return int(value), int(value)
-
-
-def _looks_like_file(value: str) -> bool:
-    """Tags are bare words (``laion400m_e32``); anything with a path separator or suffix is a file."""
-    return (Path(value).suffix.lower() in _SUFFIXES or "/" in value or os.sep in value
-            or value.startswith("~") or Path(value).exists())
 
 
 def _local_checkpoint(value: str, *, from_env: bool) -> Path:

@@ -279,7 +279,7 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
     from_env = bool(env_folder) and model == DEFAULT_SD_INPAINT
     if from_env:
         model = env_folder
-    if _looks_like_folder(model):
+    if looks_like_folder(model):
         folder = _check_folder(Path(model).expanduser(), from_env=from_env)
         name, source, commit = str(folder), "local", None
     else:
@@ -307,12 +307,19 @@ load_diffusion_pipeline = load_inpaint_pipeline
 
 
 def looks_like_folder(value: str) -> bool:
-    """Whether ``model`` names a local folder rather than a hub id (``owner/name``).
+    """Whether ``model`` names a local folder rather than a hub id (``owner/name``): anything else
+    that looks like a path is a folder.
 
     >>> looks_like_folder("stabilityai/stable-diffusion-2-inpainting"), looks_like_folder("./weights/sd2")
     (False, True)
     """
-    return _looks_like_folder(value)
+    if Path(value).expanduser().exists():
+        return True
+    return (value.startswith((".", "/", "~")) or "\\" in value or value.count("/") != 1
+            or os.sep != "/" and os.sep in value)
+
+
+_looks_like_folder = looks_like_folder  # the earlier private name (cfviz.experiments.models imports it)
 
 
 def folder_problems(folder: Path) -> list[str]:
@@ -366,14 +373,6 @@ def _components(folder: Path) -> tuple[str, ...]:
                   if (k in ("unet", "transformer", "vae") or k.startswith("text_encoder"))
                   and isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None)
     return names or _WEIGHTED
-
-
-def _looks_like_folder(value: str) -> bool:
-    """Hub ids are ``owner/name``; anything else that looks like a path is a folder."""
-    if Path(value).expanduser().exists():
-        return True
-    return (value.startswith((".", "/", "~")) or "\\" in value or value.count("/") != 1
-            or os.sep != "/" and os.sep in value)
 
 
 def _check_folder(folder: Path, *, from_env: bool, hub_id: str | None = None) -> Path:

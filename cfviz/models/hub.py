@@ -13,7 +13,6 @@ The environment is read at call time, so a test or notebook can change it on the
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -219,10 +218,6 @@ def url_file(url: str, *, cache_dir: str | os.PathLike[str], sha256_prefix: str 
 
 
 def _sha_ok(path: Path, prefix: str | None) -> bool:
-    if not prefix:
-        return True
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest().startswith(prefix)
+    from cfviz.models.fingerprint import sha256_file
+
+    return not prefix or sha256_file(path).startswith(prefix)

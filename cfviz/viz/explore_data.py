@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from cfviz.fusion import ALPHA_CLASSIFICATION, CLIP_KEYS, DIFF_KEYS, blend, fuse_components, method_image_scores, smooth
+
 #: The explorer's layer option that averages every captured cross-attention layer.
 ALL_LAYERS = "mean over layers"
-CLIP_KEYS = ("clip_language", "clip_visual")
-DIFF_KEYS = ("diff_language", "diff_visual")
 COMPONENT_TITLES = {"clip_language": "M_clip_L", "clip_visual": "M_clip_V",
                     "diff_language": "M_diff_L", "diff_visual": "M_diff_V"}
 
@@ -199,14 +199,20 @@ def word_maps(data: ImageData, step: int, *, layer: str = ALL_LAYERS, sides: Seq
 
 def fused_map(components: Mapping[str, np.ndarray], alpha: float, sigma: float = 4.0) -> np.ndarray:
     """``alpha * (M_clip_L + M_clip_V) + (1 - alpha) * (M_diff_L + M_diff_V)`` of one image, smoothed."""
-    from cfviz.fusion import fuse, smooth
+    _check_both(components)
+    return fuse_components({k: components[k][None] for k in (*CLIP_KEYS, *DIFF_KEYS) if k in components},
+                           alpha, sigma)[0]
 
-    clip = {k.split("_", 1)[1]: components[k][None] for k in CLIP_KEYS if k in components}
-    diff = {k.split("_", 1)[1]: components[k][None] for k in DIFF_KEYS if k in components}
-    if not clip or not diff:
+
+def fusable(components: Mapping[str, Any]) -> bool:
+    """Whether ``components`` hold both branches' language maps (CLIPFusion's), so the weights apply."""
+    return all(k in components for k in CLIP_KEYS[:1] + DIFF_KEYS[:1])
+
+
+def _check_both(components: Mapping[str, np.ndarray]) -> None:
+    if not any(k in components for k in CLIP_KEYS) or not any(k in components for k in DIFF_KEYS):
         raise ValueError(f"fusion needs both branches' maps; got components {sorted(components)} "
                          "(use predictions of method 'clipfusion')")
-    return smooth(fuse(clip, diff, alpha), sigma)[0]
 
 
 def fusion_parts(components: Mapping[str, np.ndarray], sigma: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
@@ -221,19 +227,15 @@ def fusion_parts(components: Mapping[str, np.ndarray], sigma: float = 4.0) -> tu
     >>> bool(np.allclose(0.3 * clip + 0.7 * diff, fused_map(c, 0.3, sigma=2), atol=1e-5))
     True
     """
-    from cfviz.fusion import smooth
-
+    _check_both(components)
     clip = [np.asarray(components[k], np.float32) for k in CLIP_KEYS if k in components]
     diff = [np.asarray(components[k], np.float32) for k in DIFF_KEYS if k in components]
-    if not clip or not diff:
-        raise ValueError(f"fusion needs both branches' maps; got components {sorted(components)} "
-                         "(use predictions of method 'clipfusion')")
     return smooth(np.sum(clip, axis=0), sigma), smooth(np.sum(diff, axis=0), sigma)
 
 
 def fused_score(component_scores: Mapping[str, float], alpha: float) -> float:
     """The image score ``alpha * s_clip + (1 - alpha) * s_diff``."""
-    return float(alpha) * float(component_scores["clip"]) + (1 - float(alpha)) * float(component_scores["diff"])
+    return blend(float(component_scores["clip"]), float(component_scores["diff"]), float(alpha))
 
 
 def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | None = None,
@@ -245,11 +247,11 @@ def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | N
     weight they follow the run's image-score rule (``scoring.image_score``, default
     :class:`~cfviz.experiments.config.ScoringConfig`'s) with the functions
     :func:`cfviz.experiments.scoring.predict` uses: ``"eq9"`` reduces the branch maps fused with
-    ``alpha_cls`` and smoothed (:func:`cfviz.fusion.fuse`, :func:`~cfviz.fusion.smooth`,
+    ``alpha_cls`` and smoothed (:func:`cfviz.fusion.fuse_components`,
     :func:`~cfviz.fusion.method_image_scores`); ``"own"`` is ``alpha_cls * s_clip + (1 - alpha_cls)
-    * s_diff`` of the normalised branch scores; ``"map"`` and ``"cls"`` do not read ``alpha_cls``
-    (the run's scores). A test checks each against ``predict``. A method without both branches
-    has no weight: its own scores.
+    * s_diff`` of the normalised branch scores (:func:`~cfviz.fusion.blend`); ``"map"`` and ``"cls"``
+    do not read ``alpha_cls`` (the run's scores). A test checks each against ``predict``. A method
+    without both branches has no weight: its own scores.
 
     >>> from cfviz.experiments.config import ScoringConfig
     >>> class P: scores = np.array([0.5, 0.6], np.float32); component_scores = {"clip": np.array([1., 0.]),
@@ -259,7 +261,6 @@ def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | N
     ([0.5, 0.6000000238418579], [0.25, 0.75])
     """
     from cfviz.experiments.config import ScoringConfig
-    from cfviz.fusion import fuse, method_image_scores, smooth
 
     scoring = scoring or ScoringConfig()
     cs = getattr(predictions, "component_scores", None) or {}
@@ -269,10 +270,8 @@ def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | N
             or scoring.image_score in ("map", "cls"):
         return np.asarray(predictions.scores)
     if scoring.image_score == "own":
-        return np.asarray(a * np.asarray(cs["clip"]) + (1 - a) * np.asarray(cs["diff"]), np.float32)
-    clip_maps = {"language": comps["clip_language"], "visual": comps.get("clip_visual")}
-    diff_maps = {"language": comps["diff_language"], "visual": comps.get("diff_visual")}
-    cls_map = smooth(fuse(clip_maps, diff_maps, a), scoring.sigma)
+        return np.asarray(blend(np.asarray(cs["clip"]), np.asarray(cs["diff"]), a), np.float32)
+    cls_map = fuse_components(comps, a, scoring.sigma)
     return np.asarray(method_image_scores(scoring.image_score, cls_map, cls_map=cls_map,
                                           score_rule=scoring.score_rule, topk=scoring.topk), np.float32)
 
@@ -299,7 +298,6 @@ def live_metrics(data: ImageData, alpha: float, *, alpha_cls: float | None = Non
     follows the segmentation weight. ``fused``: the fused map at ``alpha`` if already computed;
     ``scores``: the category's image scores (:func:`category_scores`) if already computed.
     """
-    from cfviz.fusion import ALPHA_CLASSIFICATION
     from cfviz.metrics import auroc
     from cfviz.viz._common import as_mask
 
@@ -501,14 +499,14 @@ def category_maps(predictions: Any, alpha_seg: float, *, sigma: float, run_alpha
     has no weight: its own maps.
     """
     comps = getattr(predictions, "components", None) or {}
-    both = all(k in comps for k in CLIP_KEYS[:1] + DIFF_KEYS[:1])
+    both = fusable(comps)
     maps = getattr(predictions, "maps", None)
     if maps is not None and ((run_alpha_seg is not None and float(alpha_seg) == float(run_alpha_seg)) or not both):
         return np.asarray(maps, np.float32)
     if not both:
         raise ValueError("the predictions carry neither maps nor both branches' maps")
     clip, diff = fusion_parts(comps, sigma) if parts is None else parts
-    return float(alpha_seg) * clip + (1.0 - float(alpha_seg)) * diff
+    return blend(clip, diff, float(alpha_seg))
 
 
 def score_histogram(values: Any, labels: Any, *, bins: int = 30, max_values: int = 2_000_000

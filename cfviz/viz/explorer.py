@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from cfviz.fusion import blend
 from cfviz.viz import explore_data as ed
 from cfviz.viz import render as rd
 from cfviz.viz.explorer_tabs import ExplorerTabs
@@ -347,16 +348,8 @@ class AttentionExplorer(ExplorerTabs):
     def _load(self, j: int, i: int) -> ed.ImageData:
         p = self.predictions[j]
         image_id = p.image_ids[i]
-        with self._lock:
-            if image_id in self._cache:
-                self._cache.move_to_end(image_id)
-                return self._cache[image_id]
-        data = ed.load_image_data(self.store, self.dataset, image_id, p)
-        with self._lock:
-            self._cache[image_id] = data
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return data
+        return self._cached(image_id, lambda: ed.load_image_data(self.store, self.dataset, image_id, p),
+                            self._cache_size, self._cache)
 
     @property
     def data(self) -> ed.ImageData:
@@ -417,8 +410,7 @@ class AttentionExplorer(ExplorerTabs):
         a = float(self.alpha.value if alpha is None else alpha)
         j = self._index(p)
         parts = None
-        if a != self._run_seg() and all(k in (getattr(p, "components", None) or {})
-                                        for k in ("clip_language", "diff_language")):
+        if a != self._run_seg() and ed.fusable(getattr(p, "components", None) or {}):
             parts = self._cached(("category-parts", j, self.sigma), lambda: ed.fusion_parts(p.components, self.sigma),
                                  2 * len(self.predictions) + 4, self._category)
         # a category's maps are large (N x S x S): a few are kept, apart from the per-image layers
@@ -553,7 +545,7 @@ class AttentionExplorer(ExplorerTabs):
             scores = self._cached(("scores", self._index(p), alpha_cls),
                                   lambda: ed.category_scores(p, alpha_cls, run_alpha_cls=float(self.scoring.alpha_cls),
                                                    scoring=self.scoring))
-            if all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1]):
+            if ed.fusable(d.components):
                 self._metrics[key] = ed.live_metrics(d, alpha, alpha_cls=alpha_cls, sigma=self.sigma, predictions=p,
                                                      fused=final, scores=scores)
             else:  # one method's own map and score: no weights
@@ -570,22 +562,22 @@ class AttentionExplorer(ExplorerTabs):
         """The fused map at ``alpha`` from the image's smoothed branch sums (smoothed once per image)."""
         clip, diff = self._cached(("fusion-parts", d.image_id, self.sigma),
                                   lambda: ed.fusion_parts(d.components, self.sigma))
-        return float(alpha) * clip + (1.0 - float(alpha)) * diff
+        return blend(clip, diff, float(alpha))
 
     def _final(self, p: Any, d: ed.ImageData, alpha: float) -> np.ndarray | None:
         """The map the fused panel shows and the predicted mask thresholds: the run's own map
         (``Predictions.maps``) at the run's alpha_seg and smoothing, else the fused map at ``alpha``;
         a method without both branches: its own map."""
-        both = all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1])
+        both = ed.fusable(d.components)
         if not both or (float(alpha) == self._run_seg() and d.prediction is not None):
             return d.prediction
         return self._fused(d, alpha)
 
     # ------------------------------------------------------------------ array rendering
-    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any], limit: int = 160,
-                store: OrderedDict[tuple[Any, ...], Any] | None = None) -> Any:
+    def _cached(self, key: Any, make: Callable[[], Any], limit: int = 160, store: OrderedDict[Any, Any] | None = None
+                ) -> Any:
         """``make()`` kept under ``key`` in ``store`` (default the per-image layers), the oldest of more
-        than ``limit`` entries dropped."""
+        than ``limit`` entries dropped: every cache of the explorer (image data, renders, layers)."""
         store = self._layers if store is None else store
         with self._lock:
             if key in store:
@@ -689,7 +681,7 @@ class AttentionExplorer(ExplorerTabs):
     def _texts(self, p: Any, i: int, d: ed.ImageData, st: dict[str, Any]) -> None:
         """Header, metrics line, caption and the on-screen settings line: every number with its settings."""
         seg, cls, run = st["alpha"], st["alpha_cls"], self.scoring
-        fusable = all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1])
+        fusable = ed.fusable(d.components)
         metrics = self.live_metrics()
         run_auc = ed.category_image_auroc(p, p.scores)
 
@@ -802,7 +794,7 @@ class AttentionExplorer(ExplorerTabs):
         if final is not None:
             _, lo, hi = self._fused_colors(p, d, alpha)
             self._show(self.fused_panel, *self._fused_job(p, d, alpha, op, gt))
-            fusable = all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1])
+            fusable = ed.fusable(d.components)
             self.fused_panel.set_title(f"fused, alpha_seg = {alpha:.2f}<br>(eq. 4, sigma = {self.sigma:g})" if fusable
                                        else f"{html.escape(str(getattr(p, 'method', '')))} map")
             self._bars["fused"] = (lo, hi)
@@ -824,7 +816,7 @@ class AttentionExplorer(ExplorerTabs):
             self.outcome_legend.value = ""
             return
         self._show(self.pred_panel, *self._pred_job(p, d, alpha, thr, op, has_gt))
-        fusable = all(k in d.components for k in ed.CLIP_KEYS[:1] + ed.DIFF_KEYS[:1])
+        fusable = ed.fusable(d.components)
         self.pred_panel.set_title(f"predicted: &ge; {thr:.3g}<br>(alpha_seg = {alpha:.2f})" if fusable
                                   else f"predicted mask<br>map &ge; {thr:.3g}", self.threshold_source())
         if has_gt:
@@ -897,18 +889,13 @@ class AttentionExplorer(ExplorerTabs):
 
     def _encoded(self, key: tuple[Any, ...], draw: Callable[[], np.ndarray]) -> bytes:
         """The panel's image bytes from the render cache, or drawn and encoded now (and kept)."""
-        with self._lock:
-            data = self._renders.get(key)
-            if data is not None:
-                self._renders.move_to_end(key)
-                return data
-        data = rd.encode(draw())
-        with self._lock:
-            self.draws += 1
-            self._renders[key] = data
-            while len(self._renders) > self._render_cache_size:
-                self._renders.popitem(last=False)
-        return data
+        def make() -> bytes:
+            data = rd.encode(draw())
+            with self._lock:
+                self.draws += 1
+            return data
+
+        return self._cached(key, make, self._render_cache_size, self._renders)
 
     def _css_height(self, d: ed.ImageData, css: int) -> int:
         h, w = d.image.shape[:2]

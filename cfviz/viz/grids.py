@@ -67,6 +67,15 @@ def _labels(given: Sequence[Any] | None, n: int, what: str, default: Any) -> lis
     return given
 
 
+def _grid_array(maps: Any, shapes: str) -> np.ndarray:
+    """``maps`` as a 4-d array (a 3-d one gets one row); ``shapes`` names the accepted shapes."""
+    data = to_numpy(maps, "maps")
+    data = data[None] if data.ndim == 3 else data
+    if data.ndim != 4:
+        raise ValueError(f"maps must be an array {shapes}, got an array of shape {data.shape}")
+    return data
+
+
 def _from_labelled(maps: Any, row_dims: Sequence[str], col_dims: Sequence[str],
                    allowed_desc: str) -> tuple[np.ndarray, list[Any], list[Any], str, str, Any]:
     """Split a LabelledMaps into data (R, C, h, w), row and column labels and dim names."""
@@ -218,12 +227,7 @@ def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,
             col_labels = list(blocks) if blocks is not None else maps.coords.get(col, list(range(data.shape[1])))
             col_labels = _labels(col_labels, data.shape[1], "blocks", None)
         else:
-            data = to_numpy(maps, "maps")
-            if data.ndim == 3:
-                data = data[None]
-            if data.ndim != 4:
-                raise ValueError(f"maps must be an array (steps, blocks, h, w) or a LabelledMaps, "
-                                 f"got an array of shape {data.shape}")
+            data = _grid_array(maps, "(steps, blocks, h, w) or a LabelledMaps")
             row_labels = [timestep_label(t, i) for i, t in
                           enumerate(_labels(timesteps, data.shape[0], "timesteps", lambda i: None))]
             col_labels = _labels(blocks, data.shape[1], "blocks", lambda j: f"#{j}")
@@ -288,12 +292,7 @@ def token_grid(maps: Any, *, tokens: Sequence[str] | None = None, rows: Sequence
             col_labels = _labels(tokens if tokens is not None else maps.coords.get("token"),
                                  data.shape[1], "tokens", lambda j: f"#{j}")
         else:
-            data = to_numpy(maps, "maps")
-            if data.ndim == 3:
-                data = data[None]
-            if data.ndim != 4:
-                raise ValueError(f"maps must be an array (tokens, h, w) or (rows, tokens, h, w), "
-                                 f"got shape {data.shape}")
+            data = _grid_array(maps, "(tokens, h, w) or (rows, tokens, h, w)")
             col_labels = _labels(tokens, data.shape[1], "tokens", lambda j: f"#{j}")
             row_labels = [str(r) for r in _labels(rows, data.shape[0], "rows", lambda i: "" if data.shape[0] == 1
                                                   else f"#{i}")]

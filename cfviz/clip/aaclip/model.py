@@ -302,14 +302,10 @@ def upsample_maps(maps: Any, size: int | tuple[int, int], mode: str = "align_cor
 
         raise ConfigError(f"AA-CLIP's map upsampling must be one of {', '.join(UPSAMPLE_MODES)} (released code: "
                           f"align_corners), got {mode!r}")
-    t = torch.as_tensor(np.asarray(maps, dtype=np.float32))
-    if t.ndim != 3:
-        raise ValueError(f"maps must be (N, h, w), got shape {tuple(t.shape)}")
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if tuple(t.shape[-2:]) == (h, w):
-        return t.numpy()
-    up = F.interpolate(t[:, None], size=(h, w), mode="bilinear", align_corners=mode == "align_corners")
-    return up[:, 0].numpy()
+    from cfviz.fusion import upsample
+
+    return upsample(maps, size if isinstance(size, int) else (int(size[0]), int(size[1])),
+                    align_corners=mode == "align_corners")
 
 
 def released_image_scores(anomaly_maps: Any, image_scores: Any, *, pixel_weight: float = 0.5,
