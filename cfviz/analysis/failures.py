@@ -134,7 +134,6 @@ def disagreement(p: Any) -> Any:
     """Per image: how much the branches disagree (mean |M_clip - M_diff| and the Pearson
     correlation of the two maps), with the branch image scores; sorted most disagreeing first.
     """
-    import pandas as pd
 
     clip, diff = branch_maps(p)
     d = disagreement_maps(p)

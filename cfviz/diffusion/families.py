@@ -119,7 +119,7 @@ def family_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *, time
         raise CfvizError(f"mask=...: this {family} denoiser takes no inpainting inputs; pass mask=None, or use "
                          "an inpainting model (SD/SDXL inpainting UNet, FLUX Fill)")
     den = pipe.unet if family in ("sd", "sdxl", "cross") else pipe.transformer
-    device, dtype = den.device, den.dtype
+    device = den.device
     with torch.no_grad():
         latents = vae_latents(pipe, images)
         text = _encode_text(pipe, family, prompt_list, device, max_sequence_length)

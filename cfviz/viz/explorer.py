@@ -34,7 +34,6 @@ Example
 from __future__ import annotations
 
 import html
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -49,7 +48,7 @@ from cfviz.viz import render as rd
 from cfviz.viz.explorer_tabs import ExplorerTabs
 from cfviz.viz.explorer_widgets import (OUTCOME_COLORS, PREDICTED_COLOR, TOP_K, WORD, _colorbar,  # noqa: F401
                                         _Panel, _plain_text, threshold_mark)  # (their home before the split)
-from cfviz.viz.style import MASK_COLOR, RANK_COLORS, SCORE_CMAP
+from cfviz.viz.style import MASK_COLOR, RANK_COLORS
 
 #: CSS widths (px) of the large (attention, CLIP) and small panels (the explorer fits a 1280x800
 #: screen); pixels are rendered HIDPI times larger so that they stay sharp on HiDPI screens.
@@ -692,10 +691,10 @@ class AttentionExplorer(ExplorerTabs):
         shown = ed.metric_labels(metrics)
         parts = []
         if "score" in metrics:
-            parts.append(f"<b>image score</b>" + (f" (eq. 9, alpha_cls = {cls:.2f})" if fusable else "")
+            parts.append("<b>image score</b>" + (f" (eq. 9, alpha_cls = {cls:.2f})" if fusable else "")
                          + f": {value('score', shown['score'])}")
         if "map_max" in metrics:
-            parts.append(f"<b>map max</b>" + (f" (eq. 4, alpha_seg = {seg:.2f})" if fusable else "")
+            parts.append("<b>map max</b>" + (f" (eq. 4, alpha_seg = {seg:.2f})" if fusable else "")
                          + f": {value('map_max', shown['map max'])}")
         if "pixel_auroc" in metrics:
             parts.append(f"<b>pixel AUROC</b> of this image: {value('pixel_auroc', shown['pixel AUROC'])}")
@@ -704,7 +703,7 @@ class AttentionExplorer(ExplorerTabs):
             where = ("= results.csv" if same else
                      f"the run's, at alpha_cls = {float(run.alpha_cls):.2f}: {100 * run_auc:.1f} %" if run_auc is not None
                      else "")
-            parts.append(f"<b>category image AUROC</b>" + (f" (alpha_cls = {cls:.2f})" if fusable else "")
+            parts.append("<b>category image AUROC</b>" + (f" (alpha_cls = {cls:.2f})" if fusable else "")
                          + f": {value('category_image_auroc', shown['category image AUROC'])} ({where})")
         self.metrics.value = " · ".join(parts)
         scores = self._cached(("scores", self._index(p), cls), lambda: ed.category_scores(

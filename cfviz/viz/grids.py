@@ -84,7 +84,7 @@ def _from_labelled(maps: Any, row_dims: Sequence[str], col_dims: Sequence[str],
     col = [d for d in dims if d in col_dims]
     other = [d for d in dims if d not in (*row_dims, *col_dims, "h", "w")]
     if other or len(col) != 1 or len(row) > 1 or dims[-2:] != ("h", "w"):
-        extra = f"; select them first, e.g. maps.sel(token='damage').isel(batch=0)" if other else ""
+        extra = "; select them first, e.g. maps.sel(token='damage').isel(batch=0)" if other else ""
         raise ValueError(f"maps has dimensions {dims}, but this grid needs {allowed_desc}{extra}")
     order = [*row, col[0], "h", "w"]
     if list(dims) != order:

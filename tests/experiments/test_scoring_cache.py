@@ -10,7 +10,6 @@ uncached code, float for float.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

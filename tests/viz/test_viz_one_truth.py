@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from tests.viz.test_viz_misleading import _image, _preds
 
