@@ -1,6 +1,6 @@
 """End-to-end seconds per image of the extraction, by stage: model forwards vs everything else.
 
-Runs the real extraction path (:func:`cfviz.experiments.extraction.extract`, as the evaluation
+Runs the real extraction path (:func:`cfviz.evaluation.extraction.extract`, as the evaluation
 runner calls it) on generated textures at MVTec-AD's size (1024 x 1024 PNG files), with the
 full-size architectures (``ViT-B-16-plus-240`` and the SD2-inpainting pipeline: VAE, OpenCLIP-H
 text encoder, UNet) built from their configs with seeded random weights: they time like real
@@ -200,9 +200,9 @@ def main() -> None:
     from cfviz.capture.store import CaptureStore
     from cfviz.data.textures import TexturesDataset, generate_textures
     from cfviz.experiments import ExtractionConfig, clip_branch
-    from cfviz.experiments.config import ModelChoice
-    from cfviz.experiments.extraction import extract
-    from cfviz.experiments.models import load_models
+    from cfviz.evaluation.config import ModelChoice
+    from cfviz.evaluation.extraction import extract
+    from cfviz.evaluation.models import load_models
 
     n_good = (args.images + 1) // 2
     n_defect = max(1, args.images - n_good)
@@ -222,7 +222,7 @@ def main() -> None:
         # the default run's extraction, resolved as `cfviz evaluate` resolves it (issue 20: CLIP windows
         # auto, i.e. off for the default CLIPFusion run; stores of earlier code always had them)
         try:
-            from cfviz.experiments.config import RunSpec, resolve_clip_windows
+            from cfviz.evaluation.config import RunSpec, resolve_clip_windows
 
             extraction = resolve_clip_windows(RunSpec()).extraction
         except ImportError:  # code from before the setting was auto
@@ -311,7 +311,7 @@ def main() -> None:
         "shared with other work; thread CPU time leaves out the time other processes get, wall time does not).",
         "",
         f"{n} test images ({args.image_size} x {args.image_size} PNG, generated grass textures) in batches of "
-        f"{args.batch_size}, through `cfviz.experiments.extraction.extract` with the default ExtractionConfig "
+        f"{args.batch_size}, through `cfviz.evaluation.extraction.extract` with the default ExtractionConfig "
         f"(timesteps {list(extraction.timesteps)}, all cross-attention layers, token {list(extraction.state_tokens)}, "
         f"features {list(extraction.features)}, CLIP windows "
         f"{'off (the default run: no method needs them)' if getattr(extraction, 'clip_windows', None) is False else list(extraction.scales)}), "

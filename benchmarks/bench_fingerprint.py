@@ -1,8 +1,8 @@
 """Fingerprint cost: hashing an image file (what each store entry records) vs extracting that image.
 
 Each capture store entry records the SHA-256 of its image file
-(:func:`cfviz.experiments.store_check.image_fingerprint`), and a run hashes every stored image
-again before reusing its entry (:func:`cfviz.experiments.store_check.stale_entries`). The goal
+(:func:`cfviz.evaluation.store_check.image_fingerprint`), and a run hashes every stored image
+again before reusing its entry (:func:`cfviz.evaluation.store_check.stale_entries`). The goal
 (issue 19): hashing costs at most 1 % of the per-image extraction time.
 
 Measured here, on this machine:
@@ -73,7 +73,7 @@ def main() -> None:
 
     from cfviz.capture.store import CaptureStore
     from cfviz.data.textures import generate_textures
-    from cfviz.experiments.store_check import image_fingerprint, stale_entries
+    from cfviz.evaluation.store_check import image_fingerprint, stale_entries
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=8, help="generated 1024 px test images")

@@ -126,7 +126,7 @@ class Methods:
 
         from cfviz.clip.patchclip import PatchCLIP
         from cfviz.clip.winclip import WinCLIP
-        from cfviz.experiments.config import ExtractionConfig, ScoringConfig
+        from cfviz.evaluation.config import ExtractionConfig, ScoringConfig
 
         self.models, self.aaclip, self.stage, self.size = models, aaclip, stages, eval_size
         self.extraction = ExtractionConfig(diffusion_size=64) if tiny else ExtractionConfig()
@@ -181,8 +181,8 @@ class Methods:
         from cfviz.capture.families import prompt_tokenizer
         from cfviz.data.transforms import diffusion_batch
         from cfviz.diffusion.forward import build_prompt, mapdiff_forward
-        from cfviz.experiments.extraction import object_name
-        from cfviz.experiments.prompt_tokens import token_specs
+        from cfviz.evaluation.extraction import object_name
+        from cfviz.evaluation.prompt_tokens import token_specs
 
         ex = self.extraction
         pipe = self.models.pipe
@@ -381,8 +381,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     from cfviz.clip.aaclip.model import AAClip
-    from cfviz.experiments.config import ModelChoice
-    from cfviz.experiments.models import load_models
+    from cfviz.evaluation.config import ModelChoice
+    from cfviz.evaluation.models import load_models
     from cfviz.models import random_clip, tiny_clip
 
     cuda = str(args.device).startswith("cuda")

@@ -9,7 +9,7 @@ every entry is that template with random values (attention uniform in [0, 1), fe
 embeddings normal, in their stored dtypes), written with ``CaptureStore.add``. Scoring time does
 not depend on the values.
 
-Each pass is the runner's scoring (``cfviz.experiments.runner._score``: maps, fusion and image and
+Each pass is the runner's scoring (``cfviz.evaluation.runner._score``: maps, fusion and image and
 pixel metrics at the default 256 px grid) for ``clipfusion`` at 0 and 1 shot (seed 0), and for
 the issue's full study (shots 0, 1, 2, 4; seeds 0, 1, 2), once without the cache (the code before
 it: every setting re-reads the entries and recomputes M_diff_L) and once with it. Masks are
@@ -89,8 +89,8 @@ def template_entry(folder: Path) -> object:
     from cfviz.capture.store import CaptureStore
     from cfviz.data.textures import TexturesDataset
     from cfviz.experiments import ExtractionConfig, ModelChoice
-    from cfviz.experiments.extraction import extract
-    from cfviz.experiments.models import load_models
+    from cfviz.evaluation.extraction import extract
+    from cfviz.evaluation.models import load_models
 
     store = CaptureStore(folder)
     if "template" not in store:
@@ -123,7 +123,7 @@ def fill(store: object, template: object, ids: list[tuple[str, dict]], seed: int
 
 
 def _plan(spec: object, dataset: object) -> SimpleNamespace:
-    """The parts of a :class:`~cfviz.experiments.plan.RunPlan` that scoring reads, for this synthetic store."""
+    """The parts of a :class:`~cfviz.evaluation.plan.RunPlan` that scoring reads, for this synthetic store."""
     from cfviz.data.samples import sample_references
 
     settings = tuple((m, k, s) for m in spec.methods for k in spec.shots for s in (spec.seeds if k else spec.seeds[:1]))
@@ -146,7 +146,7 @@ def main() -> None:
     from cfviz.capture.store import CaptureStore
     from cfviz.data.samples import sample_references
     from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig
-    from cfviz.experiments.runner import _score
+    from cfviz.evaluation.runner import _score
 
     torch.set_grad_enabled(False)
     counts = {c: max(2, math.ceil(args.fraction * n)) for c, n in MVTEC_TEST.items()}

@@ -14,7 +14,7 @@ Entries of the real shapes at the 512 px SD2-inpainting geometry are written thr
 Two settings: the defaults (``ExtractionConfig()``: 3 timesteps, ``up_blocks.1``) and the
 timestep/block matching grid (3 timesteps x ``up_blocks.1/2/3``). For each, one category of
 ``--tests`` test images and the k-shot references of ``--shots`` and ``--seeds`` is written, then
-compacted with the real compaction (``cfviz.experiments.compact.compact_category``: M_diff_V maps
+compacted with the real compaction (``cfviz.evaluation.compact.compact_category``: M_diff_V maps
 of every reference draw and every (timestep, block) pair of the grid, computed from the random
 features), and every entry measured again. Bytes do not depend on the values.
 
@@ -53,7 +53,7 @@ def meta_capture(extraction: object, category: str = "bottle") -> object:
 
     import cfviz
     from cfviz.diffusion.forward import build_prompt
-    from cfviz.experiments.extraction import object_name
+    from cfviz.evaluation.extraction import object_name
     from cfviz.models import clip_tokenizer
     from cfviz.models._config import model_config
 
@@ -78,8 +78,8 @@ def clip_arrays(folder: Path, clip_arch: str) -> dict[str, torch.Tensor]:
     from cfviz.capture.store import CaptureStore
     from cfviz.data.textures import TexturesDataset
     from cfviz.experiments import ExtractionConfig, ModelChoice
-    from cfviz.experiments.extraction import extract
-    from cfviz.experiments.models import load_models
+    from cfviz.evaluation.extraction import extract
+    from cfviz.evaluation.models import load_models
 
     store = CaptureStore(folder)
     data = TexturesDataset(categories="grass")
@@ -111,7 +111,7 @@ def measure(name: str, extraction: object, clip: dict[str, torch.Tensor], shots:
     """Write one category in the full form, compact it, and measure every entry before and after."""
     from cfviz.capture.store import CaptureStore
     from cfviz.experiments import ScoringConfig
-    from cfviz.experiments.compact import compact_category, reference_draws, visual_pairs
+    from cfviz.evaluation.compact import compact_category, reference_draws, visual_pairs
 
     from cfviz.diffusion.forward import build_prompt
 
@@ -197,7 +197,7 @@ def main() -> None:
         f"Entries of the real shapes at {e.diffusion_size} px (SD2-inpainting UNet configuration, captured on the "
         f"meta device: timesteps {list(e.timesteps)}, every `attn2` layer, the [state] token `damage`; CLIP "
         f"`{args.clip_arch}` outputs from one real extraction), written with `CaptureStore.add`; bytes on disk "
-        "(tensors file + JSON) per entry. Compact: the real compaction (`cfviz.experiments.compact`) of one "
+        "(tensors file + JSON) per entry. Compact: the real compaction (`cfviz.evaluation.compact`) of one "
         f"category with {args.tests} test images and the references of shots {args.shots} x seeds {args.seeds}.", "",
         "Per image (bytes on disk):", "",
         "| setting | part | full | compact | ratio |", "|---|---|---:|---:|---:|",

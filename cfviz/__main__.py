@@ -1,7 +1,7 @@
 """``python -m cfviz``: the ``cfviz`` command line, for launchers that start modules.
 
 ``accelerate launch -m cfviz evaluate ...`` starts this module in every process (see
-:mod:`cfviz.experiments.distributed`); ``python -m cfviz evaluate ...`` is ``cfviz evaluate ...``.
+:mod:`cfviz.evaluation.distributed`); ``python -m cfviz evaluate ...`` is ``cfviz evaluate ...``.
 """
 
 import sys

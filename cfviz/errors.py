@@ -32,7 +32,7 @@ class CaptureError(CfvizError, RuntimeError):
 class ConfigError(CfvizError, ValueError):
     """A setting of a run is out of range, unknown, or cannot be used (a path, a device, a model name).
 
-    ``field`` is the setting's path in :class:`~cfviz.experiments.config.RunSpec`
+    ``field`` is the setting's path in :class:`~cfviz.evaluation.config.RunSpec`
     (``"scoring.alpha_seg"``, ``"models.device"``, ``"out_dir"``). The message is a template in
     which ``{field.path}`` marks name settings; ``str()`` writes them as the Python names, and an
     interface phrases them its own way with :meth:`phrase` (the CLI writes ``--alpha-seg``).

@@ -151,7 +151,7 @@ def fuse(clip: Mapping[str, np.ndarray | None], diffusion: Mapping[str, np.ndarr
     return float(alpha) * c + (1.0 - float(alpha)) * d
 
 
-#: The branch maps :func:`fuse_components` fuses, by the names :class:`~cfviz.experiments.scoring.Predictions`
+#: The branch maps :func:`fuse_components` fuses, by the names :class:`~cfviz.evaluation.scoring.Predictions`
 #: gives them (``components``): CLIP branch, diffusion branch.
 CLIP_KEYS = ("clip_language", "clip_visual")
 DIFF_KEYS = ("diff_language", "diff_visual")

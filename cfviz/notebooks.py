@@ -67,8 +67,8 @@ class NotebookSession:
 
     Attributes
     ----------
-    spec: the :class:`~cfviz.experiments.config.RunSpec` that was run.
-    result: the :class:`~cfviz.experiments.runner.EvaluationResult` (tables, store).
+    spec: the :class:`~cfviz.evaluation.config.RunSpec` that was run.
+    result: the :class:`~cfviz.evaluation.runner.EvaluationResult` (tables, store).
     dataset: the data set (test images and normal training references).
     figures_dir: where :meth:`save` writes figures.
     note: :data:`cfviz.viz.OFFLINE_NOTE` for random-weight models, else None: pass it to every
@@ -97,7 +97,7 @@ class NotebookSession:
         """:func:`cfviz.experiments.predict` on this run (``scoring`` overrides ScoringConfig fields)."""
         from dataclasses import replace
 
-        from cfviz.experiments.scoring import predict
+        from cfviz.evaluation.scoring import predict
 
         sc = replace(self.spec.scoring, **scoring) if scoring else self.spec.scoring
         return predict(self.store, self.dataset, category, method, shots=self.k_shot if shots is None else shots,
@@ -136,7 +136,7 @@ def summary_table(summary: Any) -> Any:
     """
     import pandas as pd
 
-    from cfviz.experiments.runner import METRIC_ORDER
+    from cfviz.evaluation.runner import METRIC_ORDER
 
     if summary is None or len(summary) == 0:
         return pd.DataFrame(columns=["method", "shots"])
@@ -162,7 +162,7 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
              seeds: Sequence[int] = (0,), timesteps: Sequence[int] | None = None,
              blocks: Sequence[str] = NOTEBOOK_BLOCKS, run_dir: str | Path = "runs/notebooks",
              state: str | None = None, tokens: str | None = None) -> Any:
-    """The :class:`~cfviz.experiments.config.RunSpec` of a notebook's parameters.
+    """The :class:`~cfviz.evaluation.config.RunSpec` of a notebook's parameters.
 
     ``state``: the defect word(s) of the prompt whose cross-attention is stored (default ``"damage"``;
     ``"crack damage"`` stores two tokens for the explorer's token menu). ``tokens``: ``"all"`` stores
@@ -175,7 +175,7 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
     >>> run_spec(smoke=True, run_dir="/tmp/x").models.diffusion
     'tiny'
     """
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec
 
     if isinstance(categories, str):
         categories = [categories]
@@ -217,8 +217,8 @@ def setup(*, smoke: bool = True, run_dir: str | Path = "runs/notebooks", figures
     built and where, progress bars follow the extraction and the scoring (a widget in Jupyter,
     text elsewhere), and a last line says how long it took: the first cell is never silent.
     """
-    from cfviz.experiments.plan import plan_run
-    from cfviz.experiments.runner import evaluate
+    from cfviz.evaluation.plan import plan_run
+    from cfviz.evaluation.runner import evaluate
 
     t0 = time.perf_counter()
     root = project_root()

@@ -14,7 +14,7 @@ import pytest
 
 from cfviz.cli import build_parser, cli_message, main
 from cfviz.errors import CfvizError, ConfigError, ModelUnavailableError
-from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
+from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def guarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             raise AssertionError(f"{what} although the input was invalid")
         return fail
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse("a model was loaded"))
-    monkeypatch.setattr("cfviz.experiments.plan.open_run_dataset", refuse("the data set was opened"))
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse("a model was loaded"))
+    monkeypatch.setattr("cfviz.evaluation.plan.open_run_dataset", refuse("the data set was opened"))
     monkeypatch.setattr("cfviz.data.textures.generate_textures", refuse("textures were generated"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -188,7 +188,7 @@ def test_mutated_spec_is_checked_again_by_evaluate(guarded: Path) -> None:
 
 
 def test_python_api_checks_paths_and_devices(guarded: Path) -> None:
-    from cfviz.experiments.preflight import preflight
+    from cfviz.evaluation.preflight import preflight
 
     with pytest.raises(ConfigError) as err:
         preflight(RunSpec(root=str(guarded / "tex")), out_dir=_a_file(guarded))

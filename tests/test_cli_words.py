@@ -2,8 +2,8 @@
 
 The sweep sets each setting the ``cfviz evaluate`` command exposes (every path of its ``FLAGS``)
 to bad values of several kinds, runs everything that happens before a model loads (the
-configuration's own checks, :func:`~cfviz.experiments.preflight.preflight`, opening the data set
-and :func:`~cfviz.experiments.datacheck.check_run_data`), and writes each error as the CLI does
+configuration's own checks, :func:`~cfviz.evaluation.preflight.preflight`, opening the data set
+and :func:`~cfviz.evaluation.datacheck.check_run_data`), and writes each error as the CLI does
 (:func:`cfviz.cli.cli_message`). No message may spell a setting the Python way: no
 ``name=value``, no setting path (``models.clip_pretrained``), no parameter name (``missing_masks``),
 no unreplaced ``{...}`` mark.
@@ -26,7 +26,7 @@ import pytest
 from cfviz.cli import PARAMETER_SETTINGS, cli_message, cli_names
 from cfviz.commands.evaluate import FLAGS
 from cfviz.errors import CfvizError, DatasetError, ModelUnavailableError
-from cfviz.experiments.config import RunSpec
+from cfviz.evaluation.config import RunSpec
 
 _KINDS: dict[type, list[Any]] = {
     bool: ["maybe", 2],
@@ -64,9 +64,9 @@ def _default(spec: RunSpec, path: str) -> Any:
 
 def _before_models(spec: RunSpec, tmp: Path) -> None:
     """Everything :func:`cfviz.experiments.evaluate` does before it loads a model."""
-    from cfviz.experiments.datacheck import check_run_data
-    from cfviz.experiments.preflight import preflight
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.datacheck import check_run_data
+    from cfviz.evaluation.preflight import preflight
+    from cfviz.evaluation.runner import open_run_dataset
 
     spec.validate()
     preflight(spec, spec.out_dir if getattr(spec, "out_dir", None) else tmp / "out", tmp / "store")
@@ -100,7 +100,7 @@ def test_errors_of_every_bad_setting_speak_cli(data_root: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: hub ids and tags are not there
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice
 
     base = RunSpec(dataset="folder", root=str(data_root))
     # real weights asked for: the CLIP name, tag and file checks run too (offline, nothing cached)
@@ -169,7 +169,7 @@ def test_warnings_reach_cli_users_in_cli_words(tmp_path: Path, capsys: pytest.Ca
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # the data set is listed (and warned about); no model needed
 
-    monkeypatch.setattr("cfviz.experiments.runner.CaptureStore", stop)
+    monkeypatch.setattr("cfviz.evaluation.runner.CaptureStore", stop)
     main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "out"), "--no-progress"])
     lines = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
     assert len(lines) == 2 and "009.png is a symbolic link" in lines[0] and "005_mask.png is a mask" in lines[1], lines

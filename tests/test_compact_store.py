@@ -26,8 +26,8 @@ import torch
 from cfviz.capture.store import CaptureStore, StoreDamagedError
 from cfviz.errors import StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments import compact
-from cfviz.experiments.runner import EvaluationResult, open_run_dataset
+from cfviz.evaluation import compact
+from cfviz.evaluation.runner import EvaluationResult, open_run_dataset
 from cfviz.utils.io import json_bytes
 
 BLOCKS = ("up_blocks.0", "up_blocks.1", "up_blocks.2")  # every up block of the tiny UNet
@@ -123,7 +123,7 @@ def test_features_are_gone_and_the_maps_stored(runs, spec) -> None:
 
 
 def test_a_setting_that_was_not_kept_names_the_flag(runs, spec) -> None:
-    from cfviz.experiments.scoring import diffusion_features, diffusion_visual_maps, predict
+    from cfviz.evaluation.scoring import diffusion_features, diffusion_visual_maps, predict
 
     full, small = runs
     dataset = open_run_dataset(spec)
@@ -165,7 +165,7 @@ def test_the_cli_says_which_flag_would_have_kept_it(runs, spec, new_seed, capsys
 
 
 def test_the_store_identity_keeps_the_forms_apart(runs, spec) -> None:
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation.runner import store_identity
 
     full, small = runs
     with pytest.raises(StoreMismatchError, match=r"store_form: \(absent\) -> \"compact\""):
@@ -218,7 +218,7 @@ def test_compaction_cut_anywhere_resumes_to_the_same_store(runs, spec, tmp_path,
         for entry in store:
             entry.load()
         if cuts == 1:  # brick's first two test images compacted, the third not: scoring says so
-            from cfviz.experiments.scoring import predict
+            from cfviz.evaluation.scoring import predict
 
             assert (work / "store" / compact.JOURNAL_DIR).is_dir()
             with pytest.raises(compact.CompactStoreError, match="cut short.*store_form compact"):
@@ -300,7 +300,7 @@ def test_a_compacted_store_on_a_read_only_mount_is_scorable(runs, spec, tmp_path
 
     def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a model was loaded")
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
     with read_only(store):
         evaluate(replace(spec, store_form="compact"), tmp_path / "out", store_dir=store, progress=False)
     assert (tmp_path / "out" / "results.csv").read_bytes() == (small.out_dir / "results.csv").read_bytes()

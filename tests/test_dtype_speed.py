@@ -19,8 +19,8 @@ import torch
 
 import cfviz
 from cfviz.errors import ConfigError
-from cfviz.experiments.config import ModelChoice, RunSpec
-from cfviz.experiments.models import load_models
+from cfviz.evaluation.config import ModelChoice, RunSpec
+from cfviz.evaluation.models import load_models
 
 _CONFTEST = Path(__file__).parent / "capture" / "conftest.py"
 
@@ -77,7 +77,7 @@ def test_bfloat16_run_end_to_end_on_the_cli(small_root: Path, tmp_path: Path, mo
     """`cfviz evaluate --clip tiny --diffusion tiny --dtype bfloat16`: every model runs in bf16 (its
     floating inputs too), the store records the dtype and keeps its documented float16 maps, results.csv is written."""
     from cfviz.cli import main
-    from cfviz.experiments import models as models_module
+    from cfviz.evaluation import models as models_module
 
     seen: dict[str, set[torch.dtype]] = {}
     real_load = models_module.load_models
@@ -141,7 +141,7 @@ def test_bfloat16_capture_equals_direct_recomputation() -> None:
 
 
 def test_dtype_is_part_of_the_store_identity() -> None:
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation.runner import store_identity
 
     assert store_identity(RunSpec(models=ModelChoice(dtype="bfloat16")))["models"]["dtype"] == "bfloat16"
     assert store_identity(RunSpec())["models"]["dtype"] == "float32"
@@ -240,7 +240,7 @@ def test_float16_on_a_cpu_without_half_kernels_is_refused_before_the_data_set(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """torch < 2.2 has no CPU float16 layer norm: one line naming --dtype (bfloat16, or a GPU), not a traceback."""
     from cfviz.cli import main
-    from cfviz.experiments import preflight
+    from cfviz.evaluation import preflight
 
     monkeypatch.setattr(preflight, "cpu_has_half_kernels", lambda: False)
     root = tmp_path / "tex"
@@ -252,7 +252,7 @@ def test_float16_on_a_cpu_without_half_kernels_is_refused_before_the_data_set(
 
 
 def test_speed_options_in_the_store_identity_only_when_they_change_numbers() -> None:
-    from cfviz.experiments.runner import model_identity
+    from cfviz.evaluation.runner import model_identity
 
     plain = model_identity(ModelChoice())
     assert "compile" not in plain and "channels_last" not in plain  # stores written before them still match

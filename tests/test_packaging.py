@@ -91,7 +91,7 @@ def test_readme_shows_the_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def test_lazy_public_names_are_the_functions_even_after_submodule_imports() -> None:
-    code = ("import cfviz.experiments.runner, cfviz.experiments.extraction, cfviz.capture.store; "
+    code = ("import cfviz.evaluation.runner, cfviz.evaluation.extraction, cfviz.capture.store; "
             "from cfviz.experiments import evaluate, extract; import cfviz; "
             "print(callable(evaluate), evaluate.__name__, extract.__name__, callable(cfviz.capture), "
             "cfviz.capture.CaptureStore.__name__)")

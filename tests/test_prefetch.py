@@ -1,7 +1,7 @@
 """The extraction loads and preprocesses the next batch on a background thread while the models run.
 
 :class:`cfviz.data.prefetch.Prefetcher` on its own (order, errors, shutdown), then
-:func:`cfviz.experiments.extraction.extract` with it: the store is byte-identical to the one made
+:func:`cfviz.evaluation.extraction.extract` with it: the store is byte-identical to the one made
 without a thread, a loader error surfaces as the same error after the earlier batches are
 stored, an error or KeyboardInterrupt in the models stops the thread, and batch k+1 is loaded
 while batch k is in the UNet. Tiny models, 64 px images, two timesteps.
@@ -121,8 +121,8 @@ def test_bad_depth_is_one_clear_error(depth: object) -> None:
 def setup(tmp_path_factory: pytest.TempPathFactory):
     from cfviz.data.textures import TexturesDataset, generate_textures
     from cfviz.experiments import ExtractionConfig
-    from cfviz.experiments.config import ModelChoice
-    from cfviz.experiments.models import LoadedModels
+    from cfviz.evaluation.config import ModelChoice
+    from cfviz.evaluation.models import LoadedModels
     from cfviz.models import tiny_clip, tiny_inpaint_pipeline
 
     params = dict(image_size=64, n_train=1, n_test_good=3, n_per_defect=1, defect_kinds=["stain", "hole"])
@@ -142,7 +142,7 @@ def _files(store: Path) -> dict[str, bytes]:
 
 
 def test_store_is_byte_identical_with_and_without_prefetching(setup, tmp_path: Path) -> None:
-    from cfviz.experiments.extraction import extract
+    from cfviz.evaluation.extraction import extract
 
     data, models, extraction = setup
     stores = {}
@@ -158,7 +158,7 @@ def test_store_is_byte_identical_with_and_without_prefetching(setup, tmp_path: P
 
 
 def test_loader_error_surfaces_as_the_same_error_after_earlier_batches(setup, tmp_path: Path) -> None:
-    from cfviz.experiments.extraction import extract, run_batches
+    from cfviz.evaluation.extraction import extract, run_batches
 
     data, models, extraction = setup
     records = _tests(data)
@@ -182,7 +182,7 @@ def test_loader_error_surfaces_as_the_same_error_after_earlier_batches(setup, tm
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
 def test_error_in_the_models_stops_the_prefetch_thread(setup, tmp_path: Path, stop: type[BaseException]) -> None:
-    from cfviz.experiments.extraction import extract
+    from cfviz.evaluation.extraction import extract
 
     data, models, extraction = setup
     loads: list[str] = []
@@ -218,7 +218,7 @@ def test_error_in_the_models_stops_the_prefetch_thread(setup, tmp_path: Path, st
 
 def test_next_batch_loads_while_the_unet_runs(setup, tmp_path: Path) -> None:
     """Batch 2's pixels are read while batch 1 is inside the UNet: the UNet call waits for it."""
-    from cfviz.experiments.extraction import extract, run_batches
+    from cfviz.evaluation.extraction import extract, run_batches
 
     data, models, extraction = setup
     records = _tests(data)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import ExtractionConfig, ScoringConfig
+from cfviz.evaluation.config import ExtractionConfig, ScoringConfig
 
 #: Metrics reported by the ablations (AUPRO is left out by default: it is the slowest).
 DEFAULT_METRICS: tuple[str, ...] = ("image_auroc", "image_f1_max", "pixel_auroc", "pixel_f1_max")
@@ -36,7 +36,7 @@ DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0, 1,
 
 
 def _categories(dataset: Any, categories: Sequence[str] | None) -> list[str]:
-    from cfviz.experiments.runner import test_categories
+    from cfviz.evaluation.runner import test_categories
 
     available = test_categories(dataset)
     if categories is None:
@@ -79,7 +79,7 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     score follows ``scoring.score_rule``.
     """
     from cfviz.data.samples import sample_references
-    from cfviz.experiments.scoring import VISUAL_RANGES, load_masks, pooled_diffusion_visual_maps
+    from cfviz.evaluation.scoring import VISUAL_RANGES, load_masks, pooled_diffusion_visual_maps
     from cfviz.fusion import image_scores, normalize_maps, smooth, upsample
 
     if shots < 1:
@@ -152,7 +152,7 @@ def matching_table(store: CaptureStore, dataset: Any, *, kind: str = "timestep",
     from cfviz.analysis.block_widths import WIDTH_BRIDGES, equal_width_pairs, stored_block_widths
     from cfviz.capture.naming import module_path, short_name, short_names
     from cfviz.errors import CfvizError
-    from cfviz.experiments.scoring import extraction_of, load_masks
+    from cfviz.evaluation.scoring import extraction_of, load_masks
 
     if kind not in ("timestep", "block"):
         raise ValueError(f"kind must be 'timestep' or 'block', got {kind!r}")
@@ -220,7 +220,7 @@ def matching_fixed(kind: str, scoring: ScoringConfig, extraction: ExtractionConf
     ('block up1', 'timestep 261')
     """
     from cfviz.capture.naming import short_name
-    from cfviz.experiments.config import default_visual_timestep
+    from cfviz.evaluation.config import default_visual_timestep
 
     if kind == "timestep":
         return "block " + ", ".join(short_name(b) for b in scoring.visual_blocks)
@@ -231,7 +231,7 @@ def matching_fixed(kind: str, scoring: ScoringConfig, extraction: ExtractionConf
 
 def store_random_weights(store: CaptureStore) -> bool:
     """Whether the store's entries come from random-weight models (``tiny``/``random``)."""
-    from cfviz.experiments.config import ModelChoice
+    from cfviz.evaluation.config import ModelChoice
 
     models = store.config.get("models", {})
     return ModelChoice(clip=models.get("clip", "tiny"), diffusion=models.get("diffusion", "tiny")).random_weights
@@ -257,7 +257,7 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
     """
     import pandas as pd
 
-    from cfviz.experiments.scoring import load_masks, predict
+    from cfviz.evaluation.scoring import load_masks, predict
     from cfviz.fusion import fuse, method_image_scores, smooth
 
     scoring = scoring or ScoringConfig()
@@ -304,7 +304,7 @@ def mean_over_categories(frame: Any, by: Sequence[str], *, label: str = "mean") 
 
 
 #: Scoring-side design choices swept by :func:`design_choices`: setting -> alternatives, the
-#: default first. Each is a :class:`~cfviz.experiments.config.ScoringConfig` field (see the
+#: default first. Each is a :class:`~cfviz.evaluation.config.ScoringConfig` field (see the
 #: README's "Choices" for where every default comes from); none re-runs a model. An alternative
 #: may also be a dict of fields changed together (``visual_block`` below: blocks and pooling).
 DESIGN_KNOBS: dict[str, tuple[Any, ...]] = {
@@ -370,9 +370,9 @@ def metric_kinds(knob: str, scoring: ScoringConfig | None = None,
     >>> sorted(metric_kinds("normalization", methods=["winclip"]))
     []
     """
-    from cfviz.experiments.config import METHODS
+    from cfviz.evaluation.config import METHODS
 
-    from cfviz.experiments.config import NORMALIZED_METHODS
+    from cfviz.evaluation.config import NORMALIZED_METHODS
 
     scoring = scoring or ScoringConfig()
     effect = KNOB_EFFECTS.get(knob, "any")
@@ -402,7 +402,7 @@ def metric_kind(metric: str) -> str:
     """``"image"`` or ``"pixel"``: the kind of a metric name (``image_auroc``, ``pixel_aupro``, ...)."""
     return "pixel" if metric.startswith("pixel_") else "image"
 #: Extraction-side design choices swept by :func:`extraction_choices` (one store each): setting ->
-#: alternatives to the run's value. Each is an :class:`~cfviz.experiments.config.ExtractionConfig` field.
+#: alternatives to the run's value. Each is an :class:`~cfviz.evaluation.config.ExtractionConfig` field.
 EXTRACTION_KNOBS: dict[str, tuple[Any, ...]] = {
     "noise": ("per-image",),
     "noise_draws": (2,),
@@ -466,7 +466,7 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
 
     One setting is changed at a time from ``scoring`` (default :class:`ScoringConfig`); its
     value there is the default of the row set. The branch maps of a category are read and
-    computed once (:class:`~cfviz.experiments.scoring.BranchCache`) and reused by every knob
+    computed once (:class:`~cfviz.evaluation.scoring.BranchCache`) and reused by every knob
     that changes only what is done with them. Knobs whose alternatives do not apply to a
     setting (``patchclip_visual`` and ``visual_block`` in zero-shot) are skipped there. With
     ``knobs=None`` the knobs are :data:`DESIGN_KNOBS`, plus ``visual_block`` when the store
@@ -486,7 +486,7 @@ def design_choices(store: CaptureStore, dataset: Any, *, knobs: dict[str, Sequen
     """
     import pandas as pd
 
-    from cfviz.experiments.scoring import BranchCache, extraction_of, load_masks, predict
+    from cfviz.evaluation.scoring import BranchCache, extraction_of, load_masks, predict
 
     base = scoring or ScoringConfig()
     if knobs is None:
@@ -533,7 +533,7 @@ def extraction_choices(spec: Any, out_dir: Any, *, knobs: dict[str, Sequence[Any
                        base_store: Any = None, progress: bool = False) -> Any:
     """Metrics of extraction-side alternatives next to the run's own settings: one store each.
 
-    ``spec`` (a :class:`~cfviz.experiments.config.RunSpec`) is the default; for every alternative
+    ``spec`` (a :class:`~cfviz.evaluation.config.RunSpec`) is the default; for every alternative
     of each knob (default :data:`EXTRACTION_KNOBS`: ``ExtractionConfig`` fields) the models run
     into ``out_dir/<knob>-<value>/store`` (reused when run again), and every method, shot and
     seed of ``spec`` is scored. ``base_store`` is the default's store (e.g. a notebook's shared
@@ -548,7 +548,7 @@ def extraction_choices(spec: Any, out_dir: Any, *, knobs: dict[str, Sequence[Any
 
     import pandas as pd
 
-    from cfviz.experiments.runner import evaluate
+    from cfviz.evaluation.runner import evaluate
 
     knobs = dict(EXTRACTION_KNOBS if knobs is None else knobs)
     for name in knobs:

@@ -59,7 +59,7 @@ def stored_block_widths(store: Any, blocks: Sequence[str]) -> dict[str, int]:
     """Widths of ``blocks`` as a store holds them: the channel axis of any entry's ``feat/<block>``.
 
     Read from the entries' recorded shapes (no tensor is loaded). A compact store keeps no
-    features (:mod:`cfviz.experiments.compact`); then the widths come from the shipped
+    features (:mod:`cfviz.evaluation.compact`); then the widths come from the shipped
     configuration of its denoiser when the store's identity names an SD 1.x/2.x UNet (tiny,
     random or real weights: the architectures the configurations describe). Raises ``ValueError``
     naming the blocks it could not find.

@@ -1,7 +1,7 @@
 """Two result sets side by side: a tidy table of per-metric deltas.
 
 A result set is a run folder (``results.csv``, as :func:`cfviz.experiments.evaluate` writes it), the
-``results.csv`` file itself, an :class:`~cfviz.experiments.runner.EvaluationResult`, or its tidy
+``results.csv`` file itself, an :class:`~cfviz.evaluation.runner.EvaluationResult`, or its tidy
 ``frame``. :func:`compare_results` averages each side the way ``result.summary`` does (mean over
 categories per seed, then over seeds), on the categories both sides share, and returns one row
 per (method, shots, metric) with ``a``, ``b`` and ``delta = b - a``, all in percent.
@@ -132,7 +132,7 @@ def compare_results(a: Any, b: Any, *, on: Sequence[str] = ("method", "shots"), 
     out = pd.merge(ma, mb, on=keys, how="outer")
     out["delta"] = out["b"] - out["a"]
     out["unit"] = "%"
-    from cfviz.experiments.runner import METRIC_ORDER
+    from cfviz.evaluation.runner import METRIC_ORDER
 
     rank = {m: i for i, m in enumerate(METRIC_ORDER)}
     out["_order"] = out["metric"].map(lambda m: rank.get(m, len(rank)))

@@ -1,11 +1,11 @@
 """Failure cases of one method's predictions: worst false positives and negatives, defect types,
 and where the CLIP and diffusion branches disagree. Everything works on a
-:class:`~cfviz.experiments.scoring.Predictions` (cheap: from the store).
+:class:`~cfviz.evaluation.scoring.Predictions` (cheap: from the store).
 
 Example
 -------
 >>> import numpy as np
->>> from cfviz.experiments.scoring import Predictions
+>>> from cfviz.evaluation.scoring import Predictions
 >>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c", "d"],
 ...                 labels=np.array([0, 0, 1, 1]), masks=None, maps=np.zeros((4, 2, 2), np.float32),
 ...                 scores=np.array([0.1, 0.9, 0.2, 0.8], np.float32), defect_types=["good", "good", "hole", "cut"])
@@ -88,7 +88,7 @@ def defect_breakdown(p: Any, threshold: float | None = None) -> Any:
     rate, not a detection rate. ``n_detected`` counts the images at or above the threshold.
 
     >>> import numpy as np
-    >>> from cfviz.experiments.scoring import Predictions
+    >>> from cfviz.evaluation.scoring import Predictions
     >>> p = Predictions(method="m", category="c", shots=0, seed=0, image_ids=["a", "b", "c"],
     ...                 labels=np.array([0, 1, 1]), masks=None, maps=np.zeros((3, 2, 2), np.float32),
     ...                 scores=np.array([0.6, 0.2, 0.8], np.float32), defect_types=["good", "hole", "hole"])

@@ -39,7 +39,7 @@ class FamilyRuns:
     """One zero-shot MapDiff evaluation per diffusion pipeline, on the same images.
 
     ``results`` maps a display label (``"SD3 MMDiT (tiny-sd3)"``) to its
-    :class:`~cfviz.experiments.runner.EvaluationResult`; ``note`` is :data:`TINY_FAMILIES_NOTE`
+    :class:`~cfviz.evaluation.runner.EvaluationResult`; ``note`` is :data:`TINY_FAMILIES_NOTE`
     when any model has random weights (pass it to figures).
     """
 
@@ -65,8 +65,8 @@ def family_label(diffusion: str) -> str:
     >>> family_label("tiny-flux-fill"), family_label("tiny")
     ('FLUX transformer (tiny-flux-fill)', 'SD 1.x/2.x UNet (tiny)')
     """
-    from cfviz.experiments.config import ModelChoice
-    from cfviz.experiments.families import diffusion_family
+    from cfviz.evaluation.config import ModelChoice
+    from cfviz.evaluation.families import diffusion_family
 
     family = diffusion_family(ModelChoice(diffusion=diffusion))
     return f"{FAMILY_NAMES.get(family, family)} ({Path(str(diffusion)).name})"
@@ -85,8 +85,8 @@ def family_runs(diffusion_models: Sequence[str], *, smoke: bool = True, device: 
     ``diffusion_models`` must then be tiny names. Relative folders are taken from the project
     root (:func:`cfviz.notebooks.project_root`), as notebooks do.
     """
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice
-    from cfviz.experiments.runner import evaluate, open_run_dataset
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice
+    from cfviz.evaluation.runner import evaluate, open_run_dataset
     from cfviz.notebooks import project_root, run_spec
 
     models = [str(m) for m in diffusion_models]
@@ -152,7 +152,7 @@ def family_language_map(runs: FamilyRuns, family: str, image_id: str) -> Any:
     import numpy as np
 
     from cfviz.diffusion.mapdiff import language_map
-    from cfviz.experiments.prompt_tokens import language_words
+    from cfviz.evaluation.prompt_tokens import language_words
 
     entry = runs.results[family].store[image_id]
     m = language_map(entry.cache(blocks=[]), tokens=language_words(entry), min_resolution=1)[0].float().numpy()

@@ -28,7 +28,7 @@ from typing import Any
 
 from cfviz.analysis import ablations
 from cfviz.analysis.ablations import metric_kind
-from cfviz.experiments.config import ScoringConfig
+from cfviz.evaluation.config import ScoringConfig
 
 #: Each method's own favourite settings (changes to the shared :class:`ScoringConfig`), the named
 #: alternative to the shared rule: WinCLIP's published maps are unsmoothed (sigma 0); PatchCLIP's
@@ -127,7 +127,7 @@ def compare_methods(store: Any, dataset: Any, *, methods: Sequence[str] = ("clip
     import pandas as pd
 
     from cfviz.analysis.ablations import DEFAULT_METRICS, _categories, metric_values
-    from cfviz.experiments.scoring import BranchCache, extraction_of, load_masks, predict
+    from cfviz.evaluation.scoring import BranchCache, extraction_of, load_masks, predict
 
     shared = shared or ScoringConfig()
     metrics = DEFAULT_METRICS if metrics is None else metrics

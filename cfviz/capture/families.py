@@ -230,7 +230,7 @@ def unwrap_compiled(module: Any) -> Any:
 def denoiser_of(target: Any) -> tuple[Any, Any]:
     """``(denoiser, pipeline_or_None)`` for a pipeline (its ``.unet`` or ``.transformer``) or a bare module.
 
-    A ``torch.compile``\ d denoiser is returned unwrapped (:func:`unwrap_compiled`).
+    A compiled denoiser (``torch.compile``) is returned unwrapped (:func:`unwrap_compiled`).
     """
     for attr in _DENOISER_ATTRS:
         den = getattr(target, attr, None)

@@ -41,7 +41,7 @@ store, the entry, the file, its folder and the bytes written; the entry is then 
 store stays valid (a rerun resumes).
 
 An entry can be rewritten in place (:meth:`CaptureStore.rewrite`: some tensors dropped, others
-added, e.g. by the compact store form, :mod:`cfviz.experiments.compact`). The new tensors go to a
+added, e.g. by the compact store form, :mod:`cfviz.evaluation.compact`). The new tensors go to a
 new file named by its digest (``<key>.<sha256[:12]>.safetensors``, recorded in the JSON's
 ``file.name``), then the JSON is replaced (the commit), then the old file is deleted: a rewrite
 cut at any point leaves either the old entry or the new one, never a mix.
@@ -178,7 +178,7 @@ class StoreEntry:
     def inputs(self) -> dict[str, str]:
         """Fingerprints of the inputs the entry was computed from (``{}`` for entries of older stores).
 
-        E.g. ``{"image": "sha256:..."}``: what :func:`cfviz.experiments.store_check.stale_entries`
+        E.g. ``{"image": "sha256:..."}``: what :func:`cfviz.evaluation.store_check.stale_entries`
         compares with the bytes of the image file before the entry is reused.
         """
         return dict(self.meta.get("inputs") or {})

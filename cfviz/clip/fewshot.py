@@ -12,7 +12,7 @@ From the embeddings of k normal references and of the queries (a
 
 :meth:`WinCLIP.predict_embeddings <cfviz.clip.winclip.WinCLIP.predict_embeddings>`,
 :meth:`PatchCLIP.predict_embeddings <cfviz.clip.patchclip.PatchCLIP.predict_embeddings>` and
-:mod:`cfviz.experiments.clip_branch` all call these two functions, so a model run on images and
+:mod:`cfviz.evaluation.clip_branch` all call these two functions, so a model run on images and
 a run scored from stored embeddings compose their maps by one piece of code.
 
 >>> import torch

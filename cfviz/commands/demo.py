@@ -80,8 +80,8 @@ def qualitative_rows(result: Any, dataset: Any, shots: int) -> list[dict[str, An
     again from the store only when the result did not keep them.
     """
     from cfviz.analysis.failures import branch_maps
-    from cfviz.experiments.runner import test_categories
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation.runner import test_categories
+    from cfviz.evaluation.scoring import predict
 
     def run_predictions(category: str, method: str) -> Any:
         kept = result.predictions.get((category, method, shots, 0))
@@ -154,9 +154,9 @@ examples:
 
 def run(args: argparse.Namespace) -> int:
     from cfviz.commands.evaluate import spec_from_args
-    from cfviz.experiments.plan import plan_run
-    from cfviz.experiments.preflight import check_writable_folder
-    from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, evaluate
+    from cfviz.evaluation.plan import plan_run
+    from cfviz.evaluation.preflight import check_writable_folder
+    from cfviz.evaluation.runner import RANDOM_WEIGHTS_NOTE, evaluate
 
     spec = spec_from_args(args)
     figures = Path(args.figures)

@@ -78,7 +78,7 @@ def _eval_size(text: str) -> int | str:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The ``models`` group (shared by ``evaluate`` and ``demo``)."""
-    from cfviz.experiments.config import CLIP_MODES, DTYPES, ExtractionConfig, ModelChoice
+    from cfviz.evaluation.config import CLIP_MODES, DTYPES, ExtractionConfig, ModelChoice
     from cfviz.models.speed import COMPILE_MODES
 
     m = ModelChoice()
@@ -119,7 +119,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (data, run, models, extraction, scoring)."""
     from cfviz.data.mvtec import MISSING_MASK_POLICIES, STRAY_FILE_POLICIES
-    from cfviz.experiments.config import (AACLIP_NAMES, IMAGE_SCORES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES,
+    from cfviz.evaluation.config import (AACLIP_NAMES, IMAGE_SCORES, INPAINT_MASKS, LANGUAGE_TOKENS, MAP_SOURCES,
                                           METHODS, PROMPT_AVERAGES, SCORE_RULES, SMOOTHINGS, TOKEN_MODES,
                                           ExtractionConfig, ScoringConfig)
     from cfviz.clip.object_names import OBJECT_NAME_MODES
@@ -277,11 +277,11 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~cfviz.experiments.config.RunSpec` of parsed arguments (missing ones take their defaults).
+    """The :class:`~cfviz.evaluation.config.RunSpec` of parsed arguments (missing ones take their defaults).
 
     Raises :class:`~cfviz.errors.ConfigError` (naming the setting) for any out-of-range value.
     """
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
     m, e, s = ModelChoice(), ExtractionConfig(), ScoringConfig()
 
@@ -292,11 +292,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     methods = tuple(get("methods", ("clipfusion",)))
     aaclip, aaclip_sha256 = None, None
     if getattr(args, "aaclip", None):  # reading the checkpoint imports torch: only when one is given
-        from cfviz.experiments.aaclip_branch import resolve_checkpoint
+        from cfviz.evaluation.aaclip_branch import resolve_checkpoint
 
         aaclip, aaclip_sha256 = resolve_checkpoint(args.aaclip, getattr(args, "aaclip_epoch", None))
     elif getattr(args, "aaclip_epoch", None) is not None:
-        from cfviz.experiments.aaclip_branch import resolve_checkpoint
+        from cfviz.evaluation.aaclip_branch import resolve_checkpoint
 
         resolve_checkpoint(None, args.aaclip_epoch)  # refused: an epoch needs a training folder
     if aaclip is None and ("aaclip" in methods or getattr(args, "clip_branch", None) == "aaclip"):
@@ -348,7 +348,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult, evaluate
+    from cfviz.evaluation.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult, evaluate
 
     spec = spec_from_args(args)
     extra = {"repair": True} if getattr(args, "repair", False) else {}

@@ -119,8 +119,8 @@ examples:
 
 def preflight(args: argparse.Namespace) -> None:
     """Check the data folder, the output folder, the device and the CLIP before anything loads."""
-    from cfviz.experiments.config import ModelChoice, RunSpec
-    from cfviz.experiments.preflight import check_clip, check_data_root, check_device, check_writable_folder
+    from cfviz.evaluation.config import ModelChoice, RunSpec
+    from cfviz.evaluation.preflight import check_clip, check_data_root, check_device, check_writable_folder
 
     choice = ModelChoice(clip=args.clip, clip_arch=args.clip_arch, clip_pretrained=args.clip_pretrained,
                          device=args.device, seed=args.model_seed)

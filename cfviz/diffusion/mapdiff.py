@@ -37,7 +37,7 @@ VISUAL_POOLINGS = ("mean", "concat")
 def state_groups(states: Sequence[Sequence[str]], recorded: Sequence[str] | None = None) -> list[list[str]] | None:
     """The token groups M_diff_L weighs equally: one per state of an ensemble, ``None`` for one state.
 
-    ``states`` is :attr:`cfviz.experiments.config.ExtractionConfig.states`; with ``recorded`` (the
+    ``states`` is :attr:`cfviz.evaluation.config.ExtractionConfig.states`; with ``recorded`` (the
     entry's language words) only groups whose words were all recorded are kept.
 
     Why one prompt listing every state (ours): the UNet runs once per timestep whatever the

@@ -1,8 +1,9 @@
-"""The evaluation runner: a RunSpec in, a capture store and tidy results out.
+"""The names users import to run and compare evaluations; they live in :mod:`cfviz.evaluation` (the run
+pipeline) and :mod:`cfviz.analysis` (what reads stores and results).
 
-Importing this package is light; the names below load on first use. The analysis of stores and
-results (ablations, comparisons, exports, ...) lives in :mod:`cfviz.analysis`; its modules still
-import under their old names in this package, with a DeprecationWarning.
+Importing this package is light; the names below load on first use. The modules that lived here
+before the two packages existed (``runner``, ``scoring``, ``ablations``, ...) still import under
+their old dotted names, as the moved module itself, with a DeprecationWarning naming the new path.
 
 Example
 -------
@@ -17,27 +18,23 @@ from __future__ import annotations
 from cfviz.utils.lazy import lazy_names, moved_modules
 
 _LAZY: dict[str, str] = {
-    "RunSpec": "cfviz.experiments.config",
-    "ModelChoice": "cfviz.experiments.config",
-    "ExtractionConfig": "cfviz.experiments.config",
-    "ScoringConfig": "cfviz.experiments.config",
-    "METHODS": "cfviz.experiments.config",
-    "evaluate": "cfviz.experiments.runner",
-    "EvaluationResult": "cfviz.experiments.runner",
-    "extract": "cfviz.experiments.extraction",
-    "load_models": "cfviz.experiments.models",
-    "predict": "cfviz.experiments.scoring",
-    "Predictions": "cfviz.experiments.scoring",
-    # analysis names exported here before cfviz.analysis existed (public: kept, without a warning)
-    "compare_results": "cfviz.analysis.compare",
-    "load_results": "cfviz.analysis.compare",
-    "results_table": "cfviz.analysis.export",
-    "matching_export": "cfviz.analysis.export",
+    **dict.fromkeys(("RunSpec", "ModelChoice", "ExtractionConfig", "ScoringConfig", "METHODS"),
+                    "cfviz.evaluation.config"),
+    **dict.fromkeys(("evaluate",), "cfviz.evaluation.runner"),
+    **dict.fromkeys(("EvaluationResult",), "cfviz.evaluation.report"),
+    **dict.fromkeys(("extract",), "cfviz.evaluation.extraction"),
+    **dict.fromkeys(("load_models",), "cfviz.evaluation.models"),
+    **dict.fromkeys(("predict", "Predictions"), "cfviz.evaluation.scoring"),
+    **dict.fromkeys(("compare_results", "load_results"), "cfviz.analysis.compare"),
+    **dict.fromkeys(("results_table", "matching_export"), "cfviz.analysis.export"),
 }
 
 __all__ = sorted(_LAZY)
 
-
 __getattr__, __dir__ = lazy_names(__name__, _LAZY)
-moved_modules(__name__, {name: f"cfviz.analysis.{name}" for name in (
-    "ablations", "block_widths", "compare", "export", "failures", "family_maps", "published", "sensitivity")})
+moved_modules(__name__, {name: f"cfviz.{package}.{name}" for package, names in (
+    ("evaluation", ("aaclip_branch", "clip_branch", "compact", "compact_form", "config", "datacheck", "distributed",
+                    "extraction", "families", "models", "plan", "preflight", "prompt_tokens", "report", "runner",
+                    "scoring", "store_check")),
+    ("analysis", ("ablations", "block_widths", "compare", "export", "failures", "family_maps", "published",
+                  "sensitivity"))) for name in names})

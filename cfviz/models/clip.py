@@ -277,7 +277,7 @@ def looks_like_file(value: str) -> bool:
             or value.startswith("~") or Path(value).exists())
 
 
-_looks_like_file = looks_like_file  # the earlier private name (cfviz.experiments.models imports it)
+_looks_like_file = looks_like_file  # the earlier private name (cfviz.evaluation.models imports it)
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:

@@ -319,7 +319,7 @@ def looks_like_folder(value: str) -> bool:
             or os.sep != "/" and os.sep in value)
 
 
-_looks_like_folder = looks_like_folder  # the earlier private name (cfviz.experiments.models imports it)
+_looks_like_folder = looks_like_folder  # the earlier private name (cfviz.evaluation.models imports it)
 
 
 def folder_problems(folder: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Speed options of loaded models: ``channels_last`` memory format and ``torch.compile``.
 
 Both are off by default and applied once, right after the models load
-(:func:`cfviz.experiments.models.load_models` calls :func:`apply_speed_options`):
+(:func:`cfviz.evaluation.models.load_models` calls :func:`apply_speed_options`):
 
 * ``channels_last`` stores the 4-D weights of the UNet and the VAE in NHWC order, so the
   convolutions (most of their time) run the kernels that GPUs and oneDNN prefer. Outputs stay

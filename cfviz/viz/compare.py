@@ -141,7 +141,7 @@ def _store_map(store: Any, image_id: str, what: str, tokens: Any, steps: Any, si
         arr = np.asarray(entry[what].float().numpy() if hasattr(entry[what], "float") else entry[what], float)
         return as_map(arr, f"{side}: {what}")
     from cfviz.diffusion.mapdiff import language_map
-    from cfviz.experiments.prompt_tokens import language_words
+    from cfviz.evaluation.prompt_tokens import language_words
 
     cache = entry.cache(blocks=[])
     if tokens is None:  # the words scoring averages (a tokens="all" store lists them before every token)

@@ -37,7 +37,7 @@ class ImageData:
     """One image's stored outputs, read once: everything the explorer draws.
 
     ``attention`` maps each layer name to ``(timestep, token, h, w)`` float32; ``components``
-    holds the image's normalised branch maps (from :class:`~cfviz.experiments.scoring.Predictions`)
+    holds the image's normalised branch maps (from :class:`~cfviz.evaluation.scoring.Predictions`)
     and ``component_scores`` its branch image scores (``clip``, ``diff``); ``prediction`` is the
     method's final map of the image (``Predictions.maps``), thresholded for the predicted mask.
     """
@@ -245,22 +245,22 @@ def category_scores(predictions: Any, alpha_cls: float, run_alpha_cls: float | N
     At the run's own weight (``run_alpha_cls``, the run's ``scoring.alpha_cls``) these are the run's
     scores themselves (``predictions.scores``, what ``results.csv`` was computed from). At another
     weight they follow the run's image-score rule (``scoring.image_score``, default
-    :class:`~cfviz.experiments.config.ScoringConfig`'s) with the functions
-    :func:`cfviz.experiments.scoring.predict` uses: ``"eq9"`` reduces the branch maps fused with
+    :class:`~cfviz.evaluation.config.ScoringConfig`'s) with the functions
+    :func:`cfviz.evaluation.scoring.predict` uses: ``"eq9"`` reduces the branch maps fused with
     ``alpha_cls`` and smoothed (:func:`cfviz.fusion.fuse_components`,
     :func:`~cfviz.fusion.method_image_scores`); ``"own"`` is ``alpha_cls * s_clip + (1 - alpha_cls)
     * s_diff`` of the normalised branch scores (:func:`~cfviz.fusion.blend`); ``"map"`` and ``"cls"``
     do not read ``alpha_cls`` (the run's scores). A test checks each against ``predict``. A method
     without both branches has no weight: its own scores.
 
-    >>> from cfviz.experiments.config import ScoringConfig
+    >>> from cfviz.evaluation.config import ScoringConfig
     >>> class P: scores = np.array([0.5, 0.6], np.float32); component_scores = {"clip": np.array([1., 0.]),
     ...                                                                         "diff": np.array([0., 1.])}
     >>> own = ScoringConfig(image_score="own")
     >>> category_scores(P(), 0.75, run_alpha_cls=0.75).tolist(), category_scores(P(), 0.25, scoring=own).tolist()
     ([0.5, 0.6000000238418579], [0.25, 0.75])
     """
-    from cfviz.experiments.config import ScoringConfig
+    from cfviz.evaluation.config import ScoringConfig
 
     scoring = scoring or ScoringConfig()
     cs = getattr(predictions, "component_scores", None) or {}

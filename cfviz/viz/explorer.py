@@ -112,7 +112,7 @@ class AttentionExplorer(ExplorerTabs):
         (``session.predict(category)``): their branch maps feed the fusion view, their maps and
         scores are what the explorer shows at the run's settings.
     scoring:
-        The run's :class:`~cfviz.experiments.config.ScoringConfig` (``session.spec.scoring``): the
+        The run's :class:`~cfviz.evaluation.config.ScoringConfig` (``session.spec.scoring``): the
         weights and smoothing at which the predictions were made (default: the defaults).
     alpha, alpha_cls:
         Initial segmentation (eq. 4) and classification (eq. 9) weights; default: the run's.
@@ -156,7 +156,7 @@ class AttentionExplorer(ExplorerTabs):
                  choices: dict[str, Sequence[Any]] | None = None, compare_store: Any = None) -> None:
         import ipywidgets as w
 
-        from cfviz.experiments.config import ScoringConfig
+        from cfviz.evaluation.config import ScoringConfig
 
         self.scoring = ScoringConfig() if scoring is None else scoring
         self.store, self.dataset, self.note = store, dataset, note

@@ -8,7 +8,7 @@ signed disagreement maps share one colour scale with a labelled key.
 Example
 -------
 >>> import numpy as np
->>> from cfviz.experiments.scoring import Predictions
+>>> from cfviz.evaluation.scoring import Predictions
 >>> from cfviz.analysis.failures import rank_failures
 >>> rng = np.random.default_rng(0)
 >>> masks = np.zeros((4, 16, 16), bool); masks[2:, 4:9, 4:9] = True

@@ -305,7 +305,7 @@ def token_grid(maps: Any, *, tokens: Sequence[str] | None = None, rows: Sequence
 # ---------------------------------------------------------------------------------- per-word grids
 def _word_label(label: Any) -> str:
     """A token label as a row name: ``"#5:bottle</w>"`` -> ``"bottle (5)"``, ``"<start>"`` kept."""
-    from cfviz.experiments.prompt_tokens import display_label
+    from cfviz.evaluation.prompt_tokens import display_label
 
     text = display_label(str(label))
     if text.startswith("#") and ":" in text:
@@ -326,7 +326,7 @@ def _word_cache(source: Any) -> Any:
 def _word_maps(source: Any, tokens: Any, size: Any, batch: int, by: str, steps: Any) -> Any:
     """``(token, step|block, h, w)`` maps (layers averaged), on the finest recorded grid by default."""
     cache = _word_cache(source)
-    from cfviz.experiments.prompt_tokens import START_LABEL
+    from cfviz.evaluation.prompt_tokens import START_LABEL
 
     labels = list(cache.labels)
     if tokens is None and START_LABEL in labels:  # every prompt token stored: show the prompt, not the

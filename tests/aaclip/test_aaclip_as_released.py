@@ -33,7 +33,7 @@ def released_metrics_eval_scores(pixel_preds: np.ndarray, image_preds: np.ndarra
 def test_the_image_score_normalises_over_all_pixels_the_minimal_case() -> None:
     """Issue 23's case: cfviz min-max normalised the per-image peaks ([.5, .5, .464])."""
     from cfviz.clip.aaclip.model import released_image_scores
-    from cfviz.experiments.aaclip_branch import image_scores
+    from cfviz.evaluation.aaclip_branch import image_scores
 
     maps = np.array([[[0.0, 1.0]], [[0.5, 0.6]], [[0.1, 0.8]]])
     scores = np.array([0.2, 0.9, 0.5])
@@ -81,8 +81,8 @@ def test_maps_are_upsampled_with_aligned_corners_unless_told_otherwise() -> None
 def aaclip_run(tmp_path_factory: pytest.TempPathFactory):
     """A run with AA-CLIP adapters on the tiny CLIP: its store, spec and the brick data set."""
     from cfviz.data import open_dataset
-    from cfviz.experiments import aaclip_branch
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
+    from cfviz.evaluation import aaclip_branch
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
     tmp = tmp_path_factory.mktemp("aaclip-run")
     brick = open_dataset("textures", tmp / "tex", image_size=64, n_train=1, n_test_good=2, n_per_defect=1,
@@ -92,7 +92,7 @@ def aaclip_run(tmp_path_factory: pytest.TempPathFactory):
                    models=ModelChoice(clip="tiny", diffusion="tiny"),
                    extraction=ExtractionConfig(timesteps=(500,), aaclip=path, aaclip_sha256=digest),
                    scoring=ScoringConfig(eval_size=32, smoothing="own", image_score="own"))  # AA-CLIP as released: its own rule
-    ev = importlib.import_module("cfviz.experiments.runner")
+    ev = importlib.import_module("cfviz.evaluation.runner")
     mp = pytest.MonkeyPatch()
     mp.setattr(ev, "open_run_dataset", lambda s: brick)
     try:
@@ -107,8 +107,8 @@ def test_scoring_upsamples_aaclip_as_released_and_scores_its_pixel_maps(aaclip_r
     patch-grid map, and the image score is the released rule over those pixel maps."""
     from dataclasses import replace
 
-    from cfviz.experiments import aaclip_branch
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation import aaclip_branch
+    from cfviz.evaluation.scoring import predict
 
     store, spec, brick = aaclip_run
     ids = [r.image_id for r in brick.records if r.split == "test"]
@@ -136,7 +136,7 @@ def test_the_upsampling_flag_reaches_the_scoring_settings() -> None:
 
     from cfviz.commands.evaluate import add_run_arguments, spec_from_args
     from cfviz.errors import ConfigError
-    from cfviz.experiments.config import ScoringConfig
+    from cfviz.evaluation.config import ScoringConfig
 
     p = argparse.ArgumentParser()
     add_run_arguments(p)
@@ -249,7 +249,7 @@ def test_aaclip_runs_exact_gelu_however_the_clip_was_built() -> None:
     assert torch.equal(a.anomaly_map, b.anomaly_map) and torch.equal(a.image_score, b.image_score)
 
     from cfviz.clip.aaclip.encoders import model_activation
-    from cfviz.experiments.aaclip_branch import identity
+    from cfviz.evaluation.aaclip_branch import identity
 
     assert model_activation(quick.model) == "quick_gelu"  # the CLIP itself is left as it was built
     own = AAClip(quick, AAClipConfig(activation="model"), seed=0)

@@ -11,7 +11,7 @@ from cfviz.models import tiny_clip
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_aaclip_predicts_on_a_half_precision_clip_close_to_float32(dtype: torch.dtype) -> None:
-    from cfviz.experiments.preflight import cpu_has_half_kernels
+    from cfviz.evaluation.preflight import cpu_has_half_kernels
 
     if dtype == torch.float16 and not cpu_has_half_kernels():
         pytest.skip(f"torch {torch.__version__} has no CPU float16 kernels (preflight refuses --dtype float16 there)")

@@ -56,7 +56,7 @@ def test_aaclip_images_are_resized_from_the_originals() -> None:
     import numpy as np
 
     from cfviz.data.transforms import clip_batch, clip_transform
-    from cfviz.experiments.aaclip_branch import arrays
+    from cfviz.evaluation.aaclip_branch import arrays
 
     m = AAClip(tiny_clip(seed=0, like="ViT-L-14-336"), seed=0)
     rng = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def training_folder(tmp_path: Path) -> Path:
 
 
 def test_a_training_folder_gives_the_papers_epoch(training_folder: Path) -> None:
-    from cfviz.experiments.aaclip_branch import resolve_checkpoint
+    from cfviz.evaluation.aaclip_branch import resolve_checkpoint
 
     assert PAPER_EPOCH == 15
     assert Path(resolve_checkpoint(str(training_folder))[0]).name == "stage2_epoch_015.safetensors"
@@ -186,9 +186,9 @@ def test_the_aaclip_study_compares_a_518_px_aaclip_with_the_336_px_clip(textures
 
 
 def test_extraction_settings_reach_the_model_and_the_store_identity(tmp_path: Path) -> None:
-    from cfviz.experiments import aaclip_branch
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation import aaclip_branch
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec
+    from cfviz.evaluation.runner import store_identity
 
     b = tiny_clip(seed=0, like="ViT-L-14-336")
     path, digest = aaclip_branch.resolve_checkpoint(str(AAClip(b, seed=0).save(tmp_path / "a.safetensors")))

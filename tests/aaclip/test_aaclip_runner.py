@@ -11,8 +11,8 @@ def test_runner_stores_and_scores_aaclip(textures, tmp_path, monkeypatch):
     from dataclasses import replace
 
     from cfviz.clip.aaclip import AAClip
-    from cfviz.experiments import aaclip_branch
-    from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
+    from cfviz.evaluation import aaclip_branch
+    from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
     from cfviz.models import tiny_clip
 
     ckpt = AAClip(tiny_clip(seed=0), seed=0).save(tmp_path / "aaclip.safetensors")
@@ -22,7 +22,7 @@ def test_runner_stores_and_scores_aaclip(textures, tmp_path, monkeypatch):
                    models=ModelChoice(clip="tiny", diffusion="tiny"),
                    extraction=ExtractionConfig(timesteps=(500,), aaclip=path, aaclip_sha256=digest),
                    scoring=ScoringConfig(clip_branch="aaclip", eval_size=32))
-    ev = importlib.import_module("cfviz.experiments.runner")
+    ev = importlib.import_module("cfviz.evaluation.runner")
     monkeypatch.setattr(ev, "open_run_dataset", lambda s: brick)  # the small session set, not data/textures
     result = ev.evaluate(spec, tmp_path / "run", progress=False)
     entry = result.store[brick.records[0].image_id]
@@ -30,7 +30,7 @@ def test_runner_stores_and_scores_aaclip(textures, tmp_path, monkeypatch):
     assert set(result.frame["method"]) == {"aaclip", "patchclip"}
     assert np.isfinite(result.frame["value"]).all()
     # with clip_branch="aaclip", PatchCLIP's language branch is AA-CLIP's map: the two rankings agree
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation.scoring import predict
 
     # both unsmoothed (smoothing "shared", the default since issue 20, smooths AA-CLIP's map too)
     a = predict(result.store, brick, "brick", "aaclip", scoring=replace(spec.scoring, sigma=0),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cfviz.analysis import ablations, failures
-from cfviz.experiments.scoring import Predictions
+from cfviz.evaluation.scoring import Predictions
 
 
 @pytest.fixture(scope="module")

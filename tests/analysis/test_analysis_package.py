@@ -1,6 +1,7 @@
-"""The analysis package (issue 22): its modules moved out of cfviz.experiments, their old names still work.
+"""The two packages of issue 22: modules moved out of cfviz.experiments (into cfviz.evaluation, the run
+pipeline, and cfviz.analysis), their old names still work.
 
-* ``cfviz.experiments.<module>`` (every form of import) is the module of ``cfviz.analysis`` itself,
+* ``cfviz.experiments.<module>`` (every form of import) is the module of its new package itself,
   so patching either name patches both, and importing it warns with the new path;
 * the names ``cfviz.experiments`` exported before (``compare_results``, ...) import without a warning;
 * the project's own code, tests, notebooks and docs name no old path;
@@ -31,22 +32,24 @@ def _forget(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.delattr(cfviz.experiments, name, raising=False)
 
 
-@pytest.mark.parametrize("name", ANALYSIS)
+@pytest.mark.parametrize("name", sorted(old.rsplit(".", 1)[1] for old in MOVED if old.startswith("cfviz.experiments.")))
 def test_old_module_path_is_the_new_module_and_warns(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    new = importlib.import_module(f"cfviz.analysis.{name}")
+    target = MOVED[f"cfviz.experiments.{name}"]
+    new = importlib.import_module(target)
     statements = {"import": f"import cfviz.experiments.{name} as module",
                   "from package": f"from cfviz.experiments import {name} as module"}
     for form, statement in statements.items():
         _forget(monkeypatch, name)
         scope: dict = {}
-        with pytest.warns(DeprecationWarning, match=rf"cfviz\.experiments\.{name} moved to cfviz\.analysis\.{name}"):
+        with pytest.warns(DeprecationWarning, match=rf"cfviz\.experiments\.{name} moved to {re.escape(target)}"):
             exec(statement, scope)
         assert scope["module"] is new, form
         assert sys.modules[f"cfviz.experiments.{name}"] is new and cfviz.experiments.__dict__[name] is new
     # one object: a patch through the old name is seen through the new one
     monkeypatch.setattr(f"cfviz.experiments.{name}.__doc__", "patched")
     assert new.__doc__ == "patched"
-    assert new.__name__ == new.__spec__.name == f"cfviz.analysis.{name}"  # the real module keeps its identity
+    assert new.__name__ == new.__spec__.name == target  # the real module keeps its identity
+    assert len([m for m in MOVED if m.startswith("cfviz.experiments.")]) == 25  # 17 pipeline + 8 analysis modules
 
 
 def test_from_old_module_import_a_name(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ def test_the_metric_kinds_are_what_the_knobs_can_move(session) -> None:  # type:
     reaches a map (whatever the data, so also whatever the metric)."""
     from dataclasses import replace
 
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation.scoring import predict
 
     own = replace(session.spec.scoring, image_score="own")
     assert sensitivity.metric_kinds("patchclip_language", own) == ("pixel",)

@@ -12,14 +12,14 @@ import torch
 
 from cfviz.errors import ConfigError, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.config import ModelChoice
+from cfviz.evaluation.config import ModelChoice
 
 PATCHES = ScoringConfig(patchclip_language="patches", patchclip_visual="patches", eval_size=32,
                         language_min_resolution=1)
 
 
 def test_embed_skips_the_windows() -> None:
-    from cfviz.experiments import clip_branch
+    from cfviz.evaluation import clip_branch
     from cfviz.models import tiny_clip
 
     b = tiny_clip(seed=0)
@@ -83,7 +83,7 @@ def _spec(root: Path, windows: bool, methods: tuple[str, ...] = ("patchclip",)) 
 
 def test_a_windowless_store_scores_patchclip_alike_and_refuses_a_run_that_needs_windows(small_root: Path,
                                                                                          tmp_path: Path) -> None:
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation.runner import store_identity
 
     cheap = evaluate(_spec(small_root, False), tmp_path / "cheap", progress=False)
     full = evaluate(_spec(small_root, True), tmp_path / "full", progress=False)
@@ -99,7 +99,7 @@ def test_a_windowless_store_scores_patchclip_alike_and_refuses_a_run_that_needs_
     # notebook 08's sweep on the windowless store: PatchCLIP's window forms are left out, the rest runs
     from cfviz.analysis.ablations import design_choices
 
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.runner import open_run_dataset
 
     table = design_choices(cheap.store, open_run_dataset(_spec(small_root, False)), methods=("patchclip",), shots=(0, 1), scoring=PATCHES)
     forms = set(table[table.knob.isin(["patchclip_language", "patchclip_visual"])].setting)

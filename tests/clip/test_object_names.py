@@ -12,7 +12,7 @@ import pytest
 from cfviz.clip.object_names import MVTEC_READABLE, READABLE_NAMES, VISA_READABLE, object_name
 from cfviz.errors import ConfigError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.config import ModelChoice
+from cfviz.evaluation.config import ModelChoice
 
 
 def test_visa_folder_names_become_words_and_the_folder_form_stays() -> None:
@@ -40,8 +40,8 @@ def test_the_tables_cover_both_data_sets_and_follow_aa_clips_class_names() -> No
 
 
 def test_the_setting_reaches_both_prompts_the_tokens_and_the_store_identity() -> None:
-    from cfviz.experiments import clip_branch
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation import clip_branch
+    from cfviz.evaluation.runner import store_identity
     from cfviz.models import tiny_clip
 
     e = ExtractionConfig()

@@ -107,7 +107,7 @@ def test_class_index_masks_of_visa_stay_whole_and_quiet(tmp_path: Path, builders
 
 # ------------------------------------------------------------------------- empty mask of an anomaly
 def test_all_zero_mask_of_an_anomalous_image_warns_naming_it_and_keeps_the_image(tmp_path: Path) -> None:
-    from cfviz.experiments.scoring import load_masks
+    from cfviz.evaluation.scoring import load_masks
 
     root = _folder(tmp_path / "d", 3, ".png")
     empty = root / "c" / "ground_truth" / "crack" / "001_mask.png"
@@ -138,7 +138,7 @@ def _image_only_frame(dataset: str, categories: tuple[str, ...], pixel_for: tupl
 
 def test_summary_says_pixel_metrics_were_skipped_and_why() -> None:
     from cfviz.experiments import RunSpec
-    from cfviz.experiments.runner import summarize, summary_markdown
+    from cfviz.evaluation.runner import summarize, summary_markdown
 
     frame = _image_only_frame("conformal", ("textile",))
     md = summary_markdown(frame, summarize(frame), RunSpec(dataset="conformal"), random_weights=True)
@@ -174,7 +174,7 @@ def test_conformal_subset_evaluates_and_its_summary_explains_the_missing_pixel_m
     # the terminal says it too: the same run from the CLI (the store is complete, so no model loads)
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded although every image is in the store")
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
     code = main(["evaluate", "--dataset", "conformal", "--limit-per-type", "1", "--method", "patchclip",
                  "--shots", "0", "--timesteps", "100", "--diffusion-size", "64", "--min-resolution", "1",
                  "--eval-size", "32", "--batch-size", "3", "--out", str(tmp_path / "cli"),

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from cfviz.errors import ConfigError, StoreMismatchError
-from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec
-from cfviz.experiments.runner import evaluate, store_identity
+from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec
+from cfviz.evaluation.runner import evaluate, store_identity
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(root: Path, batched: bool | int) -> RunSpec:
-    from cfviz.experiments.config import ScoringConfig
+    from cfviz.evaluation.config import ScoringConfig
 
     return RunSpec(dataset="folder", root=str(root), methods=("mapdiff", "clipfusion"), shots=(0, 1),
                    models=ModelChoice(clip="tiny", diffusion="tiny"), batch_size=2,

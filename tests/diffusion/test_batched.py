@@ -118,8 +118,8 @@ def test_jobs_per_call_and_bad_max_rows() -> None:
 def extraction_setup(tmp_path_factory: pytest.TempPathFactory, pipe):
     from cfviz.data.textures import TexturesDataset, generate_textures
     from cfviz.experiments import ExtractionConfig
-    from cfviz.experiments.config import ModelChoice
-    from cfviz.experiments.models import LoadedModels
+    from cfviz.evaluation.config import ModelChoice
+    from cfviz.evaluation.models import LoadedModels
     from cfviz.models import tiny_clip
 
     params = dict(image_size=64, n_train=1, n_test_good=2, n_per_defect=1, defect_kinds=["hole"])
@@ -131,7 +131,7 @@ def extraction_setup(tmp_path_factory: pytest.TempPathFactory, pipe):
 
 @pytest.mark.parametrize("batch_timesteps", [True, 4])
 def test_extract_with_batched_timesteps_stores_the_same_maps(extraction_setup, tmp_path, batch_timesteps) -> None:
-    from cfviz.experiments.extraction import extract
+    from cfviz.evaluation.extraction import extract
 
     data, models, extraction = extraction_setup
     stores = {}
@@ -158,7 +158,7 @@ def test_extract_with_batched_timesteps_stores_the_same_maps(extraction_setup, t
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "yes"])  # None: extraction.batch_timesteps (the run's setting)
 def test_extract_refuses_a_bad_batch_timesteps(extraction_setup, tmp_path, bad) -> None:
-    from cfviz.experiments.extraction import extract
+    from cfviz.evaluation.extraction import extract
 
     data, models, extraction = extraction_setup
     with pytest.raises(CfvizError, match="batch_timesteps must be"):

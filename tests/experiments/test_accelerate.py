@@ -93,8 +93,8 @@ def _launch(target: list[str], env: dict[str, str], cwd: Path) -> subprocess.Com
 
 
 def test_two_launched_processes_write_the_single_process_store_and_results(setup, tmp_path: Path) -> None:
-    from cfviz.experiments.extraction import run_batches
-    from cfviz.experiments.plan import plan_run
+    from cfviz.evaluation.extraction import run_batches
+    from cfviz.evaluation.plan import plan_run
 
     base, args, env = setup
     single = subprocess.run([sys.executable, "-m", "cfviz", *args, "--out", str(tmp_path / "single")], env=env,

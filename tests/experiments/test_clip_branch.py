@@ -9,7 +9,7 @@ import torch
 from cfviz.capture.store import CaptureStore
 from cfviz.clip import PatchCLIP, WinCLIP
 from cfviz.experiments import ExtractionConfig
-from cfviz.experiments import clip_branch
+from cfviz.evaluation import clip_branch
 
 EXTRACTION = ExtractionConfig()
 

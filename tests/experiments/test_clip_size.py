@@ -13,7 +13,7 @@ import pytest
 
 from cfviz.errors import ConfigError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.config import ModelChoice, clip_input_size, resolve_clip_size
+from cfviz.evaluation.config import ModelChoice, clip_input_size, resolve_clip_size
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_default_size_is_the_models_own() -> None:
     assert clip_input_size(ModelChoice(clip="random", clip_arch="ViT-B-32")) == 224
     assert resolve_clip_size(RunSpec()).extraction.clip_size == 240
     assert resolve_clip_size(RunSpec(models=ModelChoice(clip_arch="ViT-L-14-336"))).extraction.clip_size == 336
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation.runner import store_identity
 
     # the store records the resolved size: unset and the model's own size are the same store
     assert store_identity(RunSpec())["extraction"]["clip_size"] == 240
@@ -60,7 +60,7 @@ def test_a_size_that_is_not_the_models_is_refused_before_models_load(small_root:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded before the size was checked")
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
     with pytest.raises(ConfigError, match="takes 224 px") as err:
         evaluate(_spec(small_root, "ViT-B-32", clip_size=240), tmp_path / "run", progress=False)
     assert err.value.field == "extraction.clip_size"

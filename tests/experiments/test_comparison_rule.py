@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.runner import EvaluationResult, open_run_dataset
+from cfviz.evaluation.runner import EvaluationResult, open_run_dataset
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
 #: Methods with a global (CLS) image score besides their map.
@@ -29,7 +29,7 @@ WITH_CLS = ("clipfusion", "patchclip", "winclip", "aaclip")
 def run(tmp_path_factory: pytest.TempPathFactory) -> EvaluationResult:
     from cfviz.clip.aaclip import AAClip
     from cfviz.data.textures import generate_textures
-    from cfviz.experiments import aaclip_branch
+    from cfviz.evaluation import aaclip_branch
     from cfviz.models import tiny_clip
 
     tmp = tmp_path_factory.mktemp("rule")
@@ -47,7 +47,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> EvaluationResult:
 
 
 def _predict(run: EvaluationResult, method: str, shots: int, dataset=None, **scoring):
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation.scoring import predict
 
     spec = run.spec
     return predict(run.store, dataset or open_run_dataset(spec), "brick", method, shots=shots, seed=0,
@@ -60,7 +60,7 @@ SETTINGS = [(m, k) for m in METHODS for k in (0, 1)]
 # ---------------------------------------------------------------------------------------------- bugs
 def test_the_visual_timestep_is_the_middle_by_value() -> None:
     """Bug: `--timesteps 50 400 261` took 400 (the list's middle) for M_diff_V."""
-    from cfviz.experiments.config import default_visual_timestep, resolved_pair
+    from cfviz.evaluation.config import default_visual_timestep, resolved_pair
 
     assert default_visual_timestep([50, 400, 261]) == 261
     assert resolved_pair(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261)))[0] == 261
@@ -188,7 +188,7 @@ def test_published_numbers_state_their_grid(run: EvaluationResult) -> None:
     import pandas as pd
 
     from cfviz.analysis.published import published_frame
-    from cfviz.experiments.runner import summarize, summary_markdown
+    from cfviz.evaluation.runner import summarize, summary_markdown
 
     pub = published_frame()
     assert pub["grid"].str.len().gt(0).all()
@@ -225,7 +225,7 @@ def test_the_rule_is_scoring_only(run: EvaluationResult, tmp_path: Path, monkeyp
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a scoring setting loaded a model")
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
     files = {p: p.stat().st_mtime_ns for p in sorted(run.store.path.rglob("*")) if p.is_file()}
     scoring = replace(run.spec.scoring, image_score="cls", smoothing="own", normalization="inductive")
     other = evaluate(replace(run.spec, scoring=scoring), tmp_path, store_dir=run.store.path, progress=False)

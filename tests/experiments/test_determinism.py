@@ -26,7 +26,7 @@ import pytest
 from cfviz.capture.store import CaptureStore, StoreDamagedError
 from cfviz.errors import ModelUnavailableError, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.runner import EvaluationResult, store_identity
+from cfviz.evaluation.runner import EvaluationResult, store_identity
 
 BATCH = 2
 
@@ -111,7 +111,7 @@ def assert_same_bytes(store: Path, out: Path, reference: EvaluationResult) -> No
 def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded although every image is in the store")
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
 
 
 def test_sigkill_mid_extraction_then_resume_is_byte_identical(spec_kw: dict, spec: RunSpec,
@@ -205,7 +205,7 @@ def test_run_failing_before_its_first_entry_leaves_no_store(spec: RunSpec, tmp_p
     def broken_loader(choice):
         raise ModelUnavailableError("no such weights (a typo)")
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", broken_loader)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", broken_loader)
     typo = replace(spec, models=replace(spec.models, seed=7))
     with pytest.raises(ModelUnavailableError):
         evaluate(typo, tmp_path, progress=False)
@@ -261,7 +261,7 @@ def test_an_images_batch_does_not_depend_on_what_else_a_run_asks_for() -> None:
     with the neighbours a single fresh run gives it, so their entries are the same bytes."""
     from types import SimpleNamespace
 
-    from cfviz.experiments.extraction import run_batches
+    from cfviz.evaluation.extraction import run_batches
 
     def rec(image_id: str) -> SimpleNamespace:
         category, split = image_id.split("/")[:2]
@@ -288,7 +288,7 @@ def test_an_images_batch_does_not_depend_on_what_else_a_run_asks_for() -> None:
 def test_weights_identity_hashes_local_files_once_per_version(env, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import cfviz.models.fingerprint as fp
-    from cfviz.experiments.models import weights_identity
+    from cfviz.evaluation.models import weights_identity
 
     folder = tmp_path / "sd"
     (folder / "unet").mkdir(parents=True)
@@ -323,7 +323,7 @@ def test_hub_commit_is_recorded_with_the_first_entry_and_must_match(tmp_path: Pa
     import torch
 
     from cfviz.capture.store import ClipScores
-    from cfviz.experiments.models import LoadedModels, resolved_weights
+    from cfviz.evaluation.models import LoadedModels, resolved_weights
 
     def loaded(commit: str) -> LoadedModels:
         info = {"kind": "inpaint_pipeline", "name": "org/model", "source": "hub", "commit": commit}

@@ -46,8 +46,8 @@ def _rows(frame: pd.DataFrame) -> pd.Series:
 def test_native_pixel_metrics_use_each_mask_at_its_own_size(spec: RunSpec, tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
-    from cfviz.experiments.runner import open_run_dataset
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation.runner import open_run_dataset
+    from cfviz.evaluation.scoring import predict
     from cfviz.fusion import upsample
     from cfviz.metrics.native import NativeMasks
 

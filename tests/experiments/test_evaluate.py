@@ -15,8 +15,8 @@ import pytest
 
 from cfviz.capture.store import CaptureStore, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments import runner
-from cfviz.experiments.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult
+from cfviz.evaluation import runner
+from cfviz.evaluation.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
 
@@ -51,7 +51,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded although every image is in the store")
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
 
 
 def test_tables_cover_every_setting(full: EvaluationResult, spec: RunSpec) -> None:
@@ -182,7 +182,7 @@ def test_cli_bad_shard_is_one_clear_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_dataset_options_reach_the_reader(tmp_path: Path) -> None:
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.runner import open_run_dataset
 
     spec = RunSpec(dataset="textures", root=str(tmp_path / "tex"), categories=("gravel",),
                    dataset_options={"n_train": 1, "n_test_good": 1, "n_per_defect": 1, "image_size": 32})
@@ -197,7 +197,7 @@ def test_a_missing_mask_leaves_out_that_image_not_the_category(small_root: Path,
     import shutil
     import warnings
 
-    from cfviz.experiments.scoring import annotated_masks, predict
+    from cfviz.evaluation.scoring import annotated_masks, predict
     from cfviz.metrics import pixel_metrics
 
     root = tmp_path / "data"

@@ -17,7 +17,7 @@ import pytest
 
 from cfviz.capture.store import CaptureStore, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.runner import EvaluationResult
+from cfviz.evaluation.runner import EvaluationResult
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
 KEYS = ["category", "method", "shots", "seed", "metric"]
@@ -76,7 +76,7 @@ def test_a_scoring_knob_changes_only_its_methods_and_never_the_store(base: Evalu
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a scoring setting loaded a model")
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
     before = _store_files(base.store)
     other = evaluate(replace(spec, scoring=replace(spec.scoring, **{name: value})), tmp_path, store_dir=base.store.path,
                      progress=False)
@@ -105,8 +105,8 @@ def test_the_score_rule_changes_only_image_scores(base: EvaluationResult, spec: 
 def test_patchclip_map_forms_are_what_they_say(base: EvaluationResult, spec: RunSpec) -> None:
     """The stored language map is the mean of [patch map, scale-2 map, scale-3 map]: 'patches' is the
     patch map alone, 'windows' the mean of the scale maps; the same holds for the k-shot visual map."""
-    from cfviz.experiments import clip_branch
-    from cfviz.experiments.scoring import clip_embeddings
+    from cfviz.evaluation import clip_branch
+    from cfviz.evaluation.scoring import clip_embeddings
 
     store, ext = base.store, base.spec.extraction
     ids = store.ids[:3]
@@ -181,7 +181,7 @@ def test_design_choices_defaults_are_the_runs_rows(base: EvaluationResult, spec:
 
 
 def open_dataset(spec: RunSpec):  # the run's data set (the same reader the runner opens)
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.runner import open_run_dataset
 
     return open_run_dataset(spec)
 

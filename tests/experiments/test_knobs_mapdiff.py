@@ -18,7 +18,7 @@ import torch
 
 from cfviz.capture.store import CaptureStore, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.runner import EvaluationResult
+from cfviz.evaluation.runner import EvaluationResult
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip")
 KEYS = ["category", "method", "shots", "seed", "metric"]
@@ -168,7 +168,7 @@ def _rescore(base: EvaluationResult, spec: RunSpec, tmp_path: Path, monkeypatch:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a scoring setting loaded a model")
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
     before = _store_files(base.store)
     other = evaluate(replace(spec, scoring=replace(spec.scoring, **scoring)), tmp_path, store_dir=base.store.path,
                      progress=False)
@@ -179,7 +179,7 @@ def _rescore(base: EvaluationResult, spec: RunSpec, tmp_path: Path, monkeypatch:
 def test_language_layers_filter_m_diff_l_only(base: EvaluationResult, spec: RunSpec, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from cfviz.diffusion.mapdiff import language_map
-    from cfviz.experiments.scoring import diffusion_language_maps
+    from cfviz.evaluation.scoring import diffusion_language_maps
 
     other = _rescore(base, spec, tmp_path, monkeypatch, language_layers="up_blocks.*")
     changed = _changed_groups(_rows(base.frame), _rows(other.frame))
@@ -202,7 +202,7 @@ def test_language_layers_filter_m_diff_l_only(base: EvaluationResult, spec: RunS
 def test_several_visual_blocks_are_pooled_and_change_only_k_shot_diffusion_rows(
         base: EvaluationResult, spec: RunSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooling: str) -> None:
     from cfviz.diffusion.mapdiff import mean_on_finest_grid, pooled_visual_map
-    from cfviz.experiments.scoring import diffusion_features, diffusion_visual_maps, pooled_diffusion_visual_maps
+    from cfviz.evaluation.scoring import diffusion_features, diffusion_visual_maps, pooled_diffusion_visual_maps
 
     blocks = "up_blocks.0,up_blocks.2"  # 64 channels on 4x4, 32 on 8x8
     other = _rescore(base, spec, tmp_path, monkeypatch, visual_block=blocks, visual_pooling=pooling)
@@ -249,7 +249,7 @@ def test_visual_blocks_must_be_stored_and_paired() -> None:
 def test_a_state_ensemble_is_one_prompt_whose_states_weigh_equally_in_m_diff_l(
         base: EvaluationResult, spec: RunSpec, tmp_path: Path) -> None:
     from cfviz.diffusion.mapdiff import language_map
-    from cfviz.experiments.scoring import diffusion_language_maps
+    from cfviz.evaluation.scoring import diffusion_language_maps
 
     ensemble = replace(spec, extraction=replace(spec.extraction, state="crack damage,scratch"))
     assert ensemble.extraction.states == [["crack", "damage"], ["scratch"]]
@@ -315,9 +315,9 @@ def test_the_cli_sets_each_mapdiff_knob() -> None:
 def test_design_choices_sweep_layers_and_pooled_blocks_from_one_store(base: EvaluationResult, spec: RunSpec,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from cfviz.analysis.ablations import design_choices
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.runner import open_run_dataset
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", lambda *a, **k: 1 / 0)  # no model runs
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", lambda *a, **k: 1 / 0)  # no model runs
     t = design_choices(base.store, open_run_dataset(spec), methods=("mapdiff",), shots=(0, 1), scoring=spec.scoring,
                        metrics=("image_auroc", "pixel_auroc"))
     assert {"language_layers", "visual_block"} <= set(t.knob)

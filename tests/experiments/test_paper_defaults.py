@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.config import ModelChoice, resolve_clip_windows
+from cfviz.evaluation.config import ModelChoice, resolve_clip_windows
 
 
 def test_patchclip_defaults_to_the_patch_forms() -> None:
@@ -37,7 +37,7 @@ def test_auto_windows_are_on_exactly_when_something_needs_them(spec: RunSpec, wi
 
 
 def test_the_store_identity_records_the_resolved_value() -> None:
-    from cfviz.experiments.runner import store_identity
+    from cfviz.evaluation.runner import store_identity
 
     assert store_identity(RunSpec())["extraction"]["clip_windows"] is False
     # on: left out, as in every store written before the setting existed (those had windows)

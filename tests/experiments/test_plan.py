@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.plan import RunPlan, plan_run
+from cfviz.evaluation.plan import RunPlan, plan_run
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,11 @@ def _count(monkeypatch: pytest.MonkeyPatch, calls: Counter, target: str, key=lam
 
 def test_every_setting_is_resolved_once_per_run(spec: RunSpec, tmp_path: Path, monkeypatch) -> None:
     calls: Counter = Counter()
-    for target in ("cfviz.experiments.config.resolve_clip_size", "cfviz.experiments.config.resolve_clip_windows",
-                   "cfviz.experiments.families.resolve_family_settings",
-                   "cfviz.experiments.families.diffusion_pipeline_class",
-                   "cfviz.experiments.models.weights_identity", "cfviz.experiments.extraction.run_batches",
-                   "cfviz.experiments.plan.open_run_dataset", "cfviz.experiments.scoring.visual_pair"):
+    for target in ("cfviz.evaluation.config.resolve_clip_size", "cfviz.evaluation.config.resolve_clip_windows",
+                   "cfviz.evaluation.families.resolve_family_settings",
+                   "cfviz.evaluation.families.diffusion_pipeline_class",
+                   "cfviz.evaluation.models.weights_identity", "cfviz.evaluation.extraction.run_batches",
+                   "cfviz.evaluation.plan.open_run_dataset", "cfviz.evaluation.scoring.visual_pair"):
         _count(monkeypatch, calls, target)
     _count(monkeypatch, calls, "cfviz.data.samples.sample_references", key=lambda d, c, k, s=0: (c, k, s))
     result = evaluate(spec, tmp_path / "run", progress=False)
@@ -82,7 +82,7 @@ def test_what_the_run_writes_is_the_plan(spec: RunSpec, tmp_path: Path) -> None:
 
 
 def test_a_plan_is_frozen_and_a_shards_batches_are_its_share(spec: RunSpec, tmp_path: Path) -> None:
-    from cfviz.experiments.extraction import batches_for_shard
+    from cfviz.evaluation.extraction import batches_for_shard
 
     whole = plan_run(spec, tmp_path / "run")
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -18,7 +18,7 @@ import pytest
 from cfviz.cli import main
 from cfviz.errors import DataContentError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.datacheck import LeftOutCategoryWarning
+from cfviz.evaluation.datacheck import LeftOutCategoryWarning
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def root(source: Path, tmp_path: Path) -> Path:
 def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the data set was checked")
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
 
 
 def _spec(root: Path, **kw) -> RunSpec:
@@ -113,8 +113,8 @@ def test_shots_without_enough_training_images_speaks_cli(root: Path, tmp_path: P
 
 
 def test_a_complete_data_set_passes_the_check_untouched(source: Path) -> None:
-    from cfviz.experiments.datacheck import check_run_data
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.datacheck import check_run_data
+    from cfviz.evaluation.runner import open_run_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -128,8 +128,8 @@ def test_every_category_is_scored_or_named(tmp_path: Path) -> None:
     import numpy as np
 
     from cfviz.data.samples import AnomalyDataset, SampleRecord, make_image_id
-    from cfviz.experiments.datacheck import check_run_data
-    from cfviz.experiments.runner import test_categories
+    from cfviz.evaluation.datacheck import check_run_data
+    from cfviz.evaluation.runner import test_categories
 
     rng = np.random.default_rng(0)
     for trial in range(300):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.runner import EvaluationResult
+from cfviz.evaluation.runner import EvaluationResult
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationResult, object]:
     from cfviz.data.textures import generate_textures
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.runner import open_run_dataset
 
     root = generate_textures(tmp_path_factory.mktemp("tex"), seed=3, image_size=64, n_train=2, n_test_good=1,
                              n_per_defect=2, categories=["grass", "brick"], defect_kinds=["stain", "hole", "scratch"])
@@ -33,7 +33,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationResult, obj
 
 
 def test_kept_predictions_are_what_predict_gives(run: tuple[EvaluationResult, object]) -> None:
-    from cfviz.experiments.scoring import predict
+    from cfviz.evaluation.scoring import predict
 
     result, dataset = run
     assert sorted(result.predictions) == [(c, m, 1, 0) for c in ("brick", "grass") for m in ("clipfusion", "winclip")]
@@ -47,7 +47,7 @@ def test_kept_predictions_are_what_predict_gives(run: tuple[EvaluationResult, ob
 
 def test_demo_figure_reuses_the_run_and_shows_each_defect_type(
         run: tuple[EvaluationResult, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cfviz.experiments.scoring as scoring
+    import cfviz.evaluation.scoring as scoring
     from cfviz.commands.demo import PICK_RULE, qualitative_rows, write_figures
 
     result, dataset = run

@@ -2,7 +2,7 @@
 
 One small generated category (64 px, 2 timesteps, 4 test images), every method that reads the
 diffusion and CLIP branches, shots 0 and 1, two seeds: 8 settings per category. With the runner's
-per-category :class:`~cfviz.experiments.scoring.BranchCache`, M_diff_L is computed once per
+per-category :class:`~cfviz.evaluation.scoring.BranchCache`, M_diff_L is computed once per
 category and no stored tensor of an image is read twice; the metric rows are those of the
 uncached code, float for float.
 """
@@ -15,9 +15,9 @@ import pytest
 
 from cfviz.capture.store import StoreEntry
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments import scoring as scoring_module
-from cfviz.experiments.plan import open_run_dataset, plan_run
-from cfviz.experiments.runner import EvaluationResult, _score
+from cfviz.evaluation import scoring as scoring_module
+from cfviz.evaluation.plan import open_run_dataset, plan_run
+from cfviz.evaluation.runner import EvaluationResult, _score
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import pytest
 from cfviz.capture.store import CaptureStore
 from cfviz.errors import CfvizError, ConfigError, StoreMismatchError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.runner import EvaluationResult
+from cfviz.evaluation.runner import EvaluationResult
 
 
 def _textures(root: Path, seed: int) -> Path:
@@ -79,7 +79,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -230,13 +230,13 @@ def test_a_failed_run_leaves_the_earlier_results(spec: RunSpec, run_a: Evaluatio
 
     def broken(*args, **kwargs):
         raise KeyError("category")
-    monkeypatch.setattr("cfviz.experiments.report.summary_markdown", broken)
+    monkeypatch.setattr("cfviz.evaluation.report.summary_markdown", broken)
     with pytest.raises(KeyError):
         evaluate(spec, out, progress=False)
     assert {n: (out / n).read_bytes() for n in before} == before
     monkeypatch.undo()
 
-    monkeypatch.setattr("cfviz.experiments.runner._score", lambda *a, **k: [])  # nothing scored
+    monkeypatch.setattr("cfviz.evaluation.runner._score", lambda *a, **k: [])  # nothing scored
     with pytest.raises(CfvizError, match="no results were written"):
         evaluate(spec, out, progress=False)
     assert {n: (out / n).read_bytes() for n in before} == before

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cfviz.experiments import RunSpec
-from cfviz.experiments.runner import summarize, summary_markdown
+from cfviz.evaluation.runner import summarize, summary_markdown
 from cfviz.notebooks import summary_table
 
 

@@ -17,8 +17,8 @@ import pytest
 from cfviz.capture.store import CaptureStore, StoreMismatchError
 from cfviz.errors import ConfigError
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.config import ModelChoice
-from cfviz.experiments.runner import EvaluationResult
+from cfviz.evaluation.config import ModelChoice
+from cfviz.evaluation.runner import EvaluationResult
 
 #: tiny name -> (family recorded in the store, a text-attention layer it must have stored)
 FAMILIES = {
@@ -70,7 +70,7 @@ def test_every_family_evaluates_end_to_end(name: str, root: Path, tmp_path: Path
 
 
 def test_transformer_families_get_their_own_layers(root: Path) -> None:
-    from cfviz.experiments.families import resolve_family_settings
+    from cfviz.evaluation.families import resolve_family_settings
 
     for name, attention, block in (("tiny-sd3", "*.attn", "transformer_blocks.1"),
                                    ("tiny-flux", "*.attn", "transformer_blocks.0"),
@@ -150,8 +150,8 @@ def guarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     def refuse(*args, **kwargs):
         raise AssertionError("something loaded although the input was invalid")
 
-    monkeypatch.setattr("cfviz.experiments.models.load_models", refuse)
-    monkeypatch.setattr("cfviz.experiments.plan.open_run_dataset", refuse)
+    monkeypatch.setattr("cfviz.evaluation.models.load_models", refuse)
+    monkeypatch.setattr("cfviz.evaluation.plan.open_run_dataset", refuse)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -198,7 +198,7 @@ def test_bad_family_input_is_one_sentence(args, flag, fragments, guarded: Path, 
 
 
 def test_python_api_names_models_diffusion(guarded: Path) -> None:
-    from cfviz.experiments.preflight import preflight
+    from cfviz.evaluation.preflight import preflight
 
     with pytest.raises(ConfigError) as err:
         preflight(RunSpec(root=str(guarded / "tex"), models=ModelChoice(diffusion="tiny-fluxx")))
@@ -220,7 +220,7 @@ def test_every_category_prompt_fits_the_tiny_t5() -> None:
     from cfviz.data.textures import TEXTURE_CATEGORIES
     from cfviz.data.visa import VISA_CATEGORIES
     from cfviz.diffusion.forward import build_prompt
-    from cfviz.experiments.config import PROMPT_TEMPLATE
+    from cfviz.evaluation.config import PROMPT_TEMPLATE
     from cfviz.clip.object_names import object_name
     from cfviz.models.families import tiny_t5_tokenizer
 
@@ -232,7 +232,7 @@ def test_every_category_prompt_fits_the_tiny_t5() -> None:
         assert len(ids) <= tok.model_max_length and "▁damage" in pieces, (category, mode, pieces)
 
 
-@pytest.mark.parametrize("name", ["cfviz.experiments.families", "cfviz.analysis.family_maps"])
+@pytest.mark.parametrize("name", ["cfviz.evaluation.families", "cfviz.analysis.family_maps"])
 def test_doctests_of_the_evaluation_modules(name: str) -> None:
     import doctest
     import importlib

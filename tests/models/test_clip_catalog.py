@@ -20,8 +20,8 @@ HEAVY = ("torch", "open_clip", "diffusers", "transformers", "timm")
 _PROBE = r"""
 import json, sys
 from cfviz.errors import ConfigError
-from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec
-from cfviz.experiments.preflight import preflight
+from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec
+from cfviz.evaluation.preflight import preflight
 out = {}
 for key, choice in [("pretrained", ModelChoice(clip="pretrained")),
                     ("bad_arch", ModelChoice(clip="random", clip_arch="ViT-B-16-plu")),
@@ -61,7 +61,7 @@ def test_a_cached_tag_passes_offline(tmp_path: Path, monkeypatch) -> None:
     """The cache check finds the file open_clip would load, so offline runs with cached weights go on:
     the hub layout where the installed open_clip names a hub repository for ViT-B-32 'openai', else
     (open_clip 2.24, ``make test-oldest``) its release-URL download folder ``~/.cache/clip``."""
-    from cfviz.experiments.preflight import check_clip_weights_cached
+    from cfviz.evaluation.preflight import check_clip_weights_cached
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_setup_says_what_it_builds_and_when_it_is_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    import cfviz.experiments.runner as runner
+    import cfviz.evaluation.runner as runner
 
     seen: dict[str, object] = {}
 
@@ -28,7 +28,7 @@ def test_setup_says_what_it_builds_and_when_it_is_ready(tmp_path: Path, monkeypa
         return SimpleNamespace(store=[1, 2, 3], summary=None)
 
     monkeypatch.setattr(runner, "evaluate", evaluate)
-    monkeypatch.setattr("cfviz.experiments.plan.plan_run", _plan)
+    monkeypatch.setattr("cfviz.evaluation.plan.plan_run", _plan)
     nbs.setup(smoke=True, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", shots=[0])
     out = capsys.readouterr().out.splitlines()
     assert seen["progress"] is True  # the bars are on by default
@@ -49,11 +49,11 @@ def _plan(spec, out, store_dir) -> SimpleNamespace:  # type: ignore[no-untyped-d
 def test_setup_says_no_model_runs_when_the_store_holds_every_image(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 21: the first line said "running the models ..." although the store was full."""
-    import cfviz.experiments.runner as runner
+    import cfviz.evaluation.runner as runner
     from cfviz.capture.store import CaptureStore, ClipScores
 
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: SimpleNamespace(store=[1, 2], summary=None))
-    monkeypatch.setattr("cfviz.experiments.plan.plan_run", _plan)
+    monkeypatch.setattr("cfviz.evaluation.plan.plan_run", _plan)
     store = CaptureStore(tmp_path / "run" / "smoke" / "store", config={"model": "x"})
     store.add("brick/test/good/000", clip=ClipScores(image=0.1, patch=np.zeros((2, 2), np.float32)))
     nbs.setup(smoke=True, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", shots=[0])

@@ -16,16 +16,16 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from cfviz.experiments.config import ExtractionConfig, RunSpec, ScoringConfig  # noqa: E402
-from cfviz.experiments.runner import evaluate  # noqa: E402
-from cfviz.experiments.scoring import predict  # noqa: E402
+from cfviz.evaluation.config import ExtractionConfig, RunSpec, ScoringConfig  # noqa: E402
+from cfviz.evaluation.runner import evaluate  # noqa: E402
+from cfviz.evaluation.scoring import predict  # noqa: E402
 from cfviz.metrics import image_metrics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
     from cfviz.data.textures import generate_textures
-    from cfviz.experiments.runner import open_run_dataset
+    from cfviz.evaluation.runner import open_run_dataset
 
     root = generate_textures(tmp_path_factory.mktemp("tex"), seed=5, image_size=64, n_train=2, n_test_good=3,
                              n_per_defect=2, categories=["brick"], defect_kinds=["stain", "scratch"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cfviz.analysis.failures import rank_failures
-from cfviz.experiments.scoring import Predictions
+from cfviz.evaluation.scoring import Predictions
 
 
 def _preds() -> Predictions:
@@ -222,7 +222,7 @@ def test_block_grid_names_blocks_short_with_their_paths_in_the_caption(figs) -> 
 def test_summary_says_its_unit_and_tables_for_people_are_in_percent() -> None:
     import pandas as pd
 
-    from cfviz.experiments.runner import summarize
+    from cfviz.evaluation.runner import summarize
     from cfviz.notebooks import summary_table
 
     frame = pd.DataFrame({"method": ["m"] * 4, "shots": [0] * 4, "seed": [0, 0, 1, 1], "category": ["a", "b"] * 2,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cfviz.experiments import ExtractionConfig, RunSpec, ScoringConfig, evaluate
-from cfviz.experiments.prompt_tokens import END_LABEL, EVERY_TOKEN, START_LABEL
+from cfviz.evaluation.prompt_tokens import END_LABEL, EVERY_TOKEN, START_LABEL
 from cfviz.viz.grids import word_block_grid, word_timestep_grid
 
 KEYS = ["category", "method", "shots", "seed", "metric"]
@@ -175,7 +175,7 @@ def test_compare_store_maps_reads_the_same_image_from_two_stores(runs, figs) -> 
 
 def test_tokens_all_with_object_words_over_two_categories(runs, tmp_path: Path) -> None:
     """Categories' language words differ (language_tokens="object"); one store still takes both."""
-    from cfviz.experiments.prompt_tokens import language_words
+    from cfviz.evaluation.prompt_tokens import language_words
 
     _, every = runs
     spec = every.spec

@@ -6,8 +6,8 @@ state (:class:`accelerate.PartialState`) and maps it onto the run's batch plan:
 
 * process ``p`` of ``n`` (``state.process_index`` / ``state.num_processes``, counted over every
   machine) extracts the batches ``p, p+n, p+2n, ...`` of
-  :func:`~cfviz.experiments.extraction.run_batches`, exactly what ``--shard p/n`` takes
-  (:func:`~cfviz.experiments.extraction.batches_for_shard`). Round robin rather than contiguous
+  :func:`~cfviz.evaluation.extraction.run_batches`, exactly what ``--shard p/n`` takes
+  (:func:`~cfviz.evaluation.extraction.batches_for_shard`). Round robin rather than contiguous
   chunks (``split_between_processes``) keeps the load even: the plan lists each category's
   batches together and categories differ in size and image cost;
 * every process writes into the same store folder (on a file system all machines share); entries

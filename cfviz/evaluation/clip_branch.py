@@ -21,7 +21,7 @@ or form needs windows): with ``extraction.clip_windows=False`` no window embeddi
 forward pass per image instead of one plus a batch of short window sequences per scale): the
 store gets image and patch embeddings, PatchCLIP's patch-token outputs (``clip/map/language`` is
 then the patch map) and no WinCLIP outputs. The setting is part of the store's identity, and
-:meth:`~cfviz.experiments.config.RunSpec.validate` refuses, naming it, any method or form that
+:meth:`~cfviz.evaluation.config.RunSpec.validate` refuses, naming it, any method or form that
 needs windows (WinCLIP, PatchCLIP language or visual maps other than ``"patches"``).
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import ExtractionConfig
+from cfviz.evaluation.config import ExtractionConfig
 
 EMB = "clip_emb"
 
@@ -46,7 +46,7 @@ def window_scales(extraction: ExtractionConfig) -> tuple[int, ...]:
     """The window scales extraction computes: ``extraction.scales``, or none with ``clip_windows=False``.
 
     ``None`` (auto, unresolved: no run decided it, or a store written before the setting) means on;
-    a run resolves it first (:func:`~cfviz.experiments.config.resolve_clip_windows`).
+    a run resolves it first (:func:`~cfviz.evaluation.config.resolve_clip_windows`).
 
     >>> window_scales(ExtractionConfig()), window_scales(ExtractionConfig(clip_windows=False))
     ((2, 3), ())

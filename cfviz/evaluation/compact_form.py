@@ -1,9 +1,9 @@
-"""What a compacted capture store entry holds, and how scoring reads it (see :mod:`cfviz.experiments.compact`).
+"""What a compacted capture store entry holds, and how scoring reads it (see :mod:`cfviz.evaluation.compact`).
 
 A compacted test entry keeps M_diff_V's distance maps under ``mdv/<tq>/<bq>/<tr>/<br>/<draw>``
 (:func:`map_name`) in place of its UNet features; :func:`stored_visual_maps` reads them back for
 scoring, or says which setting the compaction did not keep. The compaction itself (which needs
-scoring's functions to compute the maps) is :mod:`cfviz.experiments.compact`.
+scoring's functions to compute the maps) is :mod:`cfviz.evaluation.compact`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore
 from cfviz.errors import ConfigError
-from cfviz.experiments.config import Pair
+from cfviz.evaluation.config import Pair
 
 #: Tensor group of the stored M_diff_V maps in a compacted test entry.
 MAP_GROUP = "mdv"

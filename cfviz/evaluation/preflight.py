@@ -1,7 +1,7 @@
 """Check everything a run needs before any data is generated or any model is built.
 
 :func:`preflight` runs at the top of :func:`cfviz.experiments.evaluate`. It validates the
-:class:`~cfviz.experiments.config.RunSpec` (ranges, choices, settings that must fit together)
+:class:`~cfviz.evaluation.config.RunSpec` (ranges, choices, settings that must fit together)
 and then what lies outside it: the data folder, the output and store folders, the device, the
 CLIP architecture, pretrained tag or checkpoint file, the diffusion folder and the AA-CLIP
 checkpoint. Each failure is one :class:`~cfviz.errors.ConfigError` whose ``field`` names the
@@ -12,7 +12,7 @@ that needs only a name or a file: CLIP architectures and tags are read from open
 (:mod:`cfviz.models.clip_catalog`), so a bad ``--clip-arch`` or a tag not cached offline fails in
 about a second; only ``--device`` other than cpu and ``--dtype float16`` on the CPU import torch.
 
->>> from cfviz.experiments.config import ModelChoice, RunSpec, check_int
+>>> from cfviz.evaluation.config import ModelChoice, RunSpec, check_int
 >>> preflight(RunSpec(models=ModelChoice(device="gpu")))
 Traceback (most recent call last):
 ...
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.errors import ConfigError, DataRootError
-from cfviz.experiments.config import ModelChoice, RunSpec, check_int
-from cfviz.experiments.families import check_family_settings
+from cfviz.evaluation.config import ModelChoice, RunSpec, check_int
+from cfviz.evaluation.families import check_family_settings
 from cfviz.models.speed import check_compile
 
 
@@ -40,7 +40,7 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
     """Raise a :class:`~cfviz.errors.ConfigError` for the first setting or input a run cannot use.
 
     Returns the denoiser family it checked the settings for (``"sd"``, ``"sd3"``, ...), which the
-    run's plan records (:func:`~cfviz.experiments.families.diffusion_family`, read once).
+    run's plan records (:func:`~cfviz.evaluation.families.diffusion_family`, read once).
 
     ``out_dir`` and ``store_dir`` (when given) must be folders that can be written (or created).
     """
@@ -342,7 +342,7 @@ def check_diffusion(choice: ModelChoice) -> None:
 
     Hub ids are not probed online (offline, they must be cached).
     """
-    from cfviz.experiments.families import tiny_names
+    from cfviz.evaluation.families import tiny_names
 
     if choice.diffusion in ("tiny", "random") or choice.diffusion in tiny_names():
         return

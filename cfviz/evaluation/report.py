@@ -3,7 +3,7 @@
 ``summary.md`` holds per-method means over categories, mean ± std over seeds, with published
 numbers beside them when a real data set is run with real weights; ``run.json`` the resolved
 spec, the comparison rule, the store's identity and the reference images drawn for every
-category and seed (:class:`~cfviz.experiments.plan.RunPlan`).
+category and seed (:class:`~cfviz.evaluation.plan.RunPlan`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import RunSpec
-from cfviz.experiments.extraction import ExtractionReport
+from cfviz.evaluation.config import RunSpec
+from cfviz.evaluation.extraction import ExtractionReport
 from cfviz.utils.env import library_versions
 from cfviz.utils.io import atomic_write_files, json_bytes
 
@@ -38,7 +38,7 @@ class EvaluationResult:
     spec: RunSpec | None = None  #: the run's settings
     #: categories of the data set not scored, with the reason (no test images); the means leave them out
     left_out: dict[str, str] = field(default_factory=dict)
-    #: the scoring's own :class:`~cfviz.experiments.scoring.Predictions` of the settings asked for
+    #: the scoring's own :class:`~cfviz.evaluation.scoring.Predictions` of the settings asked for
     #: with ``evaluate(keep=...)``, by (category, method, shots, seed): figures reuse them
     predictions: dict[tuple[str, str, int, int], Any] = field(default_factory=dict)
 
@@ -72,8 +72,8 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
     ``rule`` is the run's comparison rule (``RunPlan.rule``; made from ``spec`` when not given).
     """
     if rule is None:
-        from cfviz.experiments.plan import scored_visual_pair
-        from cfviz.experiments.scoring import comparison_rule
+        from cfviz.evaluation.plan import scored_visual_pair
+        from cfviz.evaluation.scoring import comparison_rule
 
         rule = comparison_rule(spec.scoring, scored_visual_pair(spec))
     from cfviz.data import dataset_has_masks
@@ -145,7 +145,7 @@ def _percent_columns(metrics: list[str]) -> list[str]:
 
 
 def write_outputs(result: EvaluationResult, plan: Any) -> None:
-    """Write results.csv, summary.md and run.json of a run (its :class:`~cfviz.experiments.plan.RunPlan`)
+    """Write results.csv, summary.md and run.json of a run (its :class:`~cfviz.evaluation.plan.RunPlan`)
     into ``result.out_dir``, only when all three are complete.
 
     Every text is made first; then each goes to a temporary file in ``out_dir``, and only when

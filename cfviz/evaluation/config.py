@@ -39,7 +39,7 @@ METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
 CLIP_MODES = ("tiny", "random", "pretrained")
 DTYPES = ("float32", "float16", "bfloat16")
 #: What a capture store keeps of the test images: everything, or M_diff_V's distance maps in place
-#: of their UNet features (see cfviz.experiments.compact).
+#: of their UNet features (see cfviz.evaluation.compact).
 STORE_FORMS = ("full", "compact")
 NORMALIZATIONS = ("dataset", "image", "reference", "none", "inductive")
 SCORE_RULES = ("max", "topk_mean", "mean")
@@ -280,7 +280,7 @@ class ExtractionConfig:
     #: Tokens whose cross-attention is stored: ``"language"`` (default: the ``language_tokens``
     #: words only) or ``"all"``: those, then every token of the prompt from ``"<start>"`` to
     #: ``"<end>"`` (per-word figures, the explorer's token menu); M_diff_L still reads the
-    #: language words. See :mod:`cfviz.experiments.prompt_tokens`.
+    #: language words. See :mod:`cfviz.evaluation.prompt_tokens`.
     tokens: str = "language"
     #: Diffusion noise at a timestep (ours; the paper does not say): ``"shared"`` (default, one
     #: draw seeded by ``(noise_seed, t)`` for every image) or ``"per-image"`` (seeded by
@@ -579,7 +579,7 @@ class ScoringConfig:
     visual_timestep, visual_block:
         Query timestep and block of M_diff_V (default: the middle of the captured timesteps
         sorted, e.g. 261 of 50, 261, 400, and ``up_blocks.1``, from DIFT; the run names the pair it
-        used in ``run.json`` and ``summary.md``, :func:`cfviz.experiments.scoring.visual_pair`). Several stored blocks, comma-separated (``"up_blocks.1,up_blocks.2"``), are
+        used in ``run.json`` and ``summary.md``, :func:`cfviz.evaluation.scoring.visual_pair`). Several stored blocks, comma-separated (``"up_blocks.1,up_blocks.2"``), are
         pooled by ``visual_pooling``.
     reference_timestep, reference_block:
         Reference side of M_diff_V; ``None`` = matched with the query (the paper's default). With
@@ -733,7 +733,7 @@ class RunSpec:
     ``store_form`` (ours): ``"full"`` (default) keeps every captured tensor; ``"compact"`` replaces
     the test images' UNet features by M_diff_V maps for this run's shots, seeds and the
     (timestep, block) matching grid once they are extracted, 10x or more smaller for three
-    blocks, the same results (:mod:`cfviz.experiments.compact`). Part of the store's identity.
+    blocks, the same results (:mod:`cfviz.evaluation.compact`). Part of the store's identity.
     """
 
     dataset: str = "textures"
@@ -757,7 +757,7 @@ class RunSpec:
 
         Raises :class:`~cfviz.errors.ConfigError` naming the setting (``field`` is its path, e.g.
         ``"scoring.alpha_seg"``). Paths, devices and model names are checked by
-        :func:`cfviz.experiments.preflight.preflight`, which calls this first.
+        :func:`cfviz.evaluation.preflight.preflight`, which calls this first.
 
         >>> RunSpec(shots=(-1,))
         Traceback (most recent call last):

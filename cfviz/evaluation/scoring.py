@@ -9,7 +9,7 @@ segmentation maps and image scores, for one k-shot setting and seed:
 * ``mapdiff`` — the diffusion branch alone (M_diff_L [+ M_diff_V]);
 * ``winclip`` — WinCLIP (zero-shot) or WinCLIP+ (k-shot) maps as published;
 * ``aaclip`` — AA-CLIP adapters as released (needs a store extracted with adapters; see
-  :mod:`cfviz.experiments.aaclip_branch`). ``scoring.clip_branch="aaclip"`` makes AA-CLIP the
+  :mod:`cfviz.evaluation.aaclip_branch`). ``scoring.clip_branch="aaclip"`` makes AA-CLIP the
   CLIP language branch of ``clipfusion`` and ``patchclip``.
 
 Every map is upsampled to ``eval_size``, normalised (``scoring.normalization``: over the category's
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import METHODS, ExtractionConfig, ScoringConfig, resolved_pair
+from cfviz.evaluation.config import METHODS, ExtractionConfig, ScoringConfig, resolved_pair
 from cfviz.fusion import blend, fuse_components, image_scores, method_image_scores, normalize_maps, smooth, upsample
 
 
@@ -87,7 +87,7 @@ def extraction_of(store: CaptureStore) -> ExtractionConfig:
     stored = store.config.get("extraction")
     if stored is None:
         raise KeyError(f"the store at {store.path} records no extraction settings; was it written by "
-                       "cfviz.experiments.extraction?")
+                       "cfviz.evaluation.extraction?")
     return ExtractionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
 
 
@@ -152,7 +152,7 @@ def comparison_rule(scoring: ScoringConfig, pair: dict[str, Any] | None = None) 
     >>> rule["M_diff_V pair"]
     'query t=261 up_blocks.1, reference t=261 up_blocks.1'
     """
-    from cfviz.experiments.config import NATIVE, NATIVE_WORKING_GRID
+    from cfviz.evaluation.config import NATIVE, NATIVE_WORKING_GRID
 
     s = scoring
     if s.smoothing == "shared":
@@ -216,7 +216,7 @@ def diffusion_language_maps(store: CaptureStore, ids: Sequence[str], scoring: Sc
     (:func:`cfviz.diffusion.mapdiff.state_groups`).
     """
     from cfviz.diffusion.mapdiff import language_map, state_groups
-    from cfviz.experiments.prompt_tokens import language_words
+    from cfviz.evaluation.prompt_tokens import language_words
 
     extraction = extraction or extraction_of(store)
     ensemble = extraction.language_tokens == "state" and len(extraction.states) > 1
@@ -249,7 +249,7 @@ def diffusion_features(store: CaptureStore, ids: Sequence[str], block: str, time
         if name not in entry.names:
             stored = [n[5:] for n in entry.names if n.startswith("feat/")]
             if entry.meta.get("form") == "compact":
-                from cfviz.experiments.compact_form import CompactStoreError
+                from cfviz.evaluation.compact_form import CompactStoreError
 
                 raise CompactStoreError(f"{image_id}: the compact capture store {store.path} keeps no UNet "
                                         "features (compaction replaced them by M_diff_V maps); extract into "
@@ -267,11 +267,11 @@ def diffusion_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequ
     Query and reference timestep/block default to matched; set ``reference_timestep`` /
     ``reference_block`` (and ``visual_timestep`` / ``visual_block``) for the matching ablation.
     With a ``cache``, the query features are read once for every reference draw. A compact store
-    (:mod:`cfviz.experiments.compact`) holds these maps instead of the test images' features:
+    (:mod:`cfviz.evaluation.compact`) holds these maps instead of the test images' features:
     they are read back as stored (the same float32 values).
     """
     from cfviz.diffusion.mapdiff import visual_map
-    from cfviz.experiments.compact_form import stored_visual_maps
+    from cfviz.evaluation.compact_form import stored_visual_maps
 
     memo = _memo(cache)
     t_q, b_q, t_r, b_r = pair = resolved_pair(scoring, extraction)
@@ -370,7 +370,7 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         method, shots and seed. The results are the same with or without it.
     """
     from cfviz.data.samples import sample_references
-    from cfviz.experiments import aaclip_branch, clip_branch
+    from cfviz.evaluation import aaclip_branch, clip_branch
 
     scoring = scoring or ScoringConfig()
     extraction = extraction or extraction_of(store)

@@ -14,17 +14,17 @@ every later stage reads the plan and resolves nothing again::
 Where each setting is resolved (one home, one test each):
 
 =========================== ===================================================================
-CLIP input size             :func:`cfviz.experiments.config.resolve_clip_size`
-CLIP windows (auto)         :func:`cfviz.experiments.config.resolve_clip_windows` (with the store's)
-family defaults             :func:`cfviz.experiments.families.resolve_family_settings`
-M_diff_V (timestep, block)  :func:`cfviz.experiments.config.resolved_pair`
+CLIP input size             :func:`cfviz.evaluation.config.resolve_clip_size`
+CLIP windows (auto)         :func:`cfviz.evaluation.config.resolve_clip_windows` (with the store's)
+family defaults             :func:`cfviz.evaluation.families.resolve_family_settings`
+M_diff_V (timestep, block)  :func:`cfviz.evaluation.config.resolved_pair`
 store identity              :func:`store_identity` (models, weights, extraction, batch size, ...)
-batches                     :func:`cfviz.experiments.extraction.run_batches`
+batches                     :func:`cfviz.evaluation.extraction.run_batches`
 reference draws             :func:`cfviz.data.samples.sample_references`, per (category, k, seed)
-compact plan                :func:`cfviz.experiments.compact.compact_plan`
+compact plan                :func:`cfviz.evaluation.compact.compact_plan`
 =========================== ===================================================================
 
->>> from cfviz.experiments.config import RunSpec
+>>> from cfviz.evaluation.config import RunSpec
 >>> resolve_spec(RunSpec()).extraction.clip_size, resolve_spec(RunSpec()).extraction.clip_windows
 (240, False)
 """
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfviz.experiments.config import DIFFUSION_METHODS, ModelChoice, RunSpec
+from cfviz.evaluation.config import DIFFUSION_METHODS, ModelChoice, RunSpec
 
 #: Reader options that drop test images (and so change which images share a planned batch).
 SUBSET_OPTIONS: dict[str, Any] = {"limit_per_type": None, "missing_masks": "skip"}
@@ -57,7 +57,7 @@ class RunPlan:
     out_dir: Path
     store_dir: Path
     dataset: Any  #: the opened data set, both splits
-    family: str  #: the denoiser family (:func:`cfviz.experiments.families.diffusion_family`)
+    family: str  #: the denoiser family (:func:`cfviz.evaluation.families.diffusion_family`)
     categories: tuple[str, ...]  #: the categories scored (those with test images)
     left_out: Mapping[str, str]  #: categories not scored, with the reason
     references: Mapping[str, Mapping[int, Mapping[int, tuple[str, ...]]]]
@@ -67,8 +67,8 @@ class RunPlan:
     identity: Mapping[str, Any]  #: what the capture store must agree on (:func:`store_identity`)
     settings: tuple[tuple[str, int, int], ...]  #: (method, shots, seed) scored, in order
     visual_pair: Mapping[str, Any] | None  #: M_diff_V's pair, named, of a run that scores it
-    rule: Mapping[str, str]  #: the comparison rule in words (:func:`cfviz.experiments.scoring.comparison_rule`)
-    compact: Mapping[str, Any]  #: category -> :class:`~cfviz.experiments.compact.CompactPlan` (compact form)
+    rule: Mapping[str, str]  #: the comparison rule in words (:func:`cfviz.evaluation.scoring.comparison_rule`)
+    compact: Mapping[str, Any]  #: category -> :class:`~cfviz.evaluation.compact.CompactPlan` (compact form)
 
     def references_of(self, category: str, shots: int, seed: int) -> list[str]:
         """The reference ids of one setting (empty in zero-shot)."""
@@ -86,8 +86,8 @@ def resolve_spec(spec: RunSpec, stored_windows: bool | None = None, *, family: s
     ``stored_windows``: whether the store the run will use holds CLIP windows (an existing store's
     are reused, :func:`stored_clip_windows`); ``family``: the denoiser family, when known already.
     """
-    from cfviz.experiments.config import resolve_clip_size, resolve_clip_windows
-    from cfviz.experiments.families import resolve_family_settings
+    from cfviz.evaluation.config import resolve_clip_size, resolve_clip_windows
+    from cfviz.evaluation.families import resolve_family_settings
 
     spec = resolve_clip_size(spec)
     spec = resolve_clip_windows(spec, stored_windows)
@@ -96,16 +96,16 @@ def resolve_spec(spec: RunSpec, stored_windows: bool | None = None, *, family: s
 
 def plan_run(spec: RunSpec, out_dir: str | Path, store_dir: str | Path | None = None,
              shard: tuple[int, int] | None = None) -> RunPlan:
-    """Check ``spec`` (:func:`~cfviz.experiments.preflight.preflight`), then resolve it into a :class:`RunPlan`.
+    """Check ``spec`` (:func:`~cfviz.evaluation.preflight.preflight`), then resolve it into a :class:`RunPlan`.
 
     Opens the data set (a texture set is generated on first use) and checks what each category
-    needs (:func:`~cfviz.experiments.datacheck.check_run_data`); no model loads.
+    needs (:func:`~cfviz.evaluation.datacheck.check_run_data`); no model loads.
     """
-    from cfviz.experiments.compact import compact_plan, group_draws
-    from cfviz.experiments.datacheck import check_run_data
-    from cfviz.experiments.extraction import run_batches
-    from cfviz.experiments.preflight import preflight
-    from cfviz.experiments.scoring import comparison_rule
+    from cfviz.evaluation.compact import compact_plan, group_draws
+    from cfviz.evaluation.datacheck import check_run_data
+    from cfviz.evaluation.extraction import run_batches
+    from cfviz.evaluation.preflight import preflight
+    from cfviz.evaluation.scoring import comparison_rule
 
     out = Path(out_dir)
     store = Path(store_dir) if store_dir is not None else out / "store"
@@ -139,7 +139,7 @@ def scored_visual_pair(spec: RunSpec) -> dict[str, Any] | None:
     >>> scored_visual_pair(RunSpec()) is None, scored_visual_pair(RunSpec(shots=(0, 1)))["query_block"]
     (True, 'up_blocks.1')
     """
-    from cfviz.experiments.scoring import visual_pair
+    from cfviz.evaluation.scoring import visual_pair
 
     k_shot_diffusion = max(spec.shots) > 0 and bool(set(spec.methods) & set(DIFFUSION_METHODS))
     return visual_pair(spec.scoring, spec.extraction) if k_shot_diffusion else None
@@ -151,7 +151,7 @@ def model_identity(choice: ModelChoice, family: str | None = None) -> dict[str, 
     Shards on ``cuda:0`` and ``cuda:1`` share a store; CPU and CUDA kernels give different numbers,
     so ``cpu`` and ``cuda`` stores are kept apart.
 
-    The denoiser family (:func:`cfviz.experiments.families.diffusion_family`, looked up unless
+    The denoiser family (:func:`cfviz.evaluation.families.diffusion_family`, looked up unless
     given) is recorded for every family but SD 1.x/2.x (whose stores were written before families
     existed), so a store made by one family refuses another (``models.family: "sdxl" -> "sd3"``).
 
@@ -160,7 +160,7 @@ def model_identity(choice: ModelChoice, family: str | None = None) -> dict[str, 
     >>> model_identity(ModelChoice(diffusion="tiny-sd3"))["family"]
     'sd3'
     """
-    from cfviz.experiments.families import diffusion_family
+    from cfviz.evaluation.families import diffusion_family
 
     d = choice.identity()  # the speed options only when they may change numbers (ModelChoice.identity)
     device = str(d.pop("device"))
@@ -185,7 +185,7 @@ def store_identity(spec: RunSpec) -> dict[str, Any]:
 
 def _identity(spec: RunSpec, family: str | None = None) -> dict[str, Any]:
     """:func:`store_identity` of a resolved spec."""
-    from cfviz.experiments.models import weights_identity
+    from cfviz.evaluation.models import weights_identity
 
     identity = {"models": model_identity(spec.models, family), "weights": weights_identity(spec.models),
                 "extraction": spec.extraction.to_json(), "batch_size": spec.batch_size}
@@ -221,7 +221,7 @@ def stored_clip_windows(store_dir: str | Path) -> bool | None:
 def subset_options(dataset_options: dict[str, Any]) -> dict[str, Any]:
     """The reader options of a run that take a subset of each category's test images.
 
-    Batches are planned per category (:func:`cfviz.experiments.extraction.run_batches`), so a
+    Batches are planned per category (:func:`cfviz.evaluation.extraction.run_batches`), so a
     subset gives an image other batch neighbours, and CPU kernels give batch-dependent numbers:
     such runs need their own store.
 

@@ -17,7 +17,7 @@ Batches are a fixed function of the sorted image ids and the batch size
 different numbers for an image depending on its batch, so every pass computes whole planned
 batches: an interrupted run recomputes each batch that has a missing image (and writes only the
 missing entries), and ``shard=(i, n)`` takes batches i, i+n, i+2n, ... (:func:`batches_for_shard`);
-process i of n under ``accelerate launch`` is shard ``(i, n)`` (:mod:`cfviz.experiments.distributed`).
+process i of n under ``accelerate launch`` is shard ``(i, n)`` (:mod:`cfviz.evaluation.distributed`).
 Whichever way a run is cut, every entry is computed in the batch a single run would use, so the
 store is byte-identical.
 
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import ExtractionConfig
-from cfviz.experiments.models import LoadedModels
+from cfviz.evaluation.config import ExtractionConfig
+from cfviz.evaluation.models import LoadedModels
 
 
 @dataclass
@@ -185,9 +185,9 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.data.transforms import clip_batch, diffusion_batch
     from cfviz.diffusion.batched import jobs_per_call, mapdiff_forward_batched, repeat_prompts
     from cfviz.diffusion.forward import build_prompt, mapdiff_forward
-    from cfviz.experiments import aaclip_branch, clip_branch
-    from cfviz.experiments.prompt_tokens import label_prompt_tokens, token_specs
-    from cfviz.experiments.store_check import image_fingerprint
+    from cfviz.evaluation import aaclip_branch, clip_branch
+    from cfviz.evaluation.prompt_tokens import label_prompt_tokens, token_specs
+    from cfviz.evaluation.store_check import image_fingerprint
     from cfviz.utils.progress import progress_bar
 
     if batch_timesteps is None:  # the store's setting (extraction.batch_timesteps)

@@ -5,9 +5,9 @@
 ...                           shots=(0, 1), seeds=(0, 1)), "runs/demo")  # doctest: +SKIP
 >>> result.summary                                                      # doctest: +SKIP
 
-:func:`evaluate` resolves the spec once into a :class:`~cfviz.experiments.plan.RunPlan`
-(:func:`~cfviz.experiments.plan.plan_run`) and hands the plan to each stage: extraction (this
-shard's or process's batches), compaction, scoring, and the report (:mod:`cfviz.experiments.report`:
+:func:`evaluate` resolves the spec once into a :class:`~cfviz.evaluation.plan.RunPlan`
+(:func:`~cfviz.evaluation.plan.plan_run`) and hands the plan to each stage: extraction (this
+shard's or process's batches), compaction, scoring, and the report (:mod:`cfviz.evaluation.report`:
 ``results.csv``, tidy, one row per dataset, category, method, shots, seed, metric; ``summary.md``;
 ``run.json``).
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.capture.store import CaptureStore
-from cfviz.experiments.config import RunSpec
-from cfviz.experiments.extraction import ExtractionReport, extract
-from cfviz.experiments.plan import (RunPlan, model_identity, open_run_dataset, store_identity, stored_clip_windows,
+from cfviz.evaluation.config import RunSpec
+from cfviz.evaluation.extraction import ExtractionReport, extract
+from cfviz.evaluation.plan import (RunPlan, model_identity, open_run_dataset, store_identity, stored_clip_windows,
                                     subset_options, test_categories)
-from cfviz.experiments.report import (METRIC_ORDER, RANDOM_WEIGHTS_NOTE, EvaluationResult, summarize,
+from cfviz.evaluation.report import (METRIC_ORDER, RANDOM_WEIGHTS_NOTE, EvaluationResult, summarize,
                                       summary_markdown, write_outputs)
 
 #: Names that lived here before the plan and the report had modules of their own.
@@ -44,20 +44,20 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
     Parameters
     ----------
     spec:
-        Data set, methods, shots, seeds, models and settings (:class:`~cfviz.experiments.config.RunSpec`).
+        Data set, methods, shots, seeds, models and settings (:class:`~cfviz.evaluation.config.RunSpec`).
     out_dir:
         Where ``results.csv``, ``summary.md`` and ``run.json`` go.
     store_dir:
         The capture store (default ``out_dir/store``). Reuse it across runs: images already in it
         are not recomputed; a store made with other model/extraction settings is refused, and so
-        is an entry whose image file now holds other bytes (:mod:`cfviz.experiments.store_check`).
+        is an entry whose image file now holds other bytes (:mod:`cfviz.evaluation.store_check`).
         When every image is stored, no model loads: the store may then be read-only, and the
         settings that matter only when models run (threads, device type) are not compared.
     shard:
         ``(i, n)``: only run the models for shard i of n and return the extraction report. Run
         every shard (processes, GPUs, machines sharing the folder), then call again without
         ``shard`` to score everything from the merged store. Shards take whole batches of one
-        plan (:func:`~cfviz.experiments.extraction.run_batches`), so the merged store is the
+        plan (:func:`~cfviz.evaluation.extraction.run_batches`), so the merged store is the
         store a single run writes, byte for byte.
     repair:
         Delete damaged store entries (an unreadable tensors or JSON file) and recompute them,
@@ -69,7 +69,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         ``"auto"``: when this process is one of several started by ``accelerate launch``
         (``WORLD_SIZE`` > 1), extract process ``p``'s share of the batches (``shard=(p, n)``),
         wait for every process, then score on the main process only; the others return their
-        extraction report. ``"off"``: ignore the launcher. See :mod:`cfviz.experiments.distributed`.
+        extraction report. ``"off"``: ignore the launcher. See :mod:`cfviz.evaluation.distributed`.
     keep:
         ``(method, shots, seed)`` settings whose predictions (maps, scores, branch maps) the result
         keeps in :attr:`EvaluationResult.predictions`, for every category: a figure then shows what
@@ -77,13 +77,13 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         large).
 
     The result (or, with ``shard``, the report itself) carries the
-    :class:`~cfviz.experiments.extraction.ExtractionReport`: N new, M already stored, K in all.
+    :class:`~cfviz.evaluation.extraction.ExtractionReport`: N new, M already stored, K in all.
     """
     import pandas as pd
 
-    from cfviz.experiments.distributed import processes
-    from cfviz.experiments.plan import plan_run
-    from cfviz.experiments.store_check import open_run_store
+    from cfviz.evaluation.distributed import processes
+    from cfviz.evaluation.plan import plan_run
+    from cfviz.evaluation.store_check import open_run_store
 
     procs = processes(distributed, shard, spec.models.device)  # None unless launched by accelerate
     if procs is not None:
@@ -99,7 +99,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
                                recompute_changed=recompute_changed)
         missing_at_start = len(store.missing(ids))
         if plan.spec.store_form == "compact":  # a compacted store that cannot serve these shots/seeds: say so now
-            from cfviz.experiments.compact import check_before_extraction
+            from cfviz.evaluation.compact import check_before_extraction
 
             check_before_extraction(store, plan)
 
@@ -116,7 +116,7 @@ def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None
         return report
 
     if plan.spec.store_form == "compact":  # every entry is in: test features -> M_diff_V maps (resumable)
-        from cfviz.experiments.compact import compact_store
+        from cfviz.evaluation.compact import compact_store
 
         compact_store(store, plan, progress=progress)
     kept: dict[tuple[str, str, int, int], Any] = {}
@@ -149,7 +149,7 @@ def _extract_if_needed(plan: RunPlan, store: CaptureStore, progress: bool) -> Ex
     mine = [i for batch in plan.batches for i in batch]
     if not store.missing(mine):  # everything cached: no model is even loaded
         return ExtractionReport(total=len(mine), already=len(mine), new=0, seconds=0.0)
-    from cfviz.experiments.models import load_models, resolved_weights
+    from cfviz.evaluation.models import load_models, resolved_weights
 
     models = load_models(plan.spec.models)
     store.confirm("weights_resolved", resolved_weights(models))  # hub commits, known only now
@@ -165,10 +165,10 @@ def _score(store: CaptureStore, plan: RunPlan, progress: bool, *, cache: bool = 
     The predictions of the ``keep`` settings ``(method, shots, seed)`` go into ``kept``.
 
     With ``cache`` (the default) a category's store entries are read, and each branch map
-    computed, once for all its settings (:class:`~cfviz.experiments.scoring.BranchCache`, dropped
+    computed, once for all its settings (:class:`~cfviz.evaluation.scoring.BranchCache`, dropped
     before the next category); ``cache=False`` recomputes them per setting (same rows, slower).
     """
-    from cfviz.experiments.scoring import BranchCache, annotated_masks, predict
+    from cfviz.evaluation.scoring import BranchCache, annotated_masks, predict
     from cfviz.metrics import image_metrics, pixel_metrics
     from cfviz.utils.progress import progress_bar
 

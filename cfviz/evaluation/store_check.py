@@ -12,7 +12,7 @@ An entry is valid for the bytes it was computed from and the settings it was com
   (scoring reads them from the data set each run), so they need none. Hashing costs about a
   millisecond per MVTec-sized PNG (benchmarks/results/fingerprint.md).
 * **settings**: the store header and every entry carry the run's identity
-  (:func:`cfviz.experiments.runner.store_identity`); a store whose ``store.json`` was lost still
+  (:func:`cfviz.evaluation.runner.store_identity`); a store whose ``store.json`` was lost still
   refuses another ``--timesteps`` (:meth:`cfviz.capture.store.CaptureStore.require`).
 * **scoring-only runs**: when every entry of the run is in the store (and none is to be
   recomputed) no model loads, so the settings of :data:`RUN_ONLY` — how models would run, not
@@ -106,7 +106,7 @@ def stale_message(stale: Sequence[tuple[Any, str]]) -> str:
 
 
 def _writable(path: Path) -> bool:
-    from cfviz.experiments.preflight import check_writable_folder
+    from cfviz.evaluation.preflight import check_writable_folder
 
     try:
         check_writable_folder(path, "store_dir")

@@ -3,7 +3,7 @@
 UNet features dominate a store entry (``C x h x w x 2`` bytes per block and timestep: 2.6 MB for
 ``up_blocks.1`` at 512 px, 10.5 MB for three blocks), yet scoring uses them for one thing only:
 M_diff_V, the nearest-neighbour distance of a test image's features to the k-shot references'
-(:func:`cfviz.experiments.scoring.diffusion_visual_maps`). With ``RunSpec.store_form="compact"``
+(:func:`cfviz.evaluation.scoring.diffusion_visual_maps`). With ``RunSpec.store_form="compact"``
 (``--store-form compact``) the runner, once every entry of the run is stored (after the
 extraction barrier, on the process that scores), compacts each category:
 
@@ -41,9 +41,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cfviz.capture.store import CaptureStore, entry_key
-from cfviz.experiments.compact_form import (FLAG_MENTIONS, CompactStoreError, describe_pair, draw_key, flags_hint,
+from cfviz.evaluation.compact_form import (FLAG_MENTIONS, CompactStoreError, describe_pair, draw_key, flags_hint,
                                             is_compacted, kept_maps, map_name, whole_timestep)
-from cfviz.experiments.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair
+from cfviz.evaluation.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair
 
 #: Folder (inside the store) of the per-category journals of a compaction in progress.
 JOURNAL_DIR = "compact"
@@ -129,7 +129,7 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
     """
     import torch
 
-    from cfviz.experiments.scoring import BranchCache, diffusion_visual_maps
+    from cfviz.evaluation.scoring import BranchCache, diffusion_visual_maps
     from cfviz.utils.io import save_safetensors
 
     if plan is None:
@@ -213,7 +213,7 @@ def check_before_extraction(store: CaptureStore, plan: Any) -> None:
 
     A compacted test image keeps only the M_diff_V maps of the draws it was compacted for; a new
     seed or shots value would otherwise extract its references first and fail only afterwards.
-    ``plan``: the run's :class:`~cfviz.experiments.plan.RunPlan` (its ``compact`` plans).
+    ``plan``: the run's :class:`~cfviz.evaluation.plan.RunPlan` (its ``compact`` plans).
     """
     for category, (ids, draws, pairs, wanted) in plan.compact.items():
         entries = {i: store[i] for i in ids if i in store}
@@ -227,7 +227,7 @@ def check_before_extraction(store: CaptureStore, plan: Any) -> None:
 
 
 def compact_store(store: CaptureStore, plan: Any, *, progress: bool = False) -> int:
-    """Compact every category of a run's :class:`~cfviz.experiments.plan.RunPlan`; entries rewritten."""
+    """Compact every category of a run's :class:`~cfviz.evaluation.plan.RunPlan`; entries rewritten."""
     from cfviz.utils.io import remove_stale_temp_files
     from cfviz.utils.progress import progress_bar
 

@@ -21,7 +21,7 @@ pixart   ``*attn2`` (unchanged)          ``transformer_blocks.<num_layers // 2>`
 
 The middle block's image tokens are stored as a ``(channels, h, w)`` map on the patch grid.
 
->>> from cfviz.experiments.config import ModelChoice
+>>> from cfviz.evaluation.config import ModelChoice
 >>> diffusion_family(ModelChoice(diffusion="tiny-sdxl")), diffusion_family(ModelChoice(diffusion="tiny"))
 ('sdxl', 'sd')
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cfviz.errors import ConfigError
-from cfviz.experiments.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
+from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
 #: Families whose denoiser is a transformer on a 2x2 patch grid (maps are diffusion_size / 16).
 PATCH_FAMILIES = ("sd3", "flux", "pixart")
@@ -89,7 +89,7 @@ def diffusion_family(choice: ModelChoice) -> str:
     Read without building a model: tiny and random names are known; a folder's (or a hub
     repository's) ``model_index.json`` names the pipeline class. SD2-inpainting's hub id is
     ``"sd"`` without a look-up. A folder whose class is not supported is ``"unsupported"``
-    (:func:`cfviz.experiments.preflight.check_diffusion` refuses it).
+    (:func:`cfviz.evaluation.preflight.check_diffusion` refuses it).
     """
     return family_of(diffusion_pipeline_class(choice))
 
@@ -207,7 +207,7 @@ def check_family_settings(spec: RunSpec) -> str:
     Transformer families patchify the latent (2x2): their finest maps are ``diffusion_size / 16``
     and ``diffusion_size`` must be a multiple of 16.
     """
-    from cfviz.experiments.config import DIFFUSION_METHODS
+    from cfviz.evaluation.config import DIFFUSION_METHODS
 
     cls = diffusion_pipeline_class(spec.models)
     family = family_of(cls)

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from cfviz.experiments.config import TOKEN_MODES
+from cfviz.evaluation.config import TOKEN_MODES
 
 START_LABEL, END_LABEL = "<start>", "<end>"
 #: What the store's capture settings say in place of per-prompt labels (tokens="all").
@@ -105,7 +105,7 @@ def language_words(entry: Any) -> list[str] | None:
     """The language words of a store entry written with ``tokens="all"`` (the labels before
     ``"<start>"``), ``None`` for any other entry (whose recorded tokens are all language words).
 
-    M_diff_L averages these (:func:`cfviz.experiments.scoring.diffusion_language_maps`).
+    M_diff_L averages these (:func:`cfviz.evaluation.scoring.diffusion_language_maps`).
     """
     recorded = list((entry.meta.get("capture") or {}).get("tokens") or [])
     if EVERY_TOKEN not in recorded:

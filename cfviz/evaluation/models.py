@@ -1,4 +1,4 @@
-"""Load the models an evaluation needs from a :class:`~cfviz.experiments.config.ModelChoice`,
+"""Load the models an evaluation needs from a :class:`~cfviz.evaluation.config.ModelChoice`,
 and say which weights a choice means (the weights part of a capture store's identity).
 """
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfviz.experiments.config import ModelChoice
+from cfviz.evaluation.config import ModelChoice
 
 
 @dataclass
