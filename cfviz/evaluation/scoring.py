@@ -434,9 +434,9 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     sigma = scoring.sigma
     if need_diff:
         lang_key = (key, scoring.language_steps, scoring.language_min_resolution, scoring.language_layers)
-        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring))
+        diff_lang = memo("diff_language", lang_key, lambda: diffusion_language_maps(store, ids, scoring, extraction))
         ref_diff_lang = memo("diff_language", (ref_key, *lang_key[1:]),
-                             lambda: diffusion_language_maps(store, refs, scoring)) if by_refs else None
+                             lambda: diffusion_language_maps(store, refs, scoring, extraction)) if by_refs else None
         comps["diff_language"] = _norm(upsample(diff_lang, size), scoring,
                                        reference=None if ref_diff_lang is None else upsample(ref_diff_lang, size))
         if shots:

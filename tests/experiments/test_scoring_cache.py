@@ -42,9 +42,9 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, Counter]:
     reads: Counter = Counter()
     real_language, real_load = scoring_module.diffusion_language_maps, StoreEntry.load
 
-    def language(store, ids, scoring):  # type: ignore[no-untyped-def]
+    def language(store, ids, scoring, extraction=None):  # type: ignore[no-untyped-def]
         maps[store[ids[0]].metadata["category"]] += 1
-        return real_language(store, ids, scoring)
+        return real_language(store, ids, scoring, extraction)
 
     def load(self, names=None):  # type: ignore[no-untyped-def]
         out = real_load(self, names)
