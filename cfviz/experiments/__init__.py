@@ -20,6 +20,7 @@ from cfviz.utils.lazy import lazy_names, moved_modules
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("RunSpec", "ModelChoice", "ExtractionConfig", "ScoringConfig", "METHODS"),
                     "cfviz.evaluation.config"),
+    **dict.fromkeys(("RunPlan", "plan_run"), "cfviz.evaluation.plan"),
     **dict.fromkeys(("evaluate",), "cfviz.evaluation.runner"),
     **dict.fromkeys(("EvaluationResult",), "cfviz.evaluation.report"),
     **dict.fromkeys(("extract",), "cfviz.evaluation.extraction"),
