@@ -136,7 +136,7 @@ def summary_table(summary: Any) -> Any:
     """
     import pandas as pd
 
-    from cfviz.evaluation.runner import METRIC_ORDER
+    from cfviz.evaluation.report import METRIC_ORDER
 
     if summary is None or len(summary) == 0:
         return pd.DataFrame(columns=["method", "shots"])

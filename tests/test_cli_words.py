@@ -63,14 +63,10 @@ def _default(spec: RunSpec, path: str) -> Any:
 
 
 def _before_models(spec: RunSpec, tmp: Path) -> None:
-    """Everything :func:`cfviz.experiments.evaluate` does before it loads a model."""
-    from cfviz.evaluation.datacheck import check_run_data
-    from cfviz.evaluation.preflight import preflight
-    from cfviz.evaluation.runner import open_run_dataset
+    """Everything :func:`cfviz.experiments.evaluate` does before it loads a model: its plan."""
+    from cfviz.evaluation.plan import plan_run
 
-    spec.validate()
-    preflight(spec, spec.out_dir if getattr(spec, "out_dir", None) else tmp / "out", tmp / "store")
-    check_run_data(open_run_dataset(spec), spec.shots)
+    plan_run(spec, spec.out_dir if getattr(spec, "out_dir", None) else tmp / "out", tmp / "store")
 
 
 @pytest.fixture(scope="module")

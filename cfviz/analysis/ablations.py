@@ -36,7 +36,7 @@ DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0, 1,
 
 
 def _categories(dataset: Any, categories: Sequence[str] | None) -> list[str]:
-    from cfviz.evaluation.runner import test_categories
+    from cfviz.evaluation.plan import test_categories
 
     available = test_categories(dataset)
     if categories is None:

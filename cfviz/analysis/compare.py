@@ -132,7 +132,7 @@ def compare_results(a: Any, b: Any, *, on: Sequence[str] = ("method", "shots"), 
     out = pd.merge(ma, mb, on=keys, how="outer")
     out["delta"] = out["b"] - out["a"]
     out["unit"] = "%"
-    from cfviz.evaluation.runner import METRIC_ORDER
+    from cfviz.evaluation.report import METRIC_ORDER
 
     rank = {m: i for i, m in enumerate(METRIC_ORDER)}
     out["_order"] = out["metric"].map(lambda m: rank.get(m, len(rank)))

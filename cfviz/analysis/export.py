@@ -142,7 +142,7 @@ def _cell(mean: float, std: float, n: int, digits: int) -> str:
 
 
 def _metric_order(metrics: Sequence[str]) -> list[str]:
-    from cfviz.evaluation.runner import METRIC_ORDER
+    from cfviz.evaluation.report import METRIC_ORDER
 
     present = set(metrics)
     return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
@@ -192,7 +192,7 @@ def results_table(source: Any, *, published: bool | None = None, metrics: Sequen
     Published numbers are per-class means over exactly the run's categories when the paper lists
     them per class, else the paper's overall mean (only when the run covers every class).
     """
-    from cfviz.evaluation.runner import summarize
+    from cfviz.evaluation.report import summarize
 
     frame = load_results(source, "source")
     if frame.empty:

@@ -86,7 +86,8 @@ def family_runs(diffusion_models: Sequence[str], *, smoke: bool = True, device: 
     root (:func:`cfviz.notebooks.project_root`), as notebooks do.
     """
     from cfviz.evaluation.config import ExtractionConfig, ModelChoice
-    from cfviz.evaluation.runner import evaluate, open_run_dataset
+    from cfviz.evaluation.plan import open_run_dataset
+    from cfviz.evaluation.runner import evaluate
     from cfviz.notebooks import project_root, run_spec
 
     models = [str(m) for m in diffusion_models]

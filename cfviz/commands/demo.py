@@ -80,7 +80,7 @@ def qualitative_rows(result: Any, dataset: Any, shots: int) -> list[dict[str, An
     again from the store only when the result did not keep them.
     """
     from cfviz.analysis.failures import branch_maps
-    from cfviz.evaluation.runner import test_categories
+    from cfviz.evaluation.plan import test_categories
     from cfviz.evaluation.scoring import predict
 
     def run_predictions(category: str, method: str) -> Any:
@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     from cfviz.commands.evaluate import spec_from_args
     from cfviz.evaluation.plan import plan_run
     from cfviz.evaluation.preflight import check_writable_folder
-    from cfviz.evaluation.runner import RANDOM_WEIGHTS_NOTE, evaluate
+    from cfviz.evaluation.report import RANDOM_WEIGHTS_NOTE
+    from cfviz.evaluation.runner import evaluate
 
     spec = spec_from_args(args)
     figures = Path(args.figures)

@@ -348,7 +348,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cfviz.evaluation.runner import RANDOM_WEIGHTS_NOTE, EvaluationResult, evaluate
+    from cfviz.evaluation.report import RANDOM_WEIGHTS_NOTE, EvaluationResult
+    from cfviz.evaluation.runner import evaluate
 
     spec = spec_from_args(args)
     extra = {"repair": True} if getattr(args, "repair", False) else {}

@@ -15,6 +15,7 @@ shard's or process's batches), compaction, scoring, and the report (:mod:`cfviz.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -23,15 +24,20 @@ from typing import Any
 from cfviz.capture.store import CaptureStore
 from cfviz.evaluation.config import RunSpec
 from cfviz.evaluation.extraction import ExtractionReport, extract
-from cfviz.evaluation.plan import (RunPlan, model_identity, open_run_dataset, store_identity, stored_clip_windows,
-                                    subset_options, test_categories)
-from cfviz.evaluation.report import (METRIC_ORDER, RANDOM_WEIGHTS_NOTE, EvaluationResult, summarize,
-                                      summary_markdown, write_outputs)
+from cfviz.evaluation.plan import RunPlan
+from cfviz.evaluation.report import EvaluationResult, summarize, write_outputs
 
-#: Names that lived here before the plan and the report had modules of their own.
-__all__ = ["evaluate", "EvaluationResult", "METRIC_ORDER", "RANDOM_WEIGHTS_NOTE", "model_identity", "open_run_dataset",
-           "store_identity", "stored_clip_windows", "subset_options", "summarize", "summary_markdown",
-           "test_categories", "write_outputs"]
+#: Names that lived here before the plan and the report had modules of their own: read from their
+#: home on every use (not copied at import, so a patch of the home is seen here too).
+_MOVED = {**dict.fromkeys(("model_identity", "open_run_dataset", "store_identity", "stored_clip_windows",
+                           "subset_options", "test_categories"), "cfviz.evaluation.plan"),
+          **dict.fromkeys(("METRIC_ORDER", "RANDOM_WEIGHTS_NOTE", "summary_markdown"), "cfviz.evaluation.report")}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MOVED[name]), name)
 
 
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,
