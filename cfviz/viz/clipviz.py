@@ -22,7 +22,7 @@ import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
                                draw_mask_contour, finish_heatmap_axes, finite_range, to_numpy)
-from cfviz.viz.style import PANEL_SIZE, RANK_COLORS, SCORE_CMAP, add_note, new_figure, style_context
+from cfviz.viz.style import PANEL_SIZE, RANK_COLORS, SCORE_CMAP, finish_figure, new_figure, style_context
 
 #: The ViT patch grid of the default CLIP backbone (240 px / 16 px patches).
 DEFAULT_GRID = 15
@@ -294,7 +294,4 @@ def clip_scores_figure(image: Any, scores: Any, *, mask: Any = None, top_k: int 
         for ax, scale in zip(axes[k:], sorted(windows)):
             plot_window_scores(ax, rgb, boxes[scale], windows[scale], top_k=top_k, grid=grid, how=how,
                                mask=mask, title=f"windows {scale}x{scale} ({how})")
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-        return fig
+        return finish_figure(fig, title, note)

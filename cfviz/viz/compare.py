@@ -24,7 +24,7 @@ import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
                                draw_mask_contour, finite_range, resize_bilinear)
-from cfviz.viz.style import DIVERGING_CMAP, SCORE_CMAP, add_note, new_figure, style_context
+from cfviz.viz.style import DIVERGING_CMAP, SCORE_CMAP, finish_figure, new_figure, style_context
 
 
 def _wrap(text: str, width: int) -> str:
@@ -124,10 +124,7 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
 
             # tick labels carry their own exponent: an offset text ("1e-5") would sit on the title
             cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-    return fig
+        return finish_figure(fig, title, note)
 
 
 def _store_map(store: Any, image_id: str, what: str, tokens: Any, steps: Any, side: str) -> np.ndarray:
