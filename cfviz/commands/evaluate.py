@@ -327,12 +327,10 @@ def run(args: argparse.Namespace) -> int:
         extra["recompute_changed"] = True
     result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress,
                       distributed=getattr(args, "distributed", "auto"), **extra)
-    if not isinstance(result, EvaluationResult) and args.shard is None:
-        return 0  # a launched process other than the main one: the main one scores and prints
-    if not isinstance(result, EvaluationResult):
-        i, n = args.shard
-        print(f"shard {i}/{n}: {result}. When every shard is done, run the same command without --shard "
-              "to score the merged store.")
+    if not isinstance(result, EvaluationResult):  # a shard, or a launched process other than the main one
+        if args.shard is not None:
+            print(f"shard {args.shard[0]}/{args.shard[1]}: {result}. When every shard is done, run the same "
+                  "command without --shard to score the merged store.")
         return 0
     print((result.out_dir / "summary.md").read_text())
     if result.random_weights:

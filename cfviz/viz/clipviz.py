@@ -135,10 +135,6 @@ def window_scores_to_map(boxes: Any, scores: Any, grid: int | Sequence[int] = DE
     return out[0] if s.ndim == 1 else out
 
 
-def _patch_size(shape: tuple[int, int], grid: tuple[int, int]) -> tuple[float, float]:
-    return shape[0] / grid[0], shape[1] / grid[1]
-
-
 def plot_window_scores(ax: Any, image: Any, boxes: Any, scores: Any, *, top_k: int = 5,
                        grid: int | Sequence[int] = DEFAULT_GRID, how: str = "mean", show_map: bool = True,
                        alpha: float = 0.45, cmap: Any = None, vmin: float | None = None,
@@ -179,7 +175,7 @@ def plot_window_scores(ax: Any, image: Any, boxes: Any, scores: Any, *, top_k: i
         _incidence(b, *g)  # validates the boxes against the grid
         rgb = as_rgb(image, "image")
         shape = rgb.shape[:2]
-        ph, pw = _patch_size(shape, g)
+        ph, pw = shape[0] / g[0], shape[1] / g[1]  # one patch, in pixels
         ax.imshow(rgb)
         if show_map:
             heat = window_scores_to_map(b, s, g, how=how)
