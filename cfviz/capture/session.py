@@ -167,11 +167,10 @@ class CaptureSession:
         import torch
 
         call = self.family.call_inputs(args, kwargs)
-        timestep = call.timestep
         self._check_processors()
         batch = call.batch
         rows = self._resolve_rows(batch)
-        t = torch.as_tensor(timestep).detach().float().flatten().cpu()
+        t = torch.as_tensor(call.timestep).detach().float().flatten().cpu()
         if t.numel() == 1:
             value: float | list[float] = float(t.item())
         else:
