@@ -24,6 +24,7 @@ Example
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -460,8 +461,6 @@ def strip_text(text: str) -> str:
 
 def _strip_main(paths: Sequence[str]) -> int:
     """``python -m cfviz.notebooks strip [FILE ...]``: files in place, or stdin to stdout (a git filter)."""
-    import sys
-
     if not paths:
         text = sys.stdin.buffer.read().decode("utf-8")
         try:
@@ -481,8 +480,6 @@ def _strip_main(paths: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cfviz.notebooks``; the one subcommand is ``strip``."""
-    import sys
-
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "strip":
         print("usage: python -m cfviz.notebooks strip [NOTEBOOK ...]  (no file: stdin to stdout, "
