@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from cfviz.viz._common import wrap_title
-from cfviz.viz.style import add_note, new_figure, style_context
+from cfviz.viz._common import (add_colorbar, as_mask, as_rgb, clean_image_axes, draw_mask_contour, resize_bilinear,
+                               wrap_title)
+from cfviz.viz.style import DIVERGING_CMAP, MASK_COLOR, add_note, new_figure, style_context, symmetric_limits
 
 #: Title colours: a misclassified case stands out from a correctly classified one.
 WRONG_COLOR = "#b2182b"
@@ -121,8 +122,6 @@ def disagreement_figure(p: Any, image: Callable[[str], Any], *, image_ids: Seque
     from matplotlib.lines import Line2D
 
     from cfviz.analysis.failures import disagreement, disagreement_maps
-    from cfviz.viz._common import add_colorbar, as_rgb, draw_mask_contour, as_mask, resize_bilinear, clean_image_axes
-    from cfviz.viz.style import DIVERGING_CMAP, MASK_COLOR, symmetric_limits
 
     d = disagreement_maps(p)
     if image_ids is None:
