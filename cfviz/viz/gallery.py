@@ -109,9 +109,7 @@ def gallery(items: Sequence[Mapping[str, Any]], *, ncols: int = 4, shared_scale:
 
 
 def _row_label(row: Mapping[str, Any], i: int, row_labels: Sequence[str] | None) -> str:
-    if row_labels is not None:
-        return str(row_labels[i])
-    return str(row.get("label", ""))
+    return str(row_labels[i] if row_labels is not None else row.get("label", ""))
 
 
 def qualitative_grid(rows: Sequence[Mapping[str, Any]], *,

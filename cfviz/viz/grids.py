@@ -77,8 +77,9 @@ def _grid_array(maps: Any, shapes: str) -> np.ndarray:
 
 
 def _from_labelled(maps: Any, row_dims: Sequence[str], col_dims: Sequence[str],
-                   allowed_desc: str) -> tuple[np.ndarray, list[Any], list[Any], str, str, Any]:
-    """Split a LabelledMaps into data (R, C, h, w), row and column labels and dim names."""
+                   allowed_desc: str) -> tuple[np.ndarray, list[str], str, Any]:
+    """Split a LabelledMaps into data (R, C, h, w), the row dimension (none or one), the column
+    dimension and the maps in that order."""
     dims = tuple(maps.dims)
     row = [d for d in dims if d in row_dims]
     col = [d for d in dims if d in col_dims]
