@@ -79,10 +79,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or default is None or default is False or default is argparse.SUPPRESS \
                 or not action.option_strings or action.nargs == 0:
             return text
-        if isinstance(default, (list, tuple)):
-            shown = " ".join(str(d) for d in default)
-        else:
-            shown = str(default)
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 

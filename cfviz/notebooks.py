@@ -24,6 +24,7 @@ Example
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,14 +194,13 @@ def run_spec(*, smoke: bool = True, device: str = "cpu", clip_model: str = "tiny
         if bad:
             raise ValueError(f"smoke mode uses the texture data set; categories must be among "
                              f"{TEXTURE_CATEGORIES}, got {bad}")
-        root = Path(data_root) if data_root else Path(run_dir) / "textures-smoke"
-        ensure_textures(root, categories=cats, **SMOKE_TEXTURES)
-        return RunSpec(dataset="folder", root=str(root), categories=tuple(cats), methods=("clipfusion", "winclip"),
-                       shots=tuple(int(k) for k in shots), seeds=tuple(int(s) for s in seeds),
-                       models=ModelChoice(device=device), extraction=extraction)
-    models = ModelChoice(clip=clip_model, clip_arch=clip_arch, clip_pretrained=clip_pretrained,
-                         diffusion=diffusion_model, device=device,
-                         dtype="float16" if str(device).startswith("cuda") else "float32")
+        data_root = Path(data_root) if data_root else Path(run_dir) / "textures-smoke"
+        ensure_textures(data_root, categories=cats, **SMOKE_TEXTURES)
+        dataset, categories, models = "folder", cats, ModelChoice(device=device)
+    else:
+        models = ModelChoice(clip=clip_model, clip_arch=clip_arch, clip_pretrained=clip_pretrained,
+                             diffusion=diffusion_model, device=device,
+                             dtype="float16" if str(device).startswith("cuda") else "float32")
     return RunSpec(dataset=dataset, root=None if data_root is None else str(data_root),
                    categories=tuple(categories) if categories else None, methods=("clipfusion", "winclip"),
                    shots=tuple(int(k) for k in shots), seeds=tuple(int(s) for s in seeds), models=models,
@@ -461,8 +461,6 @@ def strip_text(text: str) -> str:
 
 def _strip_main(paths: Sequence[str]) -> int:
     """``python -m cfviz.notebooks strip [FILE ...]``: files in place, or stdin to stdout (a git filter)."""
-    import sys
-
     if not paths:
         text = sys.stdin.buffer.read().decode("utf-8")
         try:
@@ -482,8 +480,6 @@ def _strip_main(paths: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cfviz.notebooks``; the one subcommand is ``strip``."""
-    import sys
-
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "strip":
         print("usage: python -m cfviz.notebooks strip [NOTEBOOK ...]  (no file: stdin to stdout, "

@@ -90,9 +90,9 @@ class CaptureCache:
     _counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ recording (internal)
-    def _add(self, table: dict[str, dict[int, Any]], kind: str, name: str, step: int, t: Any,
-             reduce: str | None) -> None:
-        per = table.setdefault(name, {})
+    def _add(self, kind: str, name: str, step: int, t: Any, reduce: str | None) -> None:
+        """Record ``t`` for layer (``kind="attn"``) or block (``"feat"``) ``name`` at ``step``."""
+        per = (self.attention if kind == "attn" else self.features).setdefault(name, {})
         if reduce == "mean":
             if 0 in per:
                 if per[0].shape != t.shape:
@@ -109,12 +109,6 @@ class CaptureCache:
                 self._counts[(kind, f"{name}@{step}")] = n + 1
             else:
                 per[step] = t
-
-    def _add_attention(self, name: str, step: int, t: Any, reduce: str | None) -> None:
-        self._add(self.attention, "attn", name, step, t, reduce)
-
-    def _add_feature(self, name: str, step: int, t: Any, reduce: str | None) -> None:
-        self._add(self.features, "feat", name, step, t, reduce)
 
     def _finalize(self, reduce: str | None) -> None:
         """Turn running sums into means (``reduce_steps="mean"``)."""

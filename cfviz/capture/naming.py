@@ -50,7 +50,7 @@ _SHORT_PARTS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
 ]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def short_name(name: str) -> str:
     """The short name of a diffusers module path (see the module docstring; unknown parts are kept).
 
@@ -61,13 +61,9 @@ def short_name(name: str) -> str:
     >>> short_name("down_blocks.2.resnets.1"), short_name("conv_out")
     ('down2.res1', 'conv_out')
     """
-    return _short_name(str(name))
-
-
-@functools.lru_cache(maxsize=8192)
-def _short_name(name: str) -> str:
     # cached: name filters look up the short name of every module of a model (~700 for SD2) per
     # pattern, each time a capture is created
+    name = str(name)
     rest, parts = name, []
     while rest:
         for pattern, repl in _SHORT_PARTS:

@@ -167,11 +167,10 @@ class CaptureSession:
         import torch
 
         call = self.family.call_inputs(args, kwargs)
-        timestep = call.timestep
         self._check_processors()
         batch = call.batch
         rows = self._resolve_rows(batch)
-        t = torch.as_tensor(timestep).detach().float().flatten().cpu()
+        t = torch.as_tensor(call.timestep).detach().float().flatten().cpu()
         if t.numel() == 1:
             value: float | list[float] = float(t.item())
         else:
@@ -309,7 +308,7 @@ class CaptureSession:
         else:
             maps = probs if w is None else torch.matmul(probs, w[:, None])  # (b, H, q, K)
             maps = maps.transpose(2, 3).reshape(b, n_heads, -1, *hw)
-        self.cache._add_attention(name, step.step, self._store(maps), reduce=self.reduce_steps)
+        self.cache._add("attn", name, step.step, self._store(maps), reduce=self.reduce_steps)
 
     def record_feature(self, name: str, output: Any) -> None:
         import torch
@@ -326,7 +325,7 @@ class CaptureSession:
             rows = list(step.rows)
             # index unless the rows are the whole batch in order ([1, 0] and [0, 0] have its length)
             kept = tensor if rows == list(range(tensor.shape[0])) else tensor[rows]
-            self.cache._add_feature(name, step.step, self._store(kept.float()), reduce=self.reduce_steps)
+            self.cache._add("feat", name, step.step, self._store(kept.float()), reduce=self.reduce_steps)
 
     def _store(self, t: Any) -> Any:
         if self.reduce_steps == "mean":  # running sums stay float32

@@ -428,9 +428,9 @@ class CaptureStore:
         if header.exists():
             on_disk = self._read_header(header)
             _compare(on_disk.get("config", {}), self.header.get("config", {}), header)
-            for key in ("capture",):
-                if key in on_disk and key in self.header:
-                    _compare({key: on_disk[key]}, {key: self.header[key]}, header, what="capture settings")
+            if "capture" in on_disk and "capture" in self.header:
+                _compare({"capture": on_disk["capture"]}, {"capture": self.header["capture"]}, header,
+                         what="capture settings")
             self.header = {**self.header, **on_disk}
         else:
             (self.path / "entries").mkdir(parents=True, exist_ok=True)

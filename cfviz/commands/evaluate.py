@@ -268,12 +268,24 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                          "(WinCLIP+), or windows only (both need window embeddings)")
 
 
+def _given(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """The settings of ``section`` (``""``: RunSpec's own) given on the command line, by :data:`FLAGS`.
+
+    A setting that is not given (``None``, or a parser without its flag) is left out, so that it
+    keeps its default; lists become tuples.
+    """
+    given = {}
+    for path, flag in FLAGS.items():
+        head, _, name = path.rpartition(".")
+        value = getattr(args, "methods" if flag == "--method" else flag[2:].replace("-", "_"), None)
+        if head == section and value is not None:
+            given[name] = tuple(value) if isinstance(value, list) else value
+    return given
+
+
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     """Reader options given on the command line (only those given: the readers' defaults apply)."""
-    options = {"missing_masks": getattr(args, "missing_masks", None), "mask_suffix": getattr(args, "mask_suffix", None),
-               "limit_per_type": getattr(args, "limit_per_type", None),
-               "stray_files": getattr(args, "stray_files", None)}
-    return {k: v for k, v in options.items() if v is not None}
+    return _given(args, "dataset_options")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
@@ -283,13 +295,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     """
     from cfviz.evaluation.config import ExtractionConfig, ModelChoice, RunSpec, ScoringConfig
 
-    m, e, s = ModelChoice(), ExtractionConfig(), ScoringConfig()
-
-    def get(name: str, default: Any) -> Any:
-        value = getattr(args, name, None)
-        return default if value is None else value
-
-    methods = tuple(get("methods", ("clipfusion",)))
+    run = {k: v for k, v in _given(args, "").items() if k in RunSpec.__dataclass_fields__}
     aaclip, aaclip_sha256 = None, None
     if getattr(args, "aaclip", None):  # reading the checkpoint imports torch: only when one is given
         from cfviz.evaluation.aaclip_branch import resolve_checkpoint
@@ -299,52 +305,17 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         from cfviz.evaluation.aaclip_branch import resolve_checkpoint
 
         resolve_checkpoint(None, args.aaclip_epoch)  # refused: an epoch needs a training folder
-    if aaclip is None and ("aaclip" in methods or getattr(args, "clip_branch", None) == "aaclip"):
+    if aaclip is None and ("aaclip" in run.get("methods", ()) or getattr(args, "clip_branch", None) == "aaclip"):
         from cfviz.clip.aaclip.checkpoint import CheckpointError
 
         raise CheckpointError("--method aaclip and --clip-branch aaclip need --aaclip CHECKPOINT, the adapters "
                               "written by `cfviz train-aaclip --out DIR` (DIR/aaclip.safetensors)")
-    categories = getattr(args, "categories", None)
-    return RunSpec(
-        dataset=get("dataset", "textures"), root=getattr(args, "root", None), dataset_options=dataset_options(args),
-        categories=tuple(categories) if categories else None, methods=methods,
-        shots=tuple(get("shots", (0,))), seeds=tuple(get("seeds", (0,))),
-        models=ModelChoice(clip=get("clip", m.clip), clip_arch=get("clip_arch", m.clip_arch),
-                           clip_pretrained=get("clip_pretrained", m.clip_pretrained),
-                           diffusion=get("diffusion", m.diffusion), revision=getattr(args, "revision", None),
-                           device=get("device", m.device), dtype=get("dtype", m.dtype), seed=get("model_seed", m.seed),
-                           compile=get("compile", m.compile), channels_last=get("channels_last", m.channels_last)),
-        extraction=ExtractionConfig(timesteps=tuple(get("timesteps", e.timesteps)),
-                                    features=tuple(get("features", e.features)), state=get("state", e.state),
-                                    diffusion_size=get("diffusion_size", e.diffusion_size),
-                                    clip_size=get("clip_size", e.clip_size),
-                                    noise_seed=get("noise_seed", e.noise_seed), aaclip=aaclip,
-                                    aaclip_sha256=aaclip_sha256, aaclip_size=getattr(args, "aaclip_size", None),
-                                    aaclip_names=getattr(args, "aaclip_names", None),
-                                    clip_windows=CLIP_WINDOWS[getattr(args, "clip_windows", "auto")],
-                                    winclip_prompts=get("winclip_prompts", e.winclip_prompts),
-                                    object_names=get("object_names", e.object_names),
-                                    language_tokens=get("language_tokens", e.language_tokens),
-                                    mask=get("inpaint_mask", e.mask), noise=get("noise", e.noise),
-                                    noise_draws=get("noise_draws", e.noise_draws),
-                                    batch_timesteps=_batch_timesteps(getattr(args, "batch_timesteps", "off")),
-                                    tokens=get("tokens", e.tokens)),
-        scoring=ScoringConfig(alpha_seg=get("alpha_seg", s.alpha_seg), alpha_cls=get("alpha_cls", s.alpha_cls),
-                              normalization=get("normalization", s.normalization),
-                              score_rule=get("score_rule", s.score_rule), topk=get("topk", s.topk),
-                              sigma=get("sigma", s.sigma), eval_size=get("eval_size", s.eval_size),
-                              language_min_resolution=get("min_resolution", s.language_min_resolution),
-                              clip_branch=get("clip_branch", s.clip_branch),
-                              aaclip_upsample=get("aaclip_upsample", s.aaclip_upsample),
-                              patchclip_language=get("patchclip_language", s.patchclip_language),
-                              patchclip_visual=get("patchclip_visual", s.patchclip_visual),
-                              language_layers=get("language_layers", s.language_layers),
-                              visual_block=get("visual_block", s.visual_block),
-                              reference_block=get("reference_block", s.reference_block),
-                              visual_pooling=get("visual_pooling", s.visual_pooling),
-                              smoothing=get("smoothing", s.smoothing), image_score=get("image_score", s.image_score)),
-        batch_size=get("batch_size", 4), store_form=get("store_form", "full"),
-    )
+    extraction = _given(args, "extraction")
+    extraction.update(aaclip=aaclip, aaclip_sha256=aaclip_sha256,
+                      clip_windows=CLIP_WINDOWS[extraction.get("clip_windows", "auto")],
+                      batch_timesteps=_batch_timesteps(extraction.get("batch_timesteps", "off")))
+    return RunSpec(**run, dataset_options=dataset_options(args), models=ModelChoice(**_given(args, "models")),
+                   extraction=ExtractionConfig(**extraction), scoring=ScoringConfig(**_given(args, "scoring")))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -357,12 +328,10 @@ def run(args: argparse.Namespace) -> int:
         extra["recompute_changed"] = True
     result = evaluate(spec, args.out, store_dir=args.store, shard=args.shard, progress=not args.no_progress,
                       distributed=getattr(args, "distributed", "auto"), **extra)
-    if not isinstance(result, EvaluationResult) and args.shard is None:
-        return 0  # a launched process other than the main one: the main one scores and prints
-    if not isinstance(result, EvaluationResult):
-        i, n = args.shard
-        print(f"shard {i}/{n}: {result}. When every shard is done, run the same command without --shard "
-              "to score the merged store.")
+    if not isinstance(result, EvaluationResult):  # a shard, or a launched process other than the main one
+        if args.shard is not None:
+            print(f"shard {args.shard[0]}/{args.shard[1]}: {result}. When every shard is done, run the same "
+                  "command without --shard to score the merged store.")
         return 0
     print((result.out_dir / "summary.md").read_text())
     if result.random_weights:

@@ -110,6 +110,17 @@ def resize_bilinear(heatmap: Any, size: int | tuple[int, int], name: str = "heat
     return bilinear_weights(arr.shape[0], h) @ arr @ bilinear_weights(arr.shape[1], w).T
 
 
+def wrap_title(text: str, width: int) -> str:
+    """``text`` wrapped at spaces to lines of ``width`` characters, so a long title stays over its panel.
+
+    >>> wrap_title("highest-scoring normal #2 (correct)", 18)
+    'highest-scoring\\nnormal #2\\n(correct)'
+    """
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+
+
 # ---------------------------------------------------------------------------------- colour scales
 def finite_range(values: Sequence[np.ndarray] | np.ndarray, robust: bool = False) -> tuple[float, float]:
     """``(min, max)`` of the finite values (1st/99th percentile when ``robust``); never empty."""

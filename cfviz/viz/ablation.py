@@ -48,11 +48,11 @@ def _check_unique(frame: Any, keys: list[str], what: str, fix: str) -> None:
         raise ValueError(f"frame has {int(dup.sum())} rows that share {what} (e.g. {example}); {fix}")
 
 
-def _owned_figure(ax: Any, width: float, height: float) -> tuple[Any, Any, bool]:
+def _owned_figure(ax: Any, width: float, height: float) -> tuple[Any, Any]:
     if ax is not None:
-        return ax.figure, ax, False
+        return ax.figure, ax
     fig = new_figure(width, height)
-    return fig, fig.add_subplot(), True
+    return fig, fig.add_subplot()
 
 
 def _is_numeric(column: Any) -> bool:
@@ -125,7 +125,7 @@ def ablation_heatmap(frame: Any, *, index: str, columns: str, values: str, annot
         table = table.sort_index(axis=0).sort_index(axis=1).astype(float)
         n_rows, n_cols = table.shape
         cell = 0.42 if annotate else 0.3
-        fig, ax, owned = _owned_figure(ax, max(2.4, n_cols * cell + 1.6), max(1.8, n_rows * cell * 0.8 + 1.2))
+        fig, ax = _owned_figure(ax, max(2.4, n_cols * cell + 1.6), max(1.8, n_rows * cell * 0.8 + 1.2))
         sns.heatmap(table, ax=ax, annot=annotate, fmt=fmt, cmap=cmap or METRIC_CMAP, vmin=vmin, vmax=vmax,
                     linewidths=0.4, linecolor="white", square=False,
                     annot_kws={"fontsize": 6.5 if n_cols <= 8 else 5.5},
@@ -219,7 +219,7 @@ def alpha_curves(frame: Any, *, x: str = "alpha", y: str = "value", hue: str | N
             colors = _palette(levels, numeric, palette)
             groups = [(v, data[data[hue] == v]) for v in levels]
         n_legend = len(groups) + (mean_line and hue is not None)
-        fig, ax, owned = _owned_figure(ax, 3.5 + (1.0 if legend and hue else 0),
+        fig, ax = _owned_figure(ax, 3.5 + (1.0 if legend and hue else 0),
                                        max(2.4, 0.13 * n_legend + 0.8) if legend and hue else 2.4)
         # thin, translucent lines only under a bold mean; without one the lines are the message
         thin = len(groups) > 1 and mean_line and hue is not None
@@ -286,7 +286,7 @@ def metric_bars(frame: Any, *, x: str = "method", y: str = "value", hue: str | N
         repeated = frame.duplicated(keys).any()
         n_x = frame[x].nunique()
         n_hue = 1 if hue is None else frame[hue].nunique()
-        fig, ax, owned = _owned_figure(ax, max(2.4, 0.35 * n_x * max(1, n_hue) ** 0.7 + 1.2 + (0.9 if hue else 0)), 2.4)
+        fig, ax = _owned_figure(ax, max(2.4, 0.35 * n_x * max(1, n_hue) ** 0.7 + 1.2 + (0.9 if hue else 0)), 2.4)
         kwargs: dict[str, Any] = dict(data=frame, x=x, y=y, order=order, ax=ax,
                                       errorbar=errorbar if repeated else None, err_kws={"linewidth": 0.9},
                                       capsize=0.15 if repeated else 0)

@@ -22,7 +22,7 @@ import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
                                draw_mask_contour, finish_heatmap_axes, finite_range, to_numpy)
-from cfviz.viz.style import PANEL_SIZE, RANK_COLORS, SCORE_CMAP, add_note, new_figure, style_context
+from cfviz.viz.style import PANEL_SIZE, RANK_COLORS, SCORE_CMAP, finish_figure, new_figure, style_context
 
 #: The ViT patch grid of the default CLIP backbone (240 px / 16 px patches).
 DEFAULT_GRID = 15
@@ -135,10 +135,6 @@ def window_scores_to_map(boxes: Any, scores: Any, grid: int | Sequence[int] = DE
     return out[0] if s.ndim == 1 else out
 
 
-def _patch_size(shape: tuple[int, int], grid: tuple[int, int]) -> tuple[float, float]:
-    return shape[0] / grid[0], shape[1] / grid[1]
-
-
 def plot_window_scores(ax: Any, image: Any, boxes: Any, scores: Any, *, top_k: int = 5,
                        grid: int | Sequence[int] = DEFAULT_GRID, how: str = "mean", show_map: bool = True,
                        alpha: float = 0.45, cmap: Any = None, vmin: float | None = None,
@@ -179,7 +175,7 @@ def plot_window_scores(ax: Any, image: Any, boxes: Any, scores: Any, *, top_k: i
         _incidence(b, *g)  # validates the boxes against the grid
         rgb = as_rgb(image, "image")
         shape = rgb.shape[:2]
-        ph, pw = _patch_size(shape, g)
+        ph, pw = shape[0] / g[0], shape[1] / g[1]  # one patch, in pixels
         ax.imshow(rgb)
         if show_map:
             heat = window_scores_to_map(b, s, g, how=how)
@@ -294,7 +290,4 @@ def clip_scores_figure(image: Any, scores: Any, *, mask: Any = None, top_k: int 
         for ax, scale in zip(axes[k:], sorted(windows)):
             plot_window_scores(ax, rgb, boxes[scale], windows[scale], top_k=top_k, grid=grid, how=how,
                                mask=mask, title=f"windows {scale}x{scale} ({how})")
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-        return fig
+        return finish_figure(fig, title, note)

@@ -23,14 +23,8 @@ from typing import Any
 import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
-                               draw_mask_contour, finite_range, resize_bilinear)
-from cfviz.viz.style import DIVERGING_CMAP, SCORE_CMAP, add_note, new_figure, style_context
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+                               draw_mask_contour, finite_range, resize_bilinear, wrap_title)
+from cfviz.viz.style import DIVERGING_CMAP, SCORE_CMAP, finish_figure, new_figure, style_context
 
 
 def _rows(maps: Any, name: str) -> dict[str, np.ndarray]:
@@ -95,8 +89,8 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
         cmap = cmap or SCORE_CMAP
         # long names (families: "SD3 MMDiT (tiny-sd3)") wrap to the panel instead of running into a neighbour
         width = max(12, int(panel_size * 15))
-        titles = [_wrap(str(labels[0]), width), _wrap(str(labels[1]), width),
-                  _wrap(f"{labels[1]} − {labels[0]}", width)]
+        titles = [wrap_title(str(labels[0]), width), wrap_title(str(labels[1]), width),
+                  wrap_title(f"{labels[1]} − {labels[0]}", width)]
         for r, (row, (pa, pb)) in enumerate(fit.items()):
             for c, (data, nm, cm) in enumerate([(pa, norm, cmap), (pb, norm, cmap),
                                                 (diffs[row], dnorm, DIVERGING_CMAP)][:n_cols]):
@@ -124,10 +118,7 @@ def compare_maps(a: Any, b: Any, *, labels: tuple[str, str] = ("a", "b"), image:
 
             # tick labels carry their own exponent: an offset text ("1e-5") would sit on the title
             cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-    return fig
+        return finish_figure(fig, title, note)
 
 
 def _store_map(store: Any, image_id: str, what: str, tokens: Any, steps: Any, side: str) -> np.ndarray:

@@ -394,10 +394,11 @@ class AttentionExplorer(ExplorerTabs):
         """The run's alpha_seg, or None when the smoothing differs from the run's (no run maps then)."""
         return float(self.scoring.alpha_seg) if self.sigma == float(self.scoring.sigma) else None
 
-    def category_scores(self, p: Any | None = None) -> np.ndarray:
-        """The category's image scores at the ``alpha_cls`` on screen (the run's own at the run's weight)."""
+    def category_scores(self, p: Any | None = None, alpha_cls: float | None = None) -> np.ndarray:
+        """The category's image scores at ``alpha_cls`` (default: the one on screen; the run's own at the
+        run's weight)."""
         p = self.current[0] if p is None else p
-        a = float(self.alpha_cls.value)
+        a = float(self.alpha_cls.value if alpha_cls is None else alpha_cls)
         return self._cached(("scores", self._index(p), a),
                             lambda: ed.category_scores(p, a, run_alpha_cls=float(self.scoring.alpha_cls),
                                                    scoring=self.scoring))
@@ -485,8 +486,7 @@ class AttentionExplorer(ExplorerTabs):
     @staticmethod
     def fusable(p: Any) -> bool:
         """Whether ``p`` carries both branches (CLIPFusion): only then do the two weights apply."""
-        comps = getattr(p, "components", None) or {}
-        return "clip_language" in comps and "diff_language" in comps
+        return ed.fusable(getattr(p, "components", None) or {})
 
     # ------------------------------------------------------------------ figures for export (matplotlib)
     def attention_figure(self, note: str | None = None) -> Any:
@@ -541,9 +541,7 @@ class AttentionExplorer(ExplorerTabs):
         key = (d.image_id, alpha, alpha_cls)
         if key not in self._metrics:
             final = self._final(p, d, alpha)
-            scores = self._cached(("scores", self._index(p), alpha_cls),
-                                  lambda: ed.category_scores(p, alpha_cls, run_alpha_cls=float(self.scoring.alpha_cls),
-                                                   scoring=self.scoring))
+            scores = self.category_scores(p, alpha_cls)
             if ed.fusable(d.components):
                 self._metrics[key] = ed.live_metrics(d, alpha, alpha_cls=alpha_cls, sigma=self.sigma, predictions=p,
                                                      fused=final, scores=scores)
@@ -706,8 +704,7 @@ class AttentionExplorer(ExplorerTabs):
             parts.append("<b>category image AUROC</b>" + (f" (alpha_cls = {cls:.2f})" if fusable else "")
                          + f": {value('category_image_auroc', shown['category image AUROC'])} ({where})")
         self.metrics.value = " · ".join(parts)
-        scores = self._cached(("scores", self._index(p), cls), lambda: ed.category_scores(
-            p, cls, run_alpha_cls=float(run.alpha_cls), scoring=run))
+        scores = self.category_scores(p, cls)
         head = (f"<b>{html.escape(d.image_id)}</b> · {html.escape(d.defect_type)} · "
                 f"{'anomalous' if d.label else 'normal'}")
         if getattr(p, "scores", None) is not None:

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from cfviz.viz.style import add_note, new_figure, style_context
+from cfviz.viz._common import (add_colorbar, as_mask, as_rgb, clean_image_axes, draw_mask_contour, resize_bilinear,
+                               wrap_title)
+from cfviz.viz.style import DIVERGING_CMAP, MASK_COLOR, add_note, new_figure, style_context, symmetric_limits
 
 #: Title colours: a misclassified case stands out from a correctly classified one.
 WRONG_COLOR = "#b2182b"
@@ -47,14 +49,6 @@ def _mask(p: Any, i: int) -> np.ndarray | None:
         return None
     m = np.asarray(p.masks[i])
     return m if m.any() else None
-
-
-def _wrapped(case: str, width: int = 18) -> str:
-    """``case`` wrapped to a panel's width: "highest-scoring normal #2 (correct)" is far wider than
-    one panel and ran into its neighbour's title."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(case, width=width, break_long_words=False)) or case
 
 
 def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: int | None = None,
@@ -78,7 +72,8 @@ def failure_gallery(p: Any, ranked: Any, image: Callable[[str], Any], *, ncols: 
         i = _index(p, r.image_id)
         case = getattr(r, "case", None) or case_title(r.kind, int(r.rank), bool(r.wrong))
         verdict = "≥" if r.score >= r.threshold else "<"
-        items.append({"image": image(r.image_id), "map": p.maps[i], "mask": _mask(p, i), "title": _wrapped(case),
+        # wrapped: "highest-scoring normal #2 (correct)" is far wider than a panel
+        items.append({"image": image(r.image_id), "map": p.maps[i], "mask": _mask(p, i), "title": wrap_title(case, 18),
                       "subtitle": f"{r.defect_type}\nimage score {r.score:.2f} {verdict} {r.threshold:.2f}"})
         wrong.append(bool(r.wrong))
     if title is None:
@@ -127,8 +122,6 @@ def disagreement_figure(p: Any, image: Callable[[str], Any], *, image_ids: Seque
     from matplotlib.lines import Line2D
 
     from cfviz.analysis.failures import disagreement, disagreement_maps
-    from cfviz.viz._common import add_colorbar, as_rgb, draw_mask_contour, as_mask, resize_bilinear, clean_image_axes
-    from cfviz.viz.style import DIVERGING_CMAP, MASK_COLOR, symmetric_limits
 
     d = disagreement_maps(p)
     if image_ids is None:

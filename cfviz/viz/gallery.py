@@ -20,7 +20,7 @@ import numpy as np
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, check_keys, clean_image_axes,
                                draw_mask_contour, finite_range, grid_shape, minmax, resize_bilinear, show_mask)
-from cfviz.viz.style import PANEL_SIZE, SCORE_CMAP, add_note, new_figure, style_context
+from cfviz.viz.style import PANEL_SIZE, SCORE_CMAP, finish_figure, new_figure, style_context
 
 ITEM_KEYS = ("image", "map", "mask", "title", "subtitle")
 IMAGE_COLUMNS = ("image",)
@@ -105,16 +105,11 @@ def gallery(items: Sequence[Mapping[str, Any]], *, ncols: int = 4, shared_scale:
         if one_bar and im is not None:
             add_colorbar(fig, shared, im.cmap, list(axes[:len(prepared)]), label,
                          shrink=min(0.9, 0.4 + 0.2 * n_rows), aspect=max(12, 8 * n_rows))
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-        return fig
+        return finish_figure(fig, title, note)
 
 
 def _row_label(row: Mapping[str, Any], i: int, row_labels: Sequence[str] | None) -> str:
-    if row_labels is not None:
-        return str(row_labels[i])
-    return str(row.get("label", ""))
+    return str(row_labels[i] if row_labels is not None else row.get("label", ""))
 
 
 def qualitative_grid(rows: Sequence[Mapping[str, Any]], *,
@@ -238,7 +233,4 @@ def qualitative_grid(rows: Sequence[Mapping[str, Any]], *,
             else:
                 for r in range(n_rows):
                     add_colorbar(fig, norms[(r, 0)], im.cmap, axes[r, map_idx].tolist(), label, shrink=0.9, aspect=10)
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-        return fig
+        return finish_figure(fig, title, note)

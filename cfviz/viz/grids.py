@@ -30,7 +30,7 @@ from cfviz.capture.families import layer_kind_title, layer_labels
 from cfviz.capture.naming import short_name, short_names  # noqa: F401  (imported from here too)
 from cfviz.viz._common import (add_colorbar, as_mask, as_rgb, check_alpha, clean_image_axes, draw_mask_contour,
                                finite_range, resize_bilinear, to_numpy)
-from cfviz.viz.style import SCORE_CMAP, add_note, new_figure, style_context
+from cfviz.viz.style import SCORE_CMAP, finish_figure, new_figure, style_context
 
 _COLUMN_DIMS = ("block", "layer")
 def _names_key(short: Sequence[str], full: Sequence[str], note: str | None, limit: int = 160) -> str | None:
@@ -77,8 +77,9 @@ def _grid_array(maps: Any, shapes: str) -> np.ndarray:
 
 
 def _from_labelled(maps: Any, row_dims: Sequence[str], col_dims: Sequence[str],
-                   allowed_desc: str) -> tuple[np.ndarray, list[Any], list[Any], str, str, Any]:
-    """Split a LabelledMaps into data (R, C, h, w), row and column labels and dim names."""
+                   allowed_desc: str) -> tuple[np.ndarray, list[str], str, Any]:
+    """Split a LabelledMaps into data (R, C, h, w), the row dimension (none or one), the column
+    dimension and the maps in that order."""
     dims = tuple(maps.dims)
     row = [d for d in dims if d in row_dims]
     col = [d for d in dims if d in col_dims]
@@ -165,10 +166,7 @@ def _map_grid(data: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
         title = f"{label} ({', '.join(p for p in parts if p)})" if any(parts) else None
         if title and len(title) * 9 * 0.6 / 72 > fig.get_size_inches()[0]:  # too wide: two lines
             title = title.replace(" (", "\n(", 1)
-    if title:
-        fig.suptitle(title)
-    add_note(fig, note)
-    return fig
+    return finish_figure(fig, title, note)
 
 
 def timestep_block_grid(maps: Any, *, timesteps: Sequence[Any] | None = None,

@@ -22,7 +22,7 @@ from typing import Any
 
 from cfviz.viz._common import (add_colorbar, as_map, as_mask, as_rgb, check_alpha, clean_image_axes,
                                finish_heatmap_axes, finite_range, minmax, resize_bilinear, show_mask)
-from cfviz.viz.style import (DIVERGING_CMAP, PANEL_SIZE, SCORE_CMAP, add_note, new_figure, style_context,
+from cfviz.viz.style import (DIVERGING_CMAP, PANEL_SIZE, SCORE_CMAP, finish_figure, new_figure, style_context,
                              symmetric_limits)
 
 SCORE_LABEL = "anomaly score"
@@ -170,7 +170,4 @@ def maps_row(image: Any, maps: Mapping[str, Any], *, mask: Any = None, titles: A
                          colorbar=not one_bar, mask=gt if contour else None, title=t, label=label)
         if one_bar and im is not None:
             add_colorbar(fig, im.norm, im.cmap, list(axes[k:]), label, shrink=0.85, aspect=15)
-        if title:
-            fig.suptitle(title)
-        add_note(fig, note)
-        return fig
+        return finish_figure(fig, title, note)

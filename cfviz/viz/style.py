@@ -257,6 +257,14 @@ def add_note(fig: Any, note: str | None, *, fontsize: float = NOTE_FONTSIZE) -> 
                     color="0.3", style="italic", gid="cfviz-note")
 
 
+def finish_figure(fig: Any, title: str | None, note: str | None) -> Any:
+    """The end of a figure function: ``title`` over the figure (when given), ``note`` under it; return ``fig``."""
+    if title:
+        fig.suptitle(title)
+    add_note(fig, note)
+    return fig
+
+
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}$")
 
 
