@@ -42,8 +42,8 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore, entry_key
 from cfviz.evaluation.compact_form import (FLAG_MENTIONS, CompactStoreError, describe_pair, draw_key, flags_hint,
-                                            is_compacted, kept_maps, map_name, whole_timestep)
-from cfviz.evaluation.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair
+                                            is_compacted, kept_maps, map_name)
+from cfviz.evaluation.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair, whole_timestep
 
 #: Folder (inside the store) of the per-category journals of a compaction in progress.
 JOURNAL_DIR = "compact"

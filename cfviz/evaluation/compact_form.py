@@ -16,7 +16,7 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore
 from cfviz.errors import ConfigError
-from cfviz.evaluation.config import Pair
+from cfviz.evaluation.config import Pair, whole_timestep
 
 #: Tensor group of the stored M_diff_V maps in a compacted test entry.
 MAP_GROUP = "mdv"
@@ -24,10 +24,6 @@ MAP_GROUP = "mdv"
 
 class CompactStoreError(ConfigError):
     """A compact store lacks what a setting needs (its features were replaced by distance maps)."""
-
-
-def whole_timestep(t: Any) -> int:
-    return int(round(float(t)))
 
 
 def draw_key(ref_ids: Sequence[str]) -> str:

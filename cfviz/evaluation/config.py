@@ -518,8 +518,13 @@ def resolved_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> Pair:
     t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
         default_visual_timestep(extraction.timesteps)
     t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
-    return (int(round(float(t_q))), scoring.visual_block, int(round(float(t_r))),
+    return (whole_timestep(t_q), scoring.visual_block, whole_timestep(t_r),
             scoring.reference_block or scoring.visual_block)
+
+
+def whole_timestep(t: Any) -> int:
+    """A timestep as the int it names (a store may give back ``261.0``)."""
+    return int(round(float(t)))
 
 
 @dataclass(frozen=True)

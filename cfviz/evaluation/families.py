@@ -29,7 +29,6 @@ The middle block's image tokens are stored as a ``(channels, h, w)`` map on the 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ def tiny_names() -> list[str]:
 
 def _pipeline_source(choice: ModelChoice) -> tuple[str, str]:
     """``("tiny" | "random" | "folder" | "hub", value)`` of a diffusion choice (env override followed)."""
-    from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, looks_like_folder
+    from cfviz.models.diffusion import looks_like_folder, pipeline_override
     from cfviz.models.families import TINY_DIFFUSION
 
     value = choice.diffusion
@@ -64,9 +63,7 @@ def _pipeline_source(choice: ModelChoice) -> tuple[str, str]:
         return "tiny", value
     if value == "random":
         return "random", value
-    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
-    if env_folder and value == DEFAULT_SD_INPAINT:
-        value = env_folder
+    value = pipeline_override(value)[0]
     return ("folder" if looks_like_folder(value) else "hub"), value
 
 

@@ -263,18 +263,16 @@ def _closest(word: str, choices: Sequence[str], n: int = 3) -> str:
 
 def check_clip(choice: ModelChoice) -> None:
     """The CLIP architecture is known (a ViT); its tag or checkpoint file is usable."""
-    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, TINY_CLIP, looks_like_file
+    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, TINY_CLIP, checkpoint_override, looks_like_file
 
     # the tiny CLIP takes clip_arch's input geometry (cfviz.models.clip.tiny_geometry): check that arch below
     tiny_like = choice.clip == "tiny" and choice.clip_arch not in (TINY_CLIP, DEFAULT_CLIP)
     if choice.clip == "tiny" and not tiny_like:
         return
     arch = choice.clip_arch
-    pretrained = str(choice.clip_pretrained)
-    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
-    from_env = bool(env_file) and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED
+    pretrained, from_env = checkpoint_override(arch, str(choice.clip_pretrained))
     if choice.clip == "pretrained" and (from_env or looks_like_file(pretrained)):  # cheap: before open_clip
-        check_checkpoint_file(env_file if from_env else pretrained, "models.clip_pretrained",
+        check_checkpoint_file(pretrained, "models.clip_pretrained",
                               origin=f" (from {CHECKPOINT_ENV})" if from_env else "")
     if arch != TINY_CLIP:
         from cfviz.models import clip_catalog  # open_clip's files, without importing open_clip (and torch)
@@ -347,16 +345,15 @@ def check_diffusion(choice: ModelChoice) -> None:
     if choice.diffusion in ("tiny", "random") or choice.diffusion in tiny_names():
         return
     from cfviz.models.diffusion import (DEFAULT_SD_INPAINT, PIPELINE_ENV, folder_problems, looks_like_folder,
-                                        unsupported_pipeline)
+                                        pipeline_override, unsupported_pipeline)
 
-    value, origin = choice.diffusion, ""
+    value = choice.diffusion
     if value.startswith("tiny") and not Path(value).expanduser().exists():
         raise ConfigError(f"{{models.diffusion}} {value!r} is not a tiny pipeline{_closest(value, tiny_names())} "
                           f"(tiny ones: {', '.join(tiny_names())}); or pass random, a hub id or a diffusers folder",
                           "models.diffusion")
-    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
-    if env_folder and value == DEFAULT_SD_INPAINT:
-        value, origin = env_folder, f" (from {PIPELINE_ENV})"
+    value, from_env = pipeline_override(value)
+    origin = f" (from {PIPELINE_ENV})" if from_env else ""
     if not looks_like_folder(value):
         _check_hub_id(value, choice.revision)
         return

@@ -172,10 +172,7 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | os.PathLike[str] | Non
                          "weights, or pass a pretrained tag or a checkpoint file")
     pretrained = os.fspath(pretrained)
     _check_arch_name(name)
-    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
-    from_env = bool(env_file) and name == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED
-    if from_env:
-        pretrained = env_file
+    pretrained, from_env = checkpoint_override(name, pretrained)
 
     quick_gelu, mean, std, extra = False, None, None, {}
     if looks_like_file(pretrained):
@@ -277,7 +274,12 @@ def looks_like_file(value: str) -> bool:
             or value.startswith("~") or Path(value).exists())
 
 
-_looks_like_file = looks_like_file  # the earlier private name (cfviz.evaluation.models imports it)
+def checkpoint_override(arch: str, pretrained: str) -> tuple[str, bool]:
+    """``pretrained``, or the file that ``CFVIZ_CLIP_CHECKPOINT`` names in place of the default weights; whether it did."""
+    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
+    if env_file and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
+        return env_file, True
+    return pretrained, False
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
