@@ -21,15 +21,13 @@ cfviz.errors.ConfigError: models.device 'gpu' is not a torch device; use cpu, cu
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cfviz.errors import ConfigError, DataRootError
+from cfviz.errors import ConfigError, DataRootError, did_you_mean
 from cfviz.evaluation.config import ModelChoice, RunSpec, check_int
 from cfviz.evaluation.families import check_family_settings
 from cfviz.models.speed import check_compile
@@ -253,14 +251,6 @@ def check_device(device: str, field: str = "models.device") -> None:
 # models
 
 
-def _closest(word: str, choices: Sequence[str], n: int = 3) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
-    if not close:
-        lower = {c.lower(): c for c in choices}
-        close = [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.5)]
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
 def check_clip(choice: ModelChoice) -> None:
     """The CLIP architecture is known (a ViT); its tag or checkpoint file is usable."""
     from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, TINY_CLIP, checkpoint_override, looks_like_file
@@ -279,7 +269,7 @@ def check_clip(choice: ModelChoice) -> None:
 
         models = clip_catalog.list_models()
         if arch not in models:
-            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture{_closest(arch, models)} "
+            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture{did_you_mean(arch, models)} "
                               f"(open_clip.list_models() lists all {len(models)}; {TINY_CLIP!r} is the tiny one)",
                               "models.clip_arch")
         vision = (clip_catalog.get_model_config(arch) or {}).get("vision_cfg", {})
@@ -299,7 +289,7 @@ def check_clip(choice: ModelChoice) -> None:
             raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r}: open_clip publishes no weights for {arch}; "
                               "pass a checkpoint file", "models.clip_pretrained")
         raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r} is not a pretrained tag of {arch}"
-                          f"{_closest(pretrained, tags)} (its tags: {', '.join(tags)}), or pass a checkpoint file",
+                          f"{did_you_mean(pretrained, tags)} (its tags: {', '.join(tags)}), or pass a checkpoint file",
                           "models.clip_pretrained")
     check_clip_weights_cached(arch, pretrained)
 
@@ -349,7 +339,7 @@ def check_diffusion(choice: ModelChoice) -> None:
 
     value = choice.diffusion
     if value.startswith("tiny") and not Path(value).expanduser().exists():
-        raise ConfigError(f"{{models.diffusion}} {value!r} is not a tiny pipeline{_closest(value, tiny_names())} "
+        raise ConfigError(f"{{models.diffusion}} {value!r} is not a tiny pipeline{did_you_mean(value, tiny_names())} "
                           f"(tiny ones: {', '.join(tiny_names())}); or pass random, a hub id or a diffusers folder",
                           "models.diffusion")
     value, from_env = pipeline_override(value)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cfviz.errors import ConfigError, ModelUnavailableError
+from cfviz.errors import ConfigError, ModelUnavailableError, did_you_mean
 from cfviz.models._config import model_config
 from cfviz.models._seeding import check_seed, seeded
 from cfviz.models.bundle import ClipBundle
@@ -334,13 +334,6 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _closest(word: str, choices: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
 def _check_arch_name(name: str) -> None:
     if name in _CFVIZ_ARCHS:
         return
@@ -348,7 +341,7 @@ def _check_arch_name(name: str) -> None:
 
     models = list_models()
     if name not in models:
-        raise ConfigError(f"unknown CLIP architecture {name!r}{_closest(name, models)} (use an open_clip model "
+        raise ConfigError(f"unknown CLIP architecture {name!r}{did_you_mean(name, models)} (use an open_clip model "
                           f"name from open_clip.list_models(), e.g. {DEFAULT_CLIP!r}, or {TINY_CLIP!r})")
 
 
@@ -427,7 +420,7 @@ def _hub_checkpoint(name: str, tag: str, cache_dir: Any) -> tuple[Path, bool, An
     cfg = get_pretrained_cfg(name, tag)
     tags = list_pretrained_tags_by_model(name)
     if not cfg:
-        raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {name}{_closest(tag, tags)} (known tags: "
+        raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {name}{did_you_mean(tag, tags)} (known tags: "
                           f"{', '.join(tags) or 'none'}), or pass a checkpoint file")
     what = f"the {name} CLIP weights {tag!r}"
     source = weights_source(tag, cfg, tags, cache_dir)
