@@ -426,9 +426,12 @@ def _hub_checkpoint(name: str, tag: str, cache_dir: Any) -> tuple[Path, bool, An
     source = weights_source(tag, cfg, tags, cache_dir)
     extra: dict[str, Any]
     if source[0] == "hub":
-        _, repo_id, names = source
-        path = hub_file_for_clip(repo_id, names, cache_dir=cache_dir, what=what)
-        extra = {"hub_repo": repo_id, "file": path.name, "commit": _commit_of(path)}
+        from cfviz.models.hub import hub_file
+
+        _, repo_id, names = source  # the first of names the repository has (cache first when offline)
+        path = hub_file(repo_id, names, revision=None, cache_dir=cache_dir, what=what, fix=_fix())
+        commit = path.parent.name if path.parent.parent.name == "snapshots" else None  # .../snapshots/<commit>/<file>
+        extra = {"hub_repo": repo_id, "file": path.name, "commit": commit}
     elif source[0] == "url":
         from cfviz.models.hub import url_file
 
@@ -492,18 +495,6 @@ def cached_weights(name: str, tag: str, cache_dir: Any = None) -> tuple[Path | N
         path = Path(names[0]) / os.path.basename(where)
         return (path if path.is_file() else None), str(path)
     return None, "nowhere: open_clip lists no download for it"
-
-
-def hub_file_for_clip(repo_id: str, names: list[str], *, cache_dir: Any, what: str) -> Path:
-    """The first of ``names`` in the hub repository ``repo_id`` (cache first when offline)."""
-    from cfviz.models.hub import hub_file
-
-    return hub_file(repo_id, names, revision=None, cache_dir=cache_dir, what=what, fix=_fix())
-
-
-def _commit_of(path: Path) -> str | None:
-    """The commit hash of a file in the hub cache layout ``.../snapshots/<commit>/<file>``."""
-    return path.parent.name if path.parent.parent.name == "snapshots" else None
 
 
 def _load_state(model: Any, state: dict[str, Any], *, path: Path, name: str) -> None:
