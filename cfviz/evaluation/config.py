@@ -816,15 +816,6 @@ class RunSpec:
             need.append(f"{{scoring.patchclip_visual}} {s.patchclip_visual!r}")
         return need
 
-    def _check_no_windows(self) -> None:
-        """``extraction.clip_windows=False``: every method asked for must do without window embeddings."""
-        need = self.window_needs()
-        if need:
-            raise ConfigError(f"{{extraction.clip_windows}} off skips CLIP's window embeddings, but {' and '.join(need)} "
-                              "need them; turn {extraction.clip_windows} on, or use {scoring.patchclip_language} and "
-                              "{scoring.patchclip_visual} 'patches' without winclip", "extraction.clip_windows",
-                              mentions=("methods", "scoring.patchclip_language", "scoring.patchclip_visual"))
-
     def _check_combination(self) -> None:
         """Settings that are valid alone but not together (each would fail only after extraction)."""
         e, s, methods = self.extraction, self.scoring, set(self.methods)
@@ -861,8 +852,12 @@ class RunSpec:
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
                               "'inductive' (the references' range, no other test image), 'image' or 'none'",
                               "scoring.normalization")
-        if e.clip_windows is False:
-            self._check_no_windows()
+        need = self.window_needs() if e.clip_windows is False else []  # off: every method must do without windows
+        if need:
+            raise ConfigError(f"{{extraction.clip_windows}} off skips CLIP's window embeddings, but {' and '.join(need)} "
+                              "need them; turn {extraction.clip_windows} on, or use {scoring.patchclip_language} and "
+                              "{scoring.patchclip_visual} 'patches' without winclip", "extraction.clip_windows",
+                              mentions=("methods", "scoring.patchclip_language", "scoring.patchclip_visual"))
         needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})
         if needs_aaclip and not e.aaclip:
             raise ConfigError("{methods} 'aaclip' and {scoring.clip_branch} 'aaclip' need {extraction.aaclip}: the "
