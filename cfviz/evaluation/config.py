@@ -32,7 +32,7 @@ from cfviz.errors import ConfigError
 from cfviz.clip.object_names import OBJECT_NAME_MODES, object_name
 from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, NOISE_MODES, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION, VISUAL_POOLINGS
-from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
+from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION, IMAGE_SCORES  # image_score's choices
 from cfviz.models.speed import COMPILE_MODES, NUMERIC_COMPILE_BACKENDS
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
@@ -47,8 +47,6 @@ SCORE_RULES = ("max", "topk_mean", "mean")
 #: ``ScoringConfig.smoothing``: ``sigma`` on every method's final map, or each method's own favourite
 #: (CLIPFusion/PatchCLIP/MapDiff smoothed, WinCLIP unsmoothed as published, AA-CLIP its own blur only).
 SMOOTHINGS = ("shared", "own")
-#: ``ScoringConfig.image_score``: how every method's image score is made (see cfviz.fusion.IMAGE_SCORES).
-IMAGE_SCORES = ("eq9", "map", "cls", "own")
 CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
 #: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
