@@ -430,7 +430,7 @@ def clip_input_size(choice: ModelChoice) -> int:
     from cfviz.models.clip import TINY_CLIP, tiny_geometry
 
     if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
-        return tiny_geometry(None if choice.clip_arch == TINY_CLIP else choice.clip_arch)[0]
+        return tiny_geometry(choice.clip_arch)[0]  # the tiny arch itself: its own
     from cfviz.models.clip_catalog import get_model_config  # open_clip's files: no torch import
 
     size = ((get_model_config(choice.clip_arch) or {}).get("vision_cfg") or {}).get("image_size")

@@ -64,13 +64,13 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
 
 def check_aaclip_size(spec: RunSpec) -> None:
     """AA-CLIP's input side must be a whole number of the CLIP's patches (its position grid is resized to it)."""
-    from cfviz.models.clip import TINY_CLIP, tiny_geometry
+    from cfviz.models.clip import tiny_geometry
 
     size = spec.extraction.aaclip_size
     if spec.extraction.aaclip is None or size is None:
         return
     arch = spec.models.clip_arch
-    patch = tiny_geometry(None if arch == TINY_CLIP else arch)[1]
+    patch = tiny_geometry(arch)[1]
     if size % patch:
         low, high = size // patch * patch, (size // patch + 1) * patch
         raise ConfigError(f"{{extraction.aaclip_size}} {size} is not a multiple of {arch}'s {patch}-px patches; "
