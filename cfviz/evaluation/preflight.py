@@ -269,8 +269,9 @@ def check_clip(choice: ModelChoice) -> None:
 
         models = clip_catalog.list_models()
         if arch not in models:
-            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture{did_you_mean(arch, models)} "
-                              f"(open_clip.list_models() lists all {len(models)}; {TINY_CLIP!r} is the tiny one)",
+            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture"
+                              f"{did_you_mean(arch, models)} (open_clip.list_models() lists all {len(models)}; "
+                              f"{TINY_CLIP!r} is the tiny one)",
                               "models.clip_arch")
         vision = (clip_catalog.get_model_config(arch) or {}).get("vision_cfg", {})
         if isinstance(vision.get("layers"), (list, tuple)):  # ModifiedResNet: no patch grid

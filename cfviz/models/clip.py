@@ -275,7 +275,7 @@ def looks_like_file(value: str) -> bool:
 
 
 def checkpoint_override(arch: str, pretrained: str) -> tuple[str, bool]:
-    """``pretrained``, or the file that ``CFVIZ_CLIP_CHECKPOINT`` names in place of the default weights; whether it did."""
+    """``pretrained``, or the file ``CFVIZ_CLIP_CHECKPOINT`` names in place of the default weights; whether it did."""
     env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
     if env_file and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
         return env_file, True
