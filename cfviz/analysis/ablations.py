@@ -368,9 +368,7 @@ def metric_kinds(knob: str, scoring: ScoringConfig | None = None,
     >>> sorted(metric_kinds("normalization", methods=["winclip"]))
     []
     """
-    from cfviz.evaluation.config import METHODS
-
-    from cfviz.evaluation.config import NORMALIZED_METHODS
+    from cfviz.evaluation.config import METHODS, NORMALIZED_METHODS
 
     scoring = scoring or ScoringConfig()
     effect = KNOB_EFFECTS.get(knob, "any")
