@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class CfvizError(Exception):
@@ -59,6 +59,21 @@ class ConfigError(CfvizError, ValueError):
         for path in self.mentions:
             text = text.replace("{" + path + "}", names.get(path, path))
         return text
+
+
+def did_you_mean(word: str, choices: Sequence[str], n: int = 3) -> str:
+    """``"; did you mean 'a' or 'b'?"`` naming the choices closest to ``word`` (case aside), or ``""``.
+
+    >>> did_you_mean("vit-b-32", ["ViT-B-32", "RN50"])
+    "; did you mean 'ViT-B-32'?"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    if not close:
+        lower = {c.lower(): c for c in choices}
+        close = [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.5)]
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 class DataRootError(ConfigError, DatasetError):

@@ -258,7 +258,7 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
     import pandas as pd
 
     from cfviz.evaluation.scoring import load_masks, predict
-    from cfviz.fusion import fuse, method_image_scores, smooth
+    from cfviz.fusion import blend, fuse_components, method_image_scores
 
     scoring = scoring or ScoringConfig()
     bad = [a for a in alphas if not 0.0 <= float(a) <= 1.0]
@@ -272,12 +272,10 @@ def alpha_sweep(store: CaptureStore, dataset: Any, *, alphas: Sequence[float] = 
             for seed in (seeds if k else seeds[:1]):
                 p = predict(store, dataset, category, "clipfusion", shots=k, seed=seed, scoring=scoring,
                             extraction=extraction, masks=masks)
-                clip_maps = {"language": p.components["clip_language"], "visual": p.components.get("clip_visual")}
-                diff_maps = {"language": p.components["diff_language"], "visual": p.components.get("diff_visual")}
                 for a in alphas:
                     a = float(a)
-                    maps = smooth(fuse(clip_maps, diff_maps, a), scoring.sigma)
-                    own = a * p.component_scores["clip"] + (1 - a) * p.component_scores["diff"]
+                    maps = fuse_components(p.components, a, scoring.sigma)
+                    own = blend(p.component_scores["clip"], p.component_scores["diff"], a)
                     scores = method_image_scores(scoring.image_score, maps, cls_score=p.cls_scores, own=own,
                                                  score_rule=scoring.score_rule, topk=scoring.topk)
                     for metric, value in metric_values(p.labels, scores, masks, maps, metrics).items():
@@ -370,9 +368,7 @@ def metric_kinds(knob: str, scoring: ScoringConfig | None = None,
     >>> sorted(metric_kinds("normalization", methods=["winclip"]))
     []
     """
-    from cfviz.evaluation.config import METHODS
-
-    from cfviz.evaluation.config import NORMALIZED_METHODS
+    from cfviz.evaluation.config import METHODS, NORMALIZED_METHODS
 
     scoring = scoring or ScoringConfig()
     effect = KNOB_EFFECTS.get(knob, "any")

@@ -20,39 +20,21 @@ from __future__ import annotations
 
 from cfviz.utils.lazy import lazy_names
 
-_LAZY: dict[str, str] = {
-    "WinCLIP": "cfviz.clip.winclip",
-    "WinCLIPResult": "cfviz.clip.winclip",
-    "combine_maps": "cfviz.clip.winclip",
-    "PatchCLIP": "cfviz.clip.patchclip",
-    "PatchCLIPResult": "cfviz.clip.patchclip",
-    "WindowClipModel": "cfviz.clip.base",
-    "NotFittedError": "cfviz.clip.base",
-    "prompt_ensemble": "cfviz.clip.prompts",
-    "clean_class_name": "cfviz.clip.prompts",
-    "NORMAL_STATES": "cfviz.clip.prompts",
-    "ANOMALOUS_STATES": "cfviz.clip.prompts",
-    "TEMPLATES": "cfviz.clip.prompts",
-    "text_anchors": "cfviz.clip.text",
-    "encode_prompts": "cfviz.clip.text",
-    "clear_text_cache": "cfviz.clip.text",
-    "window_boxes": "cfviz.clip.windows",
-    "window_patch_indices": "cfviz.clip.windows",
-    "incidence_matrix": "cfviz.clip.windows",
-    "harmonic_aggregation": "cfviz.clip.windows",
-    "mean_aggregation": "cfviz.clip.windows",
-    "WindowEncoder": "cfviz.clip.windows",
-    "VisualEmbeddings": "cfviz.clip.windows",
-    "class_scores": "cfviz.clip.scores",
-    "visual_association_score": "cfviz.clip.scores",
-    "harmonic_mean": "cfviz.clip.scores",
-    "upsample": "cfviz.clip.scores",
-    "resize_clip": "cfviz.clip.posembed",
-    "interpolate_pos_embed": "cfviz.clip.posembed",
-    "AAClip": "cfviz.clip.aaclip.model",
-    "AAClipConfig": "cfviz.clip.aaclip.config",
-    "train_aaclip": "cfviz.clip.aaclip.train",
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    ".winclip": ("WinCLIP", "WinCLIPResult", "combine_maps"),
+    ".patchclip": ("PatchCLIP", "PatchCLIPResult"),
+    ".base": ("WindowClipModel", "NotFittedError"),
+    ".prompts": ("prompt_ensemble", "clean_class_name", "NORMAL_STATES", "ANOMALOUS_STATES", "TEMPLATES"),
+    ".text": ("text_anchors", "encode_prompts", "clear_text_cache"),
+    ".windows": ("window_boxes", "window_patch_indices", "incidence_matrix", "harmonic_aggregation",
+                 "mean_aggregation", "WindowEncoder", "VisualEmbeddings"),
+    ".scores": ("class_scores", "visual_association_score", "harmonic_mean", "upsample"),
+    ".posembed": ("resize_clip", "interpolate_pos_embed"),
+    ".aaclip.model": ("AAClip",),
+    ".aaclip.config": ("AAClipConfig",),
+    ".aaclip.train": ("train_aaclip",),
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_LAZY)
 

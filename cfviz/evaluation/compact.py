@@ -41,9 +41,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cfviz.capture.store import CaptureStore, entry_key
-from cfviz.evaluation.compact_form import (FLAG_MENTIONS, CompactStoreError, describe_pair, draw_key, flags_hint,
-                                            is_compacted, kept_maps, map_name, whole_timestep)
-from cfviz.evaluation.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair
+from cfviz.evaluation.compact_form import (FLAG_MENTIONS, FLAGS_HINT, CompactStoreError, describe_pair, draw_key,
+                                            is_compacted, kept_maps, map_name)
+from cfviz.evaluation.config import ExtractionConfig, Pair, ScoringConfig, resolved_pair, whole_timestep
 
 #: Folder (inside the store) of the per-category journals of a compaction in progress.
 JOURNAL_DIR = "compact"
@@ -204,7 +204,7 @@ def _check_features_kept(store: CaptureStore, category: str, ids: Sequence[str],
         f"for: {len(lacking)} test images no longer hold their features (e.g. {lacking[0]}: "
         f"{kept_maps(have)}), and M_diff_V for {len(missing) or 'some'} (pair, shots) settings "
         + (f"such as {describe_pair(missing[0][0])} at {missing[0][1]} shots " if missing else "")
-        + "was not kept; " + flags_hint(),
+        + "was not kept; " + FLAGS_HINT,
         "store_form", mentions=FLAG_MENTIONS)
 
 

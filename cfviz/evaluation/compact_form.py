@@ -16,7 +16,7 @@ import numpy as np
 
 from cfviz.capture.store import CaptureStore
 from cfviz.errors import ConfigError
-from cfviz.evaluation.config import Pair
+from cfviz.evaluation.config import Pair, whole_timestep
 
 #: Tensor group of the stored M_diff_V maps in a compacted test entry.
 MAP_GROUP = "mdv"
@@ -24,10 +24,6 @@ MAP_GROUP = "mdv"
 
 class CompactStoreError(ConfigError):
     """A compact store lacks what a setting needs (its features were replaced by distance maps)."""
-
-
-def whole_timestep(t: Any) -> int:
-    return int(round(float(t)))
 
 
 def draw_key(ref_ids: Sequence[str]) -> str:
@@ -50,12 +46,10 @@ def is_compacted(meta: dict[str, Any]) -> bool:
     return meta.get("form") == "compact"
 
 
-def flags_hint() -> str:
-    return ("extract into another store with {store_form} full (it keeps the features), or with {store_form} "
-            "compact and {shots}/{seeds} listing every setting you will score (compaction keeps the matching "
-            "grid of the stored {extraction.timesteps} and {extraction.features})")
-
-
+#: The end of every refusal of a compact store: the settings that would have kept what is asked for.
+FLAGS_HINT = ("extract into another store with {store_form} full (it keeps the features), or with {store_form} "
+              "compact and {shots}/{seeds} listing every setting you will score (compaction keeps the matching "
+              "grid of the stored {extraction.timesteps} and {extraction.features})")
 FLAG_MENTIONS = ("shots", "seeds", "extraction.timesteps", "extraction.features")
 
 
@@ -91,5 +85,5 @@ def stored_visual_maps(store: CaptureStore, ids: Sequence[str], ref_ids: Sequenc
             f"the compact capture store {store.path} has no M_diff_V for {describe_pair(pair)} with the "
             f"{len(ref_ids)}-shot references {list(ref_ids)[:4]}{' ...' if len(ref_ids) > 4 else ''}: compaction "
             f"replaced the test images' features by the maps it was asked for ({kept_maps(compacted[0].meta)}); "
-            + flags_hint(), "store_form", mentions=FLAG_MENTIONS)
+            + FLAGS_HINT, "store_form", mentions=FLAG_MENTIONS)
     return np.stack([e[name].numpy() for e in entries])

@@ -32,7 +32,7 @@ from cfviz.errors import ConfigError
 from cfviz.clip.object_names import OBJECT_NAME_MODES, object_name
 from cfviz.diffusion.forward import DEFAULT_TIMESTEPS, NOISE_MODES, PROMPT_TEMPLATE
 from cfviz.diffusion.mapdiff import DEFAULT_FEATURE_BLOCK, DEFAULT_MIN_RESOLUTION, VISUAL_POOLINGS
-from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION
+from cfviz.fusion import ALPHA_CLASSIFICATION, ALPHA_SEGMENTATION, IMAGE_SCORES  # image_score's choices
 from cfviz.models.speed import COMPILE_MODES, NUMERIC_COMPILE_BACKENDS
 
 METHODS = ("clipfusion", "patchclip", "mapdiff", "winclip", "aaclip")
@@ -47,8 +47,6 @@ SCORE_RULES = ("max", "topk_mean", "mean")
 #: ``ScoringConfig.smoothing``: ``sigma`` on every method's final map, or each method's own favourite
 #: (CLIPFusion/PatchCLIP/MapDiff smoothed, WinCLIP unsmoothed as published, AA-CLIP its own blur only).
 SMOOTHINGS = ("shared", "own")
-#: ``ScoringConfig.image_score``: how every method's image score is made (see cfviz.fusion.IMAGE_SCORES).
-IMAGE_SCORES = ("eq9", "map", "cls", "own")
 CLIP_BRANCHES = ("patchclip", "aaclip")
 INPAINT_MASKS = ("none", "full")
 #: AA-CLIP's class names in its prompts (see cfviz.clip.aaclip.names).
@@ -432,7 +430,7 @@ def clip_input_size(choice: ModelChoice) -> int:
     from cfviz.models.clip import TINY_CLIP, tiny_geometry
 
     if choice.clip == "tiny" or choice.clip_arch == TINY_CLIP:
-        return tiny_geometry(None if choice.clip_arch == TINY_CLIP else choice.clip_arch)[0]
+        return tiny_geometry(choice.clip_arch)[0]  # the tiny arch itself: its own
     from cfviz.models.clip_catalog import get_model_config  # open_clip's files: no torch import
 
     size = ((get_model_config(choice.clip_arch) or {}).get("vision_cfg") or {}).get("image_size")
@@ -518,8 +516,13 @@ def resolved_pair(scoring: ScoringConfig, extraction: ExtractionConfig) -> Pair:
     t_q = scoring.visual_timestep if scoring.visual_timestep is not None else \
         default_visual_timestep(extraction.timesteps)
     t_r = scoring.reference_timestep if scoring.reference_timestep is not None else t_q
-    return (int(round(float(t_q))), scoring.visual_block, int(round(float(t_r))),
+    return (whole_timestep(t_q), scoring.visual_block, whole_timestep(t_r),
             scoring.reference_block or scoring.visual_block)
+
+
+def whole_timestep(t: Any) -> int:
+    """A timestep as the int it names (a store may give back ``261.0``)."""
+    return int(round(float(t)))
 
 
 @dataclass(frozen=True)
@@ -811,15 +814,6 @@ class RunSpec:
             need.append(f"{{scoring.patchclip_visual}} {s.patchclip_visual!r}")
         return need
 
-    def _check_no_windows(self) -> None:
-        """``extraction.clip_windows=False``: every method asked for must do without window embeddings."""
-        need = self.window_needs()
-        if need:
-            raise ConfigError(f"{{extraction.clip_windows}} off skips CLIP's window embeddings, but {' and '.join(need)} "
-                              "need them; turn {extraction.clip_windows} on, or use {scoring.patchclip_language} and "
-                              "{scoring.patchclip_visual} 'patches' without winclip", "extraction.clip_windows",
-                              mentions=("methods", "scoring.patchclip_language", "scoring.patchclip_visual"))
-
     def _check_combination(self) -> None:
         """Settings that are valid alone but not together (each would fail only after extraction)."""
         e, s, methods = self.extraction, self.scoring, set(self.methods)
@@ -856,8 +850,12 @@ class RunSpec:
                               "keeps no maps of normal images to standardise by); use 'dataset' (the default), "
                               "'inductive' (the references' range, no other test image), 'image' or 'none'",
                               "scoring.normalization")
-        if e.clip_windows is False:
-            self._check_no_windows()
+        need = self.window_needs() if e.clip_windows is False else []  # off: every method must do without windows
+        if need:
+            raise ConfigError(f"{{extraction.clip_windows}} off skips CLIP's window embeddings, but {' and '.join(need)} "
+                              "need them; turn {extraction.clip_windows} on, or use {scoring.patchclip_language} and "
+                              "{scoring.patchclip_visual} 'patches' without winclip", "extraction.clip_windows",
+                              mentions=("methods", "scoring.patchclip_language", "scoring.patchclip_visual"))
         needs_aaclip = "aaclip" in methods or (s.clip_branch == "aaclip" and methods & {"clipfusion", "patchclip"})
         if needs_aaclip and not e.aaclip:
             raise ConfigError("{methods} 'aaclip' and {scoring.clip_branch} 'aaclip' need {extraction.aaclip}: the "

@@ -36,13 +36,10 @@ class LeftOutCategoryWarning(UserWarning):
 def _where(dataset: Any, category: str, split: str, defect: str | None = None) -> str:
     """Where the images of ``category`` / ``split`` (/ ``defect``) are looked for, for messages."""
     folders = {r.image_path.parents[2] for r in dataset.records if r.category == category}
-    if dataset.info.get("kind") in FOLDER_KINDS and len(folders) == 1:
-        path = next(iter(folders)) / split
-        return str(path / defect) if defect else str(path)
-    if dataset.root is not None and dataset.info.get("kind") in FOLDER_KINDS:
-        path = Path(dataset.root) / category / split
-        return str(path / defect) if defect else str(path)
-    return f"the {split} split of {dataset.name}"
+    if dataset.info.get("kind") not in FOLDER_KINDS or (len(folders) != 1 and dataset.root is None):
+        return f"the {split} split of {dataset.name}"
+    path = (next(iter(folders)) if len(folders) == 1 else Path(dataset.root) / category) / split
+    return str(path / defect) if defect else str(path)
 
 
 def check_run_data(dataset: Any, shots: Sequence[int] = (0,)) -> dict[str, str]:

@@ -29,6 +29,7 @@ notebooks) add the entries a single fresh run would write.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -190,18 +191,12 @@ def extract(dataset: Any, records: Sequence[Any], models: LoadedModels, extracti
     from cfviz.evaluation.store_check import image_fingerprint
     from cfviz.utils.progress import progress_bar
 
-    if batch_timesteps is None:  # the store's setting (extraction.batch_timesteps)
-        batch_timesteps = extraction.batch_timesteps
-    if batch_timesteps is False:
-        forward_mapdiff, max_rows = mapdiff_forward, None
-    elif batch_timesteps is True or (type(batch_timesteps) is int and batch_timesteps >= 1):
-        max_rows = None if batch_timesteps is True else batch_timesteps
-        forward_mapdiff = functools.partial(mapdiff_forward_batched, max_rows=max_rows)
-    else:
-        from cfviz.errors import CfvizError
-
-        raise CfvizError(f"batch_timesteps must be False (one UNet call per timestep), True (one call per batch) "
-                         f"or an int >= 1 (UNet rows per call), got {batch_timesteps!r}")
+    if batch_timesteps is not None:  # in place of the store's setting, checked as the setting is
+        extraction = dataclasses.replace(extraction, batch_timesteps=batch_timesteps)
+    batch_timesteps = extraction.batch_timesteps
+    max_rows = None if isinstance(batch_timesteps, bool) else batch_timesteps
+    forward_mapdiff = (mapdiff_forward if batch_timesteps is False
+                       else functools.partial(mapdiff_forward_batched, max_rows=max_rows))
 
     by_id = {r.image_id: r for r in records}
     mine = run_batches(list(by_id.values()), batch_size, shard) if batches is None else [list(b) for b in batches]

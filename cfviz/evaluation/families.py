@@ -29,7 +29,6 @@ The middle block's image tokens are stored as a ``(channels, h, w)`` map on the 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ def tiny_names() -> list[str]:
 
 def _pipeline_source(choice: ModelChoice) -> tuple[str, str]:
     """``("tiny" | "random" | "folder" | "hub", value)`` of a diffusion choice (env override followed)."""
-    from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, looks_like_folder
+    from cfviz.models.diffusion import looks_like_folder, pipeline_override
     from cfviz.models.families import TINY_DIFFUSION
 
     value = choice.diffusion
@@ -64,9 +63,7 @@ def _pipeline_source(choice: ModelChoice) -> tuple[str, str]:
         return "tiny", value
     if value == "random":
         return "random", value
-    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
-    if env_folder and value == DEFAULT_SD_INPAINT:
-        value = env_folder
+    value = pipeline_override(value)[0]
     return ("folder" if looks_like_folder(value) else "hub"), value
 
 
@@ -217,13 +214,11 @@ def check_family_settings(spec: RunSpec) -> str:
         raise ConfigError(f"{{extraction.mask}} {e.mask!r} needs an inpainting model, but {name} takes no inpainting "
                           f"inputs; use 'none', or an inpainting pipeline ({', '.join(INPAINT_PIPELINES)})",
                           "extraction.mask", mentions=("models.diffusion",))
-    noise, draws = getattr(e, "noise", "shared"), getattr(e, "noise_draws", 1)
-    if cls != "StableDiffusionInpaintPipeline" and (noise != "shared" or draws != 1):
-        raise ConfigError(f"{{extraction.noise}} {noise!r} and {{extraction.noise_draws}} {draws} are "
+    if cls != "StableDiffusionInpaintPipeline" and (e.noise != "shared" or e.noise_draws != 1):
+        raise ConfigError(f"{{extraction.noise}} {e.noise!r} and {{extraction.noise_draws}} {e.noise_draws} are "
                           f"implemented for SD 1.x/2.x inpainting only, not {name}; use 'shared' and 1",
                           "extraction.noise", mentions=("extraction.noise_draws", "models.diffusion"))
-    batched = getattr(e, "batch_timesteps", False)
-    if cls != "StableDiffusionInpaintPipeline" and batched is not False:
+    if cls != "StableDiffusionInpaintPipeline" and e.batch_timesteps is not False:
         raise ConfigError(f"{{extraction.batch_timesteps}} is implemented for SD 1.x/2.x inpainting only, not {name}; "
                           "leave it off", "extraction.batch_timesteps", mentions=("models.diffusion",))
     if family in ("flux", "pixart") and e.tokens == "all":

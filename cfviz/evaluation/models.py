@@ -4,7 +4,6 @@ and say which weights a choice means (the weights part of a capture store's iden
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,35 +86,28 @@ def weights_identity(choice: ModelChoice) -> dict[str, Any]:
 
 
 def _clip_weights(choice: ModelChoice) -> dict[str, Any]:
-    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, _looks_like_file
+    from cfviz.models.clip import checkpoint_override, looks_like_file
     from cfviz.models.fingerprint import file_fingerprints
 
     if choice.clip in ("tiny", "random"):
         return {"random_seed": choice.seed}
-    pretrained = str(choice.clip_pretrained or "")
-    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
-    if env_file and choice.clip_arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
-        pretrained = env_file
+    pretrained = checkpoint_override(choice.clip_arch, str(choice.clip_pretrained or ""))[0]
     path = Path(pretrained).expanduser()
-    if pretrained and _looks_like_file(pretrained) and path.is_file():
+    if pretrained and looks_like_file(pretrained) and path.is_file():
         return {"sha256": file_fingerprints([path])}
     return {"tag": pretrained}  # a tag (or a missing file: the loader says so in its own words)
 
 
 def _diffusion_weights(choice: ModelChoice) -> dict[str, Any]:
-    from cfviz.models.diffusion import DEFAULT_SD_INPAINT, PIPELINE_ENV, _looks_like_folder
-    from cfviz.models.fingerprint import folder_fingerprints
-
+    from cfviz.models.diffusion import looks_like_folder, pipeline_override
     from cfviz.models.families import TINY_DIFFUSION
+    from cfviz.models.fingerprint import folder_fingerprints
 
     if choice.diffusion in ("tiny", "random") or choice.diffusion in TINY_DIFFUSION:
         return {"random_seed": choice.seed}
-    model = choice.diffusion
-    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
-    if env_folder and model == DEFAULT_SD_INPAINT:
-        model = env_folder
+    model = pipeline_override(choice.diffusion)[0]
     folder = Path(model).expanduser()
-    if _looks_like_folder(model) and folder.is_dir():
+    if looks_like_folder(model) and folder.is_dir():
         return {"sha256": folder_fingerprints(folder)}
     return {"hub": model, "revision": choice.revision or "main"}
 

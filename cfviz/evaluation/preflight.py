@@ -21,15 +21,13 @@ cfviz.errors.ConfigError: models.device 'gpu' is not a torch device; use cpu, cu
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cfviz.errors import ConfigError, DataRootError
+from cfviz.errors import ConfigError, DataRootError, did_you_mean
 from cfviz.evaluation.config import ModelChoice, RunSpec, check_int
 from cfviz.evaluation.families import check_family_settings
 from cfviz.models.speed import check_compile
@@ -66,13 +64,13 @@ def preflight(spec: RunSpec, out_dir: str | os.PathLike[str] | None = None,
 
 def check_aaclip_size(spec: RunSpec) -> None:
     """AA-CLIP's input side must be a whole number of the CLIP's patches (its position grid is resized to it)."""
-    from cfviz.models.clip import TINY_CLIP, tiny_geometry
+    from cfviz.models.clip import tiny_geometry
 
     size = spec.extraction.aaclip_size
     if spec.extraction.aaclip is None or size is None:
         return
     arch = spec.models.clip_arch
-    patch = tiny_geometry(None if arch == TINY_CLIP else arch)[1]
+    patch = tiny_geometry(arch)[1]
     if size % patch:
         low, high = size // patch * patch, (size // patch + 1) * patch
         raise ConfigError(f"{{extraction.aaclip_size}} {size} is not a multiple of {arch}'s {patch}-px patches; "
@@ -253,36 +251,27 @@ def check_device(device: str, field: str = "models.device") -> None:
 # models
 
 
-def _closest(word: str, choices: Sequence[str], n: int = 3) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
-    if not close:
-        lower = {c.lower(): c for c in choices}
-        close = [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.5)]
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
 def check_clip(choice: ModelChoice) -> None:
     """The CLIP architecture is known (a ViT); its tag or checkpoint file is usable."""
-    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, DEFAULT_PRETRAINED, TINY_CLIP, looks_like_file
+    from cfviz.models.clip import CHECKPOINT_ENV, DEFAULT_CLIP, TINY_CLIP, checkpoint_override, looks_like_file
 
     # the tiny CLIP takes clip_arch's input geometry (cfviz.models.clip.tiny_geometry): check that arch below
     tiny_like = choice.clip == "tiny" and choice.clip_arch not in (TINY_CLIP, DEFAULT_CLIP)
     if choice.clip == "tiny" and not tiny_like:
         return
     arch = choice.clip_arch
-    pretrained = str(choice.clip_pretrained)
-    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
-    from_env = bool(env_file) and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED
+    pretrained, from_env = checkpoint_override(arch, str(choice.clip_pretrained))
     if choice.clip == "pretrained" and (from_env or looks_like_file(pretrained)):  # cheap: before open_clip
-        check_checkpoint_file(env_file if from_env else pretrained, "models.clip_pretrained",
+        check_checkpoint_file(pretrained, "models.clip_pretrained",
                               origin=f" (from {CHECKPOINT_ENV})" if from_env else "")
     if arch != TINY_CLIP:
         from cfviz.models import clip_catalog  # open_clip's files, without importing open_clip (and torch)
 
         models = clip_catalog.list_models()
         if arch not in models:
-            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture{_closest(arch, models)} "
-                              f"(open_clip.list_models() lists all {len(models)}; {TINY_CLIP!r} is the tiny one)",
+            raise ConfigError(f"{{models.clip_arch}} {arch!r} is not an open_clip architecture"
+                              f"{did_you_mean(arch, models)} (open_clip.list_models() lists all {len(models)}; "
+                              f"{TINY_CLIP!r} is the tiny one)",
                               "models.clip_arch")
         vision = (clip_catalog.get_model_config(arch) or {}).get("vision_cfg", {})
         if isinstance(vision.get("layers"), (list, tuple)):  # ModifiedResNet: no patch grid
@@ -301,7 +290,7 @@ def check_clip(choice: ModelChoice) -> None:
             raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r}: open_clip publishes no weights for {arch}; "
                               "pass a checkpoint file", "models.clip_pretrained")
         raise ConfigError(f"{{models.clip_pretrained}} {pretrained!r} is not a pretrained tag of {arch}"
-                          f"{_closest(pretrained, tags)} (its tags: {', '.join(tags)}), or pass a checkpoint file",
+                          f"{did_you_mean(pretrained, tags)} (its tags: {', '.join(tags)}), or pass a checkpoint file",
                           "models.clip_pretrained")
     check_clip_weights_cached(arch, pretrained)
 
@@ -347,16 +336,15 @@ def check_diffusion(choice: ModelChoice) -> None:
     if choice.diffusion in ("tiny", "random") or choice.diffusion in tiny_names():
         return
     from cfviz.models.diffusion import (DEFAULT_SD_INPAINT, PIPELINE_ENV, folder_problems, looks_like_folder,
-                                        unsupported_pipeline)
+                                        pipeline_override, unsupported_pipeline)
 
-    value, origin = choice.diffusion, ""
+    value = choice.diffusion
     if value.startswith("tiny") and not Path(value).expanduser().exists():
-        raise ConfigError(f"{{models.diffusion}} {value!r} is not a tiny pipeline{_closest(value, tiny_names())} "
+        raise ConfigError(f"{{models.diffusion}} {value!r} is not a tiny pipeline{did_you_mean(value, tiny_names())} "
                           f"(tiny ones: {', '.join(tiny_names())}); or pass random, a hub id or a diffusers folder",
                           "models.diffusion")
-    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
-    if env_folder and value == DEFAULT_SD_INPAINT:
-        value, origin = env_folder, f" (from {PIPELINE_ENV})"
+    value, from_env = pipeline_override(value)
+    origin = f" (from {PIPELINE_ENV})" if from_env else ""
     if not looks_like_folder(value):
         _check_hub_id(value, choice.revision)
         return

@@ -102,9 +102,10 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
                   "size (anomalous images without a mask are left out of pixel metrics); only image metrics are "
                   "reported for them.**", ""]
     metrics = [m for m in METRIC_ORDER if m in set(summary["metric"])]
+    columns = [f"{m} (%)" for m in metrics]  # each metric with its unit, as cfviz.notebooks.summary_table names it
     pub = published_frame()
     real_data = spec.dataset in ("mvtec", "visa") and not random_weights
-    header = ["method", "shots", *_percent_columns(metrics)]
+    header = ["method", "shots", *columns]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, shots), grp in summary.groupby(["method", "shots"], sort=True):
         cells = [method, str(shots)]
@@ -129,19 +130,13 @@ def summary_markdown(frame: Any, summary: Any, spec: RunSpec, *, random_weights:
                   "--image-score own --smoothing own) and other evaluation grids: " + "; ".join(grids) + "."]
     lines += ["", "## Per category (mean over seeds)", ""]
     per_cat = frame.groupby(["method", "shots", "category", "metric"])["value"].mean().reset_index()
-    header = ["method", "shots", "category", *_percent_columns(metrics)]
+    header = ["method", "shots", "category", *columns]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, shots, category), grp in per_cat.groupby(["method", "shots", "category"], sort=True):
         vals = {r.metric: r.value for r in grp.itertuples()}
         lines.append("| " + " | ".join([method, str(shots), category,
                                         *[f"{100 * vals[m]:.1f}" if m in vals else "–" for m in metrics]]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _percent_columns(metrics: list[str]) -> list[str]:
-    """Column names of the Markdown tables: each metric with its unit, as in
-    :func:`cfviz.notebooks.summary_table` (``image_auroc (%)``)."""
-    return [f"{m} (%)" for m in metrics]
 
 
 def write_outputs(result: EvaluationResult, plan: Any) -> None:

@@ -503,7 +503,11 @@ def annotated_masks(dataset: Any, records: Sequence[Any], size: int | str) -> tu
             out.append(np.zeros(hw, np.uint8) if mask is None else resize_mask(mask, hw))
         else:
             out.append(np.zeros((size, size), np.uint8) if mask is None else resize_mask(mask, size))
-    return _stacked(out, size), np.array(annotated, dtype=bool)
+    if size == "native":
+        from cfviz.metrics.native import NativeMasks
+
+        return NativeMasks.from_list(out), np.array(annotated, dtype=bool)
+    return np.stack(out).astype(np.uint8), np.array(annotated, dtype=bool)
 
 
 def load_masks(dataset: Any, records: Sequence[Any], size: int | str) -> np.ndarray | None:
@@ -511,20 +515,5 @@ def load_masks(dataset: Any, records: Sequence[Any], size: int | str) -> np.ndar
 
     ``size="native"``: each mask at its own size (:class:`~cfviz.metrics.native.NativeMasks`).
     """
-    from cfviz.data.transforms import resize_mask
-
-    out = []
-    for rec in records:
-        sample = dataset.load(rec)
-        if sample.mask is None:
-            return None
-        out.append(resize_mask(sample.mask, np.shape(sample.mask)[:2] if size == "native" else size))
-    return _stacked(out, size)
-
-
-def _stacked(masks: list[np.ndarray], size: int | str) -> np.ndarray:
-    if size == "native":
-        from cfviz.metrics.native import NativeMasks
-
-        return NativeMasks.from_list(masks)
-    return np.stack(masks).astype(np.uint8)
+    masks, annotated = annotated_masks(dataset, records, size)
+    return masks if annotated.all() else None

@@ -15,17 +15,11 @@ Example
 
 from __future__ import annotations
 
+from cfviz.evaluation import _LAZY as _EVALUATION  # light: its names load on first use too
 from cfviz.utils.lazy import lazy_names, moved_modules
 
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("RunSpec", "ModelChoice", "ExtractionConfig", "ScoringConfig", "METHODS"),
-                    "cfviz.evaluation.config"),
-    **dict.fromkeys(("RunPlan", "plan_run"), "cfviz.evaluation.plan"),
-    **dict.fromkeys(("evaluate",), "cfviz.evaluation.runner"),
-    **dict.fromkeys(("EvaluationResult",), "cfviz.evaluation.report"),
-    **dict.fromkeys(("extract",), "cfviz.evaluation.extraction"),
-    **dict.fromkeys(("load_models",), "cfviz.evaluation.models"),
-    **dict.fromkeys(("predict", "Predictions"), "cfviz.evaluation.scoring"),
+    **_EVALUATION,
     **dict.fromkeys(("compare_results", "load_results"), "cfviz.analysis.compare"),
     **dict.fromkeys(("results_table", "matching_export"), "cfviz.analysis.export"),
 }

@@ -25,25 +25,16 @@ from __future__ import annotations
 
 from cfviz.utils.lazy import lazy_names
 
-_LAZY: dict[str, str] = {
-    "ClipBundle": "cfviz.models.bundle",
-    "model_info": "cfviz.models.info",
-    "make_info": "cfviz.models.info",
-    "load_clip": "cfviz.models.clip",
-    "random_clip": "cfviz.models.clip",
-    "tiny_clip": "cfviz.models.clip",
-    "save_clip_checkpoint": "cfviz.models.clip",
-    "read_state_dict": "cfviz.models.clip",
-    "clip_tokenizer": "cfviz.models.tokenizer",
-    "load_inpaint_pipeline": "cfviz.models.diffusion",
-    "tiny_inpaint_pipeline": "cfviz.models.diffusion",
-    "random_inpaint_pipeline": "cfviz.models.diffusion",
-    "sd2_inpaint_unet": "cfviz.models.diffusion",
-    "sd1_unet": "cfviz.models.diffusion",
-    "ddim_scheduler": "cfviz.models.diffusion",
-    "model_config": "cfviz.models._config",
-    "config_names": "cfviz.models._config",
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    ".bundle": ("ClipBundle",),
+    ".info": ("model_info", "make_info"),
+    ".clip": ("load_clip", "random_clip", "tiny_clip", "save_clip_checkpoint", "read_state_dict"),
+    ".tokenizer": ("clip_tokenizer",),
+    ".diffusion": ("load_inpaint_pipeline", "tiny_inpaint_pipeline", "random_inpaint_pipeline", "sd2_inpaint_unet",
+                   "sd1_unet", "ddim_scheduler"),
+    "._config": ("model_config", "config_names"),
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_LAZY)
 

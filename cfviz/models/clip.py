@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cfviz.errors import ConfigError, ModelUnavailableError
+from cfviz.errors import ConfigError, ModelUnavailableError, did_you_mean
 from cfviz.models._config import model_config
 from cfviz.models._seeding import check_seed, seeded
 from cfviz.models.bundle import ClipBundle
@@ -172,10 +172,7 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | os.PathLike[str] | Non
                          "weights, or pass a pretrained tag or a checkpoint file")
     pretrained = os.fspath(pretrained)
     _check_arch_name(name)
-    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
-    from_env = bool(env_file) and name == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED
-    if from_env:
-        pretrained = env_file
+    pretrained, from_env = checkpoint_override(name, pretrained)
 
     quick_gelu, mean, std, extra = False, None, None, {}
     if looks_like_file(pretrained):
@@ -277,7 +274,12 @@ def looks_like_file(value: str) -> bool:
             or value.startswith("~") or Path(value).exists())
 
 
-_looks_like_file = looks_like_file  # the earlier private name (cfviz.evaluation.models imports it)
+def checkpoint_override(arch: str, pretrained: str) -> tuple[str, bool]:
+    """``pretrained``, or the file ``CFVIZ_CLIP_CHECKPOINT`` names in place of the default weights; whether it did."""
+    env_file = os.environ.get(CHECKPOINT_ENV, "").strip()
+    if env_file and arch == DEFAULT_CLIP and pretrained == DEFAULT_PRETRAINED:
+        return env_file, True
+    return pretrained, False
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
@@ -332,13 +334,6 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _closest(word: str, choices: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
 def _check_arch_name(name: str) -> None:
     if name in _CFVIZ_ARCHS:
         return
@@ -346,7 +341,7 @@ def _check_arch_name(name: str) -> None:
 
     models = list_models()
     if name not in models:
-        raise ConfigError(f"unknown CLIP architecture {name!r}{_closest(name, models)} (use an open_clip model "
+        raise ConfigError(f"unknown CLIP architecture {name!r}{did_you_mean(name, models)} (use an open_clip model "
                           f"name from open_clip.list_models(), e.g. {DEFAULT_CLIP!r}, or {TINY_CLIP!r})")
 
 
@@ -425,15 +420,18 @@ def _hub_checkpoint(name: str, tag: str, cache_dir: Any) -> tuple[Path, bool, An
     cfg = get_pretrained_cfg(name, tag)
     tags = list_pretrained_tags_by_model(name)
     if not cfg:
-        raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {name}{_closest(tag, tags)} (known tags: "
+        raise ConfigError(f"open_clip has no pretrained tag {tag!r} for {name}{did_you_mean(tag, tags)} (known tags: "
                           f"{', '.join(tags) or 'none'}), or pass a checkpoint file")
     what = f"the {name} CLIP weights {tag!r}"
     source = weights_source(tag, cfg, tags, cache_dir)
     extra: dict[str, Any]
     if source[0] == "hub":
-        _, repo_id, names = source
-        path = hub_file_for_clip(repo_id, names, cache_dir=cache_dir, what=what)
-        extra = {"hub_repo": repo_id, "file": path.name, "commit": _commit_of(path)}
+        from cfviz.models.hub import hub_file
+
+        _, repo_id, names = source  # the first of names the repository has (cache first when offline)
+        path = hub_file(repo_id, names, revision=None, cache_dir=cache_dir, what=what, fix=_fix())
+        commit = path.parent.name if path.parent.parent.name == "snapshots" else None  # .../snapshots/<commit>/<file>
+        extra = {"hub_repo": repo_id, "file": path.name, "commit": commit}
     elif source[0] == "url":
         from cfviz.models.hub import url_file
 
@@ -497,18 +495,6 @@ def cached_weights(name: str, tag: str, cache_dir: Any = None) -> tuple[Path | N
         path = Path(names[0]) / os.path.basename(where)
         return (path if path.is_file() else None), str(path)
     return None, "nowhere: open_clip lists no download for it"
-
-
-def hub_file_for_clip(repo_id: str, names: list[str], *, cache_dir: Any, what: str) -> Path:
-    """The first of ``names`` in the hub repository ``repo_id`` (cache first when offline)."""
-    from cfviz.models.hub import hub_file
-
-    return hub_file(repo_id, names, revision=None, cache_dir=cache_dir, what=what, fix=_fix())
-
-
-def _commit_of(path: Path) -> str | None:
-    """The commit hash of a file in the hub cache layout ``.../snapshots/<commit>/<file>``."""
-    return path.parent.name if path.parent.parent.name == "snapshots" else None
 
 
 def _load_state(model: Any, state: dict[str, Any], *, path: Path, name: str) -> None:

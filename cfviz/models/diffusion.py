@@ -274,11 +274,7 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
     dtype = torch.float32 if dtype is None else dtype
     if scheduler not in ("ddim", "checkpoint"):
         raise ConfigError(f"scheduler must be 'ddim' or 'checkpoint', got {scheduler!r}")
-    model = os.fspath(model)
-    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
-    from_env = bool(env_folder) and model == DEFAULT_SD_INPAINT
-    if from_env:
-        model = env_folder
+    model, from_env = pipeline_override(os.fspath(model))
     if looks_like_folder(model):
         folder = _check_folder(Path(model).expanduser(), from_env=from_env)
         name, source, commit = str(folder), "local", None
@@ -319,7 +315,12 @@ def looks_like_folder(value: str) -> bool:
             or os.sep != "/" and os.sep in value)
 
 
-_looks_like_folder = looks_like_folder  # the earlier private name (cfviz.evaluation.models imports it)
+def pipeline_override(model: str) -> tuple[str, bool]:
+    """``model``, or the folder that ``CFVIZ_SD_INPAINT`` names in place of the default hub id; whether it did."""
+    env_folder = os.environ.get(PIPELINE_ENV, "").strip()
+    if env_folder and model == DEFAULT_SD_INPAINT:
+        return env_folder, True
+    return model, False
 
 
 def folder_problems(folder: Path) -> list[str]:

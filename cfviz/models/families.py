@@ -185,9 +185,10 @@ def tiny_family_pipeline(name: str, seed: int = 0, device: Any = "cpu", dtype: A
     ('StableDiffusion3Pipeline', 16)
     """
     import diffusers
+    import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-    from cfviz.models.diffusion import ddim_scheduler
+    from cfviz.models.diffusion import _attach_info, _cast, ddim_scheduler
     from cfviz.models.tokenizer import clip_tokenizer
 
     if name not in TINY_PIPELINES:
@@ -218,10 +219,6 @@ def tiny_family_pipeline(name: str, seed: int = 0, device: Any = "cpu", dtype: A
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0) if flow else ddim_scheduler()
     pipe = getattr(diffusers, cls)(vae=vae, scheduler=scheduler, **parts)
     pipe.set_progress_bar_config(disable=True)
-    import torch
-
-    from cfviz.models.diffusion import _attach_info, _cast
-
     dtype = torch.float32 if dtype is None else dtype
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):

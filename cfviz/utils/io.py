@@ -219,13 +219,11 @@ def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
     from one process to the next, so equal tensors and metadata gave other bytes (another
     SHA-256, e.g. of an AA-CLIP checkpoint that a store's identity records).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save, save_file
 
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     if not metadata:
         return atomic_write_with(path, lambda tmp: save_file(payload, str(tmp)))
-    from safetensors.torch import save
-
     blob = save(payload, metadata=dict(metadata))
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + size])

@@ -28,25 +28,17 @@ from __future__ import annotations
 
 from cfviz.utils.lazy import lazy_names
 
-_LAZY: dict[str, str] = {
-    "AAClipConfig": "cfviz.clip.aaclip.config",
-    "AAClipPrompts": "cfviz.clip.aaclip.config",
-    "AAClipAdapters": "cfviz.clip.aaclip.adapters",
-    "AAClip": "cfviz.clip.aaclip.model",
-    "AAClipResult": "cfviz.clip.aaclip.model",
-    "TrainConfig": "cfviz.clip.aaclip.train",
-    "TrainReport": "cfviz.clip.aaclip.train",
-    "train_aaclip": "cfviz.clip.aaclip.train",
-    "training_records": "cfviz.clip.aaclip.data",
-    "TrainingDataError": "cfviz.clip.aaclip.data",
-    "load_aaclip": "cfviz.clip.aaclip.model",
-    "latest_checkpoint": "cfviz.clip.aaclip.checkpoint",
-    "epoch_checkpoint": "cfviz.clip.aaclip.checkpoint",
-    "PAPER_EPOCH": "cfviz.clip.aaclip.checkpoint",
-    "prompt_name": "cfviz.clip.aaclip.names",
-    "DESCRIPTIVE_NAMES": "cfviz.clip.aaclip.names",
-    "study": "cfviz.clip.aaclip.compare",
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    ".config": ("AAClipConfig", "AAClipPrompts"),
+    ".adapters": ("AAClipAdapters",),
+    ".model": ("AAClip", "AAClipResult", "load_aaclip"),
+    ".train": ("TrainConfig", "TrainReport", "train_aaclip"),
+    ".data": ("training_records", "TrainingDataError"),
+    ".checkpoint": ("latest_checkpoint", "epoch_checkpoint", "PAPER_EPOCH"),
+    ".names": ("prompt_name", "DESCRIPTIVE_NAMES"),
+    ".compare": ("study",),
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_LAZY)
 

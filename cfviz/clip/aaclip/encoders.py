@@ -97,14 +97,6 @@ def mlp_activation(model: Any, activation: str) -> Iterator[None]:
             m.gelu = g
 
 
-def _call_block(block: Any, x: torch.Tensor, blocks_batch_first: bool, attn_mask: Any = None,
-                vv: bool = False, vv_axis: str = "batch") -> Any:
-    """One block on batch-first ``x``; ``blocks_batch_first`` is the layout the block itself takes."""
-    if vv:  # V-V attention is computed here from the block's weights, on batch-first tokens
-        return vv_block(block, x, axis=vv_axis)
-    return run_block(block, x, blocks_batch_first, attn_mask=attn_mask)
-
-
 def in_own_dtype(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` computed in the module's parameter dtype, returned in ``x``'s dtype.
 
@@ -132,8 +124,10 @@ def run_blocks(transformer: Any, x: torch.Tensor, *, adapters: Sequence[Any] = (
     last = max(keep) if (keep and stop_early) else len(transformer.resblocks)
     out: dict[int, torch.Tensor] = {}
     for i, block in enumerate(transformer.resblocks[:last]):
-        vv = vv_from is not None and i >= vv_from
-        x = _call_block(block, x, batch_first, attn_mask=attn_mask, vv=vv, vv_axis=vv_axis)
+        if vv_from is not None and i >= vv_from:  # V-V attention, computed here from the block's weights
+            x = vv_block(block, x, axis=vv_axis)
+        else:  # batch_first: the layout the block itself takes
+            x = run_block(block, x, batch_first, attn_mask=attn_mask)
         if i < len(adapters):
             x = residual_mix(x, in_own_dtype(adapters[i], x), weight)
         if i + 1 in keep:
