@@ -47,7 +47,6 @@ from cfviz.errors import CfvizError
 from cfviz.models.fingerprint import sha256_file as file_sha256  # the public name stays importable here
 
 PREFIX = "aaclip"
-CLIP_BRANCHES = ("patchclip", "aaclip")
 
 
 class MissingAAClipError(CfvizError, KeyError):

@@ -3,13 +3,7 @@
 A ``RunSpec`` is what the user asked for, and it may leave settings to the run: the CLIP's own
 input size, CLIP windows "when a method needs them", a denoiser family's own layers. The plan
 decides each of them once, opens the data set, draws every k-shot reference and cuts the batches;
-every later stage reads the plan and resolves nothing again::
-
-    RunSpec --preflight--> plan_run --> RunPlan --> open the store (plan.identity, plan.records)
-                                          |--> extract         (plan.batches: this shard's or process's)
-                                          |--> compact         (plan.compact, store_form "compact" only)
-                                          |--> score           (plan.settings, plan.references)
-                                          '--> report          (plan.rule, plan.visual_pair, plan.left_out)
+every later stage reads the plan and resolves nothing again (the journey: :mod:`cfviz.evaluation`).
 
 Where each setting is resolved (one home, one test each):
 

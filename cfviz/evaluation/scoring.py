@@ -376,8 +376,6 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
     extraction = extraction or extraction_of(store)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if scoring.clip_branch not in aaclip_branch.CLIP_BRANCHES:
-        raise ValueError(f"clip_branch must be one of {aaclip_branch.CLIP_BRANCHES}, got {scoring.clip_branch!r}")
     tests = [r for r in dataset.records if r.category == category and r.split == "test"]
     if not tests:
         raise ValueError(f"no test images of category {category!r} in the data set")
