@@ -128,11 +128,10 @@ class ConformalTextiles(AnomalyDataset):
                     records.append(SampleRecord(f, None, label, CONFORMAL_CATEGORY, t, sp,
                                                 make_image_id(CONFORMAL_CATEGORY, sp, t, f.stem)))
         records = limit_records(records, limit_per_type)
-        try:
+        version = None
+        if root is None:  # conformal_folders imported the package
             import conformal_clip_data as ccd
-            version = getattr(ccd, "__version__", "unknown") if root is None else None
-        except ImportError:
-            version = None
+            version = getattr(ccd, "__version__", "unknown")
         info: dict[str, Any] = {
             "kind": self.kind, "root": None if root is None else os.fspath(root), "split": split, "seed": int(seed),
             "n_train": int(n_train), "limit_per_type": limit_per_type, "package_version": version,

@@ -131,16 +131,10 @@ def load_sources() -> dict[str, np.ndarray]:
     return out
 
 
-def _resize_gray(gray: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if gray.shape == (size, size):
-        return gray
-    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
 def texture_crop(source: np.ndarray, rng: np.random.Generator, *, image_size: int, crop_size: int) -> np.ndarray:
     """A random crop of ``source`` (offset, flips, rot90), resized to ``image_size`` (grayscale)."""
+    from PIL import Image
+
     h, w = source.shape
     y = int(rng.integers(0, h - crop_size + 1))
     x = int(rng.integers(0, w - crop_size + 1))
@@ -149,8 +143,10 @@ def texture_crop(source: np.ndarray, rng: np.random.Generator, *, image_size: in
         crop = crop[:, ::-1]
     if rng.random() < 0.5:
         crop = crop[::-1, :]
-    crop = np.rot90(crop, k=int(rng.integers(0, 4)))
-    return _resize_gray(np.ascontiguousarray(crop), image_size)
+    crop = np.ascontiguousarray(np.rot90(crop, k=int(rng.integers(0, 4))))
+    if crop.shape == (image_size, image_size):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((image_size,) * 2, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def colourise(gray: np.ndarray, category: str) -> np.ndarray:
