@@ -136,12 +136,9 @@ def _masks_without_image(category_dir: Path, mask_suffix: str) -> list[Path]:
     for defect_dir in _subdirs(gt):
         images = category_dir / "test" / defect_dir.name
         stems = {f.stem for f in images.iterdir() if is_image_file(f)} if images.is_dir() else set()  # links too
-        for m in sorted(defect_dir.iterdir(), key=lambda f: f.name):
-            if not is_image_file(m) or not (m.is_file() or m.is_symlink()):
-                continue
-            stem = m.stem[: len(m.stem) - len(mask_suffix)] if mask_suffix and m.stem.endswith(mask_suffix) else None
-            if (stem if mask_suffix else m.stem) not in stems:
-                out.append(m)
+        out += [m for m in sorted(defect_dir.iterdir(), key=lambda f: f.name)
+                if is_image_file(m) and (m.is_file() or m.is_symlink())
+                and (not m.stem.endswith(mask_suffix) or m.stem.removesuffix(mask_suffix) not in stems)]
     return out
 
 
