@@ -62,7 +62,9 @@ from typing import Any
 
 import numpy as np
 
+from cfviz._version import __version__
 from cfviz.data.mvtec import FolderDataset
+from cfviz.data.samples import check_limit_per_type
 from cfviz.errors import DatasetError
 
 TEXTURE_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel")
@@ -365,7 +367,6 @@ def generate_textures(root: str | os.PathLike[str] | None = None, *, seed: int =
     defect_kinds : subset of :data:`DEFECT_KINDS`.
     crop_size : side of the crop taken from the 512 px photograph before resizing.
     """
-    from cfviz._version import __version__
     from cfviz.utils.env import library_versions
     from cfviz.utils.io import atomic_write_json
 
@@ -377,8 +378,7 @@ def generate_textures(root: str | os.PathLike[str] | None = None, *, seed: int =
     root_path.mkdir(parents=True, exist_ok=True)
     old = _read_manifest(root_path)
     manifest_path = root_path / MANIFEST_NAME
-    if manifest_path.exists():
-        manifest_path.unlink()  # an interrupted regeneration must not look complete
+    manifest_path.unlink(missing_ok=True)  # an interrupted regeneration must not look complete
 
     files: list[str] = []
     counts: dict[str, dict[str, int]] = {c: {} for c in params["categories"]}
@@ -482,12 +482,8 @@ class TexturesDataset(FolderDataset):
     def __init__(self, root: str | os.PathLike[str] | None = None, categories: str | Iterable[str] | None = None,
                  split: str = "test", *, seed: int = 0, categories_generated: Sequence[str] = TEXTURE_CATEGORIES,
                  limit_per_type: int | None = None, name: str | None = None, **params: Any) -> None:
-        from cfviz.data.samples import check_limit_per_type
-
         check_limit_per_type(limit_per_type)  # before generating anything
         path = ensure_textures(root, seed=seed, categories=categories_generated, **params)
         super().__init__(path, categories, split, limit_per_type=limit_per_type, name=name)
-        from cfviz._version import __version__
-
         self.info.update({"seed": seed, "cfviz_version": __version__,
                           "generator_parameters": texture_parameters(categories=categories_generated, **params)})
