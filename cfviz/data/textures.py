@@ -331,10 +331,9 @@ def _render(params: dict[str, Any], seed: int, sources: dict[str, np.ndarray]) -
         return colourise(texture_crop(sources[cat], rng, image_size=size, crop_size=crop), cat)
 
     for cat in params["categories"]:
-        for i in range(params["n_train"]):
-            yield f"{cat}/train/good/{i:03d}.png", clean(cat, _image_rng(seed, cat, "train", "good", i))
-        for i in range(params["n_test_good"]):
-            yield f"{cat}/test/good/{i:03d}.png", clean(cat, _image_rng(seed, cat, "test", "good", i))
+        for split, n in (("train", params["n_train"]), ("test", params["n_test_good"])):
+            for i in range(n):
+                yield f"{cat}/{split}/good/{i:03d}.png", clean(cat, _image_rng(seed, cat, split, "good", i))
         for kind in params["defect_kinds"]:
             for i in range(params["n_per_defect"]):
                 rng = _image_rng(seed, cat, "test", kind, i)
