@@ -113,8 +113,7 @@ class ConformalTextiles(AnomalyDataset):
         if n_train >= len(nominal):
             raise DatasetError(f"n_train={n_train} leaves no nominal test images ({len(nominal)} nominal images in "
                                f"{folders[NORMAL_DEFECT]}). Fix: use n_train < {len(nominal)}.")
-        rng = np.random.default_rng([int(seed), 0])
-        order = rng.permutation(len(nominal))
+        order = np.random.default_rng([int(seed), 0]).permutation(len(nominal))
         by_split: dict[str, dict[str, list[Path]]] = {
             "train": {NORMAL_DEFECT: [nominal[i] for i in order[:n_train]]},
             "test": {NORMAL_DEFECT: [nominal[i] for i in order[n_train:]],
@@ -124,15 +123,13 @@ class ConformalTextiles(AnomalyDataset):
         for sp in splits:
             for t in CONFORMAL_TYPES:
                 for f in sorted(by_split[sp].get(t, []), key=lambda f: f.name):
-                    label = 0 if t == NORMAL_DEFECT else 1
-                    records.append(SampleRecord(f, None, label, CONFORMAL_CATEGORY, t, sp,
+                    records.append(SampleRecord(f, None, int(t != NORMAL_DEFECT), CONFORMAL_CATEGORY, t, sp,
                                                 make_image_id(CONFORMAL_CATEGORY, sp, t, f.stem)))
         records = limit_records(records, limit_per_type)
-        try:
+        version = None
+        if root is None:  # conformal_folders imported the package
             import conformal_clip_data as ccd
-            version = getattr(ccd, "__version__", "unknown") if root is None else None
-        except ImportError:
-            version = None
+            version = getattr(ccd, "__version__", "unknown")
         info: dict[str, Any] = {
             "kind": self.kind, "root": None if root is None else os.fspath(root), "split": split, "seed": int(seed),
             "n_train": int(n_train), "limit_per_type": limit_per_type, "package_version": version,

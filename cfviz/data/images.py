@@ -139,8 +139,7 @@ def _scale_high_depth(arr: np.ndarray, mode: str) -> np.ndarray:
     else:
         a = a.astype(np.float64)
         top = 65535.0 if a.size == 0 or float(a.max()) <= 65535 else float(2**32 - 1)
-    out = np.rint(np.clip(a, 0.0, top) * (255.0 / top))
-    return out.astype(np.uint8)
+    return np.rint(np.clip(a, 0.0, top) * (255.0 / top)).astype(np.uint8)
 
 
 def pil_to_rgb(img: Any, conversions: Counter[str] | None = None, *, rawmode: str | None = None) -> np.ndarray:
@@ -198,8 +197,7 @@ def read_image(path: str | os.PathLike[str], *, conversions: Counter[str] | None
     ------
     DatasetError : the file is missing, unreadable or not an image (the message names it).
     """
-    p = Path(path)
-    img, rawmode = _open(p, "image")
+    img, rawmode = _open(Path(path), "image")
     try:
         return pil_to_rgb(img, conversions, rawmode=rawmode)
     finally:
@@ -280,8 +278,7 @@ def load_mask(path: str | os.PathLike[str], *, class_indices: bool = False) -> t
     ------
     DatasetError : the file is missing or unreadable (the message names it).
     """
-    p = Path(path)
-    img, _ = _open(p, "mask")
+    img, _ = _open(Path(path), "mask")
     try:
         palette = img.mode in ("P", "PA")
         arr = np.asarray(img)

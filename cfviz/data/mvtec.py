@@ -127,11 +127,6 @@ _STRAY_FIX = {"broken_link": "restore the file it points to, or delete the link"
                                     "differently, or delete the mask"}
 
 
-def _dangling_images(folder: Path) -> list[Path]:
-    """Image files of ``folder`` that are symbolic links to nothing (``is_file()`` is False for them)."""
-    return [f for f in folder.iterdir() if f.is_symlink() and not f.exists() and is_image_file(f)]
-
-
 def _masks_without_image(category_dir: Path, mask_suffix: str) -> list[Path]:
     """Mask files of ``category_dir/ground_truth/<defect>/`` whose image ``test/<defect>/<stem>.*`` is not there."""
     gt = category_dir / "ground_truth"
@@ -141,12 +136,9 @@ def _masks_without_image(category_dir: Path, mask_suffix: str) -> list[Path]:
     for defect_dir in _subdirs(gt):
         images = category_dir / "test" / defect_dir.name
         stems = {f.stem for f in images.iterdir() if is_image_file(f)} if images.is_dir() else set()  # links too
-        for m in sorted(defect_dir.iterdir(), key=lambda f: f.name):
-            if not is_image_file(m) or not (m.is_file() or m.is_symlink()):
-                continue
-            stem = m.stem[: len(m.stem) - len(mask_suffix)] if mask_suffix and m.stem.endswith(mask_suffix) else None
-            if (stem if mask_suffix else m.stem) not in stems:
-                out.append(m)
+        out += [m for m in sorted(defect_dir.iterdir(), key=lambda f: f.name)
+                if is_image_file(m) and (m.is_file() or m.is_symlink())
+                and (not m.stem.endswith(mask_suffix) or m.stem.removesuffix(mask_suffix) not in stems)]
     return out
 
 
@@ -254,7 +246,9 @@ class FolderDataset(AnomalyDataset):
         files = [f for f in folder.iterdir() if f.is_file() and not _hidden(f)]
         images = sorted((f for f in files if is_image_file(f)), key=lambda f: f.name)
         self._ignored += len(files) - len(images)
-        self._strays += [("broken_link", f) for f in sorted(_dangling_images(folder))]
+        # image files that are symbolic links to nothing (``is_file()`` is False for them)
+        self._strays += [("broken_link", f) for f in sorted(folder.iterdir())
+                         if f.is_symlink() and not f.exists() and is_image_file(f)]
         return images
 
     def _list_category(self, cat: str, folder: Path, splits: tuple[str, ...], mask_suffix: str,
@@ -277,29 +271,23 @@ class FolderDataset(AnomalyDataset):
             for defect_dir in defects:
                 defect = defect_dir.name
                 label = 0 if defect == NORMAL_DEFECT else 1
-                masks = self._mask_index(folder / "ground_truth" / defect) if label and has_masks else {}
+                masks: dict[str, Path] = {}  # mask files by stem; ``.png`` wins when a stem has several files
+                gt_dir = folder / "ground_truth" / defect
+                if label and has_masks and gt_dir.is_dir():
+                    for f in sorted(gt_dir.iterdir(), key=lambda f: (f.suffix.lower() != ".png", f.name)):
+                        if f.is_file() and is_image_file(f):
+                            masks.setdefault(f.stem, f)
                 for img in self._images_in(defect_dir):
                     mask_path = None
                     if label and has_masks:
                         mask_path = masks.get(img.stem + mask_suffix)
                         if mask_path is None:
-                            missing.append((img, folder / "ground_truth" / defect / f"{img.stem}{mask_suffix}.png"))
+                            missing.append((img, gt_dir / f"{img.stem}{mask_suffix}.png"))
                     out.append(SampleRecord(img, mask_path, label, cat, defect, split,
                                             make_image_id(cat, split, defect, img.stem)))
             if split == "test" and has_masks:
                 self._strays += [("mask_without_image", m) for m in _masks_without_image(folder, mask_suffix)]
         return out
-
-    @staticmethod
-    def _mask_index(gt_dir: Path) -> dict[str, Path]:
-        """Mask files of one defect folder by stem; ``.png`` wins when a stem has several files."""
-        if not gt_dir.is_dir():
-            return {}
-        index: dict[str, Path] = {}
-        for f in sorted(gt_dir.iterdir(), key=lambda f: (f.suffix.lower() != ".png", f.name)):
-            if f.is_file() and is_image_file(f):
-                index.setdefault(f.stem, f)
-        return index
 
 
 class MVTecAD(FolderDataset):

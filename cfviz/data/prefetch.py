@@ -88,9 +88,7 @@ class Prefetcher(Generic[T, R]):
     def _run(self) -> None:
         try:
             for item in self._items:
-                if self._stop.is_set():
-                    return
-                if not self._put(self._prepare(item)):
+                if self._stop.is_set() or not self._put(self._prepare(item)):
                     return
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the consumer, as raised
             self._put(_Failure(exc))

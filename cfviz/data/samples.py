@@ -431,9 +431,7 @@ class AnomalyDataset:
             mask = None  # no pixel annotation
         for kind, n in conv.items():
             self.note(kind, record.image_path, n)
-        return Sample(image=image, mask=mask, label=record.label, category=record.category,
-                      defect_type=record.defect_type, image_path=record.image_path,
-                      mask_path=record.mask_path, split=record.split, image_id=record.image_id)
+        return Sample(image=image, mask=mask, **vars(record))
 
     def note(self, kind: str, path: str | os.PathLike[str], n: int = 1, *, detail: str = "") -> None:
         """Count ``n`` conversions of ``kind`` for ``path``; warn once per lossy kind.

@@ -62,7 +62,9 @@ from typing import Any
 
 import numpy as np
 
+from cfviz._version import __version__
 from cfviz.data.mvtec import FolderDataset
+from cfviz.data.samples import check_limit_per_type
 from cfviz.errors import DatasetError
 
 TEXTURE_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel")
@@ -131,16 +133,10 @@ def load_sources() -> dict[str, np.ndarray]:
     return out
 
 
-def _resize_gray(gray: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if gray.shape == (size, size):
-        return gray
-    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
 def texture_crop(source: np.ndarray, rng: np.random.Generator, *, image_size: int, crop_size: int) -> np.ndarray:
     """A random crop of ``source`` (offset, flips, rot90), resized to ``image_size`` (grayscale)."""
+    from PIL import Image
+
     h, w = source.shape
     y = int(rng.integers(0, h - crop_size + 1))
     x = int(rng.integers(0, w - crop_size + 1))
@@ -149,8 +145,10 @@ def texture_crop(source: np.ndarray, rng: np.random.Generator, *, image_size: in
         crop = crop[:, ::-1]
     if rng.random() < 0.5:
         crop = crop[::-1, :]
-    crop = np.rot90(crop, k=int(rng.integers(0, 4)))
-    return _resize_gray(np.ascontiguousarray(crop), image_size)
+    crop = np.ascontiguousarray(np.rot90(crop, k=int(rng.integers(0, 4))))
+    if crop.shape == (image_size, image_size):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((image_size,) * 2, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def colourise(gray: np.ndarray, category: str) -> np.ndarray:
@@ -179,8 +177,8 @@ def _blob(rng: np.random.Generator, size: int, radius: float, jitter: float, n_v
     return _draw(size, lambda d: d.polygon(pts, fill=255))
 
 
-def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    s = image.shape[0]
+def _scratch(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    s = out.shape[0]
     length = rng.uniform(0.25, 0.7) * s
     width = max(1, int(round(rng.uniform(0.008, 0.022) * s)))
     n = 7
@@ -193,34 +191,29 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
         y += np.sin(angle) * length / (n - 1)
         pts.append((float(x), float(y)))
     mask = _draw(s, lambda d: d.line(pts, fill=255, width=width, joint="curve"))
-    out = image.astype(np.float64)
     if mask.any():
         dark = out[mask].mean() > 110  # contrast with what is under the scratch
         colour = rng.uniform(10, 35) if dark else rng.uniform(215, 245)
         out[mask] = 0.8 * colour + 0.2 * out[mask]
-    return out, mask
+    return mask
 
 
-def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    s = image.shape[0]
-    mask = _blob(rng, s, rng.uniform(0.03, 0.12) * s, 0.3, 14)
-    out = image.astype(np.float64)
+def _hole(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    mask = _blob(rng, out.shape[0], rng.uniform(0.03, 0.12) * out.shape[0], 0.3, 14)
     out[mask] = 0.12 * out[mask] + 8.0
-    return out, mask
+    return mask
 
 
-def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    s = image.shape[0]
-    mask = _blob(rng, s, rng.uniform(0.06, 0.2) * s, 0.45, 18)
+def _stain(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    mask = _blob(rng, out.shape[0], rng.uniform(0.06, 0.2) * out.shape[0], 0.45, 18)
     colour = np.asarray(_STAIN_COLOURS[int(rng.integers(0, len(_STAIN_COLOURS)))], dtype=np.float64)
     alpha = rng.uniform(0.55, 0.8)
-    out = image.astype(np.float64)
     out[mask] = (1 - alpha) * out[mask] + alpha * colour
-    return out, mask
+    return mask
 
 
-def _foreign(image: np.ndarray, rng: np.random.Generator, foreign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = image.shape[0]
+def _foreign(out: np.ndarray, rng: np.random.Generator, foreign: np.ndarray) -> np.ndarray:
+    s = out.shape[0]
     if rng.random() < 0.5:
         side = rng.uniform(0.1, 0.3) * s
         y0, x0 = rng.uniform(0, s - side, size=2)
@@ -228,9 +221,8 @@ def _foreign(image: np.ndarray, rng: np.random.Generator, foreign: np.ndarray) -
         mask = _draw(s, lambda d: d.rectangle(box, fill=255))
     else:
         mask = _blob(rng, s, rng.uniform(0.06, 0.16) * s, 0.35, 12)
-    out = image.astype(np.float64)
     out[mask] = foreign.astype(np.float64)[mask]
-    return out, mask
+    return mask
 
 
 def apply_defect(image: np.ndarray, kind: str, rng: np.random.Generator, *,
@@ -262,15 +254,11 @@ def apply_defect(image: np.ndarray, kind: str, rng: np.random.Generator, *,
     if kind == "foreign" and (foreign is None or foreign.shape != image.shape):
         raise ValueError("kind 'foreign' needs foreign= an image of another texture with the same shape")
     s = image.shape[0]
+    paint = {"scratch": _scratch, "hole": _hole, "stain": _stain,
+             "foreign": lambda out, rng: _foreign(out, rng, foreign)}[kind]  # type: ignore[arg-type]
     for _ in range(50):
-        if kind == "scratch":
-            out, mask = _scratch(image, rng)
-        elif kind == "hole":
-            out, mask = _hole(image, rng)
-        elif kind == "stain":
-            out, mask = _stain(image, rng)
-        else:
-            out, mask = _foreign(image, rng, foreign)  # type: ignore[arg-type]
+        out = image.astype(np.float64)  # each painter paints its defect on this copy
+        mask = paint(out, rng)
         result = np.clip(np.rint(out), 0, 255).astype(np.uint8)
         if mask.sum() >= max(4, _MIN_MASK_FRACTION * s * s):
             change = np.abs(result.astype(np.int16) - image.astype(np.int16))[mask].mean()
@@ -311,21 +299,20 @@ def texture_parameters(*, image_size: int = 256, n_train: int = 10, n_test_good:
                        categories: Sequence[str] = TEXTURE_CATEGORIES, defect_kinds: Sequence[str] = DEFECT_KINDS,
                        crop_size: int = 320) -> dict[str, Any]:
     """Validated generator parameters as the JSON-friendly dict stored in the manifest."""
-    cats = [categories] if isinstance(categories, str) else list(categories)
-    kinds = [defect_kinds] if isinstance(defect_kinds, str) else list(defect_kinds)
-    bad = [c for c in cats if c not in TEXTURE_CATEGORIES]
-    if bad or not cats or len(set(cats)) != len(cats):
-        raise ValueError(f"categories must be distinct names from {TEXTURE_CATEGORIES}, got {cats}")
-    bad = [k for k in kinds if k not in DEFECT_KINDS]
-    if bad or not kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"defect_kinds must be distinct names from {DEFECT_KINDS}, got {kinds}")
+    def names(arg: str, value: str | Sequence[str], allowed: tuple[str, ...]) -> list[str]:
+        """Distinct names from ``allowed``, in its order."""
+        given = [value] if isinstance(value, str) else list(value)
+        if any(v not in allowed for v in given) or not given or len(set(given)) != len(given):
+            raise ValueError(f"{arg} must be distinct names from {allowed}, got {given}")
+        return sorted(given, key=allowed.index)
+
+    cats, kinds = names("categories", categories, TEXTURE_CATEGORIES), names("defect_kinds", defect_kinds, DEFECT_KINDS)
     return {
         "image_size": _check_int("image_size", image_size, 32, 2048),
         "n_train": _check_int("n_train", n_train, 0),
         "n_test_good": _check_int("n_test_good", n_test_good, 0),
         "n_per_defect": _check_int("n_per_defect", n_per_defect, 0),
-        "categories": sorted(cats, key=TEXTURE_CATEGORIES.index),
-        "defect_kinds": sorted(kinds, key=DEFECT_KINDS.index),
+        "categories": cats, "defect_kinds": kinds,
         "crop_size": _check_int("crop_size", crop_size, 32, SOURCE_SIZE),
     }
 
@@ -344,10 +331,9 @@ def _render(params: dict[str, Any], seed: int, sources: dict[str, np.ndarray]) -
         return colourise(texture_crop(sources[cat], rng, image_size=size, crop_size=crop), cat)
 
     for cat in params["categories"]:
-        for i in range(params["n_train"]):
-            yield f"{cat}/train/good/{i:03d}.png", clean(cat, _image_rng(seed, cat, "train", "good", i))
-        for i in range(params["n_test_good"]):
-            yield f"{cat}/test/good/{i:03d}.png", clean(cat, _image_rng(seed, cat, "test", "good", i))
+        for split, n in (("train", params["n_train"]), ("test", params["n_test_good"])):
+            for i in range(n):
+                yield f"{cat}/{split}/good/{i:03d}.png", clean(cat, _image_rng(seed, cat, split, "good", i))
         for kind in params["defect_kinds"]:
             for i in range(params["n_per_defect"]):
                 rng = _image_rng(seed, cat, "test", kind, i)
@@ -380,7 +366,6 @@ def generate_textures(root: str | os.PathLike[str] | None = None, *, seed: int =
     defect_kinds : subset of :data:`DEFECT_KINDS`.
     crop_size : side of the crop taken from the 512 px photograph before resizing.
     """
-    from cfviz._version import __version__
     from cfviz.utils.env import library_versions
     from cfviz.utils.io import atomic_write_json
 
@@ -392,8 +377,7 @@ def generate_textures(root: str | os.PathLike[str] | None = None, *, seed: int =
     root_path.mkdir(parents=True, exist_ok=True)
     old = _read_manifest(root_path)
     manifest_path = root_path / MANIFEST_NAME
-    if manifest_path.exists():
-        manifest_path.unlink()  # an interrupted regeneration must not look complete
+    manifest_path.unlink(missing_ok=True)  # an interrupted regeneration must not look complete
 
     files: list[str] = []
     counts: dict[str, dict[str, int]] = {c: {} for c in params["categories"]}
@@ -497,12 +481,8 @@ class TexturesDataset(FolderDataset):
     def __init__(self, root: str | os.PathLike[str] | None = None, categories: str | Iterable[str] | None = None,
                  split: str = "test", *, seed: int = 0, categories_generated: Sequence[str] = TEXTURE_CATEGORIES,
                  limit_per_type: int | None = None, name: str | None = None, **params: Any) -> None:
-        from cfviz.data.samples import check_limit_per_type
-
         check_limit_per_type(limit_per_type)  # before generating anything
         path = ensure_textures(root, seed=seed, categories=categories_generated, **params)
         super().__init__(path, categories, split, limit_per_type=limit_per_type, name=name)
-        from cfviz._version import __version__
-
         self.info.update({"seed": seed, "cfviz_version": __version__,
                           "generator_parameters": texture_parameters(categories=categories_generated, **params)})

@@ -114,8 +114,7 @@ def diffusion_transform(image: Any, size: int | tuple[int, int] = DIFFUSION_SIZE
     import torch
 
     rgb = _resize_rgb(image, size, "bilinear")
-    x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
-    return x.contiguous()
+    return torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
 def resize_mask(mask: Any, size: int | tuple[int, int]) -> np.ndarray:

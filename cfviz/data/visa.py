@@ -172,9 +172,7 @@ class VisA(AnomalyDataset):
             raise DatasetError(f"VisA split file {csv_path} points to files that do not exist: {shown}. Fix: check "
                                "that root is the extracted VisA folder (paths in the file are relative to it) and "
                                "that the archive was extracted completely.")
-        order = {s: i for i, s in enumerate(splits)}
-        rank = {c: i for i, c in enumerate(chosen)}
-        records.sort(key=lambda r: (rank[r.category], order[r.split], r.label, os.fspath(r.image_path)))
+        records.sort(key=lambda r: (chosen.index(r.category), splits.index(r.split), r.label, os.fspath(r.image_path)))
         records = limit_records(records, limit_per_type)
         kept = {r.image_path for r in records}
         missing_masks_rows = [m for m in missing_masks_rows if m in kept]
