@@ -296,10 +296,6 @@ class WindowEncoder:
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         return v.ln_pre(x)
 
-    def _transformer(self, x: Any) -> Any:
-        # open_clip < 2.26 takes (L, N, D); newer ones (N, L, D) whatever batch_first says
-        return run_transformer(self.visual.transformer, x)
-
     def _pooled(self, x: Any) -> Any:
         """Projected pooled embedding of transformer outputs ``(N, L, W)`` (open_clip's rules)."""
         v = self.visual
@@ -327,8 +323,8 @@ class WindowEncoder:
         images = check_images(images, self.bundle)
         with torch.inference_mode():
             tokens = self.tokens(images)
-            x = self._transformer(tokens)
             v = self.visual
+            x = run_transformer(v.transformer, tokens)
             image = self._pooled(x)
             patch_tokens = v.ln_post(x[:, 1:])
             patches = patch_tokens @ v.proj if v.proj is not None else patch_tokens
@@ -353,7 +349,7 @@ class WindowEncoder:
             for start in range(0, total, self.chunk_size):
                 rows = torch.arange(start, min(start + self.chunk_size, total), device=tokens.device)
                 batch = tokens[(rows // n)[:, None], seq[rows % n]]  # (c, 1 + scale^2, W)
-                out.append(self._pooled(self._transformer(batch)).float())
+                out.append(self._pooled(run_transformer(self.visual.transformer, batch)).float())
         return torch.cat(out).reshape(tokens.shape[0], n, -1)
 
 

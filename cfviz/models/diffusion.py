@@ -165,7 +165,8 @@ def random_inpaint_pipeline(seed: int = 0, *, device: Any = "cpu", dtype: Any = 
 
 def _random_sd_inpaint(configs: tuple[str, str, str], name: str, seed: int, device: Any, dtype: Any) -> Any:
     """An SD inpainting pipeline of seeded random weights from (UNet, VAE, text encoder) config names."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from cfviz.models.tokenizer import clip_tokenizer
@@ -175,19 +176,10 @@ def _random_sd_inpaint(configs: tuple[str, str, str], name: str, seed: int, devi
         unet = UNet2DConditionModel.from_config(model_config(configs[0]))
         vae = AutoencoderKL.from_config(model_config(configs[1]))
         text_encoder = CLIPTextModel(CLIPTextConfig(**model_config(configs[2])))
-    return _assemble(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
-                     scheduler=ddim_scheduler(), name=name, seed=seed, device=device, dtype=dtype)
-
-
-def _assemble(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, name: str,
-              seed: int, device: Any, dtype: Any) -> Any:
-    import torch
-    from diffusers import StableDiffusionInpaintPipeline
-
     dtype = torch.float32 if dtype is None else dtype
     unet, vae, text_encoder = (_cast(m, device, dtype).eval() for m in (unet, vae, text_encoder))
-    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+                                          scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     _attach_info(pipe, name=name, revision=None, weights="random", seed=seed, source="config",
