@@ -105,14 +105,11 @@ class TrainConfig:
     augment_interpolation: str = "nearest"
 
     def validate(self) -> None:
-        for key in ("stage1_epochs", "stage2_epochs"):
+        for key, least in (("stage1_epochs", 0), ("stage2_epochs", 0), ("stage1_batch_size", 1),
+                           ("stage2_batch_size", 1)):
             v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{key} must be a non-negative integer, got {v!r}")
-        for key in ("stage1_batch_size", "stage2_batch_size"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ValueError(f"{key} must be a {'positive' if least else 'non-negative'} integer, got {v!r}")
         for key in ("stage1_lr", "stage2_lr"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)!r}")
