@@ -267,7 +267,16 @@ class WindowEncoder:
     def __init__(self, bundle: Any, scales: Sequence[int] = (2, 3), stride: int = 1,
                  chunk_size: int = DEFAULT_CHUNK) -> None:
         self.bundle = bundle
-        self.visual = _check_visual(bundle)
+        visual = getattr(getattr(bundle, "model", None), "visual", None)  # an open_clip ViT this class can drive
+        needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+        missing = [a for a in needed if not hasattr(visual, a)]
+        if visual is None or missing:
+            raise ValueError(f"bundle.model.visual must be an open_clip VisionTransformer (missing {missing}); "
+                             "load the model with cfviz.models.load_clip / random_clip / tiny_clip")
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
+            raise ValueError(f"{bundle.name}: window embeddings need class-token or average pooling; "
+                             "attentional pooling (CoCa) and pool_type='none' are not supported")
+        self.visual = visual
         self.grid = tuple(int(g) for g in bundle.grid_size)
         scales = tuple(scales)
         if len(set(scales)) != len(scales):
@@ -351,20 +360,6 @@ class WindowEncoder:
                 batch = tokens[(rows // n)[:, None], seq[rows % n]]  # (c, 1 + scale^2, W)
                 out.append(self._pooled(run_transformer(self.visual.transformer, batch)).float())
         return torch.cat(out).reshape(tokens.shape[0], n, -1)
-
-
-def _check_visual(bundle: Any) -> Any:
-    """The bundle's image tower, after checking it is an open_clip ViT this module can drive."""
-    visual = getattr(getattr(bundle, "model", None), "visual", None)
-    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
-    missing = [a for a in needed if not hasattr(visual, a)]
-    if visual is None or missing:
-        raise ValueError(f"bundle.model.visual must be an open_clip VisionTransformer (missing {missing}); "
-                         "load the model with cfviz.models.load_clip / random_clip / tiny_clip")
-    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
-        raise ValueError(f"{bundle.name}: window embeddings need class-token or average pooling; "
-                         "attentional pooling (CoCa) and pool_type='none' are not supported")
-    return visual
 
 
 def check_images(images: Any, bundle: Any, name: str = "images") -> Any:

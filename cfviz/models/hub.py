@@ -87,12 +87,11 @@ def reachable(url: str, timeout: float | None = None) -> tuple[bool, str]:
 
 
 def _proxy_for(url: str) -> str | None:
-    scheme = urllib.parse.urlsplit(url).scheme or "https"
-    proxies = urllib.request.getproxies()
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
-    return proxies.get(scheme) or proxies.get("all")
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme or "https") or proxies.get("all")
 
 
 def fetch_with_fallback(fetch: Callable[[bool], T], *, what: str, host_url: str, fix: str,

@@ -240,13 +240,6 @@ def _load_optim(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], gr
 
 
 # ---------------------------------------------------------------------------------------- the loop
-def _data_info(dataset: Any, records: Sequence[Any]) -> dict[str, Any]:
-    ids = "\n".join(r.image_id for r in records)
-    return {"dataset": getattr(dataset, "name", type(dataset).__name__), "images": len(records),
-            "anomalous": sum(r.label for r in records), "categories": sorted({r.category for r in records}),
-            "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()}
-
-
 def _check_resumable(meta: dict[str, str], path: Path, config: AAClipConfig, train: TrainConfig,
                      data: dict[str, Any], bundle: Any) -> None:
     check_same_model(meta, bundle, path)
@@ -298,7 +291,10 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
     config = (config or AAClipConfig()).resolve(bundle)
     surgery_from(bundle, train.surgery_blocks)  # validate before any work
     records = training_records(dataset, shots=train.shots, seed=train.seed, categories=categories)
-    data = _data_info(dataset, records)
+    ids = "\n".join(r.image_id for r in records)
+    data = {"dataset": getattr(dataset, "name", type(dataset).__name__), "images": len(records),
+            "anomalous": sum(r.label for r in records), "categories": sorted({r.category for r in records}),
+            "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = AAClip(bundle, config, seed=train.seed)
