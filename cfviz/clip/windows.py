@@ -267,7 +267,16 @@ class WindowEncoder:
     def __init__(self, bundle: Any, scales: Sequence[int] = (2, 3), stride: int = 1,
                  chunk_size: int = DEFAULT_CHUNK) -> None:
         self.bundle = bundle
-        self.visual = _check_visual(bundle)
+        visual = getattr(getattr(bundle, "model", None), "visual", None)  # an open_clip ViT this class can drive
+        needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+        missing = [a for a in needed if not hasattr(visual, a)]
+        if visual is None or missing:
+            raise ValueError(f"bundle.model.visual must be an open_clip VisionTransformer (missing {missing}); "
+                             "load the model with cfviz.models.load_clip / random_clip / tiny_clip")
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
+            raise ValueError(f"{bundle.name}: window embeddings need class-token or average pooling; "
+                             "attentional pooling (CoCa) and pool_type='none' are not supported")
+        self.visual = visual
         self.grid = tuple(int(g) for g in bundle.grid_size)
         scales = tuple(scales)
         if len(set(scales)) != len(scales):
@@ -296,10 +305,6 @@ class WindowEncoder:
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         return v.ln_pre(x)
 
-    def _transformer(self, x: Any) -> Any:
-        # open_clip < 2.26 takes (L, N, D); newer ones (N, L, D) whatever batch_first says
-        return run_transformer(self.visual.transformer, x)
-
     def _pooled(self, x: Any) -> Any:
         """Projected pooled embedding of transformer outputs ``(N, L, W)`` (open_clip's rules)."""
         v = self.visual
@@ -327,8 +332,8 @@ class WindowEncoder:
         images = check_images(images, self.bundle)
         with torch.inference_mode():
             tokens = self.tokens(images)
-            x = self._transformer(tokens)
             v = self.visual
+            x = run_transformer(v.transformer, tokens)
             image = self._pooled(x)
             patch_tokens = v.ln_post(x[:, 1:])
             patches = patch_tokens @ v.proj if v.proj is not None else patch_tokens
@@ -353,22 +358,8 @@ class WindowEncoder:
             for start in range(0, total, self.chunk_size):
                 rows = torch.arange(start, min(start + self.chunk_size, total), device=tokens.device)
                 batch = tokens[(rows // n)[:, None], seq[rows % n]]  # (c, 1 + scale^2, W)
-                out.append(self._pooled(self._transformer(batch)).float())
+                out.append(self._pooled(run_transformer(self.visual.transformer, batch)).float())
         return torch.cat(out).reshape(tokens.shape[0], n, -1)
-
-
-def _check_visual(bundle: Any) -> Any:
-    """The bundle's image tower, after checking it is an open_clip ViT this module can drive."""
-    visual = getattr(getattr(bundle, "model", None), "visual", None)
-    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
-    missing = [a for a in needed if not hasattr(visual, a)]
-    if visual is None or missing:
-        raise ValueError(f"bundle.model.visual must be an open_clip VisionTransformer (missing {missing}); "
-                         "load the model with cfviz.models.load_clip / random_clip / tiny_clip")
-    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") not in ("tok", "avg"):
-        raise ValueError(f"{bundle.name}: window embeddings need class-token or average pooling; "
-                         "attentional pooling (CoCa) and pool_type='none' are not supported")
-    return visual
 
 
 def check_images(images: Any, bundle: Any, name: str = "images") -> Any:

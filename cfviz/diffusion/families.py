@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cfviz.diffusion.inputs import encode_prompts, inpaint_inputs, noise_seed, pixel_mask, vae_latents
+from cfviz.diffusion.inputs import draw_noise, encode_prompts, inpaint_inputs, pixel_mask, vae_latents
 from cfviz.errors import CfvizError
 
 #: Families whose denoiser is trained with flow matching (noise level = sigma = t / 1000).
@@ -127,9 +127,7 @@ def family_forward(pipe: Any, images: Any, prompts: str | Sequence[str], *, time
     outputs = []
     with torch.no_grad(), classifier_free_guidance(False):
         for t in timesteps:
-            gen = torch.Generator("cpu").manual_seed(noise_seed(seed, int(round(float(t)))))
-            noise = torch.randn(latents.shape[1:], generator=gen, dtype=torch.float32)
-            noise = noise.expand_as(latents).to(latents)
+            noise = draw_noise(latents.shape, seed, int(round(float(t)))).to(latents)  # shared by every image
             if family in FLOW_FAMILIES:
                 sigma = float(t) / 1000.0
                 noisy = (1.0 - sigma) * latents + sigma * noise

@@ -176,7 +176,16 @@ def load_clip(name: str = DEFAULT_CLIP, pretrained: str | os.PathLike[str] | Non
 
     quick_gelu, mean, std, extra = False, None, None, {}
     if looks_like_file(pretrained):
-        path, source = _local_checkpoint(pretrained, from_env=from_env), "local"
+        path, source = Path(pretrained).expanduser(), "local"
+        origin = f" (from {CHECKPOINT_ENV})" if from_env else ""
+        if not path.is_file():
+            raise ModelUnavailableError(
+                f"CLIP checkpoint file {path}{origin} does not exist; pass the path of a .safetensors or .pt "
+                f"state-dict file as pretrained=..., set {CHECKPOINT_ENV} to one, or pass an open_clip "
+                f"pretrained tag such as {DEFAULT_PRETRAINED!r} to download it")
+        if path.suffix.lower() not in _SUFFIXES:
+            raise ModelUnavailableError(f"CLIP checkpoint {path}{origin} has an unsupported suffix; cfviz reads "
+                                        ".safetensors files and .pt/.pth/.bin state dicts")
         extra = {"checkpoint": str(path)}
     else:
         path, quick_gelu, mean, std, extra = _hub_checkpoint(name, pretrained, cache_dir)
@@ -236,7 +245,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
                 metadata = dict(fh.metadata() or {})
             obj: Any = load_file(str(path))
         except Exception as exc:  # SafetensorError (truncated data, bad offsets), OSError
-            raise ModelUnavailableError(f"checkpoint {path} cannot be read as safetensors ({_first_line(exc)}); "
+            text = " ".join(str(exc).split())[:200]
+            detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            raise ModelUnavailableError(f"checkpoint {path} cannot be read as safetensors ({detail}); "
                                         "re-save the weights with safetensors.torch.save_file") from None
     elif path.suffix in _SUFFIXES:
         try:
@@ -329,11 +340,6 @@ def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _check_arch_name(name: str) -> None:
     if name in _CFVIZ_ARCHS:
         return
@@ -394,20 +400,6 @@ def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[1])
     return int(value), int(value)
-
-
-def _local_checkpoint(value: str, *, from_env: bool) -> Path:
-    path = Path(value).expanduser()
-    origin = f" (from {CHECKPOINT_ENV})" if from_env else ""
-    if not path.is_file():
-        raise ModelUnavailableError(
-            f"CLIP checkpoint file {path}{origin} does not exist; pass the path of a .safetensors or .pt "
-            f"state-dict file as pretrained=..., set {CHECKPOINT_ENV} to one, or pass an open_clip "
-            f"pretrained tag such as {DEFAULT_PRETRAINED!r} to download it")
-    if path.suffix.lower() not in _SUFFIXES:
-        raise ModelUnavailableError(f"CLIP checkpoint {path}{origin} has an unsupported suffix; cfviz reads "
-                                    ".safetensors files and .pt/.pth/.bin state dicts")
-    return path
 
 
 def _hub_checkpoint(name: str, tag: str, cache_dir: Any) -> tuple[Path, bool, Any, Any, dict[str, Any]]:

@@ -42,10 +42,6 @@ def _package_dir() -> Path | None:
     return Path(locations[0]) if locations else None
 
 
-def _natural_key(text: str) -> list[Any]:
-    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]
-
-
 @functools.lru_cache(maxsize=1)
 def _file_configs() -> dict[str, dict[str, Any]] | None:
     folder = _package_dir()
@@ -56,7 +52,9 @@ def _file_configs() -> dict[str, dict[str, Any]] | None:
         cfg = json.loads(path.read_text())
         if all(k in cfg for k in _CONFIG_KEYS):
             configs[path.stem] = cfg
-    return dict(sorted(configs.items(), key=lambda item: _natural_key(item[0])))
+    # natural order, as open_clip lists them: ViT-B-16 before ViT-B-100
+    return dict(sorted(configs.items(), key=lambda item: [int(s) if s.isdigit() else s
+                                                          for s in re.split(r"(\d+)", item[0].lower())]))
 
 
 class _Unknown(Exception):

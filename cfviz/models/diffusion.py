@@ -165,7 +165,8 @@ def random_inpaint_pipeline(seed: int = 0, *, device: Any = "cpu", dtype: Any = 
 
 def _random_sd_inpaint(configs: tuple[str, str, str], name: str, seed: int, device: Any, dtype: Any) -> Any:
     """An SD inpainting pipeline of seeded random weights from (UNet, VAE, text encoder) config names."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from cfviz.models.tokenizer import clip_tokenizer
@@ -175,19 +176,10 @@ def _random_sd_inpaint(configs: tuple[str, str, str], name: str, seed: int, devi
         unet = UNet2DConditionModel.from_config(model_config(configs[0]))
         vae = AutoencoderKL.from_config(model_config(configs[1]))
         text_encoder = CLIPTextModel(CLIPTextConfig(**model_config(configs[2])))
-    return _assemble(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
-                     scheduler=ddim_scheduler(), name=name, seed=seed, device=device, dtype=dtype)
-
-
-def _assemble(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, name: str,
-              seed: int, device: Any, dtype: Any) -> Any:
-    import torch
-    from diffusers import StableDiffusionInpaintPipeline
-
     dtype = torch.float32 if dtype is None else dtype
     unet, vae, text_encoder = (_cast(m, device, dtype).eval() for m in (unet, vae, text_encoder))
-    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+                                          scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     _attach_info(pipe, name=name, revision=None, weights="random", seed=seed, source="config",
@@ -269,7 +261,11 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
 
     >>> pipe = load_inpaint_pipeline()  # doctest: +SKIP
     """
+    import importlib.util
+
+    import diffusers
     import torch
+    from diffusers.pipelines import pipeline_utils
 
     dtype = torch.float32 if dtype is None else dtype
     if scheduler not in ("ddim", "checkpoint"):
@@ -288,7 +284,28 @@ def load_inpaint_pipeline(model: str | os.PathLike[str] = DEFAULT_SD_INPAINT, *,
         _check_folder(folder, from_env=False, hub_id=model)
         name, source = model, "hub"
         commit = folder.name if folder.parent.name == "snapshots" else None
-    pipe = _from_folder(folder, dtype)
+    cls_name = pipeline_class(folder) or "StableDiffusionInpaintPipeline"
+    pipeline_cls = getattr(diffusers, cls_name)
+    parts = _components(folder)
+    has_safetensors = all(any(p.suffix == ".safetensors" for p in _weights_in(folder / c)) for c in parts)
+    # newer diffusers renamed torch_dtype to dtype (and warn on the old name)
+    dtype_kw = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+    # SD 1.x/2.x pipelines ship a safety checker: never loaded (cfviz reads the denoiser only)
+    safety = ({"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+              if cls_name in ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline") else {})
+    # without safetensors, diffusers and transformers fall back to torch.load(weights_only=True)
+    try:
+        pipe = pipeline_cls.from_pretrained(
+            str(folder), **safety,
+            use_safetensors=has_safetensors or None, local_files_only=True,
+            low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None, **{dtype_kw: dtype})
+    except (ImportError, TypeError, AttributeError, NameError):  # our bugs or a broken install: keep the trace
+        raise
+    except Exception as exc:  # damaged files: SafetensorError, OSError, JSON errors, shape mismatches
+        text = " ".join(str(exc).split())[:300]
+        raise ModelUnavailableError(f"the diffusers pipeline in {folder} cannot be loaded ({type(exc).__name__}: "
+                                    f"{text}); re-save it with pipe.save_pretrained() or download it again") from None
+    pipe.set_progress_bar_config(disable=True)
     if scheduler == "ddim" and PIPELINE_FAMILIES.get(type(pipe).__name__, "sd") in _DDPM_FAMILIES:
         pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
     pipe = pipe.to(torch.device(device))
@@ -399,34 +416,3 @@ def _check_folder(folder: Path, *, from_env: bool, hub_id: str | None = None) ->
 
 def _weights_in(sub: Path) -> list[Path]:
     return [p for p in sub.iterdir() if p.suffix in (".safetensors", ".bin") and ".fp16." not in p.name]
-
-
-def _from_folder(folder: Path, dtype: Any) -> Any:
-    import importlib.util
-
-    import diffusers
-    from diffusers.pipelines import pipeline_utils
-
-    cls_name = pipeline_class(folder) or "StableDiffusionInpaintPipeline"
-    pipeline_cls = getattr(diffusers, cls_name)
-    parts = _components(folder)
-    has_safetensors = all(any(p.suffix == ".safetensors" for p in _weights_in(folder / c)) for c in parts)
-    # newer diffusers renamed torch_dtype to dtype (and warn on the old name)
-    dtype_kw = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
-    # SD 1.x/2.x pipelines ship a safety checker: never loaded (cfviz reads the denoiser only)
-    safety = ({"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-              if cls_name in ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline") else {})
-    # without safetensors, diffusers and transformers fall back to torch.load(weights_only=True)
-    try:
-        pipe = pipeline_cls.from_pretrained(
-            str(folder), **safety,
-            use_safetensors=has_safetensors or None, local_files_only=True,
-            low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None, **{dtype_kw: dtype})
-    except (ImportError, TypeError, AttributeError, NameError):  # our bugs or a broken install: keep the trace
-        raise
-    except Exception as exc:  # damaged files: SafetensorError, OSError, JSON errors, shape mismatches
-        text = " ".join(str(exc).split())[:300]
-        raise ModelUnavailableError(f"the diffusers pipeline in {folder} cannot be loaded ({type(exc).__name__}: "
-                                    f"{text}); re-save it with pipe.save_pretrained() or download it again") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

@@ -115,12 +115,8 @@ def full_size_denoiser(name: str, *, layers: int | tuple[int, ...] | None = None
     dtype = torch.float32 if dtype is None else dtype
     device = torch.device(device)
     cls = getattr(diffusers, spec.cls)
-    if device.type == "meta":
-        with torch.device("meta"):
-            model = cls.from_config(config)
-    else:
-        with seeded(seed):
-            model = cls.from_config(config)
+    with torch.device("meta") if device.type == "meta" else seeded(seed):  # "meta": no weights to draw
+        model = cls.from_config(config)
     # a plain module cast: diffusers' ModelMixin.to(dtype) warns about fp32-kept modules these have not
     model = torch.nn.Module.to(model, device=device, dtype=dtype).eval()
     counts = None if layers is None else [int(config[k]) for k in spec.layer_keys]

@@ -87,12 +87,11 @@ def reachable(url: str, timeout: float | None = None) -> tuple[bool, str]:
 
 
 def _proxy_for(url: str) -> str | None:
-    scheme = urllib.parse.urlsplit(url).scheme or "https"
-    proxies = urllib.request.getproxies()
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
-    return proxies.get(scheme) or proxies.get("all")
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme or "https") or proxies.get("all")
 
 
 def fetch_with_fallback(fetch: Callable[[bool], T], *, what: str, host_url: str, fix: str,
@@ -102,13 +101,17 @@ def fetch_with_fallback(fetch: Callable[[bool], T], *, what: str, host_url: str,
     ``what`` names what was looked for, ``fix`` says how to supply it; both go into the single
     error sentence. ``fetch`` must raise ``FileNotFoundError``/``OSError`` when files are missing.
     """
-    if hub_offline():
-        return _local_or_raise(fetch, f"{what} is not in the local cache ({cache_hint}) and "
-                                      f"HF_HUB_OFFLINE is set; {fix}")
-    ok, reason = reachable(host_url)
-    if not ok:
-        return _local_or_raise(fetch, f"{what} is not in the local cache ({cache_hint}) and "
-                                      f"{_host(host_url)} cannot be reached ({reason}); {fix}")
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else None
+    if why is None:
+        ok, reason = reachable(host_url)
+        why = None if ok else f"{_host(host_url)} cannot be reached ({reason})"
+    if why is not None:  # the local cache or nothing
+        try:
+            return fetch(True)
+        except Exception as exc:
+            if not _is_download_error(exc):
+                raise
+            raise ModelUnavailableError(f"{what} is not in the local cache ({cache_hint}) and {why}; {fix}") from None
     try:
         return fetch(False)
     except Exception as exc:
@@ -119,15 +122,6 @@ def fetch_with_fallback(fetch: Callable[[bool], T], *, what: str, host_url: str,
         except Exception:
             pass
         raise ModelUnavailableError(f"{what} could not be downloaded ({_short(exc)}); {fix}") from exc
-
-
-def _local_or_raise(fetch: Callable[[bool], T], message: str) -> T:
-    try:
-        return fetch(True)
-    except Exception as exc:
-        if not _is_download_error(exc):
-            raise
-        raise ModelUnavailableError(message) from None
 
 
 def _is_download_error(exc: BaseException) -> bool:

@@ -31,11 +31,9 @@ def make_info(*, kind: str, library: str, name: str, revision: str | None, weigh
         raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
     if (weights == "random") != (seed is not None):
         raise ValueError("random weights need a seed and pretrained weights must have seed=None")
-    info = {"kind": kind, "library": library, "name": str(name),
+    return {"kind": kind, "library": library, "name": str(name),
             "revision": None if revision is None else str(revision), "weights": weights,
-            "seed": seed, "source": source, "dtype": _dtype_name(dtype), "device": str(device)}
-    info.update(extra)
-    return info
+            "seed": seed, "source": source, "dtype": _dtype_name(dtype), "device": str(device), **extra}
 
 
 def model_info(obj: Any) -> dict[str, Any]:
@@ -68,6 +66,4 @@ def model_info(obj: Any) -> dict[str, Any]:
 
 
 def _dtype_name(dtype: Any) -> str | None:
-    if dtype is None:
-        return None
-    return str(dtype).removeprefix("torch.")
+    return None if dtype is None else str(dtype).removeprefix("torch.")

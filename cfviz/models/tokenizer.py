@@ -45,13 +45,7 @@ def _byte_alphabet() -> list[str]:
     (256, '!', 323)
     """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = [chr(b) for b in printable]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
 
 
 def vocabulary_folder(cache_dir: str | Path | None = None) -> Path:

@@ -24,6 +24,9 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from cfviz.clip.aaclip.names import NAME_MODES
+from cfviz.errors import ConfigError  # a ValueError too; the CLI prints it as one line
+
 #: AA-CLIP's prompt pieces (``dataset/constants.py`` of the released code).
 NORMAL_STATES: tuple[str, ...] = ("{}", "a {}", "the {}")
 ANOMALOUS_STATES: tuple[str, ...] = ("a damaged {}", "a broken {}", "a {} with flaw", "a {} with defect",
@@ -147,16 +150,10 @@ class AAClipConfig:
         if self.blur_sigma < 0 or self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise ValueError(f"blur needs sigma >= 0 and an odd kernel >= 1, got sigma={self.blur_sigma}, "
                              f"kernel={self.blur_kernel}")
-        from cfviz.clip.aaclip.names import NAME_MODES
-
         if self.class_names not in NAME_MODES:
-            from cfviz.errors import ConfigError
-
             raise ConfigError(f"class_names must be one of {', '.join(NAME_MODES)} (released code: descriptive), got "
                              f"{self.class_names!r}")
         if self.activation not in ACTIVATIONS:
-            from cfviz.errors import ConfigError
-
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)} (released code: gelu), got "
                               f"{self.activation!r}")
         size = _image_size(self.image_size, bundle, name)
@@ -234,8 +231,6 @@ def _image_size(value: int | str | None, bundle: Any, name: str) -> int:
         return int(bundle.image_size)
     patch = int(getattr(bundle, "patch_size", 1))
     if not isinstance(value, int) or isinstance(value, bool) or value < patch or value % patch:
-        from cfviz.errors import ConfigError  # a ValueError too; the CLI prints it as one line
-
         raise ConfigError(f"image_size={value!r} does not fit {name}: give a multiple of its {patch} px patches "
                          f"(released code: {RELEASED_IMAGE_SIZE} on ViT-L-14-336), 'model' for its own size, or None "
                          "for the default")

@@ -47,6 +47,7 @@ from cfviz.clip.aaclip.adapters import AAClipAdapters
 from cfviz.clip.aaclip.checkpoint import CheckpointError, check_same_model, read_checkpoint, save_checkpoint
 from cfviz.clip.aaclip.config import AAClipConfig
 from cfviz.clip.aaclip.encoders import mlp_activation, text_features, vision_tokens
+from cfviz.errors import ConfigError
 
 
 @dataclass
@@ -298,8 +299,6 @@ def upsample_maps(maps: Any, size: int | tuple[int, int], mode: str = "align_cor
     [[[0.0, 0.75, 2.25, 3.0]]]
     """
     if mode not in UPSAMPLE_MODES:
-        from cfviz.errors import ConfigError
-
         raise ConfigError(f"AA-CLIP's map upsampling must be one of {', '.join(UPSAMPLE_MODES)} (released code: "
                           f"align_corners), got {mode!r}")
     from cfviz.fusion import upsample

@@ -59,7 +59,7 @@ from torch.nn import functional as F
 from cfviz.clip.aaclip.checkpoint import (CheckpointError, checkpoint_name, check_same_model, epoch_checkpoints,
                                           read_checkpoint, save_checkpoint)
 from cfviz.clip.aaclip.config import AAClipConfig, depths
-from cfviz.clip.aaclip.data import augment, load_batch, shuffled_batches, training_records
+from cfviz.clip.aaclip.data import AUGMENT_INTERPOLATIONS, augment, load_batch, shuffled_batches, training_records
 from cfviz.clip.aaclip.losses import classification_loss, disentangle_loss, segmentation_loss
 from cfviz.clip.aaclip.model import AAClip
 
@@ -105,14 +105,11 @@ class TrainConfig:
     augment_interpolation: str = "nearest"
 
     def validate(self) -> None:
-        for key in ("stage1_epochs", "stage2_epochs"):
+        for key, least in (("stage1_epochs", 0), ("stage2_epochs", 0), ("stage1_batch_size", 1),
+                           ("stage2_batch_size", 1)):
             v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{key} must be a non-negative integer, got {v!r}")
-        for key in ("stage1_batch_size", "stage2_batch_size"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ValueError(f"{key} must be a {'positive' if least else 'non-negative'} integer, got {v!r}")
         for key in ("stage1_lr", "stage2_lr"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)!r}")
@@ -127,8 +124,6 @@ class TrainConfig:
                              f"released), got {self.surgery_attention!r}")
         if not isinstance(self.align_corners, bool):
             raise ValueError(f"align_corners must be True (released code) or False, got {self.align_corners!r}")
-        from cfviz.clip.aaclip.data import AUGMENT_INTERPOLATIONS
-
         if self.augment_interpolation not in AUGMENT_INTERPOLATIONS:
             raise ValueError(f"augment_interpolation must be one of {', '.join(AUGMENT_INTERPOLATIONS)} (released "
                              f"code: nearest), got {self.augment_interpolation!r}")
@@ -245,13 +240,6 @@ def _load_optim(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], gr
 
 
 # ---------------------------------------------------------------------------------------- the loop
-def _data_info(dataset: Any, records: Sequence[Any]) -> dict[str, Any]:
-    ids = "\n".join(r.image_id for r in records)
-    return {"dataset": getattr(dataset, "name", type(dataset).__name__), "images": len(records),
-            "anomalous": sum(r.label for r in records), "categories": sorted({r.category for r in records}),
-            "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()}
-
-
 def _check_resumable(meta: dict[str, str], path: Path, config: AAClipConfig, train: TrainConfig,
                      data: dict[str, Any], bundle: Any) -> None:
     check_same_model(meta, bundle, path)
@@ -303,7 +291,10 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
     config = (config or AAClipConfig()).resolve(bundle)
     surgery_from(bundle, train.surgery_blocks)  # validate before any work
     records = training_records(dataset, shots=train.shots, seed=train.seed, categories=categories)
-    data = _data_info(dataset, records)
+    ids = "\n".join(r.image_id for r in records)
+    data = {"dataset": getattr(dataset, "name", type(dataset).__name__), "images": len(records),
+            "anomalous": sum(r.label for r in records), "categories": sorted({r.category for r in records}),
+            "ids_sha256": hashlib.sha256(ids.encode()).hexdigest()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = AAClip(bundle, config, seed=train.seed)
@@ -335,12 +326,6 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
         bs = shuffled_batches(len(records), batch_size, gen)
         return bs[:train.max_batches] if train.max_batches else bs
 
-    def get_batch(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        images, masks, labels, names = load_batch(dataset, [records[i] for i in idx], size)
-        if train.augment:
-            images, masks = augment(images, masks, gen, interpolation=train.augment_interpolation)
-        return images.to(device), masks.to(device), labels.to(device), names
-
     def save(stage: int, epoch: int, opt: torch.optim.Optimizer, extra_meta: dict[str, Any]) -> Path:
         opt_t, groups = _optim_tensors(opt)
         path = out / checkpoint_name(stage, epoch)
@@ -350,7 +335,9 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
         checkpoints.append(path)
         return path
 
-    def run_epoch(stage: int, epoch: int, total: int, step: Any) -> None:
+    def run_epoch(stage: int, epoch: int, total: int, opt: torch.optim.Optimizer, loss_of: Any,
+                  sched: Any = None) -> None:
+        """One epoch of optimiser steps on ``loss_of(images, masks, labels, names) -> (loss, parts)``."""
         nonlocal epochs_run
         bs = batches(train.stage1_batch_size if stage == 1 else train.stage2_batch_size)
         bar = progress_bar(total=len(bs), desc=f"AA-CLIP stage {stage} epoch {epoch}/{total}", unit="batch",
@@ -359,8 +346,16 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
         parts_sum: dict[str, float] = {}
         try:
             for idx in bs:
-                loss, parts = step(*get_batch(idx))
-                losses.append(float(loss))
+                images, masks, labels, names = load_batch(dataset, [records[i] for i in idx], size)
+                if train.augment:
+                    images, masks = augment(images, masks, gen, interpolation=train.augment_interpolation)
+                opt.zero_grad(set_to_none=True)
+                loss, parts = loss_of(images.to(device), masks.to(device), labels.to(device), names)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                losses.append(float(loss.detach()))
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
                 bar.update(1)
@@ -377,16 +372,8 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
         if resumed_from is not None and int(meta["stage"]) == 1:
             _load_optim(opt1, tensors, meta["optim_groups"])
         model.adapters.train()
-
-        def step1(images: Any, masks: Any, labels: Any, names: list[str]) -> tuple[Any, dict[str, float]]:
-            opt1.zero_grad(set_to_none=True)
-            loss, parts = stage1_loss(model, images, masks, labels, names, train)
-            loss.backward()
-            opt1.step()
-            return loss.detach(), parts
-
         for epoch in range(done[1] + 1, train.stage1_epochs + 1):
-            run_epoch(1, epoch, train.stage1_epochs, step1)
+            run_epoch(1, epoch, train.stage1_epochs, opt1, lambda *batch: stage1_loss(model, *batch, train))
             save(1, epoch, opt1, {})
         done = (1, train.stage1_epochs)
 
@@ -403,24 +390,17 @@ def train_aaclip(bundle: Any, dataset: Any, out_dir: str | os.PathLike[str], *, 
             _load_optim(opt2, tensors, meta["optim_groups"])
             step_count = int(meta.get("global_step", 0))
         sched = torch.optim.lr_scheduler.MultiStepLR(opt2, milestones=list(train.milestones), gamma=train.lr_gamma)
-        sched.last_epoch = step_count
+        sched.last_epoch = step_count  # then counts the optimiser steps of stage 2 (one sched.step() each)
         model.adapters.train()
 
-        def step2(images: Any, masks: Any, labels: Any, names: list[str]) -> tuple[Any, dict[str, float]]:
-            nonlocal step_count
-            opt2.zero_grad(set_to_none=True)
-            loss, parts = stage2_loss(model, images, masks, labels, torch.stack([table[n] for n in names]),
-                                      align_corners=train.align_corners)
-            loss.backward()
-            opt2.step()
-            sched.step()
-            step_count += 1
-            return loss.detach(), parts
+        def loss2(images: Any, masks: Any, labels: Any, names: list[str]) -> tuple[Any, dict[str, float]]:
+            return stage2_loss(model, images, masks, labels, torch.stack([table[n] for n in names]),
+                               align_corners=train.align_corners)
 
         first = done[1] + 1 if done[0] == 2 else 1
         for epoch in range(first, train.stage2_epochs + 1):
-            run_epoch(2, epoch, train.stage2_epochs, step2)
-            save(2, epoch, opt2, {"global_step": step_count})
+            run_epoch(2, epoch, train.stage2_epochs, opt2, loss2, sched)
+            save(2, epoch, opt2, {"global_step": sched.last_epoch})
     model.adapters.eval()
     model.clear_cache()
     final = save_checkpoint(out / FINAL_NAME, model, metadata={"train_config": train.to_json(), "data": data,
