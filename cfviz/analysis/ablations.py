@@ -78,26 +78,17 @@ def visual_predictions(store: CaptureStore, dataset: Any, category: str, *, shot
     Maps are normalised and smoothed exactly as in :func:`cfviz.experiments.predict`; the image
     score follows ``scoring.score_rule``.
     """
-    from cfviz.data.samples import sample_references
-    from cfviz.evaluation.scoring import VISUAL_RANGES, load_masks, pooled_diffusion_visual_maps
+    from cfviz.evaluation.scoring import VISUAL_RANGES, category_inputs, pooled_diffusion_visual_maps
     from cfviz.fusion import image_scores, normalize_maps, smooth, upsample
 
     if shots < 1:
         raise ValueError(f"M_diff_V needs k >= 1 normal references; got shots={shots}")
-    tests = [r for r in dataset.records if r.category == category and r.split == "test"]
-    ids = [r.image_id for r in tests]
-    refs = [r.image_id for r in sample_references(dataset, category, shots, seed)]
-    missing = store.missing(ids + refs)
-    if missing:
-        raise KeyError(f"{len(missing)} images are not in the store (e.g. {missing[:3]}); run extraction first")
-    if masks is None and dataset.has_masks:
-        masks = load_masks(dataset, tests, scoring.eval_size)
-    raw = pooled_diffusion_visual_maps(store, ids, refs, scoring, extraction)
+    tests, refs, labels, masks = category_inputs(store, dataset, category, shots, seed, scoring.eval_size, masks)
+    raw = pooled_diffusion_visual_maps(store, [r.image_id for r in tests], refs, scoring, extraction)
     bounds = VISUAL_RANGES["diff_visual"]  # used by normalization "inductive" only, as in predict
     norm: Any = scoring.normalization
     maps = smooth(normalize_maps(upsample(raw, scoring.grid), norm, bounds=bounds), scoring.sigma)
     scores = image_scores(maps, scoring.score_rule, topk=scoring.topk)  # type: ignore[arg-type]
-    labels = np.array([r.label for r in tests], dtype=np.int64)
     return labels, scores, maps, masks
 
 

@@ -100,6 +100,11 @@ def compact_plan(ids: Sequence[str], draws: dict[str, dict], extraction: Extract
     return CompactPlan(list(ids), draws, pairs, wanted)
 
 
+def holds_maps(meta: dict[str, Any], wanted: Iterable[str]) -> bool:
+    """Whether a test entry is compacted and holds every map of ``wanted`` (nothing left to compute for it)."""
+    return is_compacted(meta) and set(wanted) <= set(meta.get("tensors", {}))
+
+
 def _journal(store: CaptureStore, category: str) -> Path:
     return store.path / JOURNAL_DIR / f"{entry_key(category)}.safetensors"
 
@@ -140,10 +145,7 @@ def compact_category(store: CaptureStore, dataset: Any, category: str, *, shots:
     refs = sorted({r for d in draws.values() for r in d["references"]})
     entries = {i: store[i] for i in ids}
 
-    def done(meta: dict[str, Any]) -> bool:
-        return is_compacted(meta) and set(wanted) <= set(meta.get("tensors", {}))
-
-    todo = [i for i in ids if not done(entries[i].meta)]
+    todo = [i for i in ids if not holds_maps(entries[i].meta, wanted)]
     rewritten = 0
     if todo:
         journal = _journal(store, category)
@@ -219,8 +221,7 @@ def check_before_extraction(store: CaptureStore, plan: Any) -> None:
         entries = {i: store[i] for i in ids if i in store}
         if not any(is_compacted(e.meta) for e in entries.values()):
             continue  # nothing compacted here yet
-        needs_maps = any(not (is_compacted(e.meta) and set(wanted) <= set(e.meta.get("tensors", {})))
-                         for e in entries.values())
+        needs_maps = any(not holds_maps(e.meta, wanted) for e in entries.values())
         if not (wanted and needs_maps) or _read_journal(_journal(store, category), ids, set(wanted)) is not None:
             continue  # nothing left to compute, or a cut compaction whose journal holds the maps
         _check_features_kept(store, category, ids, entries, pairs, wanted, draws)

@@ -103,8 +103,7 @@ def plan_run(spec: RunSpec, out_dir: str | Path, store_dir: str | Path | None = 
 
     out = Path(out_dir)
     store = Path(store_dir) if store_dir is not None else out / "store"
-    # every setting, path, device and model name, before any data is generated; the denoiser family it read
-    family = preflight(spec, out, store)
+    family = preflight(spec, out, store)  # every check, before any data is generated; the family it read
     spec = resolve_spec(spec, stored_clip_windows(store), family=family)
     dataset = open_run_dataset(spec)
     left_out = check_run_data(dataset, spec.shots)  # what each category lacks, before any model loads

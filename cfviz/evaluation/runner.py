@@ -15,7 +15,6 @@ shard's or process's batches), compaction, scoring, and the report (:mod:`cfviz.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -26,18 +25,14 @@ from cfviz.evaluation.config import RunSpec
 from cfviz.evaluation.extraction import ExtractionReport, extract
 from cfviz.evaluation.plan import RunPlan
 from cfviz.evaluation.report import EvaluationResult, summarize, write_outputs
+from cfviz.utils.lazy import lazy_names
 
-#: Names that lived here before the plan and the report had modules of their own: read from their
-#: home on every use (not copied at import, so a patch of the home is seen here too).
-_MOVED = {**dict.fromkeys(("model_identity", "open_run_dataset", "store_identity", "stored_clip_windows",
-                           "subset_options", "test_categories"), "cfviz.evaluation.plan"),
-          **dict.fromkeys(("METRIC_ORDER", "RANDOM_WEIGHTS_NOTE", "summary_markdown"), "cfviz.evaluation.report")}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MOVED[name]), name)
+#: Names that lived here before the plan and the report had modules of their own, loaded from their
+#: home on first use (the library imports them from there).
+__getattr__, __dir__ = lazy_names(__name__, {
+    **dict.fromkeys(("model_identity", "open_run_dataset", "store_identity", "stored_clip_windows", "subset_options",
+                     "test_categories"), "cfviz.evaluation.plan"),
+    **dict.fromkeys(("METRIC_ORDER", "RANDOM_WEIGHTS_NOTE", "summary_markdown"), "cfviz.evaluation.report")})
 
 
 def evaluate(spec: RunSpec, out_dir: str | Path, *, store_dir: str | Path | None = None,

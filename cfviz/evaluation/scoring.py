@@ -369,28 +369,16 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
         extraction settings): store reads and branch maps are then computed once, not once per
         method, shots and seed. The results are the same with or without it.
     """
-    from cfviz.data.samples import sample_references
     from cfviz.evaluation import aaclip_branch, clip_branch
 
     scoring = scoring or ScoringConfig()
     extraction = extraction or extraction_of(store)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    tests = [r for r in dataset.records if r.category == category and r.split == "test"]
-    if not tests:
-        raise ValueError(f"no test images of category {category!r} in the data set")
+    tests, refs, labels, masks = category_inputs(store, dataset, category, shots, seed, scoring.eval_size, masks,
+                                                 references)
     ids = [r.image_id for r in tests]
-    missing = store.missing(ids)
-    if references is None:  # a run passes its plan's draw (RunPlan.references_of)
-        references = [r.image_id for r in sample_references(dataset, category, shots, seed)] if shots else []
-    refs = list(references)
-    missing += store.missing(refs)
-    if missing:
-        raise KeyError(f"{len(missing)} images are not in the store yet (e.g. {missing[:3]}); run extraction first")
-    labels = np.array([r.label for r in tests], dtype=np.int64)
     size = scoring.grid  # eval_size, or the working grid when pixel metrics use each mask's own size
-    if masks is None and dataset.has_masks:
-        masks = load_masks(dataset, tests, scoring.eval_size)
 
     comps: dict[str, np.ndarray] = {}
     comp_scores: dict[str, np.ndarray] = {}
@@ -478,6 +466,25 @@ def predict(store: CaptureStore, dataset: Any, category: str, method: str, *, sh
                        components=comps, component_scores=comp_scores, references=refs,
                        defect_types=[r.defect_type for r in tests],
                        cls_scores=None if cls_score is None else np.asarray(cls_score, np.float32))
+
+
+def category_inputs(store: CaptureStore, dataset: Any, category: str, shots: int, seed: int, eval_size: int | str,
+                    masks: np.ndarray | None = None, references: Sequence[str] | None = None) -> tuple:
+    """``(test records, reference ids, labels, masks)`` of one category and draw (drawn, and masks
+    loaded, unless given: a run passes its plan's references), every image in the store."""
+    from cfviz.data.samples import sample_references
+
+    tests = [r for r in dataset.records if r.category == category and r.split == "test"]
+    if not tests:
+        raise ValueError(f"no test images of category {category!r} in the data set")
+    if references is None:
+        references = [r.image_id for r in sample_references(dataset, category, shots, seed)] if shots else []
+    missing = store.missing([r.image_id for r in tests] + list(references))
+    if missing:
+        raise KeyError(f"{len(missing)} images are not in the store yet (e.g. {missing[:3]}); run extraction first")
+    if masks is None and dataset.has_masks:
+        masks = load_masks(dataset, tests, eval_size)
+    return tests, list(references), np.array([r.label for r in tests], dtype=np.int64), masks
 
 
 def annotated_masks(dataset: Any, records: Sequence[Any], size: int | str) -> tuple[np.ndarray, np.ndarray]:
