@@ -140,11 +140,13 @@ def _memo(cache: BranchCache | None, context: Any = None) -> Any:
 
 
 # ---------------------------------------------------------------------------------- the comparison rule
-def comparison_rule(scoring: ScoringConfig, pair: dict[str, Any] | None = None) -> dict[str, str]:
+def comparison_rule(scoring: ScoringConfig, pair: dict[str, Any] | ExtractionConfig | None = None, *,
+                    k_shot: bool = True) -> dict[str, str]:
     """The run-level settings every method is scored under, in words: ``setting -> description``.
 
     The runner prints them in ``summary.md`` and keeps them in ``run.json``. ``pair``
-    (:func:`visual_pair`, of a run that scores M_diff_V) adds the (timestep, block) pair.
+    (:func:`visual_pair`, of a run that scores M_diff_V) adds the (timestep, block) pair; the
+    older form, extraction settings (and ``k_shot``), adds theirs.
 
     >>> rule = comparison_rule(ScoringConfig(), visual_pair(ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261))))
     >>> print(rule["smoothing"])
@@ -179,6 +181,8 @@ def comparison_rule(scoring: ScoringConfig, pair: dict[str, Any] | None = None) 
         grid = f"{s.grid} x {s.grid} px: masks resized nearest-neighbour, maps bilinearly"
     out = {"smoothing": smoothing, "normalization before fusion": norm, "image score": score,
            "evaluation grid": grid}
+    if isinstance(pair, ExtractionConfig) or not k_shot:  # the older form: extraction settings and k_shot
+        pair = visual_pair(s, pair) if k_shot else None
     if pair is not None:
         out["M_diff_V pair"] = (f"query t={pair['query_timestep']} {pair['query_block']}, "
                                 f"reference t={pair['reference_timestep']} {pair['reference_block']}")

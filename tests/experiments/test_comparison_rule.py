@@ -232,3 +232,11 @@ def test_the_rule_is_scoring_only(run: EvaluationResult, tmp_path: Path, monkeyp
     assert {p: p.stat().st_mtime_ns for p in sorted(run.store.path.rglob("*")) if p.is_file()} == files
     assert len(other.frame) == len(run.frame)
     assert "each method's own (own)" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_rule_takes_the_resolved_pair_and_still_the_older_extraction_form() -> None:
+    from cfviz.evaluation.scoring import comparison_rule, visual_pair
+
+    s, e = ScoringConfig(), ExtractionConfig(timesteps=(50, 400, 261))
+    assert comparison_rule(s, e) == comparison_rule(s, visual_pair(s, e))  # the form before the plan
+    assert "M_diff_V pair" in comparison_rule(s, e) and comparison_rule(s, e, k_shot=False) == comparison_rule(s)
